@@ -1,0 +1,258 @@
+//! Validated configuration: what the rest of the gateway reads.
+//!
+//! Every value here has already passed the rules of CONFIG.md; nothing downstream re-checks
+//! or re-parses it. The raw serde mirror of the file lives in `raw.rs` and is converted into
+//! these types by `validate.rs`, the only place a configuration can fail.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use ipnet::IpNet;
+
+/// The whole validated configuration of one gateway process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from, as given on the command line (for messages).
+    pub source: PathBuf,
+    /// `[server]`: the public listener.
+    pub server: ServerConfig,
+    /// `[admin]`: the operator listener.
+    pub admin: AdminConfig,
+    /// `[store]`: where users, sessions and revocations live.
+    pub store: StoreConfig,
+    /// `[tokens]`: signing, lifetimes, issuer.
+    pub tokens: TokensConfig,
+    /// `[auth]`: the account endpoints.
+    pub auth: AuthConfig,
+    /// `[proxy]`: defaults for forwarding.
+    pub proxy: ProxyConfig,
+    /// `[log]`: log format and level.
+    pub log: LogConfig,
+    /// `[[routes]]`: the route table, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Public listener address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Largest accepted body on the auth endpoints, in bytes.
+    pub max_body: usize,
+    /// How long a client may take to send a request head.
+    pub request_header_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Certificate and key files; when present the public listener speaks TLS.
+    pub tls: Option<TlsFiles>,
+    /// Accepted connections beyond this wait in the kernel backlog.
+    pub max_connections: usize,
+}
+
+/// PEM files for the public listener's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// `[admin]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Admin listener address; `None` when `listen = ""` switches it off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[store]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Which store, and where.
+    pub url: StoreUrl,
+    /// PostgreSQL only: how stale a replica may be before authenticated routes fail closed.
+    pub max_staleness: Duration,
+}
+
+/// A parsed `[store] url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// An embedded SQLite database file (relative paths resolved against the working directory).
+    Sqlite(PathBuf),
+}
+
+/// Signing algorithm of issued tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    Hs256,
+    /// Ed25519.
+    EdDsa,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    Rs256,
+}
+
+impl TokenAlgorithm {
+    /// The spelling used in the config file and in a JWT header's `alg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hs256 => "HS256",
+            Self::EdDsa => "EdDSA",
+            Self::Es256 => "ES256",
+            Self::Rs256 => "RS256",
+        }
+    }
+
+    /// True for the algorithms that sign with a private key file.
+    pub fn is_asymmetric(self) -> bool {
+        !matches!(self, Self::Hs256)
+    }
+}
+
+/// `[tokens]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokensConfig {
+    /// Signing algorithm.
+    pub algorithm: TokenAlgorithm,
+    /// HS256 secret file (created with 64 random bytes on first start).
+    pub secret_file: PathBuf,
+    /// Private key for the asymmetric algorithms.
+    pub private_key_file: Option<PathBuf>,
+    /// Public keys still accepted while rotating (asymmetric only).
+    pub verify_keys: Vec<PathBuf>,
+    /// `iss` of issued tokens, required on verified ones.
+    pub issuer: String,
+    /// `aud` of issued tokens, required on verified ones when set.
+    pub audience: Option<String>,
+    /// Lifetime of access tokens.
+    pub access_ttl: Duration,
+    /// Lifetime of a login session and its refresh tokens.
+    pub refresh_ttl: Duration,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// `[auth]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Path prefix of the account endpoints, e.g. `/auth`.
+    pub prefix: String,
+    /// Whether `POST {prefix}/register` is open.
+    pub allow_registration: bool,
+    /// Shortest accepted password, in Unicode scalar values.
+    pub min_password_length: usize,
+    /// Whether each refresh returns a new refresh token and retires the old one.
+    pub refresh_rotation: bool,
+    /// How long a retired refresh token is still answered without counting as reuse.
+    pub refresh_reuse_grace: Duration,
+    /// argon2id cost parameters (already accepted by the argon2 crate).
+    pub argon2: Argon2Settings,
+    /// Failed-login limiting.
+    pub login_limit: LoginLimit,
+}
+
+/// argon2id parameters as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Settings {
+    /// Memory cost in KiB.
+    pub memory_kib: u32,
+    /// Number of passes.
+    pub iterations: u32,
+    /// Degree of parallelism.
+    pub parallelism: u32,
+}
+
+/// `[auth] login_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimit {
+    /// Failures answered with 401 before further attempts get 429.
+    pub max_failures: u32,
+    /// Fixed window counted from the first failure.
+    pub window: Duration,
+}
+
+/// `[proxy]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Default upstream timeout of a route.
+    pub timeout: Duration,
+    /// Names of the identity headers sent upstream.
+    pub identity_headers: IdentityHeaders,
+    /// Peers whose `X-Forwarded-For` is believed for rate limiting.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Extra CA certificate(s) for https upstreams.
+    pub upstream_ca_file: Option<PathBuf>,
+}
+
+/// Header names the gateway sets on authenticated requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    /// User id (`sub`).
+    pub user_id: HeaderName,
+    /// Username as registered.
+    pub username: HeaderName,
+    /// Roles, comma-separated.
+    pub roles: HeaderName,
+    /// Session id (`sid`).
+    pub session_id: HeaderName,
+    /// `true` or `false`.
+    pub fresh: HeaderName,
+}
+
+/// `[log]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Human-readable or JSON lines.
+    pub format: LogFormat,
+    /// A tracing-subscriber filter directive such as `info` or `authgate=debug`.
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Who may pass a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// No token needed; a token, if sent, is ignored.
+    Public,
+    /// A valid access token.
+    Token,
+    /// A valid fresh access token.
+    Fresh,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Path prefix, starting with `/` and not ending in `/` (except `/` itself).
+    pub prefix: String,
+    /// Absolute http(s) URL of the upstream; a path in it is prepended to forwarded paths.
+    pub upstream: Uri,
+    /// Token policy.
+    pub auth: RouteAuth,
+    /// `fresh` routes only: the token's `auth_time` must be within this age.
+    pub fresh_max_age: Option<Duration>,
+    /// Roles the token must all hold.
+    pub roles: Vec<String>,
+    /// Allowed methods; `None` means all.
+    pub methods: Option<Vec<Method>>,
+    /// Remove the prefix before forwarding.
+    pub strip_prefix: bool,
+    /// Forward the client's `Authorization` header.
+    pub forward_authorization: bool,
+    /// Allow WebSocket upgrades.
+    pub websocket: bool,
+    /// Connect plus response-head timeout.
+    pub timeout: Duration,
+}

@@ -1,0 +1,3 @@
+//! The `authgate` binary.
+
+fn main() {}

@@ -4,3 +4,4 @@
 //! integration tests drive the same code the binary runs.
 
 pub mod config;
+pub mod store;

@@ -1,0 +1,3 @@
+//! The auth layer: password hashing, account input rules, revocation checks and login limiting.
+
+pub mod accounts_rules;

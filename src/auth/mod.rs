@@ -1,3 +1,4 @@
 //! The auth layer: password hashing, account input rules, revocation checks and login limiting.
 
 pub mod accounts_rules;
+pub mod password;

@@ -1,0 +1,383 @@
+//! Password hashing and verification: argon2id PHC strings, computed off the async reactor.
+//!
+//! Owns the bounded hashing pool (a semaphore in front of `spawn_blocking`), the wait limit
+//! that turns a full queue into `HashError::Busy` (503 + `Retry-After` at the HTTP layer), and
+//! the dummy hash that makes "unknown user" cost the same as "wrong password".
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::Argon2Settings;
+
+/// Why a hash or verify did not produce an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashError {
+    /// No hashing slot became free within `max_wait`: answer 503 with `Retry-After`.
+    Busy,
+    /// Something that should not happen (unparsable stored hash, argon2 or task failure);
+    /// the text names the failure only, never a password or hash.
+    Internal(String),
+}
+
+impl fmt::Display for HashError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Busy => f.write_str("password hashing is busy"),
+            Self::Internal(why) => write!(f, "password hashing failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for HashError {}
+
+/// The argon2id hasher shared by every request; cloning shares the same pool and counters.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    argon2: Argon2<'static>,
+    params: Params,
+    permits: Arc<Semaphore>,
+    max_wait: Duration,
+    /// PHC string of a random password under the current parameters, for unknown users.
+    dummy_phc: PasswordHash,
+    hashes_started: AtomicU64,
+}
+
+impl fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The dummy hash is not secret, but nothing here is useful in a log either.
+        f.debug_struct("PasswordHasher")
+            .field("m_cost", &self.inner.params.m_cost())
+            .field("t_cost", &self.inner.params.t_cost())
+            .field("p_cost", &self.inner.params.p_cost())
+            .field("max_wait", &self.inner.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasswordHasher {
+    /// Builds the hasher: validates the parameters, sizes the pool to `permits` concurrent
+    /// hashes (callers pass `max(1, cores - 1)`), and computes the dummy hash.
+    ///
+    /// This runs one argon2 hash synchronously, so call it at start-up (or on a blocking
+    /// thread), not from a request.
+    pub fn new(
+        settings: Argon2Settings,
+        permits: usize,
+        max_wait: Duration,
+    ) -> Result<Self, String> {
+        if permits == 0 || permits > Semaphore::MAX_PERMITS {
+            return Err(format!(
+                "password hashing permits must be between 1 and {}, not {permits}",
+                Semaphore::MAX_PERMITS
+            ));
+        }
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let dummy_phc = dummy_hash(&argon2)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                argon2,
+                params,
+                permits: Arc::new(Semaphore::new(permits)),
+                max_wait,
+                dummy_phc,
+                hashes_started: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Hashes `password` with a fresh random salt into a PHC string
+    /// (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`).
+    pub async fn hash(&self, password: &str) -> Result<String, HashError> {
+        let permit = self.acquire().await?;
+        let secret = SecretBytes::copy_of(password);
+        let inner = Arc::clone(&self.inner);
+        run_blocking(permit, move || {
+            inner.hashes_started.fetch_add(1, Ordering::Relaxed);
+            inner
+                .argon2
+                .hash_password(secret.as_bytes())
+                .map(|phc: PasswordHash| phc.to_string())
+                .map_err(|e| HashError::Internal(format!("argon2 hash: {e}")))
+        })
+        .await
+    }
+
+    /// Checks `password` against a stored PHC string. `None` (no such user) verifies against
+    /// the dummy hash and answers `false`, so both failures cost one argon2 run.
+    pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, HashError> {
+        let stored = match phc {
+            Some(text) => Some(parse_stored(text)?),
+            None => None,
+        };
+        let permit = self.acquire().await?;
+        let secret = SecretBytes::copy_of(password);
+        let inner = Arc::clone(&self.inner);
+        run_blocking(permit, move || {
+            inner.hashes_started.fetch_add(1, Ordering::Relaxed);
+            let target = stored.as_ref().unwrap_or(&inner.dummy_phc);
+            let matched = check(&inner.argon2, secret.as_bytes(), target)?;
+            Ok(matched && stored.is_some())
+        })
+        .await
+    }
+
+    /// True when a stored hash is not argon2id v19 with at least the current m, t and p, so a
+    /// successful login should store a fresh hash. Unparsable strings also answer true.
+    pub fn needs_rehash(&self, phc: &str) -> bool {
+        let Ok(stored) = PasswordHash::new(phc) else {
+            return true;
+        };
+        let Ok(params) = Params::try_from(&stored) else {
+            return true;
+        };
+        let current = &self.inner.params;
+        stored.algorithm != argon2::ARGON2ID_IDENT
+            || stored.version != Some(Version::V0x13.into())
+            || params.m_cost() < current.m_cost()
+            || params.t_cost() < current.t_cost()
+            || params.p_cost() < current.p_cost()
+    }
+
+    /// How many argon2 runs (hashes and verifies, the dummy included) have started since
+    /// construction; the start-up dummy hash is not counted.
+    pub fn hashes_started(&self) -> u64 {
+        self.inner.hashes_started.load(Ordering::Relaxed)
+    }
+
+    async fn acquire(&self) -> Result<OwnedSemaphorePermit, HashError> {
+        let waiting = Arc::clone(&self.inner.permits).acquire_owned();
+        match tokio::time::timeout(self.inner.max_wait, waiting).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(HashError::Internal("hashing pool closed".into())),
+            Err(_elapsed) => Err(HashError::Busy),
+        }
+    }
+
+    /// Takes a hashing slot without waiting, so tests can fill the pool deterministically.
+    #[cfg(test)]
+    fn take_permit_for_test(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.inner.permits).try_acquire_owned().ok()
+    }
+}
+
+/// Runs `job` on the blocking pool under the caller's span. The permit moves into the job so
+/// the slot stays taken until argon2 finishes, even if the request future is dropped.
+async fn run_blocking<T, F>(permit: OwnedSemaphorePermit, job: F) -> Result<T, HashError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, HashError> + Send + 'static,
+{
+    let span = tracing::Span::current();
+    let handle = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        span.in_scope(job)
+    });
+    handle
+        .await
+        .map_err(|e| HashError::Internal(format!("hashing task failed: {e}")))?
+}
+
+/// Parses a stored PHC string; failure means a corrupt store row, logged without its content.
+fn parse_stored(text: &str) -> Result<PasswordHash, HashError> {
+    PasswordHash::new(text).map_err(|e| {
+        tracing::error!(error = %e, "stored password hash is not a valid PHC string");
+        HashError::Internal("stored password hash does not parse".into())
+    })
+}
+
+/// One argon2 verification: a mismatch is `false`; any other failure is internal.
+fn check(argon2: &Argon2<'_>, password: &[u8], stored: &PasswordHash) -> Result<bool, HashError> {
+    match argon2.verify_password(password, stored) {
+        Ok(()) => Ok(true),
+        Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
+        Err(e) => {
+            tracing::error!(error = %e, "stored password hash cannot be verified");
+            Err(HashError::Internal(format!("argon2 verify: {e}")))
+        }
+    }
+}
+
+/// Hashes a random password so verifying against it costs the same as a real user's hash.
+fn dummy_hash(argon2: &Argon2<'_>) -> Result<PasswordHash, String> {
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).map_err(|e| format!("random source failed: {e}"))?;
+    let secret = SecretBytes(random.to_vec());
+    random.fill(0);
+    argon2
+        .hash_password(secret.as_bytes())
+        .map_err(|e| format!("cannot compute the dummy password hash: {e}"))
+}
+
+/// A private copy of a password that is overwritten with zeros when dropped (best effort:
+/// no `unsafe` volatile writes, `black_box` keeps the wipe from being optimised away).
+struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    fn copy_of(password: &str) -> Self {
+        Self(password.as_bytes().to_vec())
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        self.0.fill(0);
+        std::hint::black_box(&self.0);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Cheap parameters: these tests check behaviour, not cost.
+    fn settings() -> Argon2Settings {
+        Argon2Settings {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    fn hasher(permits: usize, max_wait: Duration) -> PasswordHasher {
+        PasswordHasher::new(settings(), permits, max_wait).expect("valid settings")
+    }
+
+    #[tokio::test]
+    async fn a_hashed_password_verifies_and_a_different_one_does_not() {
+        let h = hasher(2, Duration::from_secs(5));
+        let phc = h.hash("correct horse").await.expect("hash");
+        assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{phc}");
+        assert!(h.verify("correct horse", Some(&phc)).await.expect("verify"));
+        assert!(!h.verify("correct horsE", Some(&phc)).await.expect("verify"));
+        assert!(!h.verify("", Some(&phc)).await.expect("verify"));
+    }
+
+    #[tokio::test]
+    async fn two_hashes_of_one_password_use_different_salts() {
+        let h = hasher(1, Duration::from_secs(5));
+        let a = h.hash("same password").await.expect("hash");
+        let b = h.hash("same password").await.expect("hash");
+        assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn unknown_user_is_false_and_still_runs_argon2() {
+        let h = hasher(1, Duration::from_secs(5));
+        let before = h.hashes_started();
+        assert!(!h.verify("whatever", None).await.expect("verify"));
+        assert_eq!(h.hashes_started(), before + 1);
+    }
+
+    #[tokio::test]
+    async fn every_hash_and_verify_counts_as_one_argon2_run() {
+        let h = hasher(1, Duration::from_secs(5));
+        assert_eq!(
+            h.hashes_started(),
+            0,
+            "the dummy hash at start-up is not counted"
+        );
+        let phc = h.hash("pw-pw-pw-pw").await.expect("hash");
+        h.verify("pw-pw-pw-pw", Some(&phc)).await.expect("verify");
+        assert_eq!(h.hashes_started(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_answers_busy_without_running_argon2() {
+        let h = hasher(1, Duration::from_millis(20));
+        let _held = h.take_permit_for_test().expect("the only permit is free");
+        assert_eq!(h.hash("pw").await, Err(HashError::Busy));
+        assert_eq!(h.verify("pw", None).await, Err(HashError::Busy));
+        assert_eq!(h.hashes_started(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_freed_permit_lets_the_next_hash_through() {
+        let h = hasher(1, Duration::from_millis(20));
+        let held = h.take_permit_for_test().expect("free");
+        assert_eq!(h.hash("pw").await, Err(HashError::Busy));
+        drop(held);
+        assert!(h.hash("pw").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unparsable_stored_hash_is_internal_and_skips_argon2() {
+        let h = hasher(1, Duration::from_secs(5));
+        let got = h.verify("pw", Some("not a phc string")).await;
+        assert!(matches!(got, Err(HashError::Internal(_))), "{got:?}");
+        assert_eq!(h.hashes_started(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_hash_of_another_algorithm_is_internal() {
+        let h = hasher(1, Duration::from_secs(5));
+        let phc = "$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        let got = h.verify("pw", Some(phc)).await;
+        assert!(matches!(got, Err(HashError::Internal(_))), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn hashes_made_with_other_parameters_still_verify() {
+        let old = PasswordHasher::new(
+            Argon2Settings {
+                memory_kib: 512,
+                iterations: 2,
+                parallelism: 1,
+            },
+            1,
+            Duration::from_secs(5),
+        )
+        .expect("valid");
+        let phc = old.hash("migrating").await.expect("hash");
+        let h = hasher(1, Duration::from_secs(5));
+        assert!(h.verify("migrating", Some(&phc)).await.expect("verify"));
+        assert!(h.needs_rehash(&phc), "m=512 is below the current m=1024");
+    }
+
+    #[tokio::test]
+    async fn a_hash_with_current_parameters_needs_no_rehash() {
+        let h = hasher(1, Duration::from_secs(5));
+        let phc = h.hash("fresh").await.expect("hash");
+        assert!(!h.needs_rehash(&phc));
+        assert!(h.needs_rehash("garbage"));
+    }
+
+    #[test]
+    fn invalid_settings_and_zero_permits_are_refused() {
+        let bad = Argon2Settings {
+            memory_kib: 1,
+            iterations: 1,
+            parallelism: 1,
+        };
+        assert!(PasswordHasher::new(bad, 1, Duration::from_secs(1)).is_err());
+        assert!(PasswordHasher::new(settings(), 0, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn debug_output_does_not_include_the_dummy_hash() {
+        let h = hasher(1, Duration::from_secs(1));
+        let shown = format!("{h:?}");
+        assert!(!shown.contains("$argon2"), "{shown}");
+    }
+}

@@ -2,3 +2,4 @@
 
 pub mod accounts_rules;
 pub mod password;
+pub mod revocation;

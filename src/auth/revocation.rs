@@ -1,0 +1,328 @@
+//! The in-memory revocation index the request path checks, so a token check never touches
+//! the database.
+//!
+//! Owns the revoked sessions, users and token ids copied from the store's revocation log,
+//! the highest log `seq` applied (where the next poll resumes), and a generation counter that
+//! long-lived connections watch to re-check their token when something new is revoked.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::watch;
+
+use crate::store::{Revocation, RevocationKind};
+
+/// How many entries of each kind the index holds, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RevocationSizes {
+    /// Revoked sessions (`sid`).
+    pub sessions: usize,
+    /// Revoked users (user id).
+    pub users: usize,
+    /// Revoked single tokens (`jti`).
+    pub tokens: usize,
+}
+
+/// Revoked sessions, users and tokens, each mapped to the time (epoch seconds) after which
+/// the entry can be forgotten. Share it behind an `Arc`.
+#[derive(Debug)]
+pub struct RevocationIndex {
+    sets: RwLock<Sets>,
+    generation: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Sets {
+    sessions: HashMap<String, i64>,
+    users: HashMap<i64, i64>,
+    tokens: HashMap<String, i64>,
+    last_seq: i64,
+}
+
+impl Sets {
+    /// Records one entry, keeping the later expiry; true when the entry was not known before.
+    fn insert(&mut self, entry: &Revocation) -> bool {
+        let expires_at = entry.expires_at;
+        match &entry.kind {
+            RevocationKind::Session(sid) => keep_latest(&mut self.sessions, sid, expires_at),
+            RevocationKind::User(id) => keep_latest(&mut self.users, id, expires_at),
+            RevocationKind::Token(jti) => keep_latest(&mut self.tokens, jti, expires_at),
+        }
+    }
+}
+
+/// Inserts `key` or raises its expiry; true when `key` was new. Clones the key only when new.
+fn keep_latest<K, Q>(map: &mut HashMap<K, i64>, key: &Q, expires_at: i64) -> bool
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(known) = map.get_mut(key) {
+        *known = (*known).max(expires_at);
+        return false;
+    }
+    map.insert(key.to_owned(), expires_at);
+    true
+}
+
+impl Default for RevocationIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RevocationIndex {
+    /// An empty index: nothing revoked, `last_seq` 0, generation 0.
+    pub fn new() -> Self {
+        let (generation, _) = watch::channel(0);
+        Self {
+            sets: RwLock::new(Sets::default()),
+            generation,
+        }
+    }
+
+    /// Adds log entries (idempotent: entries seen before change nothing but may raise their
+    /// expiry) and raises `last_seq` to the highest `seq` given. Subscribers are woken when at
+    /// least one entry was new.
+    pub fn apply(&self, entries: &[Revocation]) {
+        let mut added = false;
+        {
+            let mut sets = self.write();
+            for entry in entries {
+                added |= sets.insert(entry);
+                sets.last_seq = sets.last_seq.max(entry.seq);
+            }
+        }
+        // Notify after the lock is released, so a woken task sees the new entries at once.
+        if added {
+            self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+
+    /// The highest log `seq` applied so far (0 before any).
+    pub fn last_seq(&self) -> i64 {
+        self.read().last_seq
+    }
+
+    /// The hot path: whether a token with this `jti`, session and user is revoked. One read
+    /// lock, no allocation, no await.
+    pub fn is_revoked(&self, jti: &str, sid: &str, user_id: i64) -> bool {
+        let sets = self.read();
+        sets.tokens.contains_key(jti)
+            || sets.sessions.contains_key(sid)
+            || sets.users.contains_key(&user_id)
+    }
+
+    /// Forgets entries whose `expires_at` is before `now` (epoch seconds): every token they
+    /// cover has expired anyway. Returns how many were dropped. Wakes no one.
+    pub fn prune(&self, now: i64) -> usize {
+        let mut sets = self.write();
+        let before = sizes_of(&sets);
+        sets.sessions.retain(|_, exp| *exp >= now);
+        sets.users.retain(|_, exp| *exp >= now);
+        sets.tokens.retain(|_, exp| *exp >= now);
+        let after = sizes_of(&sets);
+        (before.sessions - after.sessions)
+            + (before.users - after.users)
+            + (before.tokens - after.tokens)
+    }
+
+    /// Current entry counts per kind.
+    pub fn sizes(&self) -> RevocationSizes {
+        sizes_of(&self.read())
+    }
+
+    /// A receiver whose value changes each time `apply` adds an entry: a long-lived
+    /// connection waits on `changed()` and then re-checks `is_revoked` for its own token.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    // A panic while holding the lock cannot leave a half-written entry (each insert is one
+    // map operation), so a poisoned lock still guards a usable set: keep enforcing it.
+    fn read(&self) -> RwLockReadGuard<'_, Sets> {
+        self.sets.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Sets> {
+        self.sets.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn sizes_of(sets: &Sets) -> RevocationSizes {
+    RevocationSizes {
+        sessions: sets.sessions.len(),
+        users: sets.users.len(),
+        tokens: sets.tokens.len(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: i64, kind: RevocationKind, expires_at: i64) -> Revocation {
+        Revocation {
+            seq,
+            kind,
+            expires_at,
+        }
+    }
+
+    fn session(seq: i64, sid: &str, exp: i64) -> Revocation {
+        entry(seq, RevocationKind::Session(sid.into()), exp)
+    }
+
+    #[test]
+    fn an_empty_index_revokes_nothing() {
+        let idx = RevocationIndex::new();
+        assert!(!idx.is_revoked("j", "s", 1));
+        assert_eq!(idx.last_seq(), 0);
+        assert_eq!(idx.sizes(), RevocationSizes::default());
+    }
+
+    #[test]
+    fn a_revoked_session_covers_every_token_of_that_session_only() {
+        let idx = RevocationIndex::new();
+        idx.apply(&[session(1, "s1", 100)]);
+        assert!(idx.is_revoked("any-jti", "s1", 7));
+        assert!(idx.is_revoked("other-jti", "s1", 8));
+        assert!(!idx.is_revoked("any-jti", "s2", 7));
+    }
+
+    #[test]
+    fn a_revoked_user_covers_every_session_of_that_user_only() {
+        let idx = RevocationIndex::new();
+        idx.apply(&[entry(1, RevocationKind::User(42), 100)]);
+        assert!(idx.is_revoked("j", "s1", 42));
+        assert!(idx.is_revoked("k", "s2", 42));
+        assert!(!idx.is_revoked("j", "s1", 43));
+    }
+
+    #[test]
+    fn a_revoked_jti_covers_that_token_only() {
+        let idx = RevocationIndex::new();
+        idx.apply(&[entry(1, RevocationKind::Token("j1".into()), 100)]);
+        assert!(idx.is_revoked("j1", "s1", 1));
+        assert!(!idx.is_revoked("j2", "s1", 1));
+    }
+
+    #[test]
+    fn a_session_id_is_not_confused_with_a_token_id() {
+        let idx = RevocationIndex::new();
+        idx.apply(&[session(1, "same", 100)]);
+        assert!(!idx.is_revoked("same", "other", 1));
+    }
+
+    #[test]
+    fn applying_the_same_entries_twice_changes_nothing() {
+        let idx = RevocationIndex::new();
+        let batch = [
+            session(1, "s1", 100),
+            entry(2, RevocationKind::User(5), 100),
+            entry(3, RevocationKind::Token("j".into()), 100),
+        ];
+        idx.apply(&batch);
+        let sizes = idx.sizes();
+        idx.apply(&batch);
+        assert_eq!(idx.sizes(), sizes);
+        assert_eq!(
+            sizes,
+            RevocationSizes {
+                sessions: 1,
+                users: 1,
+                tokens: 1
+            }
+        );
+        assert_eq!(idx.last_seq(), 3);
+    }
+
+    #[test]
+    fn last_seq_only_rises() {
+        let idx = RevocationIndex::new();
+        idx.apply(&[session(5, "a", 100), session(3, "b", 100)]);
+        assert_eq!(idx.last_seq(), 5);
+        idx.apply(&[session(4, "c", 100)]);
+        assert_eq!(idx.last_seq(), 5);
+        idx.apply(&[]);
+        assert_eq!(idx.last_seq(), 5);
+        idx.apply(&[session(9, "d", 100)]);
+        assert_eq!(idx.last_seq(), 9);
+    }
+
+    #[test]
+    fn prune_drops_only_entries_that_expired_before_now() {
+        let idx = RevocationIndex::new();
+        idx.apply(&[
+            session(1, "old", 99),
+            session(2, "edge", 100),
+            entry(3, RevocationKind::User(1), 50),
+            entry(4, RevocationKind::Token("j".into()), 200),
+        ]);
+        assert_eq!(idx.prune(100), 2);
+        assert!(!idx.is_revoked("x", "old", 9));
+        assert!(idx.is_revoked("x", "edge", 9), "expires_at == now is kept");
+        assert!(!idx.is_revoked("x", "y", 1));
+        assert!(idx.is_revoked("j", "y", 9));
+        assert_eq!(
+            idx.sizes(),
+            RevocationSizes {
+                sessions: 1,
+                users: 0,
+                tokens: 1
+            }
+        );
+        assert_eq!(idx.last_seq(), 4, "pruning keeps the resume point");
+    }
+
+    #[test]
+    fn a_repeated_entry_keeps_the_later_expiry() {
+        let idx = RevocationIndex::new();
+        idx.apply(&[session(1, "s", 100)]);
+        idx.apply(&[session(2, "s", 300)]);
+        idx.apply(&[session(3, "s", 200)]);
+        assert_eq!(idx.prune(250), 0);
+        assert!(idx.is_revoked("j", "s", 1));
+    }
+
+    #[test]
+    fn subscribers_see_a_change_when_something_new_is_revoked() {
+        let idx = RevocationIndex::new();
+        let mut rx = idx.subscribe();
+        assert!(!rx.has_changed().expect("sender alive"));
+        idx.apply(&[session(1, "s", 100)]);
+        assert!(rx.has_changed().expect("sender alive"));
+        let first = *rx.borrow_and_update();
+        idx.apply(&[session(1, "s", 100)]);
+        assert!(
+            !rx.has_changed().expect("sender alive"),
+            "re-applying a known entry wakes no one"
+        );
+        idx.apply(&[session(2, "t", 100)]);
+        assert!(rx.has_changed().expect("sender alive"));
+        assert_ne!(*rx.borrow_and_update(), first);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_task_wakes_and_finds_its_session_revoked() {
+        let idx = std::sync::Arc::new(RevocationIndex::new());
+        let mut rx = idx.subscribe();
+        let watcher = {
+            let idx = std::sync::Arc::clone(&idx);
+            tokio::spawn(async move {
+                loop {
+                    if rx.changed().await.is_err() {
+                        return false;
+                    }
+                    if idx.is_revoked("j", "mine", 1) {
+                        return true;
+                    }
+                }
+            })
+        };
+        idx.apply(&[session(1, "someone-else", 100)]);
+        idx.apply(&[session(2, "mine", 100)]);
+        assert!(watcher.await.expect("task"));
+    }
+}

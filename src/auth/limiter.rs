@@ -1,0 +1,462 @@
+//! Failed-login limiting per username and per client address (HTTP-API §3, §6 "Sessions"),
+//! and the choice of which address counts as the client's.
+//!
+//! Windows are fixed: they open at the first failure and last `window`; answering 429 does
+//! not extend them, and once one has passed the count starts over. Time is passed in, so
+//! callers (and tests) own the clock.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use http::header::HeaderMap;
+use ipnet::IpNet;
+
+use crate::config::LoginLimit;
+
+/// Table size under which `record_failure` does not bother pruning expired windows.
+const PRUNE_FLOOR: usize = 4096;
+
+/// The de-facto standard header proxies append client addresses to (`http` has no constant).
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// Counts failed logins per lowercased username and per client address. Share it behind an
+/// `Arc`; every method takes one short mutex hold and never awaits.
+#[derive(Debug)]
+pub struct LoginLimiter {
+    limit: LoginLimit,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    users: HashMap<String, Window>,
+    addrs: HashMap<IpAddr, Window>,
+    /// Combined size at which the next `record_failure` prunes; doubles with live entries so
+    /// pruning stays amortised O(1) per failure.
+    prune_at: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    opened: Instant,
+    failures: u32,
+}
+
+impl Window {
+    /// Time left in this window at `now`, or `None` once it has passed.
+    fn remaining(&self, now: Instant, length: Duration) -> Option<Duration> {
+        length
+            .checked_sub(now.saturating_duration_since(self.opened))
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Seconds to wait (at least 1) when this window has used up its failures.
+    fn retry_after(&self, now: Instant, limit: &LoginLimit) -> Option<u64> {
+        if self.failures < limit.max_failures {
+            return None;
+        }
+        self.remaining(now, limit.window).map(ceil_secs)
+    }
+}
+
+impl LoginLimiter {
+    /// A limiter with no failures recorded.
+    pub fn new(limit: LoginLimit) -> Self {
+        Self {
+            limit,
+            state: Mutex::new(State {
+                users: HashMap::new(),
+                addrs: HashMap::new(),
+                prune_at: PRUNE_FLOOR,
+            }),
+        }
+    }
+
+    /// `Err(retry_after_secs)` (≥ 1) when the username (case-insensitively) or the address
+    /// has used up `max_failures` in its current window; then answer 429 without checking the
+    /// password. Checking records nothing, so a 429 never extends a window.
+    pub fn check(&self, username: &str, addr: IpAddr, now: Instant) -> Result<(), u64> {
+        let key = user_key(username);
+        let addr = addr.to_canonical();
+        let state = self.lock();
+        let by_user = state
+            .users
+            .get(&key)
+            .and_then(|w| w.retry_after(now, &self.limit));
+        let by_addr = state
+            .addrs
+            .get(&addr)
+            .and_then(|w| w.retry_after(now, &self.limit));
+        match by_user.max(by_addr) {
+            Some(secs) => Err(secs),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one failed password check against both the username and the address, opening
+    /// a new window for either when none is running.
+    pub fn record_failure(&self, username: &str, addr: IpAddr, now: Instant) {
+        let key = user_key(username);
+        let addr = addr.to_canonical();
+        let window = self.limit.window;
+        let mut state = self.lock();
+        count(state.users.entry(key).or_insert(fresh(now)), now, window);
+        count(state.addrs.entry(addr).or_insert(fresh(now)), now, window);
+        if state.users.len() + state.addrs.len() >= state.prune_at {
+            prune_state(&mut state, now, window);
+        }
+    }
+
+    /// A correct password: clears that username's failures (the address keeps its count,
+    /// so one good account cannot launder a spraying address).
+    pub fn record_success(&self, username: &str) {
+        let key = user_key(username);
+        self.lock().users.remove(&key);
+    }
+
+    /// Drops every window that has passed; the gateway calls this every few seconds.
+    pub fn prune(&self, now: Instant) {
+        let window = self.limit.window;
+        prune_state(&mut self.lock(), now, window);
+    }
+
+    /// Number of usernames and addresses currently tracked, for metrics.
+    pub fn tracked(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.users.len(), state.addrs.len())
+    }
+
+    // Every update is a single counter write, so a poisoned table is still consistent.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn fresh(now: Instant) -> Window {
+    Window {
+        opened: now,
+        failures: 0,
+    }
+}
+
+/// Adds a failure to a running window, or restarts a window that has passed.
+fn count(w: &mut Window, now: Instant, length: Duration) {
+    if w.remaining(now, length).is_none() {
+        *w = fresh(now);
+    }
+    w.failures = w.failures.saturating_add(1);
+}
+
+fn prune_state(state: &mut State, now: Instant, length: Duration) {
+    state
+        .users
+        .retain(|_, w| w.remaining(now, length).is_some());
+    state
+        .addrs
+        .retain(|_, w| w.remaining(now, length).is_some());
+    let live = state.users.len() + state.addrs.len();
+    state.prune_at = PRUNE_FLOOR.max(live.saturating_mul(2));
+}
+
+/// Usernames match case-insensitively (§6); the allowed characters are ASCII.
+fn user_key(username: &str) -> String {
+    username.to_ascii_lowercase()
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    let whole = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    whole.max(1)
+}
+
+/// The address login limiting counts for a request: the socket peer, or — when the peer is
+/// in `trusted` — the right-most `X-Forwarded-For` entry (over all such header lines, in
+/// order) that is not itself trusted. An entry that does not parse as an IP address stops
+/// the walk, and the last address that did parse is used. IPv4-mapped IPv6 addresses are
+/// treated as the IPv4 address they carry.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut last_good = peer.to_canonical();
+    if !is_trusted(&last_good) {
+        return last_good;
+    }
+    // Right to left: later lines were appended by proxies nearer to us.
+    for line in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        let Ok(text) = line.to_str() else {
+            return last_good;
+        };
+        for item in text.rsplit(',') {
+            let Ok(ip) = item.trim().parse::<IpAddr>() else {
+                return last_good;
+            };
+            last_good = ip.to_canonical();
+            if !is_trusted(&last_good) {
+                return last_good;
+            }
+        }
+    }
+    last_good
+}
+
+#[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn limiter(max_failures: u32) -> LoginLimiter {
+        LoginLimiter::new(LoginLimit {
+            max_failures,
+            window: WINDOW,
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().expect("test net")).collect()
+    }
+
+    fn xff(lines: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for line in lines {
+            h.append(
+                X_FORWARDED_FOR,
+                HeaderValue::from_str(line).expect("header"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn max_failures_are_allowed_then_the_next_attempt_is_limited() {
+        let l = limiter(3);
+        let t0 = Instant::now();
+        let a = ip("10.0.0.1");
+        for _ in 0..3 {
+            assert_eq!(l.check("alice", a, t0), Ok(()));
+            l.record_failure("alice", a, t0);
+        }
+        assert_eq!(l.check("alice", a, t0), Err(60));
+        assert_eq!(
+            l.check("alice", a, t0 + Duration::from_millis(59_500)),
+            Err(1)
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        let l = limiter(1);
+        let t0 = Instant::now();
+        l.record_failure("bob", ip("10.0.0.1"), t0);
+        let at = t0 + Duration::from_millis(30_001);
+        assert_eq!(l.check("bob", ip("10.0.0.9"), at), Err(30));
+        let at = t0 + Duration::from_millis(59_999);
+        assert_eq!(l.check("bob", ip("10.0.0.9"), at), Err(1));
+    }
+
+    #[test]
+    fn after_the_window_the_count_starts_over() {
+        let l = limiter(2);
+        let t0 = Instant::now();
+        let a = ip("10.0.0.1");
+        l.record_failure("alice", a, t0);
+        l.record_failure("alice", a, t0 + Duration::from_secs(10));
+        assert!(l.check("alice", a, t0 + Duration::from_secs(59)).is_err());
+        let later = t0 + WINDOW;
+        assert_eq!(l.check("alice", a, later), Ok(()));
+        l.record_failure("alice", a, later);
+        assert_eq!(
+            l.check("alice", a, later),
+            Ok(()),
+            "one failure in a new window"
+        );
+        l.record_failure("alice", a, later);
+        assert_eq!(l.check("alice", a, later), Err(60));
+    }
+
+    #[test]
+    fn limited_attempts_do_not_extend_the_window() {
+        let l = limiter(1);
+        let t0 = Instant::now();
+        let a = ip("10.0.0.1");
+        l.record_failure("alice", a, t0);
+        for s in [1, 20, 40, 59] {
+            assert!(l.check("alice", a, t0 + Duration::from_secs(s)).is_err());
+        }
+        assert_eq!(l.check("alice", a, t0 + WINDOW), Ok(()));
+    }
+
+    #[test]
+    fn failures_inside_a_window_do_not_move_its_start() {
+        let l = limiter(5);
+        let t0 = Instant::now();
+        let a = ip("10.0.0.1");
+        for s in [0, 20, 40, 50, 55] {
+            l.record_failure("alice", a, t0 + Duration::from_secs(s));
+        }
+        assert_eq!(l.check("alice", a, t0 + Duration::from_secs(55)), Err(5));
+    }
+
+    #[test]
+    fn usernames_are_compared_case_insensitively() {
+        let l = limiter(2);
+        let t0 = Instant::now();
+        l.record_failure("Alice", ip("10.0.0.1"), t0);
+        l.record_failure("ALICE", ip("10.0.0.2"), t0);
+        assert!(l.check("alice", ip("10.0.0.3"), t0).is_err());
+    }
+
+    #[test]
+    fn success_clears_the_username_but_not_the_address() {
+        let l = limiter(2);
+        let t0 = Instant::now();
+        let a = ip("10.0.0.1");
+        l.record_failure("alice", a, t0);
+        l.record_failure("alice", a, t0);
+        assert!(l.check("alice", ip("10.9.9.9"), t0).is_err());
+        l.record_success("alice");
+        assert_eq!(l.check("alice", ip("10.9.9.9"), t0), Ok(()));
+        assert!(
+            l.check("alice", a, t0).is_err(),
+            "the address is still limited"
+        );
+        assert!(l.check("carol", a, t0).is_err());
+    }
+
+    #[test]
+    fn one_address_is_limited_across_usernames() {
+        let l = limiter(3);
+        let t0 = Instant::now();
+        let a = ip("192.0.2.7");
+        for name in ["u1", "u2", "u3"] {
+            l.record_failure(name, a, t0);
+        }
+        assert!(l.check("u4", a, t0).is_err());
+        assert_eq!(l.check("u4", ip("192.0.2.8"), t0), Ok(()));
+    }
+
+    #[test]
+    fn the_longer_of_the_two_waits_is_reported() {
+        let l = limiter(1);
+        let t0 = Instant::now();
+        l.record_failure("alice", ip("10.0.0.1"), t0);
+        l.record_failure("bob", ip("10.0.0.2"), t0 + Duration::from_secs(30));
+        let now = t0 + Duration::from_secs(31);
+        assert_eq!(l.check("bob", ip("10.0.0.1"), now), Err(59));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_counts_as_its_ipv4_address() {
+        let l = limiter(1);
+        let t0 = Instant::now();
+        l.record_failure("a", ip("::ffff:10.0.0.1"), t0);
+        assert!(l.check("b", ip("10.0.0.1"), t0).is_err());
+    }
+
+    #[test]
+    fn prune_forgets_passed_windows_only() {
+        let l = limiter(3);
+        let t0 = Instant::now();
+        l.record_failure("old", ip("10.0.0.1"), t0);
+        l.record_failure("new", ip("10.0.0.2"), t0 + Duration::from_secs(30));
+        l.prune(t0 + WINDOW);
+        assert_eq!(l.tracked(), (1, 1));
+        l.prune(t0 + Duration::from_secs(90));
+        assert_eq!(l.tracked(), (0, 0));
+    }
+
+    #[test]
+    fn a_growing_table_prunes_itself_on_failure() {
+        let l = limiter(3);
+        let t0 = Instant::now();
+        for i in 0..PRUNE_FLOOR - 2 {
+            l.record_failure(&format!("user{i}"), ip("10.0.0.1"), t0);
+        }
+        let later = t0 + WINDOW;
+        l.record_failure("last", ip("10.0.0.2"), later);
+        assert_eq!(l.tracked(), (1, 1));
+    }
+
+    #[test]
+    fn without_trusted_proxies_the_peer_is_used_and_xff_ignored() {
+        let h = xff(&["203.0.113.9"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &[]), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_used_even_when_others_are_trusted() {
+        let h = xff(&["203.0.113.9"]);
+        let t = nets(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(ip("198.51.100.1"), &h, &t), ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn a_trusted_peer_yields_the_rightmost_untrusted_entry() {
+        let h = xff(&["1.1.1.1, 203.0.113.9, 10.0.0.5"]);
+        let t = nets(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn entries_across_several_header_lines_are_walked_in_order() {
+        let h = xff(&["1.1.1.1, 203.0.113.9", "10.0.0.7", "10.0.0.5,10.0.0.6"]);
+        let t = nets(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("203.0.113.9"));
+        let h = xff(&["1.1.1.1", "203.0.113.9"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn a_spoofed_leftmost_entry_is_not_believed() {
+        // The client sent "6.6.6.6"; our trusted proxy appended the real address.
+        let h = xff(&["6.6.6.6, 198.51.100.20"]);
+        let t = nets(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("198.51.100.20"));
+    }
+
+    #[test]
+    fn an_unparsable_entry_stops_the_walk_at_the_last_good_address() {
+        let t = nets(&["10.0.0.0/8"]);
+        let h = xff(&["203.0.113.9, garbage, 10.0.0.5"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("10.0.0.5"));
+        let h = xff(&["203.0.113.9, unknown"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("10.0.0.1"));
+        let h = xff(&["203.0.113.9,"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_non_ascii_header_line_stops_the_walk() {
+        let t = nets(&["10.0.0.0/8"]);
+        let mut h = xff(&["203.0.113.9"]);
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff1.2.3.4").expect("opaque bytes are valid"),
+        );
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn when_every_entry_is_trusted_the_leftmost_is_used() {
+        let t = nets(&["10.0.0.0/8"]);
+        let h = xff(&["10.0.0.3, 10.0.0.4"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &t), ip("10.0.0.3"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &t),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn ipv6_entries_and_mapped_peers_are_handled() {
+        let t = nets(&["10.0.0.0/8", "fd00::/8"]);
+        let h = xff(&["2001:db8::1, fd00::2"]);
+        assert_eq!(client_ip(ip("::ffff:10.0.0.1"), &h, &t), ip("2001:db8::1"));
+    }
+}

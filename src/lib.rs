@@ -4,4 +4,5 @@
 //! integration tests drive the same code the binary runs.
 
 pub mod config;
+pub mod proxy;
 pub mod store;

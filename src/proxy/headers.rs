@@ -1,0 +1,726 @@
+//! Header rewriting between client and upstream (HTTP-API.md §4, §6 "Proxying"; catalogue E).
+//!
+//! Request side, in this order (the order is the security property — catalogue E6):
+//! 1. [`strip_hop_by_hop`]: fields named in `Connection`, then the standard hop-by-hop set;
+//! 2. [`HeaderRewriter::strip_identity`]: every client copy of an identity header, any spelling;
+//! 3. [`HeaderRewriter::add_identity`]: the gateway's own values (authenticated routes only);
+//! 4. [`set_forwarding`], [`strip_routing_overrides`], [`request_id`].
+//!
+//! Because removal by `Connection` happens in step 1, a client can never use it to delete a
+//! header the gateway adds later. Response side: [`clean_response`]. All names used here are
+//! static constants, never parsed per request.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use thiserror::Error;
+
+use crate::config::IdentityHeaders;
+
+/// `Keep-Alive` (RFC 9112 hop-by-hop).
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Proxy-Connection` (non-standard hop-by-hop still sent by old clients).
+pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Request-Id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The standard hop-by-hop set removed in both directions.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
+/// Fields a `Connection` header may not nominate: removing them would change the message's
+/// framing (`Content-Length`) or lose the client's host before it reaches `X-Forwarded-Host`.
+/// The gateway recomputes both toward the upstream anyway (catalogue E7).
+const NOT_NOMINATABLE: [HeaderName; 2] = [CONTENT_LENGTH, HOST];
+
+/// Forwarding headers a client could spoof and that the gateway does not vouch for: dropped
+/// so an upstream never believes a client-chosen address, port or path prefix (catalogue E9).
+const RIVAL_FORWARDING: [HeaderName; 5] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-uri"),
+];
+
+/// Headers some frameworks honour to override the method or path the gateway authorised
+/// (catalogue E10, G13).
+const ROUTING_OVERRIDES: [HeaderName; 5] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// Removes the fields named in any `Connection` header (comma-separated, any case), then the
+/// standard hop-by-hop set. `Content-Length` and `Host` cannot be nominated.
+///
+/// Run it after the auth step has read `Authorization`: a client may nominate that too.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in connection_nominated(headers) {
+        if !NOT_NOMINATABLE.contains(&name) {
+            headers.remove(&name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Every field name listed in the `Connection` header lines; tokens that are not valid header
+/// names are skipped (they cannot name a field present in the map).
+fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .collect()
+}
+
+/// Removes client headers that claim a method or path other than the request's own
+/// (`X-Original-URL`, `X-Rewrite-URL`, `X-HTTP-Method-Override`, `X-HTTP-Method`,
+/// `X-Method-Override`).
+pub fn strip_routing_overrides(headers: &mut HeaderMap) {
+    for name in &ROUTING_OVERRIDES {
+        headers.remove(name);
+    }
+}
+
+/// The gateway's own values for the identity headers of one authenticated request.
+#[derive(Debug, Clone, Copy)]
+pub struct IdentityValues<'a> {
+    /// The token's `sub`.
+    pub user_id: &'a str,
+    /// The username as registered.
+    pub username: &'a str,
+    /// The token's roles; sent comma-separated without spaces.
+    pub roles: &'a [String],
+    /// The token's `sid`.
+    pub session_id: &'a str,
+    /// Whether the token is fresh.
+    pub fresh: bool,
+}
+
+/// An identity value that cannot be sent as a header; the request must fail (500), never be
+/// forwarded without identity.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("identity value for {header} cannot be sent as a header value")]
+pub struct IdentityValueError {
+    /// The identity header whose value was refused (the value itself is not kept).
+    pub header: HeaderName,
+}
+
+/// Identity-header handling compiled once from `[proxy] identity_headers`.
+#[derive(Debug, Clone)]
+pub struct HeaderRewriter {
+    names: IdentityHeaders,
+    /// The five names lowercased with `_` turned into `-`, compared against client names
+    /// folded the same way.
+    folded: [String; 5],
+}
+
+impl HeaderRewriter {
+    /// Precomputes the folded spellings of the configured identity names.
+    pub fn new(names: &IdentityHeaders) -> HeaderRewriter {
+        let folded = [
+            &names.user_id,
+            &names.username,
+            &names.roles,
+            &names.session_id,
+            &names.fresh,
+        ]
+        .map(|name| name.as_str().bytes().map(fold).map(char::from).collect());
+        HeaderRewriter {
+            names: names.clone(),
+            folded,
+        }
+    }
+
+    /// The configured identity header names.
+    pub fn names(&self) -> &IdentityHeaders {
+        &self.names
+    }
+
+    /// Removes every header whose name, lowercased with `_` read as `-`, is an identity name
+    /// (`X_Auth_User_Id`, `x-auth_user-id`, `X-AUTH-USER-ID` all go). Run on every route.
+    pub fn strip_identity(&self, headers: &mut HeaderMap) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| self.is_identity(name.as_str()))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
+    }
+
+    fn is_identity(&self, name: &str) -> bool {
+        self.folded.iter().any(|folded| {
+            folded.len() == name.len()
+                && folded
+                    .bytes()
+                    .zip(name.bytes())
+                    .all(|(want, got)| want == fold(got))
+        })
+    }
+
+    /// Sets the five identity headers (replacing any value present). Nothing is inserted
+    /// unless every value is valid: visible ASCII or inner spaces, and no `,` inside a role.
+    pub fn add_identity(
+        &self,
+        headers: &mut HeaderMap,
+        id: &IdentityValues<'_>,
+    ) -> Result<(), IdentityValueError> {
+        let names = &self.names;
+        let user_id = identity_value(&names.user_id, id.user_id)?;
+        let username = identity_value(&names.username, id.username)?;
+        let roles = roles_value(&names.roles, id.roles)?;
+        let session_id = identity_value(&names.session_id, id.session_id)?;
+        let fresh = HeaderValue::from_static(if id.fresh { "true" } else { "false" });
+        headers.insert(names.user_id.clone(), user_id);
+        headers.insert(names.username.clone(), username);
+        headers.insert(names.roles.clone(), roles);
+        headers.insert(names.session_id.clone(), session_id);
+        headers.insert(names.fresh.clone(), fresh);
+        Ok(())
+    }
+}
+
+fn fold(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// `HeaderValue::from_str` accepts obs-text and surrounding spaces that receivers strip or
+/// misread; identity values must arrive exactly as the token says.
+fn identity_value(header: &HeaderName, value: &str) -> Result<HeaderValue, IdentityValueError> {
+    let printable = value.bytes().all(|b| (0x20..=0x7E).contains(&b));
+    let trimmed = value.trim_ascii() == value;
+    if printable && trimmed {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            return Ok(v);
+        }
+    }
+    Err(IdentityValueError {
+        header: header.clone(),
+    })
+}
+
+/// Roles joined with `,`; a role holding `,` would read as two roles upstream, so it fails.
+fn roles_value(header: &HeaderName, roles: &[String]) -> Result<HeaderValue, IdentityValueError> {
+    if roles.iter().any(|r| r.contains(',')) {
+        return Err(IdentityValueError {
+            header: header.clone(),
+        });
+    }
+    identity_value(header, &roles.join(","))
+}
+
+/// Appends `peer` to `X-Forwarded-For` (every existing line kept, joined in order into one
+/// comma list), sets `X-Forwarded-Proto` to `proto`, sets `X-Forwarded-Host` to the client's
+/// `Host` (`:authority` in HTTP/2) or removes a client-sent one when there is none, and drops
+/// rival forwarding headers the gateway does not vouch for (`Forwarded`, `X-Real-IP`,
+/// `X-Forwarded-Port`, `X-Forwarded-Prefix`, `X-Forwarded-Uri`).
+pub fn set_forwarding(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    proto: &'static str,
+    client_host: Option<&HeaderValue>,
+) {
+    let forwarded_for = appended_forwarded_for(headers, peer.to_canonical());
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    match HeaderValue::from_str(proto) {
+        Ok(v) => headers.insert(X_FORWARDED_PROTO, v),
+        Err(_) => headers.remove(X_FORWARDED_PROTO),
+    };
+    match client_host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+    for name in &RIVAL_FORWARDING {
+        headers.remove(name);
+    }
+}
+
+/// The existing `X-Forwarded-For` lines joined with `, `, then `peer`. Blank lines are dropped.
+fn appended_forwarded_for(headers: &HeaderMap, peer: IpAddr) -> HeaderValue {
+    let peer = peer.to_string();
+    let mut joined: Vec<u8> = Vec::new();
+    for line in headers.get_all(X_FORWARDED_FOR) {
+        let line = line.as_bytes().trim_ascii();
+        if !line.is_empty() {
+            joined.extend_from_slice(line);
+            joined.extend_from_slice(b", ");
+        }
+    }
+    joined.extend_from_slice(peer.as_bytes());
+    // Existing lines were valid values and `, ` and an address are too; the fallback is
+    // only there so no branch can panic.
+    HeaderValue::from_bytes(&joined)
+        .or_else(|_| HeaderValue::from_str(&peer))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// The client's `X-Request-Id` when it sent exactly one of 1–128 visible ASCII characters
+/// (0x21–0x7E); otherwise a new one from [`new_request_id`].
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let mut lines = headers.get_all(X_REQUEST_ID).iter();
+    match (lines.next(), lines.next()) {
+        (Some(id), None) if is_acceptable_request_id(id) => id.clone(),
+        _ => new_request_id(),
+    }
+}
+
+fn is_acceptable_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7E).contains(b))
+}
+
+/// A fresh request id: 16 random bytes as 32 lowercase hex digits. Should the OS random
+/// source fail, a process-unique id from the clock and a counter is used instead — a
+/// request id correlates logs, it guards nothing.
+pub fn new_request_id() -> HeaderValue {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = fallback_id_bytes();
+    }
+    let mut hex = String::with_capacity(32);
+    for b in bytes {
+        let _ = write!(hex, "{b:02x}");
+    }
+    HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn fallback_id_bytes() -> [u8; 16] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&nanos.to_be_bytes());
+    bytes[8..].copy_from_slice(&count.to_be_bytes());
+    bytes
+}
+
+/// True when the client asks for a WebSocket upgrade: `Upgrade: websocket` (any case) with
+/// `upgrade` among the `Connection` tokens. Ask before [`strip_hop_by_hop`], which removes
+/// both; any other protocol (`h2c`, ...) is never tunnelled (catalogue E8).
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let mut upgrades = headers.get_all(UPGRADE).iter();
+    let websocket = match (upgrades.next(), upgrades.next()) {
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"),
+        _ => false,
+    };
+    websocket && connection_tokens(headers).any(|token| token.eq_ignore_ascii_case(b"upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
+/// Puts back `Connection: upgrade` and `Upgrade: websocket` on a request that
+/// [`is_websocket_upgrade`] accepted, after [`strip_hop_by_hop`] removed them.
+pub fn set_websocket_upgrade(headers: &mut HeaderMap) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// Prepares an upstream response for the client: hop-by-hop headers out (for a `101` that
+/// the gateway tunnels, `Upgrade` is kept and `Connection: upgrade` set), `X-Request-Id` set.
+pub fn clean_response(headers: &mut HeaderMap, request_id: &HeaderValue, upgrade: bool) {
+    let kept_upgrade: Vec<HeaderValue> = if upgrade {
+        headers.get_all(UPGRADE).iter().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    strip_hop_by_hop(headers);
+    if upgrade {
+        for value in kept_upgrade {
+            headers.append(UPGRADE, value);
+        }
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+#[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn identity_names() -> IdentityHeaders {
+        IdentityHeaders {
+            user_id: HeaderName::from_static("x-auth-user-id"),
+            username: HeaderName::from_static("x-auth-username"),
+            roles: HeaderName::from_static("x-auth-roles"),
+            session_id: HeaderName::from_static("x-auth-session-id"),
+            fresh: HeaderName::from_static("x-auth-fresh"),
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    /// Sorted: removal reorders a `HeaderMap`.
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    fn roles(list: &[&str]) -> Vec<String> {
+        list.iter().map(|r| (*r).to_owned()).collect()
+    }
+
+    fn identity<'a>(roles: &'a [String]) -> IdentityValues<'a> {
+        IdentityValues {
+            user_id: "u1",
+            username: "alice",
+            roles,
+            session_id: "s-42",
+            fresh: false,
+        }
+    }
+
+    #[test]
+    fn connection_nominated_identity_is_replaced_not_lost() {
+        let rewriter = HeaderRewriter::new(&identity_names());
+        let mut headers = map(&[
+            ("connection", "close, X-Auth-User-Id"),
+            ("x-auth-user-id", "u2"),
+            ("x-other", "kept"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        rewriter.strip_identity(&mut headers);
+        let roles = roles(&["admin", "ops"]);
+        rewriter
+            .add_identity(&mut headers, &identity(&roles))
+            .unwrap();
+        assert_eq!(values(&headers, "x-auth-user-id"), ["u1"]);
+        assert_eq!(values(&headers, "x-auth-username"), ["alice"]);
+        assert_eq!(values(&headers, "x-auth-roles"), ["admin,ops"]);
+        assert_eq!(values(&headers, "x-auth-session-id"), ["s-42"]);
+        assert_eq!(values(&headers, "x-auth-fresh"), ["false"]);
+        assert_eq!(values(&headers, "x-other"), ["kept"]);
+        assert!(headers.get(CONNECTION).is_none());
+    }
+
+    #[test]
+    fn connection_nominations_in_any_case_and_line_are_removed() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, X-Custom"),
+            ("connection", " x-second ,,"),
+            ("x-custom", "1"),
+            ("x-second", "2"),
+            ("x-third", "3"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.get("x-custom").is_none());
+        assert!(headers.get("x-second").is_none());
+        assert_eq!(values(&headers, "x-third"), ["3"]);
+    }
+
+    #[test]
+    fn standard_hop_by_hop_headers_are_removed() {
+        let mut headers = map(&[
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic eA=="),
+            ("proxy-authenticate", "Basic"),
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "left: {headers:?}");
+        assert_eq!(values(&headers, "accept"), ["*/*"]);
+    }
+
+    #[test]
+    fn connection_cannot_nominate_framing_or_host() {
+        let mut headers = map(&[
+            ("connection", "Content-Length, Host"),
+            ("content-length", "5"),
+            ("host", "gw.example"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(values(&headers, "content-length"), ["5"]);
+        assert_eq!(values(&headers, "host"), ["gw.example"]);
+    }
+
+    #[test]
+    fn identity_spellings_differing_by_case_or_underscore_are_stripped() {
+        let rewriter = HeaderRewriter::new(&identity_names());
+        let mut headers = map(&[
+            ("X_Auth_User_Id", "u2"),
+            ("x-auth_user-id", "u3"),
+            ("X-AUTH-USER-ID", "u4"),
+            ("x-auth-user-id", "u5, u6"),
+            ("x_auth_roles", "admin"),
+            ("X-Auth-Fresh", "true"),
+            ("x-auth-session-id", "s"),
+            ("x-auth-username", "root"),
+            ("x-auth-user-idx", "kept"),
+            ("x-auth-user", "kept"),
+        ]);
+        rewriter.strip_identity(&mut headers);
+        assert_eq!(names(&headers), ["x-auth-user", "x-auth-user-idx"]);
+    }
+
+    #[test]
+    fn configured_names_with_underscores_match_dashed_spellings() {
+        let mut names = identity_names();
+        names.user_id = HeaderName::from_static("x_uid");
+        let rewriter = HeaderRewriter::new(&names);
+        let mut headers = map(&[("x-uid", "u2"), ("X_UID", "u3")]);
+        rewriter.strip_identity(&mut headers);
+        assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn no_roles_give_an_empty_roles_header_and_fresh_is_true() {
+        let rewriter = HeaderRewriter::new(&identity_names());
+        let mut headers = HeaderMap::new();
+        let id = IdentityValues {
+            fresh: true,
+            ..identity(&[])
+        };
+        rewriter.add_identity(&mut headers, &id).unwrap();
+        assert_eq!(values(&headers, "x-auth-roles"), [""]);
+        assert_eq!(values(&headers, "x-auth-fresh"), ["true"]);
+    }
+
+    #[test]
+    fn unrepresentable_identity_values_fail_closed_without_partial_headers() {
+        let rewriter = HeaderRewriter::new(&identity_names());
+        let no_roles: Vec<String> = Vec::new();
+        let comma = roles(&["a,admin"]);
+        let cases = [
+            IdentityValues {
+                username: "zoë",
+                ..identity(&no_roles)
+            },
+            IdentityValues {
+                user_id: "u1\r\nx-evil: 1",
+                ..identity(&no_roles)
+            },
+            IdentityValues {
+                session_id: " s",
+                ..identity(&no_roles)
+            },
+            identity(&comma),
+        ];
+        for id in cases {
+            let mut headers = HeaderMap::new();
+            assert!(rewriter.add_identity(&mut headers, &id).is_err(), "{id:?}");
+            assert!(headers.is_empty(), "{id:?} left {headers:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_across_existing_lines() {
+        let mut headers = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "10.0.0.1, 10.0.0.2"),
+        ]);
+        let host = HeaderValue::from_static("gw.example:8443");
+        set_forwarding(
+            &mut headers,
+            "192.0.2.9".parse().unwrap(),
+            "https",
+            Some(&host),
+        );
+        assert_eq!(
+            values(&headers, "x-forwarded-for"),
+            ["203.0.113.7, 10.0.0.1, 10.0.0.2, 192.0.2.9"]
+        );
+        assert_eq!(values(&headers, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&headers, "x-forwarded-host"), ["gw.example:8443"]);
+    }
+
+    #[test]
+    fn forwarding_replaces_client_proto_and_host_and_drops_rivals() {
+        let mut headers = map(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=127.0.0.1"),
+            ("x-real-ip", "127.0.0.1"),
+            ("x-forwarded-uri", "/public"),
+        ]);
+        set_forwarding(
+            &mut headers,
+            "::ffff:192.0.2.1".parse().unwrap(),
+            "http",
+            None,
+        );
+        assert_eq!(values(&headers, "x-forwarded-for"), ["192.0.2.1"]);
+        assert_eq!(values(&headers, "x-forwarded-proto"), ["http"]);
+        assert!(headers.get("x-forwarded-host").is_none());
+        assert!(headers.get("forwarded").is_none());
+        assert!(headers.get("x-real-ip").is_none());
+        assert!(headers.get("x-forwarded-uri").is_none());
+    }
+
+    #[test]
+    fn ipv6_peer_is_written_without_brackets() {
+        let mut headers = HeaderMap::new();
+        set_forwarding(&mut headers, "2001:db8::1".parse().unwrap(), "http", None);
+        assert_eq!(values(&headers, "x-forwarded-for"), ["2001:db8::1"]);
+    }
+
+    #[test]
+    fn routing_override_headers_are_removed() {
+        let mut headers = map(&[
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
+            ("x-http-method", "DELETE"),
+            ("x-method-override", "DELETE"),
+        ]);
+        strip_routing_overrides(&mut headers);
+        assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn acceptable_client_request_id_is_kept() {
+        let id = "a".repeat(128);
+        assert_eq!(request_id(&map(&[("x-request-id", &id)])), id.as_str());
+        assert_eq!(request_id(&map(&[("x-request-id", "!~")])), "!~");
+    }
+
+    #[test]
+    fn unacceptable_client_request_ids_are_replaced() {
+        let too_long = "a".repeat(129);
+        let cases = [
+            map(&[("x-request-id", &too_long)]),
+            map(&[("x-request-id", "has space")]),
+            map(&[("x-request-id", "")]),
+            map(&[("x-request-id", "one"), ("x-request-id", "two")]),
+            HeaderMap::new(),
+        ];
+        for headers in cases {
+            let id = request_id(&headers);
+            assert_eq!(id.len(), 32, "{headers:?}");
+            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        }
+        let mut non_ascii = HeaderMap::new();
+        non_ascii.insert(
+            X_REQUEST_ID,
+            HeaderValue::from_bytes(b"id-\xc3\xa4").unwrap(),
+        );
+        assert_eq!(request_id(&non_ascii).len(), 32);
+    }
+
+    #[test]
+    fn generated_request_ids_differ() {
+        assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn websocket_upgrade_is_recognised_and_h2c_is_not() {
+        let ws = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ]);
+        assert!(is_websocket_upgrade(&ws));
+        let h2c = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+        ]);
+        assert!(!is_websocket_upgrade(&h2c));
+        let no_connection = map(&[("upgrade", "websocket")]);
+        assert!(!is_websocket_upgrade(&no_connection));
+        let mut stripped = ws.clone();
+        strip_hop_by_hop(&mut stripped);
+        set_websocket_upgrade(&mut stripped);
+        assert_eq!(values(&stripped, "connection"), ["upgrade"]);
+        assert_eq!(values(&stripped, "upgrade"), ["websocket"]);
+    }
+
+    #[test]
+    fn clean_response_removes_hop_by_hop_and_sets_request_id() {
+        let mut headers = map(&[
+            ("connection", "close, x-internal"),
+            ("x-internal", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-request-id", "upstream-chose-this"),
+            ("content-type", "text/plain"),
+        ]);
+        let id = HeaderValue::from_static("req-1");
+        clean_response(&mut headers, &id, false);
+        assert_eq!(names(&headers), ["content-type", "x-request-id"]);
+        assert_eq!(values(&headers, "x-request-id"), ["req-1"]);
+    }
+
+    #[test]
+    fn clean_response_for_an_upgrade_keeps_upgrade_and_sets_connection() {
+        let mut headers = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            ("keep-alive", "timeout=5"),
+        ]);
+        let id = HeaderValue::from_static("req-2");
+        clean_response(&mut headers, &id, true);
+        assert_eq!(values(&headers, "upgrade"), ["websocket"]);
+        assert_eq!(values(&headers, "connection"), ["upgrade"]);
+        assert!(headers.get("keep-alive").is_none());
+        assert_eq!(headers.len(), 4);
+    }
+}

@@ -1,0 +1,362 @@
+//! Request-path normalisation: the one canonical path that both the routing decision and the
+//! forwarded request use (HTTP-API.md §4 and §6 "Proxying", catalogue part G).
+//!
+//! Steps, in this order:
+//! 1. Check every raw byte: only RFC 3986 `pchar`s, `/` and `%` may appear. A raw `\` and
+//!    anything hyper let through beyond that (space, `"`, non-ASCII, ...) is refused.
+//! 2. Decode percent-escapes exactly once: unreserved octets (`A–Z a–z 0–9 - . _ ~`) become
+//!    their character (so `%2e` is `.`), every other escape stays encoded with its hex
+//!    upper-cased. An escape of `/`, `\` or NUL, a malformed escape and an overlong UTF-8
+//!    lead byte are refused: an upstream that decodes them would see a different path.
+//! 3. Collapse runs of `/` into one, THEN remove dot segments (RFC 3986 §5.2.4).
+//!
+//! Why collapse first: nginx's `merge_slashes` does the same, and it means an empty segment
+//! can never absorb a `..`. With dot removal first, `/api//../admin/x` would become
+//! `/api/admin/x` (the `..` eats the empty segment) — harmless for us, since we forward what
+//! we matched, but an upstream that merges slashes itself would read `/api/../admin/x` as
+//! `/admin/x`. Collapsing first gives `/admin/x` to both sides: the route decision matches the
+//! interpretation any slash-merging server would make. Dot removal on a path without empty
+//! segments cannot create new ones, so one collapse is enough.
+//!
+//! A trailing slash survives, and a final `.` or `..` segment leaves one (`/a/b/.` → `/a/b/`,
+//! `/a/b/..` → `/a/`), as §5.2.4 does.
+
+use thiserror::Error;
+
+/// Why a request path was refused; [`PathError::reason`] is short enough for a 400 message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum PathError {
+    /// The path does not start with `/`.
+    #[error("path must start with /")]
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    #[error("malformed percent-encoding in path")]
+    MalformedEscape,
+    /// `%2F`: an encoded `/` that an upstream might decode into a separator.
+    #[error("encoded slash in path")]
+    EncodedSlash,
+    /// `%5C`: an encoded `\` that an upstream might treat as a separator.
+    #[error("encoded backslash in path")]
+    EncodedBackslash,
+    /// A raw `\`.
+    #[error("backslash in path")]
+    Backslash,
+    /// `%00`.
+    #[error("encoded NUL in path")]
+    EncodedNul,
+    /// An escape that starts an overlong UTF-8 sequence (e.g. `%C0%AE`, a disguised `.`).
+    #[error("overlong UTF-8 in path")]
+    OverlongUtf8,
+    /// A byte that is not allowed in a path (space, quote, control, non-ASCII, `#`, ...).
+    #[error("invalid character in path")]
+    InvalidCharacter,
+}
+
+impl PathError {
+    /// A short human-readable reason, for the `message` of the `400 invalid_request` answer.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NotAbsolute => "path must start with /",
+            Self::MalformedEscape => "malformed percent-encoding in path",
+            Self::EncodedSlash => "encoded slash in path",
+            Self::EncodedBackslash => "encoded backslash in path",
+            Self::Backslash => "backslash in path",
+            Self::EncodedNul => "encoded NUL in path",
+            Self::OverlongUtf8 => "overlong UTF-8 in path",
+            Self::InvalidCharacter => "invalid character in path",
+        }
+    }
+}
+
+/// Normalises the path part (no query) of a request target; see the module docs for the steps.
+pub fn normalize(raw: &str) -> Result<String, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let decoded = decode_unreserved(raw.as_bytes())?;
+    Ok(remove_dot_segments_collapsed(&decoded))
+}
+
+/// Removes a route prefix from a normalised path: `/api/orders/1` on `/api` is `/orders/1`,
+/// `/api` on `/api` is `/`, and prefix `/` leaves the path unchanged.
+///
+/// A path that does not lie under `prefix` on a segment boundary is returned unchanged.
+pub fn strip_prefix(path: &str, prefix: &str) -> String {
+    match remainder_after_prefix(path, prefix) {
+        "" => "/".to_owned(),
+        rest => rest.to_owned(),
+    }
+}
+
+/// What follows `prefix` in `path`: `""` when they are equal, otherwise a string starting with
+/// `/`. Kept separate from [`strip_prefix`] so the upstream URI can tell `/api` (forward the
+/// bare base path) from `/api/` (forward the base path with its trailing slash).
+pub(crate) fn remainder_after_prefix<'a>(path: &'a str, prefix: &str) -> &'a str {
+    if prefix == "/" {
+        return path;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+        _ => path,
+    }
+}
+
+/// Step 1 and 2 of the module docs. The output is pure ASCII.
+fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        if b == b'%' {
+            let value = escape_at(raw, i)?;
+            check_escaped_byte(raw, i, value)?;
+            push_escaped(&mut out, value);
+            i += 3;
+        } else {
+            check_raw_byte(b)?;
+            out.push(char::from(b));
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The byte encoded by the `%XX` starting at `raw[i]`.
+fn escape_at(raw: &[u8], i: usize) -> Result<u8, PathError> {
+    let hi = raw.get(i + 1).and_then(|&c| hex_value(c));
+    let lo = raw.get(i + 2).and_then(|&c| hex_value(c));
+    match (hi, lo) {
+        (Some(hi), Some(lo)) => Ok(hi << 4 | lo),
+        _ => Err(PathError::MalformedEscape),
+    }
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Refuses escapes whose decoding by an upstream would change the path's structure.
+fn check_escaped_byte(raw: &[u8], i: usize, value: u8) -> Result<(), PathError> {
+    match value {
+        b'/' => Err(PathError::EncodedSlash),
+        b'\\' => Err(PathError::EncodedBackslash),
+        0 => Err(PathError::EncodedNul),
+        _ if starts_overlong_utf8(value, next_escaped_byte(raw, i + 3)) => {
+            Err(PathError::OverlongUtf8)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The byte of the escape at `raw[j]`, if there is a well-formed one there.
+fn next_escaped_byte(raw: &[u8], j: usize) -> Option<u8> {
+    (raw.get(j) == Some(&b'%'))
+        .then(|| escape_at(raw, j).ok())
+        .flatten()
+}
+
+/// True for lead bytes that only ever begin an overlong (or never valid) UTF-8 sequence:
+/// `C0`/`C1` (two-byte forms of ASCII, e.g. `%C0%AE` for `.`), `F5`–`FF`, and `E0`/`F0`
+/// followed by a continuation byte too small for their length. A raw byte after a lead byte
+/// cannot be a continuation byte (raw non-ASCII is refused), so only the next escape matters.
+fn starts_overlong_utf8(lead: u8, next: Option<u8>) -> bool {
+    match lead {
+        0xC0 | 0xC1 | 0xF5..=0xFF => true,
+        0xE0 => next.is_some_and(|n| (0x80..0xA0).contains(&n)),
+        0xF0 => next.is_some_and(|n| (0x80..0x90).contains(&n)),
+        _ => false,
+    }
+}
+
+fn push_escaped(out: &mut String, value: u8) {
+    if is_unreserved(value) {
+        out.push(char::from(value));
+    } else {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        out.push('%');
+        out.push(char::from(HEX[usize::from(value >> 4)]));
+        out.push(char::from(HEX[usize::from(value & 0x0F)]));
+    }
+}
+
+/// RFC 3986 `pchar` minus `pct-encoded` (handled separately), plus the `/` separator.
+fn check_raw_byte(b: u8) -> Result<(), PathError> {
+    match b {
+        b'\\' => Err(PathError::Backslash),
+        _ if is_unreserved(b) || is_sub_delim(b) || matches!(b, b':' | b'@' | b'/') => Ok(()),
+        _ => Err(PathError::InvalidCharacter),
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
+}
+
+/// Step 3 of the module docs on an already decoded absolute path: empty segments are skipped
+/// (collapsing `//`), `.` is dropped, `..` pops the previous segment (never above the root).
+fn remove_dot_segments_collapsed(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in path.split('/').skip(1) {
+        match segment {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                kept.pop();
+                trailing_slash = true;
+            }
+            _ => {
+                kept.push(segment);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing_slash || kept.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str) -> String {
+        match normalize(raw) {
+            Ok(p) => p,
+            Err(e) => panic!("{raw:?} refused: {e}"),
+        }
+    }
+
+    #[test]
+    fn normalisation_table_gives_the_canonical_path() {
+        let table = [
+            ("/", "/"),
+            ("/api", "/api"),
+            ("/api/", "/api/"),
+            ("/public/../api", "/api"),
+            ("/api/%2e%2e/admin", "/admin"),
+            ("/api/%2E%2e/x", "/x"),
+            ("/api/.%2e/x", "/x"),
+            ("/api/../admin/x", "/admin/x"),
+            ("/api/./../admin/x", "/admin/x"),
+            ("//admin/x", "/admin/x"),
+            ("/admin//x", "/admin/x"),
+            ("/api//../admin/x", "/admin/x"),
+            ("/a/./b/.", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/..", "/"),
+            ("/../..", "/"),
+            ("/a/../../b", "/b"),
+            ("/.", "/"),
+            ("//", "/"),
+            ("/a//", "/a/"),
+            ("/a/.//", "/a/"),
+            ("/%7e", "/~"),
+            ("/%41", "/A"),
+            ("/%252e%252e/", "/%252e%252e/"),
+            ("/a%20b", "/a%20b"),
+            ("/a%3bb", "/a%3Bb"),
+            ("/a%e2%82%ac", "/a%E2%82%AC"),
+            ("/..a/b", "/..a/b"),
+            ("/a.../b", "/a.../b"),
+            ("/admin;x/y", "/admin;x/y"),
+            ("/api/..;/admin/x", "/api/..;/admin/x"),
+            ("/a:b@c!$&'()*+,=", "/a:b@c!$&'()*+,="),
+        ];
+        for (raw, want) in table {
+            assert_eq!(ok(raw), want, "normalising {raw:?}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_or_invalid_paths_are_refused_with_their_reason() {
+        use PathError::*;
+        let table = [
+            ("", NotAbsolute),
+            ("api", NotAbsolute),
+            ("*", NotAbsolute),
+            ("/%2F", EncodedSlash),
+            ("/a%2fb", EncodedSlash),
+            ("/api%2f..%2fadmin/x", EncodedSlash),
+            ("/a%5Cb", EncodedBackslash),
+            ("/api/%5c../admin/x", EncodedBackslash),
+            ("/a\\b", Backslash),
+            ("/a%00", EncodedNul),
+            ("/admin/x%00.json", EncodedNul),
+            ("/%zz", MalformedEscape),
+            ("/%", MalformedEscape),
+            ("/%4", MalformedEscape),
+            ("/%4g", MalformedEscape),
+            ("/api/%c0%ae%c0%ae/admin/x", OverlongUtf8),
+            ("/%C1%81", OverlongUtf8),
+            ("/%e0%80%ae", OverlongUtf8),
+            ("/%f0%80%80%ae", OverlongUtf8),
+            ("/%ff", OverlongUtf8),
+            ("/ä", InvalidCharacter),
+            ("/a b", InvalidCharacter),
+            ("/a\"b", InvalidCharacter),
+            ("/a#b", InvalidCharacter),
+            ("/a?b", InvalidCharacter),
+            ("/a\u{7f}", InvalidCharacter),
+            ("/a{b}", InvalidCharacter),
+        ];
+        for (raw, want) in table {
+            assert_eq!(normalize(raw), Err(want), "normalising {raw:?}");
+        }
+    }
+
+    #[test]
+    fn valid_multibyte_escapes_are_not_mistaken_for_overlong_ones() {
+        assert_eq!(ok("/%E0%A4%85"), "/%E0%A4%85");
+        assert_eq!(ok("/%F0%9F%98%80"), "/%F0%9F%98%80");
+        assert_eq!(ok("/%C3%A4"), "/%C3%A4");
+    }
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        for raw in [
+            "/api/%2e%2e/admin",
+            "/%252e%252e/",
+            "/a//./b/../c/",
+            "/a%20b%7e",
+        ] {
+            let once = ok(raw);
+            assert_eq!(ok(&once), once, "normalising {raw:?} twice");
+        }
+    }
+
+    #[test]
+    fn error_reason_matches_display() {
+        assert_eq!(
+            PathError::EncodedSlash.reason(),
+            PathError::EncodedSlash.to_string()
+        );
+    }
+
+    #[test]
+    fn strip_prefix_removes_the_prefix_on_a_segment_boundary() {
+        assert_eq!(strip_prefix("/api/orders/1", "/api"), "/orders/1");
+        assert_eq!(strip_prefix("/api", "/api"), "/");
+        assert_eq!(strip_prefix("/api/", "/api"), "/");
+        assert_eq!(strip_prefix("/api/x", "/"), "/api/x");
+        assert_eq!(strip_prefix("/apix", "/api"), "/apix");
+    }
+}

@@ -1,0 +1,436 @@
+//! The compiled route table: built once from `[[routes]]` (at start and on reload), then
+//! shared read-only. Matching is segment-aware longest-prefix on an already normalised path.
+//!
+//! Invariants: every [`Route`] has an upstream scheme and authority, a `Host` value, and a base
+//! path without a trailing `/`; a lookup costs one hash probe per path segment and allocates
+//! nothing, so 1,000 routes cost the same as ten.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::uri::{Authority, Parts, PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Uri};
+use thiserror::Error;
+
+use super::path::remainder_after_prefix;
+use crate::config::RouteConfig;
+
+/// A route the table cannot be built from; validation normally refuses these earlier.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RouterError {
+    /// The upstream URL lacks a scheme or an authority.
+    #[error("routes[{index}] ({prefix}): upstream is not an absolute URL")]
+    UpstreamNotAbsolute {
+        /// Position of the route in the file.
+        index: usize,
+        /// The route's prefix.
+        prefix: String,
+    },
+    /// The upstream URL carries a query string, which has no defined meaning here.
+    #[error("routes[{index}] ({prefix}): upstream must not have a query string")]
+    UpstreamQuery {
+        /// Position of the route in the file.
+        index: usize,
+        /// The route's prefix.
+        prefix: String,
+    },
+    /// Two routes share a prefix.
+    #[error("routes[{index}] ({prefix}): duplicate prefix")]
+    DuplicatePrefix {
+        /// Position of the later route in the file.
+        index: usize,
+        /// The shared prefix.
+        prefix: String,
+    },
+}
+
+/// The upstream URI of a request could not be built.
+#[derive(Debug, Error)]
+#[error("cannot build the upstream URI: {0}")]
+pub struct UpstreamUriError(#[from] http::Error);
+
+/// The compiled route table.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    routes: Vec<Route>,
+    by_prefix: HashMap<String, usize>,
+}
+
+impl Router {
+    /// Compiles the routes, in file order (a route's index is its position in `routes`).
+    pub fn new(routes: &[RouteConfig]) -> Result<Router, RouterError> {
+        let mut compiled = Vec::with_capacity(routes.len());
+        let mut by_prefix = HashMap::with_capacity(routes.len());
+        for (index, config) in routes.iter().enumerate() {
+            let route = Route::compile(index, config)?;
+            if by_prefix.insert(config.prefix.clone(), index).is_some() {
+                return Err(RouterError::DuplicatePrefix {
+                    index,
+                    prefix: config.prefix.clone(),
+                });
+            }
+            compiled.push(route);
+        }
+        Ok(Router {
+            routes: compiled,
+            by_prefix,
+        })
+    }
+
+    /// The route whose prefix is the longest segment-boundary prefix of `path`, a path already
+    /// passed through [`super::path::normalize`]. `/api` matches `/api`, `/api/` and `/api/x`
+    /// but not `/apix`; `/` matches everything.
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        self.index_for(path).and_then(|i| self.routes.get(i))
+    }
+
+    /// Every route, in file order (for metrics labels and diagnostics).
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// True when there are no routes (every request is then `404`).
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Probes the path itself, then each ancestor cut at a `/`, longest first, then `/`.
+    fn index_for(&self, path: &str) -> Option<usize> {
+        if let Some(&i) = self.by_prefix.get(path) {
+            return Some(i);
+        }
+        let mut end = path.len();
+        while let Some(slash) = path.get(..end).and_then(|head| head.rfind('/')) {
+            if slash == 0 {
+                break;
+            }
+            if let Some(&i) = path.get(..slash).and_then(|p| self.by_prefix.get(p)) {
+                return Some(i);
+            }
+            end = slash;
+        }
+        self.by_prefix.get("/").copied()
+    }
+}
+
+/// One compiled route: its configuration plus everything the request path needs, computed once.
+#[derive(Debug, Clone)]
+pub struct Route {
+    config: RouteConfig,
+    index: usize,
+    allow: Option<HeaderValue>,
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+    base_path: String,
+}
+
+impl Route {
+    fn compile(index: usize, config: &RouteConfig) -> Result<Route, RouterError> {
+        let upstream = &config.upstream;
+        let (Some(scheme), Some(authority)) = (upstream.scheme(), upstream.authority()) else {
+            return Err(RouterError::UpstreamNotAbsolute {
+                index,
+                prefix: config.prefix.clone(),
+            });
+        };
+        if upstream.query().is_some() {
+            return Err(RouterError::UpstreamQuery {
+                index,
+                prefix: config.prefix.clone(),
+            });
+        }
+        Ok(Route {
+            config: config.clone(),
+            index,
+            allow: config.methods.as_deref().and_then(allow_value),
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            host: host_value(authority).ok_or_else(|| RouterError::UpstreamNotAbsolute {
+                index,
+                prefix: config.prefix.clone(),
+            })?,
+            base_path: upstream.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The route's configuration as validated.
+    pub fn config(&self) -> &RouteConfig {
+        &self.config
+    }
+
+    /// Position of the route in `[[routes]]` (stable label for metrics).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The route's prefix (label for metrics and logs).
+    pub fn prefix(&self) -> &str {
+        &self.config.prefix
+    }
+
+    /// The `Allow` header value for a `405`, e.g. `GET, POST`; `None` when all methods pass.
+    pub fn allow(&self) -> Option<&HeaderValue> {
+        self.allow.as_ref()
+    }
+
+    /// Whether the route accepts `method` (exact match; `HEAD` only when listed).
+    pub fn allows(&self, method: &Method) -> bool {
+        self.config
+            .methods
+            .as_ref()
+            .is_none_or(|methods| methods.contains(method))
+    }
+
+    /// Upstream scheme (`http` or `https`).
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    /// Upstream authority (`host:port` as configured).
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The `Host` header value to send upstream: the authority without any userinfo.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// Path of the upstream URL without its trailing `/`; empty when the URL has no path.
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// The URI to forward to: `normalized_path` with the prefix removed when `strip_prefix`
+    /// is set, the base path in front, and `query` appended byte for byte after `?`.
+    ///
+    /// With `strip_prefix`, a request for exactly the prefix forwards the bare base path
+    /// (`/api` → `/v1`, or `/` when there is no base path) and `/api/` forwards `/v1/`.
+    pub fn upstream_uri(
+        &self,
+        normalized_path: &str,
+        query: Option<&str>,
+    ) -> Result<Uri, UpstreamUriError> {
+        let rest = if self.config.strip_prefix {
+            remainder_after_prefix(normalized_path, &self.config.prefix)
+        } else {
+            normalized_path
+        };
+        let query_len = query.map_or(0, |q| q.len() + 1);
+        let mut target = String::with_capacity(self.base_path.len() + rest.len() + query_len);
+        target.push_str(&self.base_path);
+        target.push_str(rest);
+        if target.is_empty() {
+            target.push('/');
+        }
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(q);
+        }
+        let mut parts = Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query =
+            Some(PathAndQuery::from_maybe_shared(Bytes::from(target)).map_err(http::Error::from)?);
+        Uri::from_parts(parts).map_err(|e| UpstreamUriError(http::Error::from(e)))
+    }
+}
+
+/// `GET, POST` from the configured list; method tokens are always valid header bytes.
+fn allow_value(methods: &[Method]) -> Option<HeaderValue> {
+    let joined = methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    HeaderValue::from_str(&joined).ok()
+}
+
+/// `Host` must not carry the userinfo an authority may hold.
+fn host_value(authority: &Authority) -> Option<HeaderValue> {
+    let full = authority.as_str();
+    let host = full.rsplit_once('@').map_or(full, |(_, host)| host);
+    HeaderValue::from_str(host).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::RouteAuth;
+
+    fn route(prefix: &str, upstream: &str) -> RouteConfig {
+        RouteConfig {
+            prefix: prefix.to_owned(),
+            upstream: upstream.parse().unwrap(),
+            auth: RouteAuth::Token,
+            fresh_max_age: None,
+            roles: Vec::new(),
+            methods: None,
+            strip_prefix: false,
+            forward_authorization: false,
+            websocket: true,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn router(prefixes: &[&str]) -> Router {
+        let routes: Vec<_> = prefixes
+            .iter()
+            .map(|p| route(p, "http://127.0.0.1:9000"))
+            .collect();
+        Router::new(&routes).unwrap()
+    }
+
+    fn matched<'a>(router: &'a Router, path: &str) -> Option<&'a str> {
+        router.route_for(path).map(Route::prefix)
+    }
+
+    #[test]
+    fn prefix_matches_only_on_segment_boundaries() {
+        let r = router(&["/api"]);
+        assert_eq!(matched(&r, "/api"), Some("/api"));
+        assert_eq!(matched(&r, "/api/"), Some("/api"));
+        assert_eq!(matched(&r, "/api/x/y"), Some("/api"));
+        assert_eq!(matched(&r, "/apix"), None);
+        assert_eq!(matched(&r, "/api-internal/x"), None);
+        assert_eq!(matched(&r, "/ap"), None);
+        assert_eq!(matched(&r, "/"), None);
+    }
+
+    #[test]
+    fn longest_prefix_wins_whatever_the_file_order() {
+        let r = router(&["/api", "/api/admin/keys", "/api/admin"]);
+        assert_eq!(matched(&r, "/api/admin"), Some("/api/admin"));
+        assert_eq!(matched(&r, "/api/admin/x"), Some("/api/admin"));
+        assert_eq!(matched(&r, "/api/admin/keys/1"), Some("/api/admin/keys"));
+        assert_eq!(matched(&r, "/api/administrator"), Some("/api"));
+        assert_eq!(matched(&r, "/api/other"), Some("/api"));
+    }
+
+    #[test]
+    fn root_route_catches_everything_else() {
+        let r = router(&["/", "/api"]);
+        assert_eq!(matched(&r, "/"), Some("/"));
+        assert_eq!(matched(&r, "/apix"), Some("/"));
+        assert_eq!(matched(&r, "/x/y/z/"), Some("/"));
+        assert_eq!(matched(&r, "/api/x"), Some("/api"));
+    }
+
+    #[test]
+    fn no_matching_route_gives_none() {
+        assert!(router(&["/api", "/public"]).route_for("/admin/x").is_none());
+        assert!(router(&[]).route_for("/").is_none());
+    }
+
+    #[test]
+    fn thousand_routes_each_match_their_own_paths() {
+        let prefixes: Vec<String> = (0..1000).map(|i| format!("/svc{i}/v{}", i % 7)).collect();
+        let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        let r = router(&refs);
+        assert_eq!(r.len(), 1000);
+        for (i, p) in prefixes.iter().enumerate() {
+            let hit = r.route_for(&format!("{p}/items/42")).unwrap();
+            assert_eq!(hit.index(), i);
+            assert_eq!(hit.prefix(), p);
+        }
+        assert!(r.route_for("/svc1000/v0/x").is_none());
+    }
+
+    #[test]
+    fn duplicate_prefixes_are_refused() {
+        let routes = [route("/api", "http://a"), route("/api", "http://b")];
+        assert!(matches!(
+            Router::new(&routes),
+            Err(RouterError::DuplicatePrefix { index: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn upstream_with_query_is_refused() {
+        let routes = [route("/api", "http://a/x?y=1")];
+        assert!(matches!(
+            Router::new(&routes),
+            Err(RouterError::UpstreamQuery { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn methods_list_gives_allow_header_and_exact_checks() {
+        let mut config = route("/api", "http://a");
+        config.methods = Some(vec![Method::GET, Method::POST]);
+        let r = Router::new(&[config, route("/open", "http://a")]).unwrap();
+        let api = r.route_for("/api").unwrap();
+        assert_eq!(api.allow().unwrap(), "GET, POST");
+        assert!(api.allows(&Method::GET));
+        assert!(!api.allows(&Method::HEAD));
+        assert!(!api.allows(&Method::DELETE));
+        let open = r.route_for("/open").unwrap();
+        assert!(open.allow().is_none());
+        assert!(open.allows(&Method::from_bytes(b"PROPFIND").unwrap()));
+    }
+
+    #[test]
+    fn host_is_the_upstream_authority_without_userinfo() {
+        let r = Router::new(&[
+            route("/a", "https://user:pw@svc.internal:8443/v1"),
+            route("/b", "http://[::1]:9000"),
+        ])
+        .unwrap();
+        let a = r.route_for("/a").unwrap();
+        assert_eq!(a.host(), "svc.internal:8443");
+        assert_eq!(a.scheme(), &Scheme::HTTPS);
+        assert_eq!(r.route_for("/b").unwrap().host(), "[::1]:9000");
+    }
+
+    #[test]
+    fn upstream_uri_keeps_path_and_query_byte_for_byte() {
+        let r = Router::new(&[route("/api", "http://127.0.0.1:9000")]).unwrap();
+        let api = r.route_for("/api/orders/1").unwrap();
+        assert_eq!(api.base_path(), "");
+        let uri = api.upstream_uri("/api/orders/1", Some("a=%2F&b")).unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "http://127.0.0.1:9000/api/orders/1?a=%2F&b"
+        );
+        assert_eq!(uri.query(), Some("a=%2F&b"));
+        let empty_query = api.upstream_uri("/api", Some("")).unwrap();
+        assert_eq!(empty_query.to_string(), "http://127.0.0.1:9000/api?");
+    }
+
+    #[test]
+    fn upstream_uri_strips_prefix_and_prepends_base_path() {
+        let mut stripped = route("/api", "http://svc/v1/");
+        stripped.strip_prefix = true;
+        let mut bare = route("/bare", "http://svc");
+        bare.strip_prefix = true;
+        let mut root = route("/", "http://svc/base");
+        root.strip_prefix = true;
+        let r = Router::new(&[stripped, bare, route("/keep", "http://svc/v2"), root]).unwrap();
+        let uri = |path: &str, query: Option<&str>| {
+            r.route_for(path)
+                .unwrap()
+                .upstream_uri(path, query)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            uri("/api/orders/1", Some("x=1")),
+            "http://svc/v1/orders/1?x=1"
+        );
+        assert_eq!(uri("/api", None), "http://svc/v1");
+        assert_eq!(uri("/api/", None), "http://svc/v1/");
+        assert_eq!(uri("/bare/orders/1", None), "http://svc/orders/1");
+        assert_eq!(uri("/bare", None), "http://svc/");
+        assert_eq!(uri("/keep/x", None), "http://svc/v2/keep/x");
+        assert_eq!(uri("/other/x", None), "http://svc/base/other/x");
+    }
+}

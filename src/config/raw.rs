@@ -1,0 +1,343 @@
+//! The serde mirror of the TOML file: every key of CONFIG.md with its default, nothing checked.
+//!
+//! Values that need a rule (durations, addresses, URLs, enumerations, ranges) stay strings or
+//! wide integers here so that `validate.rs` can name the key and quote the value as written.
+//! Every struct refuses unknown keys, so a misspelt key is an error rather than a default.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConfig {
+    pub server: RawServer,
+    pub admin: RawAdmin,
+    pub store: RawStore,
+    pub tokens: RawTokens,
+    pub auth: RawAuth,
+    pub proxy: RawProxy,
+    pub log: RawLog,
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawServer {
+    pub listen: String,
+    pub max_body: i64,
+    pub request_header_timeout: String,
+    pub shutdown_grace: String,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub max_connections: i64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body: 65536,
+            request_header_timeout: "10s".into(),
+            shutdown_grace: "30s".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_connections: 10000,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAdmin {
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawStore {
+    pub url: String,
+    pub max_staleness: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/authgate.db".into(),
+            max_staleness: "10s".into(),
+        }
+    }
+}
+
+/// `[tokens]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawTokens {
+    pub algorithm: String,
+    pub secret_file: String,
+    pub private_key_file: Option<String>,
+    pub verify_keys: Option<Vec<String>>,
+    pub issuer: String,
+    pub audience: Option<String>,
+    pub access_ttl: String,
+    pub refresh_ttl: String,
+    pub leeway: String,
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        Self {
+            algorithm: "HS256".into(),
+            secret_file: "data/jwt-secret".into(),
+            private_key_file: None,
+            verify_keys: None,
+            issuer: "authgate".into(),
+            audience: None,
+            access_ttl: "15m".into(),
+            refresh_ttl: "30d".into(),
+            leeway: "5s".into(),
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAuth {
+    pub prefix: String,
+    pub allow_registration: bool,
+    pub min_password_length: i64,
+    pub refresh_rotation: bool,
+    pub refresh_reuse_grace: String,
+    pub argon2: RawArgon2,
+    pub login_limit: RawLoginLimit,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            prefix: "/auth".into(),
+            allow_registration: true,
+            min_password_length: 8,
+            refresh_rotation: true,
+            refresh_reuse_grace: "10s".into(),
+            argon2: RawArgon2::default(),
+            login_limit: RawLoginLimit::default(),
+        }
+    }
+}
+
+/// `[auth] argon2 = { ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawArgon2 {
+    pub memory_kib: i64,
+    pub iterations: i64,
+    pub parallelism: i64,
+}
+
+impl Default for RawArgon2 {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// `[auth] login_limit = { ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLoginLimit {
+    pub max_failures: i64,
+    pub window: String,
+}
+
+impl Default for RawLoginLimit {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window: "15m".into(),
+        }
+    }
+}
+
+/// `[proxy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawProxy {
+    pub timeout: String,
+    pub identity_headers: RawIdentityHeaders,
+    pub trusted_proxies: Vec<String>,
+    pub upstream_ca_file: Option<String>,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        Self {
+            timeout: "30s".into(),
+            identity_headers: RawIdentityHeaders::default(),
+            trusted_proxies: Vec::new(),
+            upstream_ca_file: None,
+        }
+    }
+}
+
+/// `[proxy] identity_headers = { ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawIdentityHeaders {
+    pub user_id: String,
+    pub username: String,
+    pub roles: String,
+    pub session_id: String,
+    pub fresh: String,
+}
+
+impl Default for RawIdentityHeaders {
+    fn default() -> Self {
+        Self {
+            user_id: "X-Auth-User-Id".into(),
+            username: "X-Auth-Username".into(),
+            roles: "X-Auth-Roles".into(),
+            session_id: "X-Auth-Session-Id".into(),
+            fresh: "X-Auth-Fresh".into(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "pretty".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// One `[[routes]]` entry. `prefix`, `upstream` and `auth` are required, but optional here so
+/// that their absence is reported as `routes[N].prefix` rather than as a whole-table error;
+/// `timeout` has no fixed default (it falls back to `[proxy] timeout`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRoute {
+    pub prefix: Option<String>,
+    pub upstream: Option<String>,
+    pub auth: Option<String>,
+    pub fresh_max_age: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+    pub strip_prefix: bool,
+    pub forward_authorization: bool,
+    pub websocket: bool,
+    pub timeout: Option<String>,
+}
+
+impl Default for RawRoute {
+    fn default() -> Self {
+        Self {
+            prefix: None,
+            upstream: None,
+            auth: None,
+            fresh_max_age: None,
+            roles: None,
+            methods: None,
+            strip_prefix: false,
+            forward_authorization: false,
+            websocket: true,
+            timeout: None,
+        }
+    }
+}
+
+/// Reads `text` into the raw mirror; TOML syntax errors, unknown keys and wrong types become
+/// a [`ConfigError`] naming the key path (`routes[2].upstream`) and toml's own message.
+pub(crate) fn from_toml(file: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(file, text, &e))?;
+    serde_path_to_error::deserialize(de).map_err(|e| shape_error(file, text, e))
+}
+
+fn syntax_error(file: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let reason = format!("is not valid TOML{}: {}", at(text, e), e.message());
+    ConfigError::new(file, "", None, reason)
+}
+
+/// An unknown key or a value of the wrong type, found by serde with the key path tracked.
+fn shape_error(
+    file: &Path,
+    text: &str,
+    e: serde_path_to_error::Error<toml::de::Error>,
+) -> ConfigError {
+    let path = e.path().to_string();
+    let key = if path == "." { String::new() } else { path };
+    let inner = e.into_inner();
+    let message = inner.message();
+    let position = at(text, &inner);
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let allowed = rest.split_once(", expected ").map_or("", |(_, a)| a);
+        let allowed = allowed.strip_prefix("one of ").unwrap_or(allowed);
+        let reason = format!("is an unknown key{position}; allowed keys here: {allowed}");
+        return ConfigError::new(file, key, None, reason);
+    }
+    let value = inner
+        .span()
+        .and_then(|s| text.get(s))
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 80 && !v.contains('\n'))
+        .map(str::to_string);
+    let reason = match message.strip_prefix("invalid type: ") {
+        Some(detail) => {
+            let expected = detail.rsplit_once(", expected ").map_or(detail, |(_, x)| x);
+            format!(
+                "is the wrong type{position}: expected {}",
+                plain_type(expected)
+            )
+        }
+        None => format!("{message}{position}"),
+    };
+    ConfigError::new(file, key, value, reason)
+}
+
+/// serde's names for the raw types, in the words of a TOML file.
+fn plain_type(expected: &str) -> &str {
+    match expected {
+        "i64" => "an integer",
+        "a sequence" => "an array",
+        "a boolean" => "a boolean (true or false)",
+        x if x.starts_with("struct ") => "a table",
+        x => x,
+    }
+}
+
+/// ` at line L, column C` for an error with a position, empty otherwise.
+fn at(text: &str, e: &toml::de::Error) -> String {
+    let Some(before) = e.span().and_then(|s| text.get(..s.start)) else {
+        return String::new();
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" at line {line}, column {column}")
+}

@@ -1,0 +1,1492 @@
+//! Raw → validated: every rule of CONFIG.md beyond TOML types.
+//!
+//! This is the only place a well-formed file can still be refused. Each refusal is a
+//! [`ConfigError`] naming the key path, the value as written (strings quoted) and a reason that
+//! says how to fix it. Key files, certificates and the secret are not read here: the modules
+//! that use them do, so this stays a pure function of the text.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use ipnet::IpNet;
+
+use super::raw::{
+    RawAdmin, RawArgon2, RawAuth, RawConfig, RawIdentityHeaders, RawLog, RawLoginLimit, RawProxy,
+    RawRoute, RawServer, RawStore, RawTokens,
+};
+use super::{
+    AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, IdentityHeaders, LogConfig,
+    LogFormat, LoginLimit, ProxyConfig, RouteAuth, RouteConfig, ServerConfig, StoreConfig,
+    StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig,
+};
+
+/// Longest accepted duration: longer ones are typos, and would overflow `Instant` arithmetic.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// Upper bound of `min_password_length`: passwords are limited to 1024 bytes.
+const MAX_PASSWORD_LENGTH: i64 = 1024;
+
+/// Headers the gateway sets, strips or relies on itself; an identity header must not be one.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "cookie",
+    "content-length",
+    "content-type",
+    "forwarded",
+    "x-request-id",
+    // hop-by-hop (RFC 9110 §7.6.1 and the legacy ones proxies still remove)
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether a zero duration is meaningful for a key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Zero {
+    Allowed,
+    Refused,
+}
+
+/// Turns the raw mirror into a [`Config`], or names the first key that breaks a rule.
+pub(crate) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let c = Checker { file };
+    let server = c.server(raw.server)?;
+    let admin = c.admin(raw.admin, &server)?;
+    let store = c.store(raw.store)?;
+    let tokens = c.tokens(raw.tokens)?;
+    let auth = c.auth(raw.auth)?;
+    let proxy = c.proxy(raw.proxy)?;
+    let log = c.log(raw.log)?;
+    let routes = c.routes(raw.routes, &auth, &proxy)?;
+    Ok(Config {
+        source: file.to_path_buf(),
+        server,
+        admin,
+        store,
+        tokens,
+        auth,
+        proxy,
+        log,
+        routes,
+    })
+}
+
+/// The rules, with the file name every error carries.
+struct Checker<'a> {
+    file: &'a Path,
+}
+
+impl Checker<'_> {
+    fn err(&self, key: &str, value: Option<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.file, key, value, reason)
+    }
+
+    /// An error about a string value, quoted as written.
+    fn bad(&self, key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        self.err(key, Some(format!("{value:?}")), reason)
+    }
+
+    /// An error about a key that must be present but is not.
+    fn missing(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        self.err(key, None, reason)
+    }
+
+    fn duration(&self, key: &str, text: &str, zero: Zero) -> Result<Duration, ConfigError> {
+        let d = humantime::parse_duration(text).map_err(|e| {
+            self.bad(
+                key,
+                text,
+                format!(
+                    "is not a duration ({e}); write a number and a unit, \
+                     like \"30s\", \"15m\", \"12h\" or \"30d\""
+                ),
+            )
+        })?;
+        if d.is_zero() && zero == Zero::Refused {
+            return Err(self.bad(key, text, "must be longer than zero"));
+        }
+        if d > MAX_DURATION {
+            return Err(self.bad(key, text, "is longer than 100 years; surely a typo"));
+        }
+        Ok(d)
+    }
+
+    /// A file path: anything but empty (files are read by the modules that use them).
+    fn path(&self, key: &str, text: &str) -> Result<PathBuf, ConfigError> {
+        if text.is_empty() {
+            return Err(self.bad(key, text, "is empty; give a file path or remove the key"));
+        }
+        Ok(PathBuf::from(text))
+    }
+
+    /// An integer within `min..=max`.
+    fn int(&self, key: &str, n: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+        if (min..=max).contains(&n) {
+            return Ok(n);
+        }
+        let reason = if max == i64::MAX {
+            format!("must be at least {min}")
+        } else {
+            format!("must be between {min} and {max}")
+        };
+        Err(self.err(key, Some(n.to_string()), reason))
+    }
+
+    fn usize(&self, key: &str, n: i64, min: i64, max: i64) -> Result<usize, ConfigError> {
+        let n = self.int(key, n, min, max)?;
+        usize::try_from(n)
+            .map_err(|_| self.err(key, Some(n.to_string()), "is too large for this machine"))
+    }
+
+    fn u32(&self, key: &str, n: i64, min: i64) -> Result<u32, ConfigError> {
+        let n = self.int(key, n, min, i64::from(u32::MAX))?;
+        u32::try_from(n).map_err(|_| self.err(key, Some(n.to_string()), "is too large"))
+    }
+
+    fn socket_addr(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+        text.parse().map_err(|e| {
+            self.bad(
+                key,
+                text,
+                format!(
+                    "is not an IP:port address ({e}); write e.g. \"127.0.0.1:8080\" or \
+                     \"[::1]:8080\" (host names are not resolved)"
+                ),
+            )
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let tls = match (raw.tls_cert_file, raw.tls_key_file) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.missing(
+                    "server.tls_key_file",
+                    "is missing: server.tls_cert_file is set, and TLS needs both files",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.missing(
+                    "server.tls_cert_file",
+                    "is missing: server.tls_key_file is set, and TLS needs both files",
+                ))
+            }
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert_file: self.path("server.tls_cert_file", &cert)?,
+                key_file: self.path("server.tls_key_file", &key)?,
+            }),
+        };
+        Ok(ServerConfig {
+            listen: self.socket_addr("server.listen", &raw.listen)?,
+            max_body: self.usize("server.max_body", raw.max_body, 1, i64::MAX)?,
+            request_header_timeout: self.duration(
+                "server.request_header_timeout",
+                &raw.request_header_timeout,
+                Zero::Refused,
+            )?,
+            shutdown_grace: self.duration(
+                "server.shutdown_grace",
+                &raw.shutdown_grace,
+                Zero::Allowed,
+            )?,
+            tls,
+            max_connections: self.usize(
+                "server.max_connections",
+                raw.max_connections,
+                1,
+                i64::MAX,
+            )?,
+        })
+    }
+
+    fn admin(&self, raw: RawAdmin, server: &ServerConfig) -> Result<AdminConfig, ConfigError> {
+        if raw.listen.is_empty() {
+            return Ok(AdminConfig { listen: None });
+        }
+        let listen = self.socket_addr("admin.listen", &raw.listen)?;
+        // Port 0 picks a free port, so two port-0 listeners never collide.
+        if listen == server.listen && listen.port() != 0 {
+            return Err(self.bad(
+                "admin.listen",
+                &raw.listen,
+                "is the same address as server.listen; the admin listener needs its own \
+                 (or \"\" to switch it off)",
+            ));
+        }
+        Ok(AdminConfig {
+            listen: Some(listen),
+        })
+    }
+
+    fn store(&self, raw: RawStore) -> Result<StoreConfig, ConfigError> {
+        Ok(StoreConfig {
+            url: self.store_url(&raw.url)?,
+            max_staleness: self.duration(
+                "store.max_staleness",
+                &raw.max_staleness,
+                Zero::Refused,
+            )?,
+        })
+    }
+
+    /// `sqlite://` followed by the path itself: a URL parser would make `data` of
+    /// `sqlite://data/authgate.db` a host name.
+    fn store_url(&self, url: &str) -> Result<StoreUrl, ConfigError> {
+        const KEY: &str = "store.url";
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => {}
+            "postgres" | "postgresql" => {
+                return Err(self.bad(
+                    KEY,
+                    url,
+                    "asks for PostgreSQL, whose support is not built yet in this version of \
+                     authgate; use sqlite://REL/PATH or sqlite:///ABS/PATH",
+                ))
+            }
+            _ => {
+                return Err(self.bad(
+                    KEY,
+                    url,
+                    "is not a supported store URL; use sqlite://REL/PATH (relative to the \
+                     working directory) or sqlite:///ABS/PATH (absolute)",
+                ))
+            }
+        }
+        if rest.is_empty() || rest.ends_with('/') {
+            return Err(self.bad(
+                KEY,
+                url,
+                "names no database file; write sqlite://REL/PATH or sqlite:///ABS/PATH",
+            ));
+        }
+        if rest.contains(['?', '#']) {
+            return Err(self.bad(
+                KEY,
+                url,
+                "holds \"?\" or \"#\"; SQLite URL options are not supported, give only the path",
+            ));
+        }
+        Ok(StoreUrl::Sqlite(PathBuf::from(rest)))
+    }
+
+    fn tokens(&self, raw: RawTokens) -> Result<TokensConfig, ConfigError> {
+        let algorithm = self.algorithm(&raw.algorithm)?;
+        let private_key_file = self.key_material(algorithm, &raw)?;
+        let verify_keys = raw
+            .verify_keys
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| self.path(&format!("tokens.verify_keys[{i}]"), k))
+            .collect::<Result<Vec<_>, _>>()?;
+        if raw.issuer.is_empty() {
+            return Err(self.bad(
+                "tokens.issuer",
+                &raw.issuer,
+                "must not be empty: it is the iss claim of every token",
+            ));
+        }
+        if raw.audience.as_deref() == Some("") {
+            return Err(self.bad(
+                "tokens.audience",
+                "",
+                "must not be empty; remove the key for tokens without an audience",
+            ));
+        }
+        let access_ttl = self.duration("tokens.access_ttl", &raw.access_ttl, Zero::Refused)?;
+        let refresh_ttl = self.duration("tokens.refresh_ttl", &raw.refresh_ttl, Zero::Refused)?;
+        if access_ttl >= refresh_ttl {
+            return Err(self.bad(
+                "tokens.access_ttl",
+                &raw.access_ttl,
+                format!(
+                    "must be shorter than tokens.refresh_ttl ({:?})",
+                    raw.refresh_ttl
+                ),
+            ));
+        }
+        Ok(TokensConfig {
+            algorithm,
+            secret_file: self.path("tokens.secret_file", &raw.secret_file)?,
+            private_key_file,
+            verify_keys,
+            issuer: raw.issuer,
+            audience: raw.audience,
+            access_ttl,
+            refresh_ttl,
+            leeway: self.duration("tokens.leeway", &raw.leeway, Zero::Allowed)?,
+        })
+    }
+
+    fn algorithm(&self, text: &str) -> Result<TokenAlgorithm, ConfigError> {
+        match text {
+            "HS256" => Ok(TokenAlgorithm::Hs256),
+            "EdDSA" => Ok(TokenAlgorithm::EdDsa),
+            "ES256" => Ok(TokenAlgorithm::Es256),
+            "RS256" => Ok(TokenAlgorithm::Rs256),
+            _ => Err(self.bad(
+                "tokens.algorithm",
+                text,
+                "is not a supported algorithm; use one of \"HS256\", \"EdDSA\", \"ES256\", \
+                 \"RS256\", spelt exactly so",
+            )),
+        }
+    }
+
+    /// The private key an asymmetric algorithm needs, refused for HS256 (which would ignore
+    /// it silently), and `verify_keys` refused for HS256 alike.
+    fn key_material(
+        &self,
+        algorithm: TokenAlgorithm,
+        raw: &RawTokens,
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        const KEY: &str = "tokens.private_key_file";
+        let name = algorithm.as_str();
+        if !algorithm.is_asymmetric() {
+            if let Some(file) = &raw.private_key_file {
+                return Err(self.bad(
+                    KEY,
+                    file,
+                    format!(
+                        "is set, but algorithm {name:?} signs with tokens.secret_file; remove it \
+                         or choose \"EdDSA\", \"ES256\" or \"RS256\""
+                    ),
+                ));
+            }
+            if let Some(keys) = raw.verify_keys.as_ref().filter(|k| !k.is_empty()) {
+                return Err(self.err(
+                    "tokens.verify_keys",
+                    Some(format!("{keys:?}")),
+                    format!(
+                        "only apply to asymmetric algorithms, and algorithm is {name:?}; \
+                         remove the key"
+                    ),
+                ));
+            }
+            return Ok(None);
+        }
+        match &raw.private_key_file {
+            Some(file) => self.path(KEY, file).map(Some),
+            None => Err(self.missing(
+                KEY,
+                format!("is required: algorithm {name:?} signs with a private key file (PEM)"),
+            )),
+        }
+    }
+
+    fn auth(&self, raw: RawAuth) -> Result<AuthConfig, ConfigError> {
+        if let Some(problem) = prefix_problem(&raw.prefix, false) {
+            return Err(self.bad("auth.prefix", &raw.prefix, problem));
+        }
+        let min_password_length = self.usize(
+            "auth.min_password_length",
+            raw.min_password_length,
+            1,
+            MAX_PASSWORD_LENGTH,
+        )?;
+        Ok(AuthConfig {
+            prefix: raw.prefix,
+            allow_registration: raw.allow_registration,
+            min_password_length,
+            refresh_rotation: raw.refresh_rotation,
+            // Zero is meaningful: no grace, every late reuse of a rotated token counts.
+            refresh_reuse_grace: self.duration(
+                "auth.refresh_reuse_grace",
+                &raw.refresh_reuse_grace,
+                Zero::Allowed,
+            )?,
+            argon2: self.argon2(&raw.argon2)?,
+            login_limit: self.login_limit(&raw.login_limit)?,
+        })
+    }
+
+    fn argon2(&self, raw: &RawArgon2) -> Result<Argon2Settings, ConfigError> {
+        let settings = Argon2Settings {
+            memory_kib: self.u32("auth.argon2.memory_kib", raw.memory_kib, 0)?,
+            iterations: self.u32("auth.argon2.iterations", raw.iterations, 0)?,
+            parallelism: self.u32("auth.argon2.parallelism", raw.parallelism, 0)?,
+        };
+        let Argon2Settings {
+            memory_kib: m,
+            iterations: t,
+            parallelism: p,
+        } = settings;
+        argon2::Params::new(m, t, p, None).map_err(|e| {
+            self.err(
+                "auth.argon2",
+                Some(format!(
+                    "{{ memory_kib = {m}, iterations = {t}, parallelism = {p} }}"
+                )),
+                format!(
+                    "is refused by the argon2 crate: {e} (the OWASP minimum is \
+                     memory_kib = 19456, iterations = 2, parallelism = 1)"
+                ),
+            )
+        })?;
+        Ok(settings)
+    }
+
+    fn login_limit(&self, raw: &RawLoginLimit) -> Result<LoginLimit, ConfigError> {
+        Ok(LoginLimit {
+            max_failures: self.u32("auth.login_limit.max_failures", raw.max_failures, 1)?,
+            window: self.duration("auth.login_limit.window", &raw.window, Zero::Refused)?,
+        })
+    }
+
+    fn proxy(&self, raw: RawProxy) -> Result<ProxyConfig, ConfigError> {
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.ip_net(&format!("proxy.trusted_proxies[{i}]"), t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let upstream_ca_file = match &raw.upstream_ca_file {
+            Some(f) => Some(self.path("proxy.upstream_ca_file", f)?),
+            None => None,
+        };
+        Ok(ProxyConfig {
+            timeout: self.duration("proxy.timeout", &raw.timeout, Zero::Refused)?,
+            identity_headers: self.identity_headers(&raw.identity_headers)?,
+            trusted_proxies,
+            upstream_ca_file,
+        })
+    }
+
+    fn ip_net(&self, key: &str, text: &str) -> Result<IpNet, ConfigError> {
+        if let Ok(net) = text.parse::<IpNet>() {
+            return Ok(net);
+        }
+        text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+            self.bad(
+                key,
+                text,
+                "is not an IP network; write a CIDR like \"10.0.0.0/8\" or a bare address",
+            )
+        })
+    }
+
+    fn identity_headers(&self, raw: &RawIdentityHeaders) -> Result<IdentityHeaders, ConfigError> {
+        let headers = IdentityHeaders {
+            user_id: self.identity_header("user_id", &raw.user_id)?,
+            username: self.identity_header("username", &raw.username)?,
+            roles: self.identity_header("roles", &raw.roles)?,
+            session_id: self.identity_header("session_id", &raw.session_id)?,
+            fresh: self.identity_header("fresh", &raw.fresh)?,
+        };
+        let fields = [
+            ("user_id", &raw.user_id, &headers.user_id),
+            ("username", &raw.username, &headers.username),
+            ("roles", &raw.roles, &headers.roles),
+            ("session_id", &raw.session_id, &headers.session_id),
+            ("fresh", &raw.fresh, &headers.fresh),
+        ];
+        // Client copies are stripped under `_`/`-` spellings too, so those collide as well.
+        for (i, (field, text, name)) in fields.iter().enumerate() {
+            let earlier = fields[..i]
+                .iter()
+                .find(|(_, _, n)| loose_spelling(n.as_str()) == loose_spelling(name.as_str()));
+            if let Some((other, _, _)) = earlier {
+                return Err(self.bad(
+                    &format!("proxy.identity_headers.{field}"),
+                    text,
+                    format!(
+                        "is the same header as proxy.identity_headers.{other}; \
+                         the five identity headers must differ"
+                    ),
+                ));
+            }
+        }
+        Ok(headers)
+    }
+
+    fn identity_header(&self, field: &str, text: &str) -> Result<HeaderName, ConfigError> {
+        let key = &format!("proxy.identity_headers.{field}");
+        let name = HeaderName::from_bytes(text.as_bytes()).map_err(|_| {
+            self.bad(
+                key,
+                text,
+                "is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+            )
+        })?;
+        let spelling = loose_spelling(name.as_str());
+        if spelling.starts_with("x-forwarded-") || RESERVED_HEADERS.contains(&spelling.as_str()) {
+            return Err(self.bad(
+                key,
+                text,
+                "is a header the gateway sets, strips or forwards itself (hop-by-hop, \
+                 forwarding, credentials or framing); choose another, like \"X-Auth-...\"",
+            ));
+        }
+        Ok(name)
+    }
+
+    fn log(&self, raw: RawLog) -> Result<LogConfig, ConfigError> {
+        let format = match raw.format.as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            _ => {
+                return Err(self.bad(
+                    "log.format",
+                    &raw.format,
+                    "is not a log format; use \"pretty\" or \"json\"",
+                ))
+            }
+        };
+        if raw.level.trim().is_empty() {
+            return Err(self.bad("log.level", &raw.level, "is empty; use e.g. \"info\""));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.level) {
+            return Err(self.bad(
+                "log.level",
+                &raw.level,
+                format!(
+                    "is not a log filter ({e}); use a level like \"info\" or directives like \
+                     \"authgate=debug,info\""
+                ),
+            ));
+        }
+        Ok(LogConfig {
+            format,
+            level: raw.level,
+        })
+    }
+
+    fn routes(
+        &self,
+        raw: Vec<RawRoute>,
+        auth: &AuthConfig,
+        proxy: &ProxyConfig,
+    ) -> Result<Vec<RouteConfig>, ConfigError> {
+        let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
+        for (i, r) in raw.into_iter().enumerate() {
+            let route = self.route(i, r, auth, proxy)?;
+            if let Some(j) = routes.iter().position(|o| o.prefix == route.prefix) {
+                return Err(self.bad(
+                    &format!("routes[{i}].prefix"),
+                    &route.prefix,
+                    format!("duplicates routes[{j}].prefix; each prefix may appear once"),
+                ));
+            }
+            routes.push(route);
+        }
+        Ok(routes)
+    }
+
+    fn route(
+        &self,
+        i: usize,
+        raw: RawRoute,
+        auth: &AuthConfig,
+        proxy: &ProxyConfig,
+    ) -> Result<RouteConfig, ConfigError> {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        let prefix = self.route_prefix(&key("prefix"), raw.prefix, &auth.prefix)?;
+        let upstream = match raw.upstream {
+            Some(u) => self.upstream(&key("upstream"), &u)?,
+            None => {
+                return Err(self.missing(
+                    &key("upstream"),
+                    "is required: the http(s) URL requests are forwarded to, like \
+                     \"http://127.0.0.1:9000\"",
+                ))
+            }
+        };
+        let route_auth = self.route_auth(&key("auth"), raw.auth.as_deref())?;
+        let fresh_max_age = match &raw.fresh_max_age {
+            None => None,
+            Some(age) if route_auth != RouteAuth::Fresh => {
+                return Err(self.bad(
+                    &key("fresh_max_age"),
+                    age,
+                    "only applies to auth = \"fresh\"; set auth = \"fresh\" or remove it",
+                ))
+            }
+            Some(age) => Some(self.duration(&key("fresh_max_age"), age, Zero::Refused)?),
+        };
+        let roles = self.roles(i, raw.roles.unwrap_or_default(), route_auth)?;
+        let methods = match raw.methods {
+            Some(m) => Some(self.methods(i, &m)?),
+            None => None,
+        };
+        let timeout = match &raw.timeout {
+            Some(t) => self.duration(&key("timeout"), t, Zero::Refused)?,
+            None => proxy.timeout,
+        };
+        Ok(RouteConfig {
+            prefix,
+            upstream,
+            auth: route_auth,
+            fresh_max_age,
+            roles,
+            methods,
+            strip_prefix: raw.strip_prefix,
+            forward_authorization: raw.forward_authorization,
+            websocket: raw.websocket,
+            timeout,
+        })
+    }
+
+    fn route_prefix(
+        &self,
+        key: &str,
+        prefix: Option<String>,
+        auth_prefix: &str,
+    ) -> Result<String, ConfigError> {
+        let Some(prefix) = prefix else {
+            return Err(self.missing(
+                key,
+                "is required: the path prefix this route serves, like \"/api\"",
+            ));
+        };
+        if let Some(problem) = prefix_problem(&prefix, true) {
+            return Err(self.bad(key, &prefix, problem));
+        }
+        let under_auth = prefix
+            .strip_prefix(auth_prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if under_auth {
+            return Err(self.bad(
+                key,
+                &prefix,
+                format!(
+                    "is under the auth prefix {auth_prefix:?} (auth.prefix), whose requests \
+                     never reach a route; choose another prefix or move auth.prefix"
+                ),
+            ));
+        }
+        Ok(prefix)
+    }
+
+    /// An absolute http(s) URL with a host and nothing a forwarded request could not use;
+    /// a trailing `/` of its path is removed so it can be prepended to request paths.
+    fn upstream(&self, key: &str, text: &str) -> Result<Uri, ConfigError> {
+        const EXAMPLE: &str = "write e.g. \"http://127.0.0.1:9000\"";
+        if text.contains('#') {
+            return Err(self.bad(
+                key,
+                text,
+                "has a fragment (#...), which upstreams never see",
+            ));
+        }
+        let uri: Uri = text
+            .parse()
+            .map_err(|e| self.bad(key, text, format!("is not an http(s) URL ({e}); {EXAMPLE}")))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err(self.bad(
+                key,
+                text,
+                format!("is not an absolute http(s) URL; {EXAMPLE}"),
+            ));
+        };
+        if *scheme != http::uri::Scheme::HTTP && *scheme != http::uri::Scheme::HTTPS {
+            return Err(self.bad(
+                key,
+                text,
+                format!(
+                    "has scheme {:?}; only http and https are supported",
+                    scheme.as_str()
+                ),
+            ));
+        }
+        if authority.as_str().contains('@') {
+            return Err(self.bad(
+                key,
+                text,
+                "holds user information (user@); credentials in upstream URLs are not supported",
+            ));
+        }
+        if authority.host().is_empty() {
+            return Err(self.bad(key, text, format!("has no host; {EXAMPLE}")));
+        }
+        if uri.query().is_some() {
+            return Err(self.bad(
+                key,
+                text,
+                "has a query string (?...); an upstream is a base URL, the query of each \
+                 request is forwarded as is",
+            ));
+        }
+        let path = uri.path().trim_end_matches('/');
+        format!("{}://{}{}", scheme.as_str(), authority.as_str(), path)
+            .parse()
+            .map_err(|e| self.bad(key, text, format!("is not an http(s) URL ({e}); {EXAMPLE}")))
+    }
+
+    fn route_auth(&self, key: &str, text: Option<&str>) -> Result<RouteAuth, ConfigError> {
+        match text {
+            Some("public") => Ok(RouteAuth::Public),
+            Some("token") => Ok(RouteAuth::Token),
+            Some("fresh") => Ok(RouteAuth::Fresh),
+            Some(other) => Err(self.bad(
+                key,
+                other,
+                "is not a route policy; use \"public\", \"token\" or \"fresh\"",
+            )),
+            None => Err(self.missing(
+                key,
+                "is required: \"public\", \"token\" or \"fresh\" (never a silent default)",
+            )),
+        }
+    }
+
+    fn roles(
+        &self,
+        i: usize,
+        roles: Vec<String>,
+        auth: RouteAuth,
+    ) -> Result<Vec<String>, ConfigError> {
+        if !roles.is_empty() && auth == RouteAuth::Public {
+            return Err(self.err(
+                &format!("routes[{i}].roles"),
+                Some(format!("{roles:?}")),
+                "cannot be required on a public route, which never reads tokens; \
+                 use auth = \"token\" or remove roles",
+            ));
+        }
+        for (k, role) in roles.iter().enumerate() {
+            let key = format!("routes[{i}].roles[{k}]");
+            if role.is_empty() {
+                return Err(self.bad(&key, role, "is empty; a role is a non-empty name"));
+            }
+            if role.contains(',') {
+                return Err(self.bad(
+                    &key,
+                    role,
+                    "holds \",\"; roles travel comma-separated in the roles identity header",
+                ));
+            }
+        }
+        Ok(roles)
+    }
+
+    fn methods(&self, i: usize, texts: &[String]) -> Result<Vec<Method>, ConfigError> {
+        if texts.is_empty() {
+            return Err(self.err(
+                &format!("routes[{i}].methods"),
+                Some("[]".into()),
+                "is empty, which would refuse every request; remove the key to allow all methods",
+            ));
+        }
+        let mut methods: Vec<Method> = Vec::with_capacity(texts.len());
+        for (k, text) in texts.iter().enumerate() {
+            let key = format!("routes[{i}].methods[{k}]");
+            let method = Method::from_bytes(text.as_bytes())
+                .map_err(|_| self.bad(&key, text, "is not an HTTP method name"))?;
+            let upper = text.to_ascii_uppercase();
+            if *text != upper {
+                return Err(self.bad(
+                    &key,
+                    text,
+                    format!("must be uppercase: methods match exactly, so write {upper:?}"),
+                ));
+            }
+            if let Some(j) = methods.iter().position(|m| *m == method) {
+                return Err(self.bad(
+                    &key,
+                    text,
+                    format!("is listed twice (also routes[{i}].methods[{j}])"),
+                ));
+            }
+            methods.push(method);
+        }
+        Ok(methods)
+    }
+}
+
+/// Header-name spelling with `_` read as `-`, as the gateway's identity-header stripping does.
+fn loose_spelling(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Why `prefix` cannot be a path prefix, or `None` when it can. Request paths are matched
+/// after normalisation (dot segments removed, `//` collapsed, unreserved characters decoded),
+/// so a prefix holding anything normalisation removes could never match.
+fn prefix_problem(prefix: &str, allow_root: bool) -> Option<String> {
+    if !prefix.starts_with('/') {
+        return Some("must start with \"/\", like \"/api\"".into());
+    }
+    if prefix == "/" {
+        return (!allow_root).then(|| {
+            "cannot be \"/\": the account endpoints need a prefix of their own, like \"/auth\""
+                .into()
+        });
+    }
+    if prefix.ends_with('/') {
+        return Some(format!(
+            "must not end with \"/\" ({:?} already matches the paths under it)",
+            prefix.trim_end_matches('/')
+        ));
+    }
+    if let Some(c) = prefix.chars().find(|c| matches!(c, '?' | '#')) {
+        return Some(format!(
+            "holds {c:?}; a prefix is matched against the path only, never a query or fragment"
+        ));
+    }
+    if prefix.contains('%') {
+        return Some(
+            "holds \"%\"; prefixes match the decoded path, so write the character itself".into(),
+        );
+    }
+    if prefix.contains("//") {
+        return Some(
+            "holds \"//\"; request paths are matched with runs of \"/\" collapsed, so it could \
+             never match"
+                .into(),
+        );
+    }
+    if prefix.split('/').any(|s| s == "." || s == "..") {
+        return Some(
+            "has a \".\" or \"..\" segment; request paths are matched with those removed, so it \
+             could never match"
+                .into(),
+        );
+    }
+    prefix.chars().find(|c| !is_path_char(*c)).map(|c| {
+        format!(
+            "holds {c:?}, which a request path never holds unencoded; use letters, digits and \
+             -._~!$&'()*+,;=:@"
+        )
+    })
+}
+
+/// RFC 3986 `pchar` without `%`, plus `/`.
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c)
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A route table the rule tests put their one broken value next to.
+    const ROUTE: &str = "[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:9000\"\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        crate::config::parse(Path::new("f.toml"), text)
+    }
+
+    /// The full Display string of the error `text` produces.
+    fn message(text: &str) -> String {
+        parse(text)
+            .expect_err("the config should be refused")
+            .to_string()
+    }
+
+    /// Asserts that `text` is refused on `key` with a reason containing `fragment`.
+    fn refused(text: &str, key: &str, fragment: &str) {
+        let e = parse(text).expect_err("the config should be refused");
+        assert_eq!(e.key, key, "wrong key in: {e}");
+        assert!(e.reason.contains(fragment), "{fragment:?} not in: {e}");
+    }
+
+    fn route(extra: &str) -> String {
+        format!("{ROUTE}{extra}\n")
+    }
+
+    fn only_route(text: &str) -> RouteConfig {
+        let config = parse(text).expect("the config should be valid");
+        assert_eq!(config.routes.len(), 1);
+        config.routes.into_iter().next().expect("one route")
+    }
+
+    #[test]
+    fn a_duration_that_does_not_parse_is_refused_with_an_example() {
+        assert_eq!(
+            message("[proxy]\ntimeout = \"30\"\n"),
+            "f.toml: proxy.timeout: \"30\" is not a duration (time unit needed, for example \
+             30sec or 30ms); write a number and a unit, like \"30s\", \"15m\", \"12h\" or \"30d\""
+        );
+    }
+
+    #[test]
+    fn zero_durations_are_refused_except_grace_and_leeway() {
+        assert_eq!(
+            message("[server]\nrequest_header_timeout = \"0s\"\n"),
+            "f.toml: server.request_header_timeout: \"0s\" must be longer than zero"
+        );
+        refused(
+            "[auth]\nlogin_limit = { window = \"0s\" }\n",
+            "auth.login_limit.window",
+            "zero",
+        );
+        refused(
+            "[store]\nmax_staleness = \"0s\"\n",
+            "store.max_staleness",
+            "zero",
+        );
+        refused(
+            "[tokens]\naccess_ttl = \"0s\"\n",
+            "tokens.access_ttl",
+            "zero",
+        );
+        let config = parse(
+            "[server]\nshutdown_grace = \"0s\"\n[tokens]\nleeway = \"0s\"\n\
+             [auth]\nrefresh_reuse_grace = \"0s\"\n",
+        )
+        .expect("zero grace and leeway are valid");
+        assert_eq!(config.server.shutdown_grace, Duration::ZERO);
+        assert_eq!(config.tokens.leeway, Duration::ZERO);
+        assert_eq!(config.auth.refresh_reuse_grace, Duration::ZERO);
+    }
+
+    #[test]
+    fn absurdly_long_durations_are_refused() {
+        refused(
+            "[proxy]\ntimeout = \"200years\"\n",
+            "proxy.timeout",
+            "100 years",
+        );
+    }
+
+    #[test]
+    fn a_listen_address_must_be_ip_and_port() {
+        refused(
+            "[server]\nlisten = \"localhost:8080\"\n",
+            "server.listen",
+            "IP:port",
+        );
+        refused("[admin]\nlisten = \"9090\"\n", "admin.listen", "IP:port");
+    }
+
+    #[test]
+    fn an_empty_admin_listen_switches_the_admin_listener_off() {
+        let config = parse("[admin]\nlisten = \"\"\n").expect("valid");
+        assert_eq!(config.admin.listen, None);
+    }
+
+    #[test]
+    fn admin_and_server_on_the_same_address_are_refused() {
+        refused(
+            "[server]\nlisten = \"127.0.0.1:9090\"\n",
+            "admin.listen",
+            "same address as server.listen",
+        );
+    }
+
+    #[test]
+    fn max_body_and_max_connections_must_be_positive() {
+        assert_eq!(
+            message("[server]\nmax_body = 0\n"),
+            "f.toml: server.max_body: 0 must be at least 1"
+        );
+        refused(
+            "[server]\nmax_connections = -3\n",
+            "server.max_connections",
+            "at least 1",
+        );
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_names_the_missing_one() {
+        assert_eq!(
+            message("[server]\ntls_cert_file = \"c.pem\"\n"),
+            "f.toml: server.tls_key_file: is missing: server.tls_cert_file is set, and TLS \
+             needs both files"
+        );
+        refused(
+            "[server]\ntls_key_file = \"k.pem\"\n",
+            "server.tls_cert_file",
+            "is missing",
+        );
+        let config = parse("[server]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n")
+            .expect("valid");
+        let tls = config.server.tls.expect("tls set");
+        assert_eq!(tls.cert_file, PathBuf::from("c.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("k.pem"));
+    }
+
+    #[test]
+    fn sqlite_urls_give_relative_and_absolute_paths() {
+        let relative = parse("[store]\nurl = \"sqlite://var/db/a.db\"\n").expect("valid");
+        assert_eq!(
+            relative.store.url,
+            StoreUrl::Sqlite(PathBuf::from("var/db/a.db"))
+        );
+        let absolute = parse("[store]\nurl = \"sqlite:///srv/a.db\"\n").expect("valid");
+        assert_eq!(
+            absolute.store.url,
+            StoreUrl::Sqlite(PathBuf::from("/srv/a.db"))
+        );
+    }
+
+    #[test]
+    fn a_sqlite_url_without_a_path_is_refused() {
+        refused(
+            "[store]\nurl = \"sqlite://\"\n",
+            "store.url",
+            "names no database file",
+        );
+        refused(
+            "[store]\nurl = \"sqlite:///\"\n",
+            "store.url",
+            "names no database file",
+        );
+    }
+
+    #[test]
+    fn postgres_urls_are_refused_as_not_built_yet() {
+        assert_eq!(
+            message("[store]\nurl = \"postgres://u@h/db\"\n"),
+            "f.toml: store.url: \"postgres://u@h/db\" asks for PostgreSQL, whose support is not \
+             built yet in this version of authgate; use sqlite://REL/PATH or sqlite:///ABS/PATH"
+        );
+        refused(
+            "[store]\nurl = \"postgresql://h/db\"\n",
+            "store.url",
+            "not built yet",
+        );
+    }
+
+    #[test]
+    fn other_store_schemes_are_refused() {
+        refused(
+            "[store]\nurl = \"mysql://h/db\"\n",
+            "store.url",
+            "not a supported store URL",
+        );
+        refused(
+            "[store]\nurl = \"data/a.db\"\n",
+            "store.url",
+            "not a supported store URL",
+        );
+    }
+
+    #[test]
+    fn the_algorithm_must_be_spelt_exactly() {
+        refused(
+            "[tokens]\nalgorithm = \"hs256\"\n",
+            "tokens.algorithm",
+            "spelt exactly",
+        );
+        refused(
+            "[tokens]\nalgorithm = \"none\"\n",
+            "tokens.algorithm",
+            "not a supported",
+        );
+    }
+
+    #[test]
+    fn asymmetric_algorithms_need_a_private_key_file() {
+        assert_eq!(
+            message("[tokens]\nalgorithm = \"EdDSA\"\n"),
+            "f.toml: tokens.private_key_file: is required: algorithm \"EdDSA\" signs with a \
+             private key file (PEM)"
+        );
+        let config = parse(
+            "[tokens]\nalgorithm = \"ES256\"\nprivate_key_file = \"k.pem\"\n\
+             verify_keys = [\"old.pem\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(config.tokens.algorithm, TokenAlgorithm::Es256);
+        assert_eq!(config.tokens.private_key_file, Some(PathBuf::from("k.pem")));
+        assert_eq!(config.tokens.verify_keys, vec![PathBuf::from("old.pem")]);
+    }
+
+    #[test]
+    fn hs256_refuses_private_key_file_and_verify_keys() {
+        refused(
+            "[tokens]\nprivate_key_file = \"k.pem\"\n",
+            "tokens.private_key_file",
+            "signs with tokens.secret_file",
+        );
+        assert_eq!(
+            message("[tokens]\nverify_keys = [\"old.pem\"]\n"),
+            "f.toml: tokens.verify_keys: [\"old.pem\"] only apply to asymmetric algorithms, and \
+             algorithm is \"HS256\"; remove the key"
+        );
+    }
+
+    #[test]
+    fn access_ttl_must_be_shorter_than_refresh_ttl() {
+        assert_eq!(
+            message("[tokens]\naccess_ttl = \"1h\"\nrefresh_ttl = \"60m\"\n"),
+            "f.toml: tokens.access_ttl: \"1h\" must be shorter than tokens.refresh_ttl (\"60m\")"
+        );
+    }
+
+    #[test]
+    fn issuer_and_audience_must_not_be_empty() {
+        refused(
+            "[tokens]\nissuer = \"\"\n",
+            "tokens.issuer",
+            "must not be empty",
+        );
+        refused(
+            "[tokens]\naudience = \"\"\n",
+            "tokens.audience",
+            "must not be empty",
+        );
+        let config = parse("[tokens]\naudience = \"my-api\"\n").expect("valid");
+        assert_eq!(config.tokens.audience.as_deref(), Some("my-api"));
+    }
+
+    #[test]
+    fn the_auth_prefix_follows_the_prefix_rules_and_is_not_root() {
+        assert_eq!(
+            message("[auth]\nprefix = \"/\"\n"),
+            "f.toml: auth.prefix: \"/\" cannot be \"/\": the account endpoints need a prefix of \
+             their own, like \"/auth\""
+        );
+        refused(
+            "[auth]\nprefix = \"auth\"\n",
+            "auth.prefix",
+            "must start with \"/\"",
+        );
+        refused(
+            "[auth]\nprefix = \"/auth/\"\n",
+            "auth.prefix",
+            "must not end with \"/\"",
+        );
+        refused("[auth]\nprefix = \"/a?b\"\n", "auth.prefix", "'?'");
+        refused("[auth]\nprefix = \"/a%2fb\"\n", "auth.prefix", "\"%\"");
+        refused("[auth]\nprefix = \"/a//b\"\n", "auth.prefix", "\"//\"");
+        refused(
+            "[auth]\nprefix = \"/a/../b\"\n",
+            "auth.prefix",
+            "\"..\" segment",
+        );
+    }
+
+    #[test]
+    fn min_password_length_is_between_1_and_1024() {
+        refused(
+            "[auth]\nmin_password_length = 0\n",
+            "auth.min_password_length",
+            "between 1",
+        );
+        refused(
+            "[auth]\nmin_password_length = 1025\n",
+            "auth.min_password_length",
+            "1024",
+        );
+    }
+
+    #[test]
+    fn argon2_parameters_the_crate_refuses_are_refused_with_its_message() {
+        let e = parse("[auth]\nargon2 = { memory_kib = 8, iterations = 2, parallelism = 4 }\n")
+            .expect_err("refused");
+        assert_eq!(e.key, "auth.argon2");
+        assert_eq!(
+            e.value.as_deref(),
+            Some("{ memory_kib = 8, iterations = 2, parallelism = 4 }")
+        );
+        let crate_message = argon2::Params::new(8, 2, 4, None)
+            .expect_err("argon2 refuses")
+            .to_string();
+        assert!(e.reason.contains(&crate_message), "{e}");
+        refused(
+            "[auth]\nargon2 = { iterations = 0 }\n",
+            "auth.argon2",
+            "refused by the argon2 crate",
+        );
+        refused(
+            "[auth]\nargon2 = { memory_kib = -1 }\n",
+            "auth.argon2.memory_kib",
+            "between",
+        );
+    }
+
+    #[test]
+    fn login_limit_needs_at_least_one_failure() {
+        refused(
+            "[auth]\nlogin_limit = { max_failures = 0 }\n",
+            "auth.login_limit.max_failures",
+            "between 1",
+        );
+    }
+
+    #[test]
+    fn identity_headers_must_be_valid_names_and_are_stored_lowercase() {
+        refused(
+            "[proxy]\nidentity_headers = { user_id = \"X Auth\" }\n",
+            "proxy.identity_headers.user_id",
+            "not a valid header name",
+        );
+        let config =
+            parse("[proxy]\nidentity_headers = { fresh = \"X-Is-Fresh\" }\n").expect("valid");
+        assert_eq!(config.proxy.identity_headers.fresh.as_str(), "x-is-fresh");
+    }
+
+    #[test]
+    fn identity_headers_must_differ_even_by_underscore_spelling() {
+        assert_eq!(
+            message("[proxy]\nidentity_headers = { username = \"x-auth-user_id\" }\n"),
+            "f.toml: proxy.identity_headers.username: \"x-auth-user_id\" is the same header as \
+             proxy.identity_headers.user_id; the five identity headers must differ"
+        );
+    }
+
+    #[test]
+    fn identity_headers_may_not_be_headers_the_gateway_manages() {
+        for name in [
+            "Host",
+            "Authorization",
+            "Connection",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Cookie",
+            "X-Forwarded-For",
+            "X-Forwarded-Whatever",
+            "X-Request-Id",
+            "Keep-Alive",
+            "Upgrade",
+            "TE",
+            "Trailer",
+            "Proxy-Authorization",
+        ] {
+            refused(
+                &format!("[proxy]\nidentity_headers = {{ roles = \"{name}\" }}\n"),
+                "proxy.identity_headers.roles",
+                "sets, strips or forwards itself",
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_take_cidrs_and_bare_addresses() {
+        let config = parse("[proxy]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.0.2.7\"]\n")
+            .expect("valid");
+        let nets: Vec<String> = config
+            .proxy
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]);
+        refused(
+            "[proxy]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n",
+            "proxy.trusted_proxies[1]",
+            "not an IP network",
+        );
+    }
+
+    #[test]
+    fn upstream_ca_file_is_a_path_and_not_read() {
+        let config = parse("[proxy]\nupstream_ca_file = \"/nonexistent/ca.pem\"\n").expect("valid");
+        assert_eq!(
+            config.proxy.upstream_ca_file,
+            Some(PathBuf::from("/nonexistent/ca.pem"))
+        );
+    }
+
+    #[test]
+    fn log_format_and_level_are_checked() {
+        assert_eq!(
+            message("[log]\nformat = \"text\"\n"),
+            "f.toml: log.format: \"text\" is not a log format; use \"pretty\" or \"json\""
+        );
+        refused(
+            "[log]\nlevel = \"authgate=loud\"\n",
+            "log.level",
+            "not a log filter",
+        );
+        refused("[log]\nlevel = \"\"\n", "log.level", "is empty");
+        let config =
+            parse("[log]\nformat = \"json\"\nlevel = \"authgate=debug,info\"\n").expect("valid");
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn route_prefix_upstream_and_auth_are_required() {
+        assert_eq!(
+            message("[[routes]]\nupstream = \"http://h\"\nauth = \"token\"\n"),
+            "f.toml: routes[0].prefix: is required: the path prefix this route serves, like \
+             \"/api\""
+        );
+        refused(
+            "[[routes]]\nprefix = \"/a\"\nauth = \"token\"\n",
+            "routes[0].upstream",
+            "required",
+        );
+        refused(&route(""), "routes[0].auth", "is required");
+    }
+
+    #[test]
+    fn route_prefixes_follow_the_path_rules() {
+        let bad = |prefix: &str, fragment: &str| {
+            refused(
+                &format!("[[routes]]\nprefix = \"{prefix}\"\nupstream = \"http://h\"\nauth = \"public\"\n"),
+                "routes[0].prefix",
+                fragment,
+            )
+        };
+        bad("api", "must start with \"/\"");
+        bad("/api/", "must not end with \"/\"");
+        bad("/api#x", "'#'");
+        bad("/a%20b", "\"%\"");
+        bad("//api", "\"//\"");
+        bad("/api/./v1", "\".\" or \"..\" segment");
+        bad("/a b", "' '");
+        let root =
+            parse("[[routes]]\nprefix = \"/\"\nupstream = \"http://h\"\nauth = \"public\"\n")
+                .expect("a root route is valid");
+        assert_eq!(root.routes[0].prefix, "/");
+    }
+
+    #[test]
+    fn duplicate_route_prefixes_name_the_earlier_route() {
+        let text = format!("{}auth = \"token\"\n{}auth = \"public\"\n", ROUTE, ROUTE);
+        assert_eq!(
+            message(&text),
+            "f.toml: routes[1].prefix: \"/api\" duplicates routes[0].prefix; each prefix may \
+             appear once"
+        );
+    }
+
+    #[test]
+    fn routes_under_the_auth_prefix_are_refused_on_segment_boundaries() {
+        let at = |prefix: &str| {
+            format!(
+                "[[routes]]\nprefix = \"{prefix}\"\nupstream = \"http://h\"\nauth = \"public\"\n"
+            )
+        };
+        refused(
+            &at("/auth"),
+            "routes[0].prefix",
+            "under the auth prefix \"/auth\"",
+        );
+        refused(&at("/auth/x"), "routes[0].prefix", "under the auth prefix");
+        parse(&at("/authors")).expect("/authors is not under /auth");
+    }
+
+    #[test]
+    fn upstreams_must_be_absolute_http_urls() {
+        let at = |upstream: &str| {
+            format!("[[routes]]\nprefix = \"/a\"\nupstream = \"{upstream}\"\nauth = \"public\"\n")
+        };
+        assert_eq!(
+            message(&at("htp://x")),
+            "f.toml: routes[0].upstream: \"htp://x\" has scheme \"htp\"; only http and https are \
+             supported"
+        );
+        refused(&at("127.0.0.1:9000"), "routes[0].upstream", "absolute");
+        refused(&at("/just/a/path"), "routes[0].upstream", "absolute");
+        refused(
+            &at("http://u:p@h/"),
+            "routes[0].upstream",
+            "user information",
+        );
+        refused(&at("http://h/?q=1"), "routes[0].upstream", "query string");
+        refused(&at("http://h/#f"), "routes[0].upstream", "fragment");
+        refused(&at("http:// h"), "routes[0].upstream", "not an http(s) URL");
+    }
+
+    #[test]
+    fn an_upstream_loses_the_trailing_slash_of_its_path() {
+        let at = |upstream: &str| {
+            format!("[[routes]]\nprefix = \"/a\"\nupstream = \"{upstream}\"\nauth = \"public\"\n")
+        };
+        let r = only_route(&at("https://h.example:8443/base/"));
+        assert_eq!(r.upstream.to_string(), "https://h.example:8443/base");
+        assert_eq!(r.upstream.path(), "/base");
+        let r = only_route(&at("http://127.0.0.1:9000/"));
+        assert_eq!(r.upstream.host(), Some("127.0.0.1"));
+        assert_eq!(r.upstream.port_u16(), Some(9000));
+        assert_eq!(r.upstream.path(), "/");
+    }
+
+    #[test]
+    fn route_auth_must_be_one_of_three_policies() {
+        refused(
+            &route("auth = \"Token\""),
+            "routes[0].auth",
+            "not a route policy",
+        );
+    }
+
+    #[test]
+    fn fresh_max_age_only_applies_to_fresh_routes() {
+        refused(
+            &route("auth = \"token\"\nfresh_max_age = \"5m\""),
+            "routes[0].fresh_max_age",
+            "only applies to auth = \"fresh\"",
+        );
+        let r = only_route(&route("auth = \"fresh\"\nfresh_max_age = \"5m\""));
+        assert_eq!(r.fresh_max_age, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn roles_are_refused_on_public_routes_and_checked_elsewhere() {
+        assert_eq!(
+            message(&route("auth = \"public\"\nroles = [\"admin\"]")),
+            "f.toml: routes[0].roles: [\"admin\"] cannot be required on a public route, which \
+             never reads tokens; use auth = \"token\" or remove roles"
+        );
+        refused(
+            &route("auth = \"token\"\nroles = [\"\"]"),
+            "routes[0].roles[0]",
+            "is empty",
+        );
+        refused(
+            &route("auth = \"token\"\nroles = [\"ok\", \"a,b\"]"),
+            "routes[0].roles[1]",
+            "comma-separated",
+        );
+        let r = only_route(&route("auth = \"token\"\nroles = [\"admin\", \"ops\"]"));
+        assert_eq!(r.roles, ["admin", "ops"]);
+    }
+
+    #[test]
+    fn methods_must_be_valid_uppercase_distinct_and_not_empty() {
+        assert_eq!(
+            message(&route("auth = \"token\"\nmethods = [\"GET\", \"post\"]")),
+            "f.toml: routes[0].methods[1]: \"post\" must be uppercase: methods match exactly, so \
+             write \"POST\""
+        );
+        refused(
+            &route("auth = \"token\"\nmethods = [\"GE T\"]"),
+            "routes[0].methods[0]",
+            "not an HTTP method",
+        );
+        refused(
+            &route("auth = \"token\"\nmethods = [\"GET\", \"GET\"]"),
+            "routes[0].methods[1]",
+            "listed twice (also routes[0].methods[0])",
+        );
+        refused(
+            &route("auth = \"token\"\nmethods = []"),
+            "routes[0].methods",
+            "is empty",
+        );
+        let r = only_route(&route("auth = \"token\"\nmethods = [\"GET\", \"PURGE\"]"));
+        assert_eq!(
+            r.methods,
+            Some(vec![
+                Method::GET,
+                Method::from_bytes(b"PURGE").expect("valid")
+            ])
+        );
+    }
+
+    #[test]
+    fn route_defaults_follow_the_proxy_timeout() {
+        let text = format!("[proxy]\ntimeout = \"7s\"\n{}", route("auth = \"token\""));
+        let r = only_route(&text);
+        assert_eq!(r.timeout, Duration::from_secs(7));
+        assert_eq!(r.methods, None);
+        assert!(r.roles.is_empty());
+        assert!(!r.strip_prefix && !r.forward_authorization && r.websocket);
+        assert_eq!(r.fresh_max_age, None);
+        let r = only_route(&route(
+            "auth = \"token\"\ntimeout = \"2s\"\nwebsocket = false",
+        ));
+        assert_eq!(r.timeout, Duration::from_secs(2));
+        assert!(!r.websocket);
+        refused(
+            &route("auth = \"token\"\ntimeout = \"0s\""),
+            "routes[0].timeout",
+            "zero",
+        );
+    }
+}

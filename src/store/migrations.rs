@@ -1,0 +1,126 @@
+//! The SQLite schema and its versioned migrations.
+//!
+//! The schema version lives in `PRAGMA user_version`. Migration N (1-based) brings a database
+//! from version N-1 to N; each runs in its own `BEGIN IMMEDIATE` transaction together with the
+//! version bump, so a crash or a concurrent starter (the CLI and the gateway on one file) never
+//! leaves a half-applied step. Migrations are append-only: never edit one that has shipped.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, roles, login sessions and the revocation log.
+    "
+    -- AUTOINCREMENT: a deleted user's id must never come back (tokens name users by id).
+    CREATE TABLE users (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        username       TEXT    NOT NULL,
+        username_lower TEXT    NOT NULL UNIQUE,
+        password_hash  TEXT    NOT NULL,
+        created_at     INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE user_roles (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        role    TEXT    NOT NULL,
+        PRIMARY KEY (user_id, role)
+    ) STRICT, WITHOUT ROWID;
+
+    -- No foreign key to users: a deleted user's sessions stay (revoked) until pruned.
+    CREATE TABLE sessions (
+        sid              TEXT    PRIMARY KEY,
+        user_id          INTEGER NOT NULL,
+        created_at       INTEGER NOT NULL,
+        expires_at       INTEGER NOT NULL,
+        auth_time        INTEGER NOT NULL,
+        refresh_jti      TEXT    NOT NULL,
+        prev_refresh_jti TEXT,
+        prev_retired_at  INTEGER,
+        revoked_at       INTEGER
+    ) STRICT;
+    CREATE INDEX sessions_by_user ON sessions(user_id);
+    CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+
+    -- AUTOINCREMENT: readers resume from the last seq they saw, so a pruned seq must not return.
+    CREATE TABLE revocations (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind       TEXT    NOT NULL CHECK (kind IN ('session', 'user', 'token')),
+        value      TEXT    NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX revocations_by_expiry ON revocations(expires_at);
+    ",
+];
+
+/// The schema version this build creates and understands.
+pub(crate) const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Reads the schema version of an open database.
+pub(crate) fn version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Refuses a database written by a newer build: its meaning of the tables is unknown here.
+pub(crate) fn ensure_known(version: i64) -> Result<(), StoreError> {
+    if version > LATEST_VERSION {
+        return Err(StoreError::Schema(format!(
+            "the database has schema version {version}, but this build of authgate only knows \
+             versions up to {LATEST_VERSION}; run a newer authgate"
+        )));
+    }
+    if version < 0 {
+        return Err(StoreError::Schema(format!(
+            "the database has an invalid schema version {version}"
+        )));
+    }
+    Ok(())
+}
+
+/// Applies every migration the database lacks, one transaction each.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(super::sqlite::map_err)?;
+        // Read inside the write lock: another process may have migrated in the meantime.
+        let current = version(&tx).map_err(super::sqlite::map_err)?;
+        ensure_known(current)?;
+        let Some(step) = usize::try_from(current)
+            .ok()
+            .and_then(|index| MIGRATIONS.get(index))
+        else {
+            return Ok(());
+        };
+        tx.execute_batch(step).map_err(super::sqlite::map_err)?;
+        tx.pragma_update(None, "user_version", current + 1)
+            .map_err(super::sqlite::map_err)?;
+        tx.commit().map_err(super::sqlite::map_err)?;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // ok: tests fail loudly
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_a_fresh_database_reaches_the_latest_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), LATEST_VERSION);
+        // Running again is a no-op.
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), LATEST_VERSION);
+    }
+
+    #[test]
+    fn a_newer_schema_version_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", LATEST_VERSION + 1)
+            .unwrap();
+        let err = migrate(&mut conn).unwrap_err();
+        assert!(matches!(err, StoreError::Schema(_)), "{err:?}");
+    }
+}

@@ -4,3 +4,4 @@
 pub mod bearer;
 pub mod claims;
 pub mod keys;
+pub mod tokens;

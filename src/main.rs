@@ -1,3 +1,5 @@
-//! The `authgate` binary.
+//! The `authgate` binary: everything but argument parsing lives in the library.
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    authgate::cli::main()
+}

@@ -70,6 +70,9 @@ pub struct Session {
     pub auth_time: i64,
     /// The `jti` of the session's current refresh token.
     pub refresh_jti: String,
+    /// When the current refresh token was issued (login or last rotation): re-signing it
+    /// within the reuse grace keeps its claims unchanged.
+    pub refresh_issued_at: i64,
     /// Whether the session has been revoked.
     pub revoked: bool,
 }

@@ -441,6 +441,9 @@ fn find_session(conn: &Connection, sid: &str) -> Result<Option<SessionRow>, Stor
                     expires_at: row.get(3)?,
                     auth_time: row.get(4)?,
                     refresh_jti: row.get(5)?,
+                    refresh_issued_at: row
+                        .get::<_, Option<i64>>(8)?
+                        .unwrap_or(row.get::<_, i64>(2)?),
                     revoked: row.get::<_, Option<i64>>(6)?.is_some(),
                 },
                 prev_refresh_jti: row.get(7)?,
@@ -498,6 +501,7 @@ fn rotate(tx: &Connection, r: &Refresh) -> Result<RefreshOutcome, StoreError> {
         )
         .map_err(map_err)?;
         session.refresh_jti.clone_from(&r.new_jti);
+        session.refresh_issued_at = r.now;
         return Ok(RefreshOutcome::Rotated(session));
     }
     let within_grace = r.grace_secs > 0
@@ -573,6 +577,7 @@ fn revoke_live_sessions(
                 expires_at: row.get(3)?,
                 auth_time: row.get(4)?,
                 refresh_jti: row.get(5)?,
+                refresh_issued_at: row.get(2)?,
                 revoked: false,
             })
         })
@@ -874,6 +879,7 @@ mod tests {
             expires_at,
             auth_time: created_at,
             refresh_jti: format!("{sid}-r0"),
+            refresh_issued_at: created_at,
             revoked: false,
         }
     }

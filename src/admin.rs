@@ -1,0 +1,60 @@
+//! The operator listener: `/healthz` (process up) and `/readyz` (store reachable, not
+//! draining). Never served on the public port.
+
+use std::sync::Arc;
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::app::AppState;
+use crate::body::{full, Body};
+use crate::error::ApiError;
+use crate::server::{ConnInfo, Handler};
+
+/// Answers the admin endpoints.
+pub struct AdminService {
+    state: Arc<AppState>,
+}
+
+impl AdminService {
+    /// An admin service over the gateway's shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+
+    async fn readiness(&self) -> (StatusCode, &'static str) {
+        if self.state.drain.is_draining() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "draining");
+        }
+        match self.state.store.ping().await {
+            Ok(()) => (StatusCode::OK, "ready"),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness: store unreachable");
+                (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
+            }
+        }
+    }
+}
+
+impl Handler for AdminService {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+        let (status, text) = match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, "ok"),
+            (&Method::GET | &Method::HEAD, "/readyz") => self.readiness().await,
+            (_, "/healthz" | "/readyz") => {
+                return ApiError::MethodNotAllowed {
+                    allow: HeaderValue::from_static("GET, HEAD"),
+                }
+                .into_response()
+            }
+            _ => return ApiError::NotFound.into_response(),
+        };
+        let body = serde_json::json!({ "status": text });
+        let mut res = Response::new(full(body.to_string()));
+        *res.status_mut() = status;
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res
+    }
+}

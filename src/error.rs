@@ -1,0 +1,248 @@
+//! The one error type at the HTTP boundary, and the one function that renders it.
+//!
+//! Every error the gateway itself answers is JSON `{"error": CODE, "message": TEXT}` with the
+//! status and code of HTTP-API.md §1; every 401 carries `WWW-Authenticate`. Details that could
+//! help an attacker (which check failed, store errors) go to the log, never into the body.
+
+use std::borrow::Cow;
+
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+
+use crate::body::{full, Body};
+
+/// An error answered by the gateway itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400: malformed body, missing or blank field, bad path, several credentials.
+    InvalidRequest(Cow<'static, str>),
+    /// 401: no bearer token where one is needed.
+    MissingToken,
+    /// 401: `exp` has passed beyond the leeway.
+    TokenExpired,
+    /// 401: bad signature, malformed, wrong claims or type. The reason is for logs only.
+    InvalidToken(&'static str),
+    /// 401: the token's `jti`, session or user is revoked.
+    TokenRevoked,
+    /// 401: the route needs a fresh token (RFC 9470 step-up), optionally within `max_age` seconds.
+    FreshTokenRequired {
+        /// The route's `fresh_max_age` in seconds, when it has one.
+        max_age: Option<u64>,
+    },
+    /// 401: unknown user or wrong password, alike in every way.
+    InvalidCredentials,
+    /// 403: the token lacks a role the route requires.
+    Forbidden,
+    /// 403: registration is switched off.
+    RegistrationDisabled,
+    /// 404: no route or endpoint.
+    NotFound,
+    /// 405: the path exists but not for this method; `allow` lists the methods that do.
+    MethodNotAllowed {
+        /// Value of the `Allow` header.
+        allow: HeaderValue,
+    },
+    /// 409: the username exists (case-insensitively).
+    UsernameTaken,
+    /// 413: body over `max_body`.
+    PayloadTooLarge,
+    /// 415: body neither JSON nor form-urlencoded.
+    UnsupportedMediaType,
+    /// 429: too many failed logins; retry after this many seconds.
+    RateLimited {
+        /// Seconds until the window passes.
+        retry_after: u64,
+    },
+    /// 502: upstream refused, reset or sent garbage.
+    BadGateway,
+    /// 503: draining for shutdown or overloaded.
+    Unavailable {
+        /// Seconds the client should wait.
+        retry_after: u64,
+        /// Ask the client to close the connection (draining).
+        close: bool,
+    },
+    /// 504: upstream did not answer in time.
+    GatewayTimeout,
+    /// 500: anything else; the detail is logged where it happened.
+    Internal,
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MissingToken
+            | Self::TokenExpired
+            | Self::InvalidToken(_)
+            | Self::TokenRevoked
+            | Self::FreshTokenRequired { .. }
+            | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Forbidden | Self::RegistrationDisabled => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UsernameTaken => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine code of HTTP-API.md §1.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::MissingToken => "missing_token",
+            Self::TokenExpired => "token_expired",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::TokenRevoked => "token_revoked",
+            Self::FreshTokenRequired { .. } => "fresh_token_required",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Forbidden => "forbidden",
+            Self::RegistrationDisabled => "registration_disabled",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::UsernameTaken => "username_taken",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::BadGateway => "bad_gateway",
+            Self::Unavailable { .. } => "unavailable",
+            Self::GatewayTimeout => "gateway_timeout",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The human message of the body. Every `invalid_token` cause shares one message so the
+    /// body is no oracle for which check failed.
+    pub fn message(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Self::InvalidRequest(m) => return m.clone(),
+            Self::MissingToken => "A bearer token is required.",
+            Self::TokenExpired => "Token has expired.",
+            Self::InvalidToken(_) => "Token is invalid.",
+            Self::TokenRevoked => "Token has been revoked.",
+            Self::FreshTokenRequired { .. } => "A fresh token is required: authenticate again.",
+            Self::InvalidCredentials => "Invalid username or password.",
+            Self::Forbidden => "The token lacks a required role.",
+            Self::RegistrationDisabled => "Registration is disabled.",
+            Self::NotFound => "Not found.",
+            Self::MethodNotAllowed { .. } => "Method not allowed.",
+            Self::UsernameTaken => "That username is taken.",
+            Self::PayloadTooLarge => "Request body is too large.",
+            Self::UnsupportedMediaType => {
+                "Body must be application/json or application/x-www-form-urlencoded."
+            }
+            Self::RateLimited { .. } => "Too many failed attempts; try again later.",
+            Self::BadGateway => "The upstream service failed.",
+            Self::Unavailable { .. } => "The gateway is unavailable; try again later.",
+            Self::GatewayTimeout => "The upstream service did not answer in time.",
+            Self::Internal => "Internal error.",
+        })
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750, RFC 9470), `None` for other statuses.
+    pub fn challenge(&self) -> Option<String> {
+        const REALM: &str = "Bearer realm=\"authgate\"";
+        match self {
+            Self::MissingToken | Self::InvalidCredentials => Some(REALM.to_owned()),
+            Self::TokenExpired | Self::InvalidToken(_) | Self::TokenRevoked => Some(format!(
+                "{REALM}, error=\"invalid_token\", error_description=\"{}\"",
+                self.message()
+            )),
+            Self::FreshTokenRequired { max_age } => {
+                let mut v = format!(
+                    "{REALM}, error=\"insufficient_user_authentication\", error_description=\"{}\"",
+                    self.message()
+                );
+                if let Some(age) = max_age {
+                    v.push_str(&format!(", max_age={age}"));
+                }
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
+    /// Renders the error as the JSON response of HTTP-API.md §1: the one place that does.
+    pub fn into_response(self) -> Response<Body> {
+        let body = serde_json::json!({ "error": self.code(), "message": self.message() });
+        let mut res = Response::new(full(body.to_string()));
+        *res.status_mut() = self.status();
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(challenge) = self.challenge() {
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                headers.insert(WWW_AUTHENTICATE, v);
+            }
+        }
+        match self {
+            Self::MethodNotAllowed { allow } => {
+                headers.insert(ALLOW, allow);
+            }
+            Self::RateLimited { retry_after } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            }
+            Self::Unavailable { retry_after, close } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                if close {
+                    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_401_carries_a_bearer_challenge() {
+        for e in [
+            ApiError::MissingToken,
+            ApiError::TokenExpired,
+            ApiError::InvalidToken("x"),
+            ApiError::TokenRevoked,
+            ApiError::FreshTokenRequired { max_age: None },
+            ApiError::InvalidCredentials,
+        ] {
+            let res = e.into_response();
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+            let c = res.headers()[WWW_AUTHENTICATE].to_str().unwrap_or_default();
+            assert!(c.starts_with("Bearer realm=\"authgate\""), "{c}");
+        }
+    }
+
+    #[test]
+    fn step_up_challenge_has_bare_integer_max_age() {
+        let c = ApiError::FreshTokenRequired { max_age: Some(300) }
+            .challenge()
+            .unwrap_or_default();
+        assert!(c.contains("error=\"insufficient_user_authentication\""));
+        assert!(c.ends_with(", max_age=300"), "{c}");
+    }
+
+    #[test]
+    fn missing_token_challenge_has_no_error_parameter() {
+        assert_eq!(
+            ApiError::MissingToken.challenge().as_deref(),
+            Some("Bearer realm=\"authgate\"")
+        );
+    }
+
+    #[test]
+    fn invalid_token_reason_never_reaches_the_body() {
+        let a = ApiError::InvalidToken("bad signature");
+        let b = ApiError::InvalidToken("wrong issuer");
+        assert_eq!(a.message(), b.message());
+        assert_eq!(a.challenge(), b.challenge());
+    }
+}

@@ -1,0 +1,143 @@
+//! The public listener's service: one straight line per request.
+//!
+//! The outer step ([`Gateway::handle`]) counts the request for draining, keeps or makes the
+//! request id, turns errors into responses and writes the access line. The inner step
+//! ([`Gateway::dispatch`]) normalises the path once and hands the request either to the
+//! gateway's own account endpoints (under the auth prefix) or to the proxy.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::HeaderValue;
+use http::{HeaderName, Request, Response};
+use hyper::body::Incoming;
+
+use crate::app::AppState;
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::proxy::headers::request_id;
+use crate::proxy::path::normalize;
+use crate::server::{ConnInfo, Handler};
+use crate::telemetry::{self, AccessRecord};
+
+/// `X-Request-Id`, returned on every response.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the access line names as the request's route.
+#[derive(Debug, Clone)]
+pub enum RouteLabel {
+    /// A fixed name: an auth endpoint, or `-` when nothing matched.
+    Static(&'static str),
+    /// A proxied route's prefix.
+    Route(Arc<str>),
+}
+
+impl RouteLabel {
+    /// The label as text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Static(s) => s,
+            Self::Route(r) => r,
+        }
+    }
+}
+
+/// Everything a handler needs to know about the request besides the request itself.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The connection it came on.
+    pub conn: ConnInfo,
+    /// Its normalised path (dot segments removed, unreserved characters decoded, `//` merged).
+    pub path: String,
+    /// The request id returned to the client and sent upstream.
+    pub request_id: HeaderValue,
+}
+
+/// The public service.
+pub struct Gateway {
+    state: Arc<AppState>,
+}
+
+impl Gateway {
+    /// A gateway over the shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: HeaderValue,
+    ) -> (Result<Response<Body>, ApiError>, RouteLabel) {
+        let path = match normalize(req.uri().path()) {
+            Ok(p) => p,
+            Err(e) => {
+                let err = ApiError::InvalidRequest(format!("bad path: {e}").into());
+                return (Err(err), RouteLabel::Static("-"));
+            }
+        };
+        let ctx = RequestContext {
+            conn,
+            path,
+            request_id,
+        };
+        let prefix = self.state.config.auth.prefix.as_str();
+        if let Some(rest) = under_prefix(&ctx.path, prefix) {
+            let rest = rest.to_owned();
+            let (result, name) = crate::routes::handle(&self.state, req, &ctx, &rest).await;
+            return (result, RouteLabel::Static(name));
+        }
+        crate::proxy::handle(&self.state, req, ctx).await
+    }
+}
+
+impl Handler for Gateway {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        let started = Instant::now();
+        let _in_flight = self.state.drain.enter();
+        let rid = request_id(req.headers());
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let (result, route) = if self.state.drain.is_draining() {
+            let err = ApiError::Unavailable {
+                retry_after: 5,
+                close: true,
+            };
+            (Err(err), RouteLabel::Static("-"))
+        } else {
+            self.dispatch(req, conn, rid.clone()).await
+        };
+        let mut res = result.unwrap_or_else(ApiError::into_response);
+        res.headers_mut().insert(X_REQUEST_ID.clone(), rid.clone());
+        telemetry::access(&AccessRecord {
+            method: &method,
+            path: uri.path(),
+            route: route.as_str(),
+            status: res.status(),
+            latency: started.elapsed(),
+            request_id: rid.to_str().unwrap_or("-"),
+        });
+        res
+    }
+}
+
+/// The part of `path` after `prefix` when `path` is `prefix` or below it on a segment
+/// boundary (`/auth` and `/auth/login` are under `/auth`; `/authx` is not).
+pub fn under_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::under_prefix;
+
+    #[test]
+    fn auth_prefix_matches_on_segment_boundaries_only() {
+        assert_eq!(under_prefix("/auth/login", "/auth"), Some("/login"));
+        assert_eq!(under_prefix("/auth", "/auth"), Some(""));
+        assert_eq!(under_prefix("/authx", "/auth"), None);
+        assert_eq!(under_prefix("/api", "/auth"), None);
+    }
+}

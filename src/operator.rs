@@ -1,0 +1,226 @@
+//! `authgate user ...`: the operator's commands on the store. They open the configured store
+//! directly — beside a running gateway if need be — and write revocations to its log, which
+//! a running gateway reads within a second.
+
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::accounts_rules::{check_password, check_username};
+use crate::auth::password::PasswordHasher;
+use crate::cli::{load_config, UserCommand, EXIT_RUNTIME};
+use crate::config::{Config, StoreUrl};
+use crate::store::SqliteStore;
+use crate::store::{Store, StoreError, User};
+
+/// Runs one `user` command against the store of the config at `config_path`.
+pub fn run(config_path: &Path, cmd: UserCommand) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(execute(&config, cmd)) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("authgate: {message}");
+    ExitCode::from(EXIT_RUNTIME)
+}
+
+async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
+    let store = open(config).await?;
+    let now = crate::app::unix_now();
+    let leeway = secs(config.tokens.leeway);
+    match cmd {
+        UserCommand::Add { name, roles } => add(config, &store, &name, roles, now).await,
+        UserCommand::List => Ok(list(&store.list_users().await.map_err(text)?)),
+        UserCommand::Delete { name } => {
+            let user = find(&store, &name).await?;
+            let expires = now + secs(config.tokens.refresh_ttl) + leeway;
+            store
+                .delete_user(user.id, now, expires)
+                .await
+                .map_err(text)?;
+            Ok(format!(
+                "deleted user {} (id {}); every token of theirs is revoked",
+                user.username, user.id
+            ))
+        }
+        UserCommand::Grant { name, role } => {
+            check_role(&role)?;
+            let changed = store
+                .grant_role(&name, &role)
+                .await
+                .map_err(|e| no_such(&name, e))?;
+            Ok(format!(
+                "{name}: role {role} {}; it applies from their next token",
+                if changed {
+                    "granted"
+                } else {
+                    "was already held"
+                }
+            ))
+        }
+        UserCommand::Revoke { name, role } => {
+            let changed = store
+                .revoke_role(&name, &role)
+                .await
+                .map_err(|e| no_such(&name, e))?;
+            Ok(format!(
+                "{name}: role {role} {}; it applies from their next token",
+                if changed { "revoked" } else { "was not held" }
+            ))
+        }
+        UserCommand::LogoutAll { name } => {
+            let user = find(&store, &name).await?;
+            let revoked = store
+                .revoke_user_sessions(user.id, now, leeway)
+                .await
+                .map_err(text)?;
+            Ok(format!(
+                "{}: {} session(s) revoked",
+                user.username,
+                revoked.len()
+            ))
+        }
+    }
+}
+
+async fn add(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    name: &str,
+    roles: Vec<String>,
+    now: i64,
+) -> Result<String, String> {
+    check_username(name).map_err(str::to_owned)?;
+    for role in &roles {
+        check_role(role)?;
+    }
+    let password = read_password()?;
+    check_password(&password, config.auth.min_password_length).map_err(str::to_owned)?;
+    let hasher = PasswordHasher::new(config.auth.argon2, 1, Duration::from_secs(60))?;
+    let hash = hasher
+        .hash(&password)
+        .await
+        .map_err(|e| format!("hashing failed: {e}"))?;
+    let user = store
+        .create_user(name, &hash, roles, now)
+        .await
+        .map_err(|e| match e {
+            StoreError::UsernameTaken => format!("username {name:?} is taken"),
+            other => other.to_string(),
+        })?;
+    Ok(format!(
+        "created user {} (id {}) with roles [{}]",
+        user.username,
+        user.id,
+        user.roles.join(", ")
+    ))
+}
+
+/// From a prompt on a terminal (asked twice), otherwise all of standard input with one
+/// trailing newline removed.
+fn read_password() -> Result<String, String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("Repeat password: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the passwords differ".into());
+        }
+        return Ok(first);
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    if let Some(stripped) = input.strip_suffix('\n') {
+        let stripped = stripped.strip_suffix('\r').unwrap_or(stripped);
+        input.truncate(stripped.len());
+    }
+    Ok(input)
+}
+
+fn check_role(role: &str) -> Result<(), String> {
+    let ok = !role.is_empty()
+        && role.len() <= 64
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "role {role:?} must be 1-64 characters of A-Z a-z 0-9 . _ - :"
+        ))
+    }
+}
+
+fn list(users: &[User]) -> String {
+    let mut out = format!(
+        "{:>6}  {:<32}  {:<20}  roles",
+        "id", "username", "created_at"
+    );
+    for u in users {
+        let at =
+            std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(u.created_at).unwrap_or(0));
+        out.push_str(&format!(
+            "\n{:>6}  {:<32}  {:<20}  {}",
+            u.id,
+            u.username,
+            humantime::format_rfc3339_seconds(at),
+            u.roles.join(",")
+        ));
+    }
+    out
+}
+
+async fn open(config: &Config) -> Result<Arc<dyn Store>, String> {
+    match &config.store.url {
+        StoreUrl::Sqlite(path) => {
+            let p = path.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&p))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+async fn find(store: &Arc<dyn Store>, name: &str) -> Result<User, String> {
+    match store.user_by_name(name).await.map_err(text)? {
+        Some(u) => Ok(u.user),
+        None => Err(format!("no user named {name:?}")),
+    }
+}
+
+fn no_such(name: &str, e: StoreError) -> String {
+    match e {
+        StoreError::NotFound => format!("no user named {name:?}"),
+        other => other.to_string(),
+    }
+}
+
+fn text(e: StoreError) -> String {
+    e.to_string()
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,177 @@
+//! The endpoints the gateway serves itself under the auth prefix (HTTP-API.md §3): one file
+//! per resource. Unknown paths answer 404 and wrong methods 405 before any token is read.
+
+mod accounts;
+pub mod body;
+mod sessions;
+mod users;
+
+use std::sync::Arc;
+
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::auth::bearer::{bearer_token, BearerError};
+use crate::body::{full, Body};
+use crate::error::ApiError;
+use crate::gateway::RequestContext;
+
+/// One endpoint under the prefix: which handler, and which methods it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Register,
+    Login,
+    Refresh,
+    Fresh,
+    Logout,
+    Me,
+    Password,
+    User,
+    Jwks,
+}
+
+impl Endpoint {
+    fn find(sub_path: &str) -> Option<(Endpoint, Option<&str>)> {
+        let e = match sub_path {
+            "/register" => Self::Register,
+            "/login" => Self::Login,
+            "/refresh" => Self::Refresh,
+            "/fresh" => Self::Fresh,
+            "/logout" => Self::Logout,
+            "/me" => Self::Me,
+            "/password" => Self::Password,
+            "/jwks.json" => Self::Jwks,
+            _ => {
+                let id = sub_path.strip_prefix("/users/")?;
+                // A non-numeric (or nested) id is simply not a resource: 404.
+                return (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+                    .then_some((Self::User, Some(id)));
+            }
+        };
+        Some((e, None))
+    }
+
+    fn allow(self) -> &'static str {
+        match self {
+            Self::Register | Self::Login | Self::Refresh | Self::Fresh | Self::Logout => "POST",
+            Self::Me | Self::User => "GET, DELETE",
+            Self::Password => "PUT",
+            Self::Jwks => "GET",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Register => "auth:register",
+            Self::Login => "auth:login",
+            Self::Refresh => "auth:refresh",
+            Self::Fresh => "auth:fresh",
+            Self::Logout => "auth:logout",
+            Self::Me => "auth:me",
+            Self::Password => "auth:password",
+            Self::User => "auth:users",
+            Self::Jwks => "auth:jwks",
+        }
+    }
+}
+
+/// Serves `sub_path` (the normalised path below the auth prefix). Returns the result and the
+/// endpoint's name for the access log.
+pub async fn handle(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    ctx: &RequestContext,
+    sub_path: &str,
+) -> (Result<Response<Body>, ApiError>, &'static str) {
+    let Some((endpoint, id)) = Endpoint::find(sub_path) else {
+        return (Err(ApiError::NotFound), "auth:-");
+    };
+    let method = req.method().clone();
+    let result = match (endpoint, method) {
+        (Endpoint::Register, Method::POST) => accounts::register(state, req).await,
+        (Endpoint::Login, Method::POST) => sessions::login(state, req, ctx).await,
+        (Endpoint::Refresh, Method::POST) => sessions::refresh(state, &req).await,
+        (Endpoint::Fresh, Method::POST) => sessions::fresh(state, req, ctx).await,
+        (Endpoint::Logout, Method::POST) => sessions::logout(state, &req).await,
+        (Endpoint::Me, Method::GET) => accounts::me(state, &req).await,
+        (Endpoint::Me, Method::DELETE) => accounts::delete_me(state, &req).await,
+        (Endpoint::Password, Method::PUT) => accounts::change_password(state, req, ctx).await,
+        (Endpoint::User, m @ (Method::GET | Method::DELETE)) => {
+            let id = id.and_then(|s| s.parse::<i64>().ok());
+            users::handle(state, &req, m, id).await
+        }
+        (Endpoint::Jwks, Method::GET) => users::jwks(state),
+        _ => Err(ApiError::MethodNotAllowed {
+            allow: HeaderValue::from_static(endpoint.allow()),
+        }),
+    };
+    (result, endpoint.name())
+}
+
+/// The bearer token of a request, or the §1 error for its absence or ambiguity.
+pub(crate) fn require_bearer<B>(req: &Request<B>) -> Result<&str, ApiError> {
+    match bearer_token(req.headers()) {
+        Ok(Some(token)) => Ok(token),
+        Ok(None) => Err(ApiError::MissingToken),
+        Err(BearerError::MultipleCredentials) => Err(ApiError::InvalidRequest(
+            "send exactly one bearer credential".into(),
+        )),
+        Err(BearerError::Malformed) => Err(ApiError::InvalidRequest(
+            "the Authorization header is malformed".into(),
+        )),
+    }
+}
+
+/// A JSON response.
+pub(crate) fn json<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+) -> Result<Response<Body>, ApiError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| {
+        tracing::error!(error = %e, "cannot serialise a response");
+        ApiError::Internal
+    })?;
+    let mut res = Response::new(full(bytes));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(res)
+}
+
+/// A JSON response carrying tokens: never cached (RFC 6749 §5.1).
+pub(crate) fn token_json<T: Serialize>(value: &T) -> Result<Response<Body>, ApiError> {
+    let mut res = json(StatusCode::OK, value)?;
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `{"message": ...}` with 200.
+pub(crate) fn message(text: &'static str) -> Result<Response<Body>, ApiError> {
+    json(StatusCode::OK, &serde_json::json!({ "message": text }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Endpoint;
+
+    #[test]
+    fn user_ids_must_be_numeric() {
+        assert!(matches!(
+            Endpoint::find("/users/12"),
+            Some((Endpoint::User, Some("12")))
+        ));
+        assert!(Endpoint::find("/users/abc").is_none());
+        assert!(Endpoint::find("/users/").is_none());
+        assert!(Endpoint::find("/users/1/x").is_none());
+    }
+
+    #[test]
+    fn unknown_paths_are_not_endpoints() {
+        assert!(Endpoint::find("/nope").is_none());
+        assert!(Endpoint::find("").is_none());
+    }
+}

@@ -1,0 +1,403 @@
+//! Login sessions: login (opens one), refresh (rotation, reuse detection, grace), fresh
+//! (step-up in the same session) and logout (revokes the whole session).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::body::{self, required};
+use super::{require_bearer, token_json};
+use crate::app::{unix_now, AppState};
+use crate::auth::accounts_rules::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
+use crate::auth::claims::{new_jti, Claims, TokenType};
+use crate::auth::limiter::{self, LoginLimiter};
+use crate::auth::password::HashError;
+use crate::auth::verify::{verify, verify_either};
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::gateway::RequestContext;
+use crate::store::{RefreshOutcome, Session, StoreError, User};
+
+/// Body of `POST /auth/login`.
+#[derive(Debug, Deserialize)]
+struct LoginBody {
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// Body of `POST /auth/fresh`.
+#[derive(Debug, Deserialize)]
+struct FreshBody {
+    password: Option<String>,
+}
+
+/// Answer of login and refresh.
+#[derive(Debug, Serialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+/// `POST /auth/login`.
+pub async fn login(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    ctx: &RequestContext,
+) -> Result<Response<Body>, ApiError> {
+    let ip = client_ip(state, &req, ctx);
+    let (parts, body) = req.into_parts();
+    let creds: LoginBody = body::read(&parts.headers, body, state.config.server.max_body).await?;
+    let username = required(&creds.username, "username")?;
+    let password = required(&creds.password, "password")?;
+    check_lengths(username, password)?;
+    limit(&state.limiter, username, ip)?;
+
+    let user = state
+        .store
+        .user_by_name(username)
+        .await
+        .map_err(store_error)?;
+    let hash = user.as_ref().map(|u| u.password_hash.as_str());
+    // One argon2 verify whether or not the user exists: same answer, same time.
+    let ok = state
+        .hasher
+        .verify(password, hash)
+        .await
+        .map_err(hash_error)?;
+    let user = match (ok, user) {
+        (true, Some(u)) => u.user,
+        _ => {
+            state.limiter.record_failure(username, ip, Instant::now());
+            tracing::info!(reason = "invalid_credentials", "login failed");
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
+    state.limiter.record_success(username);
+
+    let now = unix_now();
+    let session = Session {
+        sid: new_jti(),
+        user_id: user.id,
+        created_at: now,
+        expires_at: now + secs(state.tokens.refresh_ttl()),
+        auth_time: now,
+        refresh_jti: new_jti(),
+        refresh_issued_at: now,
+        revoked: false,
+    };
+    state
+        .store
+        .create_session(&session)
+        .await
+        .map_err(store_error)?;
+    tracing::info!(user_id = user.id, "login");
+    let access = issue_access(state, &user, &session, true, now)?;
+    let refresh = issue_refresh(state, &session, &session.refresh_jti, now)?;
+    answer(state, access, Some(refresh))
+}
+
+/// `POST /auth/refresh`.
+pub async fn refresh(
+    state: &Arc<AppState>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let token = require_bearer(req)?;
+    let claims = verify(&state.tokens, &state.revocations, token, TokenType::Refresh)?;
+    let now = unix_now();
+    if !state.config.auth.refresh_rotation {
+        let session = live_session(state, &claims.sid, now).await?;
+        let user = live_user(state, claims.user_id()).await?;
+        let access = issue_access(state, &user, &session, false, now)?;
+        return answer(state, access, None);
+    }
+    let new = new_jti();
+    let outcome = state
+        .store
+        .rotate_refresh(
+            &claims.sid,
+            &claims.jti,
+            &new,
+            now,
+            secs(state.config.auth.refresh_reuse_grace),
+            secs(state.tokens.leeway()),
+        )
+        .await
+        .map_err(store_error)?;
+    match outcome {
+        RefreshOutcome::Rotated(session) | RefreshOutcome::WithinGrace(session) => {
+            // Either way the answer carries the session's current refresh token: freshly
+            // made, or (two tabs refreshing at once) re-signed with its claims unchanged.
+            if session.user_id != claims.user_id() {
+                return Err(ApiError::InvalidToken("refresh token names another user"));
+            }
+            let user = live_user(state, claims.user_id()).await?;
+            let access = issue_access(state, &user, &session, false, now)?;
+            let refresh = issue_refresh(
+                state,
+                &session,
+                &session.refresh_jti,
+                session.refresh_issued_at,
+            )?;
+            answer(state, access, Some(refresh))
+        }
+        RefreshOutcome::ReuseDetected(revocation) => {
+            state.revocations.apply(&[revocation]);
+            tracing::warn!(
+                user_id = claims.user_id(),
+                "refresh token reuse: session revoked"
+            );
+            Err(ApiError::TokenRevoked)
+        }
+        RefreshOutcome::Revoked => Err(ApiError::TokenRevoked),
+    }
+}
+
+/// `POST /auth/fresh`: a new fresh access token in the same session after a password check.
+pub async fn fresh(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    ctx: &RequestContext,
+) -> Result<Response<Body>, ApiError> {
+    let ip = client_ip(state, &req, ctx);
+    let claims = verify_either(&state.tokens, &state.revocations, require_bearer(&req)?)?;
+    let (parts, body) = req.into_parts();
+    let input: FreshBody = body::read(&parts.headers, body, state.config.server.max_body).await?;
+    let password = required(&input.password, "password")?;
+    check_lengths("-", password)?;
+    let user = live_user(state, claims.user_id()).await?;
+    limit(&state.limiter, &user.username, ip)?;
+    check_password(state, &user.username, password, ip).await?;
+
+    let now = unix_now();
+    state
+        .store
+        .set_auth_time(&claims.sid, now)
+        .await
+        .map_err(store_error)?;
+    let session = live_session(state, &claims.sid, now).await?;
+    let access = issue_access(state, &user, &session, true, now)?;
+    answer(state, access, None)
+}
+
+/// `POST /auth/logout`: revokes the whole session — its refresh token and every access token
+/// issued in it. Store commit, then memory, then the 200.
+pub async fn logout(
+    state: &Arc<AppState>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let claims = verify_either(&state.tokens, &state.revocations, require_bearer(req)?)?;
+    let revoked = state
+        .store
+        .revoke_session(&claims.sid, unix_now(), secs(state.tokens.leeway()))
+        .await
+        .map_err(store_error)?;
+    let Some(revocation) = revoked else {
+        return Err(ApiError::TokenRevoked);
+    };
+    state.revocations.apply(&[revocation]);
+    tracing::info!(user_id = claims.user_id(), "logout");
+    super::message("Logged out.")
+}
+
+/// Checks `password` against the stored hash of `username`, counting a failure for the login
+/// limiter. Used by `/auth/fresh` and `PUT /auth/password`.
+pub(crate) async fn check_password(
+    state: &Arc<AppState>,
+    username: &str,
+    password: &str,
+    ip: std::net::IpAddr,
+) -> Result<(), ApiError> {
+    let user = state
+        .store
+        .user_by_name(username)
+        .await
+        .map_err(store_error)?;
+    let hash = user.as_ref().map(|u| u.password_hash.as_str());
+    let ok = state
+        .hasher
+        .verify(password, hash)
+        .await
+        .map_err(hash_error)?;
+    if ok && user.is_some() {
+        state.limiter.record_success(username);
+        Ok(())
+    } else {
+        state.limiter.record_failure(username, ip, Instant::now());
+        Err(ApiError::InvalidCredentials)
+    }
+}
+
+/// The address login limiting counts against.
+pub(crate) fn client_ip<B>(
+    state: &Arc<AppState>,
+    req: &Request<B>,
+    ctx: &RequestContext,
+) -> std::net::IpAddr {
+    let proxy = state.proxy.load();
+    limiter::client_ip(
+        ctx.conn.peer.ip(),
+        req.headers(),
+        &proxy.config.trusted_proxies,
+    )
+}
+
+/// 429 when the username or the address is over its failure budget.
+pub(crate) fn limit(
+    limiter: &LoginLimiter,
+    username: &str,
+    ip: std::net::IpAddr,
+) -> Result<(), ApiError> {
+    limiter
+        .check(username, ip, Instant::now())
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })
+}
+
+/// Field lengths that are refused before any hashing (a 1 MB password never reaches argon2).
+pub(crate) fn check_lengths(username: &str, password: &str) -> Result<(), ApiError> {
+    if username.len() > 4 * MAX_USERNAME_CHARS || username.chars().count() > MAX_USERNAME_CHARS {
+        return Err(ApiError::InvalidRequest("username is too long".into()));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::InvalidRequest(
+            "password is too long (at most 1024 bytes)".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn live_session(state: &Arc<AppState>, sid: &str, now: i64) -> Result<Session, ApiError> {
+    match state.store.session(sid).await.map_err(store_error)? {
+        Some(s) if !s.revoked && s.expires_at > now => Ok(s),
+        _ => Err(ApiError::TokenRevoked),
+    }
+}
+
+/// The user a token names, or `token_revoked` when they were deleted.
+pub(crate) async fn live_user(state: &Arc<AppState>, id: i64) -> Result<User, ApiError> {
+    state
+        .store
+        .user_by_id(id)
+        .await
+        .map_err(store_error)?
+        .ok_or(ApiError::TokenRevoked)
+}
+
+/// An access token for `user` in `session`; it never outlives the session, so a revoked
+/// session's entry can be pruned once the session has expired.
+pub(crate) fn issue_access(
+    state: &Arc<AppState>,
+    user: &User,
+    session: &Session,
+    fresh: bool,
+    now: i64,
+) -> Result<String, ApiError> {
+    let now_u = to_u64(now);
+    let exp = (now_u + state.tokens.access_ttl().as_secs()).min(to_u64(session.expires_at));
+    let claims = Claims {
+        iss: state.tokens.issuer().to_owned(),
+        aud: state.config.tokens.audience.clone(),
+        sub: user.id.to_string(),
+        username: Some(user.username.clone()),
+        roles: Some(user.roles.clone()),
+        r#type: TokenType::Access,
+        jti: new_jti(),
+        sid: session.sid.clone(),
+        iat: now_u,
+        nbf: now_u,
+        exp,
+        auth_time: to_u64(if fresh { now } else { session.auth_time }),
+        fresh: Some(fresh),
+    };
+    state.tokens.issue(&claims).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign an access token");
+        ApiError::Internal
+    })
+}
+
+/// The refresh token `jti` of `session`, issued at `issued_at`; it expires with the session.
+fn issue_refresh(
+    state: &Arc<AppState>,
+    session: &Session,
+    jti: &str,
+    issued_at: i64,
+) -> Result<String, ApiError> {
+    let claims = Claims {
+        iss: state.tokens.issuer().to_owned(),
+        aud: state.config.tokens.audience.clone(),
+        sub: session.user_id.to_string(),
+        username: None,
+        roles: None,
+        r#type: TokenType::Refresh,
+        jti: jti.to_owned(),
+        sid: session.sid.clone(),
+        iat: to_u64(issued_at),
+        nbf: to_u64(issued_at),
+        exp: to_u64(session.expires_at),
+        auth_time: to_u64(session.auth_time),
+        fresh: None,
+    };
+    state.tokens.issue(&claims).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign a refresh token");
+        ApiError::Internal
+    })
+}
+
+fn answer(
+    state: &Arc<AppState>,
+    access_token: String,
+    refresh_token: Option<String>,
+) -> Result<Response<Body>, ApiError> {
+    token_json(&TokenAnswer {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: state.tokens.access_ttl().as_secs(),
+    })
+}
+
+/// Store failures are logged once here and answered opaquely.
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::UsernameTaken => ApiError::UsernameTaken,
+        StoreError::Busy => {
+            tracing::warn!("store busy");
+            ApiError::Unavailable {
+                retry_after: 1,
+                close: false,
+            }
+        }
+        other => {
+            tracing::error!(error = %other, "store failure");
+            ApiError::Internal
+        }
+    }
+}
+
+/// A full hashing queue is `503` with `Retry-After`, so a login storm sheds load.
+pub(crate) fn hash_error(e: HashError) -> ApiError {
+    match e {
+        HashError::Busy => ApiError::Unavailable {
+            retry_after: 1,
+            close: false,
+        },
+        HashError::Internal(detail) => {
+            tracing::error!(error = %detail, "password hashing failed");
+            ApiError::Internal
+        }
+    }
+}
+
+/// Whole seconds of a duration as the store's signed seconds.
+pub(crate) fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn to_u64(t: i64) -> u64 {
+    u64::try_from(t).unwrap_or(0)
+}

@@ -1,0 +1,156 @@
+//! Listening and connection handling: accept loop, connection cap, TLS, HTTP/1.1 + HTTP/2,
+//! request-head timeout, and the bookkeeping a graceful drain needs.
+//!
+//! What a request *means* is not decided here: each listener is given a [`Handler`].
+
+pub mod drain;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::Body;
+
+/// What the gateway knows about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS (for `X-Forwarded-Proto`).
+    pub tls: bool,
+}
+
+/// Answers requests of one listener.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request. Never fails: errors are already turned into responses.
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// How a listener serves its connections.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Time allowed for a request head (and for a TLS handshake).
+    pub header_timeout: Duration,
+    /// Connections served at once; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+    /// TLS configuration, swapped on reload; `None` for plain TCP.
+    pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+}
+
+/// Accepts connections on `listener` until `stop` fires, serving each with `handler`.
+///
+/// Every connection is watched by `graceful`, so the caller can drain them after this returns;
+/// the listener is dropped on return, so new connections are refused from then on.
+pub async fn accept_loop<H: Handler>(
+    listener: TcpListener,
+    opts: ServeOptions,
+    handler: Arc<H>,
+    graceful: &GracefulShutdown,
+    stop: CancellationToken,
+) {
+    let builder = Arc::new(http_builder(opts.header_timeout));
+    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    loop {
+        // Taking a slot before accepting leaves connections beyond the cap in the backlog.
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let handler = handler.clone();
+        let tls = opts.tls.as_ref().map(|t| t.load_full());
+        let header_timeout = opts.header_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => {
+                    let info = ConnInfo { peer, tls: false };
+                    serve_io(stream, info, &builder, handler, watcher).await;
+                }
+                Some(cfg) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+                    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => {
+                            let info = ConnInfo { peer, tls: true };
+                            serve_io(tls_stream, info, &builder, handler, watcher).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The HTTP/1.1 + HTTP/2 connection builder. The timer is what makes the header timeout
+/// real: without one hyper silently ignores it.
+fn http_builder(header_timeout: Duration) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(256);
+    builder
+}
+
+async fn serve_io<I, H>(
+    io: I,
+    info: ConnInfo,
+    builder: &Builder<TokioExecutor>,
+    handler: Arc<H>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let service = service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, std::convert::Infallible>(handler.handle(req, info).await) }
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+    }
+}

@@ -109,7 +109,7 @@ url = "{store}"
 secret_file = "{data}/jwt-secret"
 
 [log]
-level = "warn"
+level = "info"
 
 [[routes]]
 prefix = "/public"

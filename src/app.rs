@@ -84,6 +84,7 @@ pub struct App {
     state: Arc<AppState>,
     public: TcpListener,
     admin: Option<TcpListener>,
+    log_cursor: i64,
 }
 
 /// Reloads `[[routes]]`, `[proxy]` and the TLS files of a running gateway.
@@ -134,6 +135,12 @@ impl App {
         let proxy = ProxyState::build(&config)?;
         let store = open_store(&config).await?;
         let revocations = Arc::new(RevocationIndex::new());
+        // The log cursor is read before the live entries, so nothing committed in between
+        // is missed; the poller resumes from it (entries seen twice are applied idempotently).
+        let log_cursor = store
+            .last_seq()
+            .await
+            .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
         let live = store
             .live_revocations(unix_now())
             .await
@@ -170,6 +177,7 @@ impl App {
             state,
             public,
             admin,
+            log_cursor,
         })
     }
 
@@ -210,9 +218,10 @@ impl App {
             state,
             public,
             admin,
+            log_cursor,
         } = self;
         let background = CancellationToken::new();
-        spawn_background(state.clone(), background.clone());
+        spawn_background(state.clone(), log_cursor, background.clone());
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let admin_done =
             admin.map(|listener| spawn_admin(listener, state.clone(), background.clone()));
@@ -353,7 +362,11 @@ pub fn unix_now() -> i64 {
 
 /// Keeps the in-memory revocation index in step with the log (other processes write to it
 /// too) and prunes what has expired.
-fn spawn_background(state: Arc<AppState>, stop: CancellationToken) {
+///
+/// The poller keeps its own cursor into the log rather than the index's highest applied
+/// `seq`: this process applies its own revocations at once, and they may carry a higher `seq`
+/// than another process's entry committed just before and not yet read.
+fn spawn_background(state: Arc<AppState>, mut cursor: i64, stop: CancellationToken) {
     let poller = state.clone();
     let stop_poll = stop.clone();
     tokio::spawn(async move {
@@ -364,13 +377,13 @@ fn spawn_background(state: Arc<AppState>, stop: CancellationToken) {
                 () = stop_poll.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match poller
-                .store
-                .revocations_since(poller.revocations.last_seq())
-                .await
-            {
-                Ok(entries) if !entries.is_empty() => poller.revocations.apply(&entries),
-                Ok(_) => {}
+            match poller.store.revocations_since(cursor).await {
+                Ok(entries) => {
+                    if let Some(last) = entries.iter().map(|e| e.seq).max() {
+                        cursor = cursor.max(last);
+                        poller.revocations.apply(&entries);
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot read the revocation log"),
             }
         }

@@ -15,7 +15,14 @@ fn the_demo_walkthrough_works_as_printed() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(binary())
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("demo-data"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -37,11 +44,19 @@ fn the_demo_walkthrough_works_as_printed() {
         }
     }
     assert!(!script.is_empty(), "the demo printed a walkthrough");
-    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "walkthrough failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "walkthrough failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // What a newcomer should see, in order.
     let expected = [
         r#"{"status":"ready"}"#,
@@ -57,7 +72,9 @@ fn the_demo_walkthrough_works_as_printed() {
     ];
     let mut rest: &str = &text;
     for want in expected {
-        let at = rest.find(want).unwrap_or_else(|| panic!("walkthrough output lacks {want} in order:\n{text}"));
+        let at = rest
+            .find(want)
+            .unwrap_or_else(|| panic!("walkthrough output lacks {want} in order:\n{text}"));
         rest = &rest[at + want.len()..];
     }
 }

@@ -7,3 +7,4 @@ mod demo;
 mod helpers;
 mod lifecycle;
 mod proxy;
+mod server;

@@ -43,14 +43,18 @@ pub struct Setup {
     pub auth: String,
     /// Extra lines for `[proxy]`.
     pub proxy: String,
-    /// `[[routes]]` tables; `None` means the default three routes to the echo upstream.
+    /// `[[routes]]` tables; `None` means the default routes to the echo upstream. Every
+    /// [`ECHO`] in the text is replaced by the echo upstream's address.
     pub routes: Option<String>,
 }
 
 impl Setup {
     /// The config text for a gateway storing its data in `dir` and fronting `echo`.
     pub fn config_text(&self, dir: &Path, echo: SocketAddr) -> String {
-        let routes = self.routes.clone().unwrap_or_else(|| default_routes(echo));
+        let routes = match &self.routes {
+            Some(routes) => routes.replace(ECHO, &echo.to_string()),
+            None => default_routes(echo),
+        };
         format!(
             r#"[server]
 listen = "127.0.0.1:0"
@@ -82,11 +86,11 @@ level = "warn"
     }
 }
 
-/// `/public` (public), `/api` (token), `/admin` (fresh, 5 minutes) and `/ops` (token + role
-/// `ops`), all to `echo`.
-pub fn default_routes(echo: SocketAddr) -> String {
-    format!(
-        r#"[[routes]]
+/// Stands for the echo upstream's `host:port` in [`Setup::routes`].
+pub const ECHO: &str = "{echo}";
+
+/// The default routes with [`ECHO`] for the echo upstream's address; see [`default_routes`].
+pub const DEFAULT_ROUTES: &str = r#"[[routes]]
 prefix = "/public"
 upstream = "http://{echo}"
 auth = "public"
@@ -108,8 +112,20 @@ upstream = "http://{echo}"
 auth = "token"
 roles = ["ops"]
 methods = ["GET"]
-"#
-    )
+"#;
+
+/// `/public` (public), `/api` (token), `/admin` (fresh, 5 minutes) and `/ops` (token + role
+/// `ops`, `GET` only), all to `echo`.
+pub fn default_routes(echo: SocketAddr) -> String {
+    DEFAULT_ROUTES.replace(ECHO, &echo.to_string())
+}
+
+/// A setup with the default routes followed by `extra` (where [`ECHO`] works too).
+pub fn with_routes(extra: &str) -> Setup {
+    Setup {
+        routes: Some(format!("{DEFAULT_ROUTES}\n{extra}")),
+        ..Setup::default()
+    }
 }
 
 /// A gateway running in this process.
@@ -343,6 +359,9 @@ pub struct Process {
 
 impl Process {
     /// Starts `authgate --config CONFIG` and waits for its "serving" line (JSON logs).
+    // ok: the child is killed and waited for by `Drop` once it is inside a `Process`, and a
+    // test that panics before that ends the test process anyway.
+    #[allow(clippy::zombie_processes)]
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Process {
         let mut cmd = Command::new(binary());
         cmd.arg("--config")
@@ -438,4 +457,178 @@ level = "info"
     );
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// An HTTP/1.1 response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header lines in order, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// Every value of header `name` (any case).
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The first value of header `name`, if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_all(name).first().copied()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `error` code of a gateway error body, or "" when the body is not one.
+    pub fn error_code(&self) -> String {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// Sends `method target` over a fresh TCP connection exactly as written (no client-side path
+/// normalisation), with `Host: addr`, the `headers` lines as given, and `Connection: close`
+/// unless `headers` has a `Connection` line of its own; reads the response to EOF.
+pub async fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> RawResponse {
+    let mut text = format!("{method} {target} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        text.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("connection"))
+    {
+        text.push_str("Connection: close\r\n");
+    }
+    text.push_str("\r\n");
+    raw_exchange(addr, text.as_bytes()).await
+}
+
+/// Writes `bytes` to a fresh connection and parses what comes back until EOF (or, for a
+/// response with `Content-Length`, until the body is complete), within 10 seconds.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(bytes).await.expect("write request");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(res) = parse_raw(&buf) {
+                return res;
+            }
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return parse_raw_at_eof(&buf);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("raw response within 10 s")
+}
+
+/// A complete response in `buf`: head plus a `Content-Length` body. `None` when more is needed
+/// or the length is only known at EOF.
+fn parse_raw(buf: &[u8]) -> Option<RawResponse> {
+    let (status, headers, body) = split_head(buf)?;
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")?
+        .1
+        .parse()
+        .ok()?;
+    (body.len() >= len).then(|| RawResponse {
+        status,
+        headers,
+        body: body[..len].to_vec(),
+    })
+}
+
+fn parse_raw_at_eof(buf: &[u8]) -> RawResponse {
+    let (status, headers, body) = split_head(buf).unwrap_or_else(|| {
+        panic!(
+            "no complete response head: {:?}",
+            String::from_utf8_lossy(buf)
+        )
+    });
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Status, header lines and the bytes after the head.
+type Head<'a> = (u16, Vec<(String, String)>, &'a [u8]);
+
+fn split_head(buf: &[u8]) -> Option<Head<'_>> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some((status, headers, &buf[end + 4..]))
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&body[..eol]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size_text, 16) else {
+            break;
+        };
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        let Some(chunk) = body.get(start..start + size) else {
+            out.extend_from_slice(&body[start.min(body.len())..]);
+            break;
+        };
+        out.extend_from_slice(chunk);
+        body = body.get(start + size + 2..).unwrap_or(&[]);
+    }
+    out
 }

@@ -66,6 +66,7 @@ fn the_demo_walkthrough_works_as_printed() {
         r#""username":"alice""#,
         r#"["x-auth-username","alice"]"#,
         r#""error":"fresh_token_required""#,
+        r#"["x-auth-fresh","true"]"#,
         r#""path":"/admin/settings""#,
         r#"{"message":"Logged out."}"#,
         r#""error":"token_revoked""#,

@@ -141,21 +141,26 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
+/// The multi-threaded tokio runtime the gateway runs on, or the exit code for failing to make it.
+pub fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("authgate: cannot start the runtime: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        })
+}
+
 fn serve(path: &Path) -> ExitCode {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
     crate::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match multi_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("authgate: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     let path = path.to_path_buf();
     runtime.block_on(async move {

@@ -19,15 +19,9 @@ pub const WALKTHROUGH_END: &str = "----- end of walkthrough -----";
 
 /// Runs the demo until Ctrl-C.
 pub fn run(listen: SocketAddr, admin: SocketAddr, data_dir: &Path) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::multi_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("authgate: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(serve(listen, admin, data_dir))
 }

@@ -90,16 +90,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let conns = Arc::clone(&self.conns);
-        on_blocking_pool(move || {
-            let mut conn = conns.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            let value = f(&tx)?;
-            tx.commit().map_err(map_err)?;
-            Ok(value)
-        })
+        self.in_transaction(Role::Writer, TransactionBehavior::Immediate, f)
     }
 
     /// Runs `f` in a read transaction (one consistent snapshot) on the reader.
@@ -108,17 +99,39 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.in_transaction(Role::Reader, TransactionBehavior::Deferred, f)
+    }
+
+    fn in_transaction<T, F>(
+        &self,
+        role: Role,
+        behavior: TransactionBehavior,
+        f: F,
+    ) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let conns = Arc::clone(&self.conns);
         on_blocking_pool(move || {
-            let mut conn = conns.reader.lock().unwrap_or_else(PoisonError::into_inner);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Deferred)
-                .map_err(map_err)?;
+            let conn = match role {
+                Role::Writer => &conns.writer,
+                Role::Reader => &conns.reader,
+            };
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            let tx = conn.transaction_with_behavior(behavior).map_err(map_err)?;
             let value = f(&tx)?;
             tx.commit().map_err(map_err)?;
             Ok(value)
         })
     }
+}
+
+/// Which of the two connections a transaction runs on.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Writer,
+    Reader,
 }
 
 // A poisoned mutex is safe to reuse: a panicking holder's `Transaction` rolled back on unwind.

@@ -1,4 +1,7 @@
 //! Micro benchmarks of the request path: token verification with the revocation lookup, and
+
+// A benchmark that cannot set itself up should stop loudly.
+#![allow(clippy::expect_used)]
 //! route matching with 10 and 1,000 routes. `cargo bench` runs them.
 
 use std::hint::black_box;

@@ -1,8 +1,8 @@
 //! Micro benchmarks of the request path: token verification with the revocation lookup, and
+//! route matching with 10 and 1,000 routes. `cargo bench` runs them.
 
 // A benchmark that cannot set itself up should stop loudly.
 #![allow(clippy::expect_used)]
-//! route matching with 10 and 1,000 routes. `cargo bench` runs them.
 
 use std::hint::black_box;
 use std::path::Path;

@@ -72,9 +72,43 @@ fn decode<T: DeserializeOwned>(encoding: Encoding, bytes: &[u8]) -> Result<T, Ap
         Encoding::Json => serde_json::from_slice(bytes).map_err(|e| {
             ApiError::InvalidRequest(format!("malformed JSON body: {}", json_reason(&e)).into())
         }),
+        Encoding::Form if !form_is_utf8(bytes) => Err(ApiError::InvalidRequest(
+            "malformed form body: a value is not UTF-8".into(),
+        )),
         Encoding::Form => serde_urlencoded::from_bytes(bytes)
             .map_err(|e| ApiError::InvalidRequest(format!("malformed form body: {e}").into())),
     }
+}
+
+/// Whether every name and value of a form decodes to UTF-8. The form decoder would replace
+/// bad bytes with U+FFFD, so `%FF` and `%FE` would check as one password: refuse instead.
+fn form_is_utf8(bytes: &[u8]) -> bool {
+    bytes
+        .split(|&b| b == b'&')
+        .all(|pair| std::str::from_utf8(&percent_decode(pair)).is_ok())
+}
+
+/// `%XX` escapes decoded; anything else (a stray `%` included) kept as it is.
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = Vec::with_capacity(input.len());
+    let mut rest = input;
+    while let Some((&b, tail)) = rest.split_first() {
+        if let (b'%', [hi, lo, after @ ..]) = (b, tail) {
+            if let (Some(hi), Some(lo)) = (hex(*hi), hex(*lo)) {
+                out.push(hi << 4 | lo);
+                rest = after;
+                continue;
+            }
+        }
+        out.push(b);
+        rest = tail;
+    }
+    out
 }
 
 /// serde_json's message without echoing input back (it never quotes the input itself, but
@@ -144,6 +178,20 @@ mod tests {
         assert_eq!(encoding(&h).ok(), Some(Encoding::Json));
         h.insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
         assert!(encoding(&h).is_err());
+    }
+
+    #[test]
+    fn form_values_that_are_not_utf8_are_refused_not_replaced() {
+        let bad = decode::<Creds>(Encoding::Form, b"username=a&password=%FF%FE");
+        assert!(matches!(bad, Err(ApiError::InvalidRequest(_))));
+        let raw = decode::<Creds>(Encoding::Form, b"username=a&password=\xff");
+        assert!(matches!(raw, Err(ApiError::InvalidRequest(_))));
+        let ok: Option<Creds> =
+            decode(Encoding::Form, b"username=a&password=%C3%A9t%C3%A9+100%").ok();
+        assert_eq!(
+            ok.and_then(|c| c.password).as_deref(),
+            Some("\u{e9}t\u{e9} 100%")
+        );
     }
 
     #[test]

@@ -8,8 +8,9 @@ mod users;
 
 use std::sync::Arc;
 
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use serde::Serialize;
 
@@ -63,6 +64,14 @@ impl Endpoint {
         }
     }
 
+    /// Whether the endpoint reads a request body (the others ignore any body).
+    fn reads_body(self) -> bool {
+        matches!(
+            self,
+            Self::Register | Self::Login | Self::Fresh | Self::Password
+        )
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Register => "auth:register",
@@ -86,11 +95,42 @@ pub async fn handle(
     ctx: &RequestContext,
     sub_path: &str,
 ) -> (Result<Response<Body>, ApiError>, &'static str) {
+    // HTTP/2 resets just the stream when a body is left unread; HTTP/1 loses the connection.
+    let has_body = req.version() < Version::HTTP_2 && !req.body().is_end_stream();
     let Some((endpoint, id)) = Endpoint::find(sub_path) else {
-        return (Err(ApiError::NotFound), "auth:-");
+        return (close_if(has_body, Err(ApiError::NotFound)), "auth:-");
     };
+    let result = serve(state, req, ctx, endpoint, id).await;
+    // Only a success of an endpoint that reads its body is sure to have read all of it.
+    let unread = has_body && (result.is_err() || !endpoint.reads_body());
+    (close_if(unread, result), endpoint.name())
+}
+
+/// A request body left unread makes hyper close the connection after the answer, and it may
+/// decide so only after writing the head without `Connection: close`; a client reusing the
+/// connection then fails its next request. So the answer says it.
+fn close_if(
+    unread: bool,
+    result: Result<Response<Body>, ApiError>,
+) -> Result<Response<Body>, ApiError> {
+    if !unread {
+        return result;
+    }
+    let mut res = result.unwrap_or_else(ApiError::into_response);
+    res.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    Ok(res)
+}
+
+async fn serve(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    ctx: &RequestContext,
+    endpoint: Endpoint,
+    id: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
-    let result = match (endpoint, method) {
+    match (endpoint, method) {
         (Endpoint::Register, Method::POST) => accounts::register(state, req).await,
         (Endpoint::Login, Method::POST) => sessions::login(state, req, ctx).await,
         (Endpoint::Refresh, Method::POST) => sessions::refresh(state, &req).await,
@@ -107,8 +147,7 @@ pub async fn handle(
         _ => Err(ApiError::MethodNotAllowed {
             allow: HeaderValue::from_static(endpoint.allow()),
         }),
-    };
-    (result, endpoint.name())
+    }
 }
 
 /// The bearer token of a request, or the §1 error for its absence or ambiguity.

@@ -282,6 +282,20 @@ impl TestApp {
             .expect("fresh request")
     }
 
+    /// A request to `path` with an optional bearer token, for tests that need to shape it.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, self.url(path));
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     /// `POST /auth/logout` with `token`.
     pub async fn logout(&self, token: &str) -> Response {
         self.client
@@ -631,4 +645,42 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
         body = body.get(start + size + 2..).unwrap_or(&[]);
     }
     out
+}
+
+/// Runs `authgate --config CONFIG ARGS` to completion (blocking), with `stdin` piped in when
+/// given (otherwise empty); returns its output.
+pub fn user_cli(config: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn authgate");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("authgate output")
+}
+
+/// [`user_cli`] off the async reactor.
+pub async fn user_cli_async(
+    config: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    let config = config.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let stdin = stdin.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        user_cli(&config, &args, stdin.as_deref())
+    })
+    .await
+    .expect("cli task")
 }

@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod accounts;
 mod demo;
 mod helpers;
 mod lifecycle;
 mod proxy;
 mod server;
+mod sessions;

@@ -53,19 +53,15 @@ async fn serve(listen: SocketAddr, admin: SocketAddr, data_dir: &Path) -> ExitCo
         .admin_addr()
         .map(|a| format!("http://{a}"))
         .unwrap_or_default();
-    println!(
-        "authgate demo: gateway on {base}, admin on {admin_url}, echo upstream on http://{echo}"
-    );
-    println!(
-        "data (SQLite database and signing secret) in {}",
-        data_dir.display()
-    );
-    println!("Routes: /public (no token), /api (access token), /admin (fresh token, at most 5 minutes old)\n");
-    println!(
-        "{WALKTHROUGH_START}\n{}{WALKTHROUGH_END}",
+    announce(&format!(
+        "authgate demo: gateway on {base}, admin on {admin_url}, echo upstream on http://{echo}\n\
+         data (SQLite database and signing secret) in {}\n\
+         Routes: /public (no token), /api (access token), /admin (fresh token, at most 5 minutes old)\n\n\
+         {WALKTHROUGH_START}\n{}{WALKTHROUGH_END}\n\n\
+         Ctrl-C stops the demo.\n",
+        data_dir.display(),
         walkthrough(&base, &admin_url)
-    );
-    println!("\nCtrl-C stops the demo.");
+    ));
     crate::signals::install(
         app.shutdown_handle(),
         app.reload_handle(),
@@ -80,6 +76,14 @@ async fn serve(listen: SocketAddr, admin: SocketAddr, data_dir: &Path) -> ExitCo
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// Prints `text`, ignoring a closed standard output: `println!` would panic on it, and a
+/// reader that stops early (`authgate demo | head`) must not bring the gateway down.
+fn announce(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// The demo's configuration: defaults everywhere but the listeners, the data folder and the

@@ -173,16 +173,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unknown_user_and_wrong_password_take_similar_time() {
-    let app = TestApp::spawn_with(setup_auth(
-        "login_limit = { max_failures = 1000, window = \"15m\" }",
-    ))
-    .await;
-    app.register("judy", PASSWORD).await;
-    // Warm up both paths (connection, statement cache).
-    app.login_raw("nobody", PASSWORD).await;
-    app.login_raw("judy", "not the password").await;
+/// The ratio of the median times of 15 alternating failed logins each, for an unknown user
+/// and for a wrong password.
+async fn failed_login_time_ratio(app: &TestApp) -> (f64, Duration, Duration) {
     let mut unknown = Vec::new();
     let mut wrong = Vec::new();
     for _ in 0..15 {
@@ -196,11 +189,30 @@ async fn unknown_user_and_wrong_password_take_similar_time() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
     let (u, w) = (median(unknown), median(wrong));
-    let ratio = u.max(w).as_secs_f64() / u.min(w).as_secs_f64();
-    assert!(
-        ratio <= 1.5,
-        "median unknown {u:?}, wrong password {w:?}: ratio {ratio:.2}"
-    );
+    (u.max(w).as_secs_f64() / u.min(w).as_secs_f64(), u, w)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_user_and_wrong_password_take_similar_time() {
+    let app = TestApp::spawn_with(setup_auth(
+        "login_limit = { max_failures = 1000, window = \"15m\" }",
+    ))
+    .await;
+    app.register("judy", PASSWORD).await;
+    // Warm up both paths (connection, statement cache).
+    app.login_raw("nobody", PASSWORD).await;
+    app.login_raw("judy", "not the password").await;
+    // Two shared cores and a parallel test suite make one round noisy: a real difference
+    // (no dummy hash: ~1 ms against ~30 ms) fails every round, noise does not.
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let (ratio, u, w) = failed_login_time_ratio(&app).await;
+        if ratio <= 1.5 {
+            return;
+        }
+        rounds.push(format!("unknown {u:?} / wrong password {w:?} = {ratio:.2}"));
+    }
+    panic!("median times differ by more than 1.5x in every round: {rounds:?}");
 }
 
 // ---------------------------------------------------------------- token types

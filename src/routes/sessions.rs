@@ -58,27 +58,7 @@ pub async fn login(
     check_lengths(username, password)?;
     limit(&state.limiter, username, ip)?;
 
-    let user = state
-        .store
-        .user_by_name(username)
-        .await
-        .map_err(store_error)?;
-    let hash = user.as_ref().map(|u| u.password_hash.as_str());
-    // One argon2 verify whether or not the user exists: same answer, same time.
-    let ok = state
-        .hasher
-        .verify(password, hash)
-        .await
-        .map_err(hash_error)?;
-    let user = match (ok, user) {
-        (true, Some(u)) => u.user,
-        _ => {
-            state.limiter.record_failure(username, ip, Instant::now());
-            tracing::info!(reason = "invalid_credentials", "login failed");
-            return Err(ApiError::InvalidCredentials);
-        }
-    };
-    state.limiter.record_success(username);
+    let user = authenticate(state, username, password, ip).await?;
 
     let now = unix_now();
     let session = Session {
@@ -172,7 +152,7 @@ pub async fn fresh(
     check_lengths("-", password)?;
     let user = live_user(state, claims.user_id()).await?;
     limit(&state.limiter, &user.username, ip)?;
-    check_password(state, &user.username, password, ip).await?;
+    authenticate(state, &user.username, password, ip).await?;
 
     let now = unix_now();
     state
@@ -205,31 +185,37 @@ pub async fn logout(
     super::message("Logged out.")
 }
 
-/// Checks `password` against the stored hash of `username`, counting a failure for the login
-/// limiter. Used by `/auth/fresh` and `PUT /auth/password`.
-pub(crate) async fn check_password(
+/// Checks `password` against the stored hash of `username` and returns the user; counts the
+/// outcome for the login limiter. One argon2 verify whether or not the user exists (against a
+/// dummy hash when not): same answer, same time. Login, `/auth/fresh` and `PUT /auth/password`
+/// all check passwords here.
+pub(crate) async fn authenticate(
     state: &Arc<AppState>,
     username: &str,
     password: &str,
     ip: std::net::IpAddr,
-) -> Result<(), ApiError> {
-    let user = state
+) -> Result<User, ApiError> {
+    let found = state
         .store
         .user_by_name(username)
         .await
         .map_err(store_error)?;
-    let hash = user.as_ref().map(|u| u.password_hash.as_str());
+    let hash = found.as_ref().map(|u| u.password_hash.as_str());
     let ok = state
         .hasher
         .verify(password, hash)
         .await
         .map_err(hash_error)?;
-    if ok && user.is_some() {
-        state.limiter.record_success(username);
-        Ok(())
-    } else {
-        state.limiter.record_failure(username, ip, Instant::now());
-        Err(ApiError::InvalidCredentials)
+    match (ok, found) {
+        (true, Some(u)) => {
+            state.limiter.record_success(username);
+            Ok(u.user)
+        }
+        _ => {
+            state.limiter.record_failure(username, ip, Instant::now());
+            tracing::info!(reason = "invalid_credentials", "password check failed");
+            Err(ApiError::InvalidCredentials)
+        }
     }
 }
 

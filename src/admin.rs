@@ -1,5 +1,5 @@
-//! The operator listener: `/healthz` (process up) and `/readyz` (store reachable, not
-//! draining). Never served on the public port.
+//! The operator listener: `/healthz` (process up), `/readyz` (store reachable, not
+//! draining) and `/metrics` (Prometheus text). Never served on the public port.
 
 use std::sync::Arc;
 
@@ -23,6 +23,16 @@ impl AdminService {
         Self { state }
     }
 
+    fn metrics(&self) -> Response<Body> {
+        let text = self.state.metrics.render(self.state.revocations.sizes());
+        let mut res = Response::new(full(text));
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        res
+    }
+
     async fn readiness(&self) -> (StatusCode, &'static str) {
         if self.state.drain.is_draining() {
             return (StatusCode::SERVICE_UNAVAILABLE, "draining");
@@ -42,7 +52,8 @@ impl Handler for AdminService {
         let (status, text) = match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, "ok"),
             (&Method::GET | &Method::HEAD, "/readyz") => self.readiness().await,
-            (_, "/healthz" | "/readyz") => {
+            (&Method::GET | &Method::HEAD, "/metrics") => return self.metrics(),
+            (_, "/healthz" | "/readyz" | "/metrics") => {
                 return ApiError::MethodNotAllowed {
                     allow: HeaderValue::from_static("GET, HEAD"),
                 }

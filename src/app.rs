@@ -23,6 +23,7 @@ use crate::auth::revocation::RevocationIndex;
 use crate::auth::tokens::TokenService;
 use crate::config::{self, Config, ConfigError, StoreUrl};
 use crate::gateway::Gateway;
+use crate::metrics::Metrics;
 use crate::proxy::ProxyState;
 use crate::server::drain::Drain;
 use crate::server::{accept_loop, tls, ServeOptions};
@@ -77,6 +78,8 @@ pub struct AppState {
     pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     /// Cancelled when the gateway begins to shut down (closes upgraded connections).
     pub shutdown: CancellationToken,
+    /// Request, auth-failure and upstream-error metrics for `/metrics`.
+    pub metrics: Metrics,
 }
 
 /// A built gateway with its listeners bound, ready to [`run`](App::run).
@@ -172,6 +175,7 @@ impl App {
             proxy: ArcSwap::from_pointee(proxy),
             tls,
             shutdown: CancellationToken::new(),
+            metrics: Metrics::new(),
         });
         Ok(App {
             state,

@@ -108,14 +108,21 @@ impl Handler for Gateway {
         } else {
             self.dispatch(req, conn, rid.clone()).await
         };
-        let mut res = result.unwrap_or_else(ApiError::into_response);
+        let latency = started.elapsed();
+        let (mut res, error) = match result {
+            Ok(res) => (res, None),
+            Err(e) => (e.clone().into_response(), Some(e)),
+        };
         res.headers_mut().insert(X_REQUEST_ID.clone(), rid.clone());
+        self.state
+            .metrics
+            .record(&route, res.status(), latency, error.as_ref());
         telemetry::access(&AccessRecord {
             method: &method,
             path: uri.path(),
             route: route.as_str(),
             status: res.status(),
-            latency: started.elapsed(),
+            latency,
             request_id: rid.to_str().unwrap_or("-"),
         });
         res

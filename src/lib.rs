@@ -16,6 +16,7 @@ pub mod demo;
 pub mod echo;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub mod operator;
 pub mod proxy;
 pub mod routes;

@@ -163,3 +163,46 @@ async fn an_https_upstream_with_an_untrusted_certificate_is_a_bad_gateway() {
     crate::helpers::assert_error(res, StatusCode::BAD_GATEWAY, "bad_gateway").await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_on_the_admin_port_count_requests_auth_failures_and_upstream_errors() {
+    let app = TestApp::spawn_with(Setup {
+        routes: Some(
+            crate::helpers::default_routes("127.0.0.1:9".parse().unwrap())
+                .replace("prefix = \"/public\"", "prefix = \"/down\""),
+        ),
+        ..Setup::default()
+    })
+    .await;
+    assert_eq!(
+        app.get("/api/x", None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/down/x", None).await.status(),
+        StatusCode::BAD_GATEWAY
+    );
+    let res = app
+        .client
+        .get(format!("http://{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    for want in [
+        r#"authgate_requests_total{route="/api",status="401"} 1"#,
+        r#"authgate_auth_failures_total{reason="missing_token"} 1"#,
+        r#"authgate_upstream_errors_total{route="/down",error="bad_gateway"} 1"#,
+        r#"authgate_revocation_entries{kind="session"} 0"#,
+        r#"authgate_request_duration_seconds_count{route="/api"} 1"#,
+    ] {
+        assert!(text.contains(want), "missing {want} in:\n{text}");
+    }
+    // Never on the public port.
+    assert_eq!(
+        app.get("/metrics", None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    app.stop().await;
+}

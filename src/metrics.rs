@@ -1,0 +1,256 @@
+//! Metrics for `GET /metrics` on the admin listener (HTTP-API.md §5): requests by route and
+//! status, latency histograms by route, auth failures by reason, upstream errors, and the
+//! sizes of the revocation sets. Families are registered once; recording a request costs a
+//! hash lookup under a read lock and no allocation (route labels are shared `Arc<str>`s or
+//! static names).
+
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use http::StatusCode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::auth::revocation::RevocationSizes;
+use crate::error::ApiError;
+use crate::gateway::RouteLabel;
+
+/// `Content-Type` of the exposition (OpenMetrics text, which Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+impl PartialEq for RouteLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteLabel {}
+
+impl Hash for RouteLabel {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: RouteLabel,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: RouteLabel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamLabels {
+    route: RouteLabel,
+    error: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// The gateway's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: LatencyFamily,
+    auth_failures: Family<ReasonLabels, Counter>,
+    upstream_errors: Family<UpstreamLabels, Counter>,
+    revocations: Family<KindLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 26 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 19))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("authgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        let upstream_errors = Family::<UpstreamLabels, Counter>::default();
+        let revocations = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by matched route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time until the response head was ready, by matched route",
+            latency.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused by an authentication or authorisation check, by error code",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream failures (refused, reset, garbage, timeout), by route and error code",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "revocation_entries",
+            "Entries in the in-memory revocation index, by kind",
+            revocations.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            auth_failures,
+            upstream_errors,
+            revocations,
+        }
+    }
+
+    /// Records one answered request; `error` is the gateway's own error, if it answered one.
+    pub fn record(
+        &self,
+        route: &RouteLabel,
+        status: StatusCode,
+        latency: Duration,
+        error: Option<&ApiError>,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                status: status.as_u16(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .observe(latency.as_secs_f64());
+        match error {
+            Some(e @ (ApiError::BadGateway | ApiError::GatewayTimeout)) => {
+                self.upstream_errors
+                    .get_or_create(&UpstreamLabels {
+                        route: route.clone(),
+                        error: e.code(),
+                    })
+                    .inc();
+            }
+            Some(e) if is_auth_failure(e) => {
+                self.auth_failures
+                    .get_or_create(&ReasonLabels { reason: e.code() })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// The exposition text, with the revocation sizes as of now.
+    pub fn render(&self, sizes: RevocationSizes) -> String {
+        for (kind, n) in [
+            ("session", sizes.sessions),
+            ("user", sizes.users),
+            ("token", sizes.tokens),
+        ] {
+            self.revocations
+                .get_or_create(&KindLabels { kind })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// The §1 errors that are an authentication or authorisation refusal.
+fn is_auth_failure(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::MissingToken
+            | ApiError::TokenExpired
+            | ApiError::InvalidToken(_)
+            | ApiError::TokenRevoked
+            | ApiError::FreshTokenRequired { .. }
+            | ApiError::InvalidCredentials
+            | ApiError::Forbidden
+            | ApiError::RateLimited { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn exposition_names_route_status_reason_upstream_and_revocation_families() {
+        let m = Metrics::new();
+        let api = RouteLabel::Route(Arc::from("/api"));
+        m.record(&api, StatusCode::OK, Duration::from_millis(3), None);
+        let e = ApiError::TokenRevoked;
+        m.record(&api, e.status(), Duration::from_millis(1), Some(&e));
+        let e = ApiError::BadGateway;
+        m.record(&api, e.status(), Duration::from_millis(1), Some(&e));
+        let text = m.render(RevocationSizes {
+            sessions: 2,
+            users: 1,
+            tokens: 0,
+        });
+        assert!(
+            text.contains(r#"authgate_requests_total{route="/api",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"authgate_auth_failures_total{reason="token_revoked"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"authgate_upstream_errors_total{route="/api",error="bad_gateway"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"authgate_revocation_entries{kind="session"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("authgate_request_duration_seconds_bucket{"),
+            "{text}"
+        );
+    }
+}

@@ -42,6 +42,10 @@ struct State {
 struct Window {
     opened: Instant,
     failures: u32,
+    /// Password checks admitted by [`LoginLimiter::begin`] and not finished yet. They count
+    /// against the budget, so a burst of concurrent attempts cannot all pass the check before
+    /// the first failure is recorded.
+    pending: u32,
 }
 
 impl Window {
@@ -52,12 +56,85 @@ impl Window {
             .filter(|left| !left.is_zero())
     }
 
-    /// Seconds to wait (at least 1) when this window has used up its failures.
+    /// Seconds to wait (at least 1) when this window has used up its failures, or when the
+    /// checks in flight would use up the rest (then the wait is short: they may succeed).
     fn retry_after(&self, now: Instant, limit: &LoginLimit) -> Option<u64> {
-        if self.failures < limit.max_failures {
-            return None;
+        let failures = if self.remaining(now, limit.window).is_some() {
+            self.failures
+        } else {
+            0
+        };
+        if failures >= limit.max_failures {
+            return self.remaining(now, limit.window).map(ceil_secs);
         }
-        self.remaining(now, limit.window).map(ceil_secs)
+        (failures.saturating_add(self.pending) >= limit.max_failures).then_some(1)
+    }
+
+    /// Live: a running window, or checks still in flight.
+    fn is_live(&self, now: Instant, length: Duration) -> bool {
+        self.pending > 0 || (self.failures > 0 && self.remaining(now, length).is_some())
+    }
+}
+
+/// One admitted password check (from [`LoginLimiter::begin`]). Report its outcome with
+/// [`Attempt::failed`] or [`Attempt::succeeded`]; dropped without one (the request failed
+/// for another reason), it simply stops counting as pending.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    limiter: &'a LoginLimiter,
+    user: String,
+    addr: IpAddr,
+    open: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was wrong: counts a failure against the username and the address.
+    pub fn failed(mut self, now: Instant) {
+        self.open = false;
+        let window = self.limiter.limit.window;
+        let mut state = self.limiter.lock();
+        let state = &mut *state;
+        for w in [
+            state.users.get_mut(&self.user),
+            state.addrs.get_mut(&self.addr),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            w.pending = w.pending.saturating_sub(1);
+            count(w, now, window);
+        }
+        if state.users.len() + state.addrs.len() >= state.prune_at {
+            prune_state(state, now, window);
+        }
+    }
+
+    /// The password was right: clears the username's failures (not the address's).
+    pub fn succeeded(mut self) {
+        self.open = false;
+        let mut state = self.limiter.lock();
+        if let Some(w) = state.users.get_mut(&self.user) {
+            w.pending = w.pending.saturating_sub(1);
+            w.failures = 0;
+        }
+        if let Some(w) = state.addrs.get_mut(&self.addr) {
+            w.pending = w.pending.saturating_sub(1);
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let mut state = self.limiter.lock();
+        if let Some(w) = state.users.get_mut(&self.user) {
+            w.pending = w.pending.saturating_sub(1);
+        }
+        if let Some(w) = state.addrs.get_mut(&self.addr) {
+            w.pending = w.pending.saturating_sub(1);
+        }
     }
 }
 
@@ -95,6 +172,40 @@ impl LoginLimiter {
         }
     }
 
+    /// Admits one password check for `username` from `addr`, or `Err(retry_after_secs)` when
+    /// the failures recorded plus the checks still in flight have used up `max_failures` for
+    /// either. Admission and counting happen under one lock, so concurrent attempts cannot
+    /// exceed the budget; the returned [`Attempt`] reports the outcome.
+    pub fn begin(&self, username: &str, addr: IpAddr, now: Instant) -> Result<Attempt<'_>, u64> {
+        let user = user_key(username);
+        let addr = addr.to_canonical();
+        let mut state = self.lock();
+        let by_user = state
+            .users
+            .get(&user)
+            .and_then(|w| w.retry_after(now, &self.limit));
+        let by_addr = state
+            .addrs
+            .get(&addr)
+            .and_then(|w| w.retry_after(now, &self.limit));
+        if let Some(secs) = by_user.max(by_addr) {
+            return Err(secs);
+        }
+        let state = &mut *state;
+        for w in [
+            state.users.entry(user.clone()).or_insert(fresh(now)),
+            state.addrs.entry(addr).or_insert(fresh(now)),
+        ] {
+            w.pending = w.pending.saturating_add(1);
+        }
+        Ok(Attempt {
+            limiter: self,
+            user,
+            addr,
+            open: true,
+        })
+    }
+
     /// Counts one failed password check against both the username and the address, opening
     /// a new window for either when none is running.
     pub fn record_failure(&self, username: &str, addr: IpAddr, now: Instant) {
@@ -113,7 +224,9 @@ impl LoginLimiter {
     /// so one good account cannot launder a spraying address).
     pub fn record_success(&self, username: &str) {
         let key = user_key(username);
-        self.lock().users.remove(&key);
+        if let Some(w) = self.lock().users.get_mut(&key) {
+            w.failures = 0;
+        }
     }
 
     /// Drops every window that has passed; the gateway calls this every few seconds.
@@ -138,24 +251,23 @@ fn fresh(now: Instant) -> Window {
     Window {
         opened: now,
         failures: 0,
+        pending: 0,
     }
 }
 
-/// Adds a failure to a running window, or restarts a window that has passed.
+/// Adds a failure to a running window, or opens a window (at the first failure) when none is
+/// running.
 fn count(w: &mut Window, now: Instant, length: Duration) {
-    if w.remaining(now, length).is_none() {
-        *w = fresh(now);
+    if w.failures == 0 || w.remaining(now, length).is_none() {
+        w.opened = now;
+        w.failures = 0;
     }
     w.failures = w.failures.saturating_add(1);
 }
 
 fn prune_state(state: &mut State, now: Instant, length: Duration) {
-    state
-        .users
-        .retain(|_, w| w.remaining(now, length).is_some());
-    state
-        .addrs
-        .retain(|_, w| w.remaining(now, length).is_some());
+    state.users.retain(|_, w| w.is_live(now, length));
+    state.addrs.retain(|_, w| w.is_live(now, length));
     let live = state.users.len() + state.addrs.len();
     state.prune_at = PRUNE_FLOOR.max(live.saturating_mul(2));
 }
@@ -231,6 +343,55 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn concurrent_attempts_cannot_exceed_the_budget() {
+        let l = limiter(3);
+        let now = Instant::now();
+        let a = ip("192.0.2.1");
+        let held: Vec<Attempt<'_>> = (0..3).map(|_| l.begin("alice", a, now).unwrap()).collect();
+        // Three checks in flight use up the budget: a fourth is refused before any failure.
+        assert_eq!(l.begin("alice", a, now).err(), Some(1));
+        assert!(
+            l.begin("bob", a, now).is_err(),
+            "the address is at its budget too"
+        );
+        for attempt in held {
+            attempt.failed(now);
+        }
+        let retry = l.begin("alice", ip("192.0.2.2"), now).err();
+        assert_eq!(
+            retry,
+            Some(60),
+            "three failures close the username's window"
+        );
+    }
+
+    #[test]
+    fn an_attempt_dropped_without_an_outcome_frees_its_slot() {
+        let l = limiter(1);
+        let now = Instant::now();
+        let a = ip("192.0.2.1");
+        let first = l.begin("alice", a, now).unwrap();
+        assert!(l.begin("alice", a, now).is_err());
+        drop(first);
+        let second = l.begin("alice", a, now).unwrap();
+        second.succeeded();
+        assert!(l.begin("alice", a, now).is_ok());
+    }
+
+    #[test]
+    fn a_window_opens_at_the_first_failure_not_at_the_first_attempt() {
+        let l = limiter(1);
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        let attempt = l.begin("alice", a, t0).unwrap();
+        let t1 = t0 + Duration::from_secs(30);
+        attempt.failed(t1);
+        // The window runs from t1, so at t0 + 61 s it still has 29 s left.
+        let at = t0 + Duration::from_secs(61);
+        assert_eq!(l.begin("alice", ip("192.0.2.9"), at).err(), Some(29));
     }
 
     #[test]

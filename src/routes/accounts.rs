@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::body::{self, required};
-use super::sessions::{authenticate, client_ip, hash_error, limit, live_user, secs, store_error};
+use super::sessions::{authenticate, client_ip, hash_error, live_user, secs, store_error};
 use super::{json, require_bearer};
 use crate::app::{unix_now, AppState};
 use crate::auth::accounts_rules::{check_password as password_rules, check_username};
@@ -127,7 +127,6 @@ pub async fn change_password(
     password_rules(new, state.config.auth.min_password_length)
         .map_err(|m| ApiError::InvalidRequest(format!("new_password: {m}").into()))?;
     let user = live_user(state, claims.user_id()).await?;
-    limit(&state.limiter, &user.username, ip)?;
     authenticate(state, &user.username, current, ip).await?;
 
     let hash = state.hasher.hash(new).await.map_err(hash_error)?;

@@ -13,7 +13,7 @@ use super::{require_bearer, token_json};
 use crate::app::{unix_now, AppState};
 use crate::auth::accounts_rules::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 use crate::auth::claims::{new_jti, Claims, TokenType};
-use crate::auth::limiter::{self, LoginLimiter};
+use crate::auth::limiter;
 use crate::auth::password::HashError;
 use crate::auth::verify::{verify, verify_either};
 use crate::body::Body;
@@ -56,7 +56,6 @@ pub async fn login(
     let username = required(&creds.username, "username")?;
     let password = required(&creds.password, "password")?;
     check_lengths(username, password)?;
-    limit(&state.limiter, username, ip)?;
 
     let user = authenticate(state, username, password, ip).await?;
 
@@ -151,7 +150,6 @@ pub async fn fresh(
     let password = required(&input.password, "password")?;
     check_lengths("-", password)?;
     let user = live_user(state, claims.user_id()).await?;
-    limit(&state.limiter, &user.username, ip)?;
     authenticate(state, &user.username, password, ip).await?;
 
     let now = unix_now();
@@ -195,6 +193,11 @@ pub(crate) async fn authenticate(
     password: &str,
     ip: std::net::IpAddr,
 ) -> Result<User, ApiError> {
+    // Admitted under the limiter's lock: concurrent attempts cannot exceed the budget.
+    let attempt = state
+        .limiter
+        .begin(username, ip, Instant::now())
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let found = state
         .store
         .user_by_name(username)
@@ -208,11 +211,11 @@ pub(crate) async fn authenticate(
         .map_err(hash_error)?;
     match (ok, found) {
         (true, Some(u)) => {
-            state.limiter.record_success(username);
+            attempt.succeeded();
             Ok(u.user)
         }
         _ => {
-            state.limiter.record_failure(username, ip, Instant::now());
+            attempt.failed(Instant::now());
             tracing::info!(reason = "invalid_credentials", "password check failed");
             Err(ApiError::InvalidCredentials)
         }
@@ -231,17 +234,6 @@ pub(crate) fn client_ip<B>(
         req.headers(),
         &proxy.config.trusted_proxies,
     )
-}
-
-/// 429 when the username or the address is over its failure budget.
-pub(crate) fn limit(
-    limiter: &LoginLimiter,
-    username: &str,
-    ip: std::net::IpAddr,
-) -> Result<(), ApiError> {
-    limiter
-        .check(username, ip, Instant::now())
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })
 }
 
 /// Field lengths that are refused before any hashing (a 1 MB password never reaches argon2).

@@ -499,6 +499,47 @@ async fn after_max_failures_logins_are_429_even_with_the_right_password() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_concurrent_wrong_logins_gets_no_more_than_max_failures_password_checks() {
+    let app = TestApp::spawn_with(setup_auth(LIMIT_3)).await;
+    app.register("xena", PASSWORD).await;
+    let started = app.state.hasher.hashes_started();
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let c = app.client.clone();
+            let url = app.url("/auth/login");
+            tokio::spawn(async move {
+                c.post(url)
+                    .json(&json!({ "username": "xena", "password": "not the password" }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in burst {
+        statuses.push(task.await.unwrap());
+    }
+    let unauthorized = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(unauthorized, 3, "{statuses:?}");
+    assert_eq!(limited, 17, "{statuses:?}");
+    assert_eq!(
+        app.state.hasher.hashes_started() - started,
+        3,
+        "only three passwords were tried"
+    );
+    assert_limited(app.login_raw("xena", PASSWORD).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn failed_step_ups_and_password_changes_count_towards_the_limit() {
     let app = TestApp::spawn_with(setup_auth(LIMIT_3)).await;
     let t = app.user("uma").await;

@@ -324,6 +324,9 @@ auth = "token"
         ("/public/x%00/../../api/x", 400, "invalid_request"),
         ("/public/%c0%ae%c0%ae/api/x", 400, "invalid_request"),
         ("/public/%zz/../api/x", 400, "invalid_request"),
+        // Servlet-style parameters on dot segments (`..;`) would be honoured by Tomcat.
+        ("/public/..;/api/x", 400, "invalid_request"),
+        ("/public/.;a=b/../api/x", 400, "invalid_request"),
         // Paths are case-sensitive and prefixes end on segment boundaries.
         ("/API/x", 404, "not_found"),
         ("/Api/x", 404, "not_found"),

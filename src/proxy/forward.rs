@@ -155,11 +155,10 @@ pub async fn forward(
     let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded {
         match (client_upgrade, identity) {
-            (Some(client), Some(claims)) => {
-                websocket::tunnel(state, client, hyper::upgrade::on(&mut res), claims);
-            }
-            (Some(client), None) => {
-                websocket::tunnel_public(state, client, hyper::upgrade::on(&mut res))
+            (Some(client), identity) => {
+                let upstream = hyper::upgrade::on(&mut res);
+                let slot = ctx.conn.slot.clone();
+                websocket::tunnel(state, client, upstream, identity, slot);
             }
             (None, _) => {
                 // An upgrade the gateway did not ask for would be an unauthenticated tunnel.

@@ -12,31 +12,37 @@ use hyper_util::rt::TokioIo;
 
 use crate::app::AppState;
 use crate::auth::claims::Claims;
+use crate::server::ConnectionSlot;
 
-/// Tunnels an authenticated upgrade until revocation, expiry or shutdown.
-pub fn tunnel(state: &Arc<AppState>, client: OnUpgrade, upstream: OnUpgrade, claims: &Claims) {
+/// Tunnels an upgraded connection until either side closes or the gateway shuts down, and
+/// for an authenticated one (`claims`) also until its token is revoked or expires. The tunnel
+/// holds the connection's `slot`, so upgraded connections count against `max_connections`.
+pub fn tunnel(
+    state: &Arc<AppState>,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    claims: Option<&Claims>,
+    slot: ConnectionSlot,
+) {
     let state = state.clone();
-    let jti = claims.jti.clone();
-    let sid = claims.sid.clone();
-    let user_id = claims.user_id();
-    let until_expiry = time_left(claims.exp, state.tokens.leeway());
+    let watch = claims.map(|c| Watch {
+        jti: c.jti.clone(),
+        sid: c.sid.clone(),
+        user_id: c.user_id(),
+        until_expiry: time_left(c.exp, state.tokens.leeway()),
+    });
     tokio::spawn(async move {
+        let _slot = slot;
         let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
             tracing::debug!("upgrade did not complete");
             return;
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        let mut revocations = state.revocations.subscribe();
-        let revoked = async {
-            loop {
-                if state.revocations.is_revoked(&jti, &sid, user_id) {
-                    return "revoked";
-                }
-                if revocations.changed().await.is_err() {
-                    // The index is gone with the gateway: shutdown closes the tunnel.
-                    std::future::pending::<()>().await;
-                }
+        let ended = async {
+            match &watch {
+                Some(w) => w.ended(&state).await,
+                None => std::future::pending().await,
             }
         };
         let reason = tokio::select! {
@@ -44,28 +50,45 @@ pub fn tunnel(state: &Arc<AppState>, client: OnUpgrade, upstream: OnUpgrade, cla
                 super::forward::tunnel_ended(r);
                 "closed"
             }
-            r = revoked => r,
-            () = tokio::time::sleep(until_expiry) => "token expired",
+            r = ended => r,
             () = state.shutdown.cancelled() => "shutdown",
         };
-        tracing::info!(user_id, reason, "upgraded connection ended");
+        let user_id = watch.as_ref().map(|w| w.user_id);
+        tracing::info!(?user_id, reason, "upgraded connection ended");
     });
 }
 
-/// Tunnels an upgrade on a public route until either side closes or the gateway shuts down.
-pub fn tunnel_public(state: &Arc<AppState>, client: OnUpgrade, upstream: OnUpgrade) {
-    let shutdown = state.shutdown.clone();
-    tokio::spawn(async move {
-        let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
-            return;
+/// What ends an authenticated tunnel besides the peers: revocation of its token, session or
+/// user, or the token's expiry.
+struct Watch {
+    jti: String,
+    sid: String,
+    user_id: i64,
+    until_expiry: Duration,
+}
+
+impl Watch {
+    async fn ended(&self, state: &AppState) -> &'static str {
+        let mut changes = state.revocations.subscribe();
+        let revoked = async {
+            loop {
+                if state
+                    .revocations
+                    .is_revoked(&self.jti, &self.sid, self.user_id)
+                {
+                    return "revoked";
+                }
+                if changes.changed().await.is_err() {
+                    // The index is gone with the gateway: shutdown closes the tunnel.
+                    std::future::pending::<()>().await;
+                }
+            }
         };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
         tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => super::forward::tunnel_ended(r),
-            () = shutdown.cancelled() => {}
+            r = revoked => r,
+            () = tokio::time::sleep(self.until_expiry) => "token expired",
         }
-    });
+    }
 }
 
 /// Time until `exp` plus the leeway has passed.

@@ -20,18 +20,31 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
 
 /// What the gateway knows about the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The TCP peer.
     pub peer: SocketAddr,
     /// Whether the connection is TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
+    /// The connection's place under `max_connections`. An upgraded connection (WebSocket)
+    /// outlives hyper's connection task, so its tunnel keeps a clone of this.
+    pub slot: ConnectionSlot,
+}
+
+/// A share of one accepted connection's slot; the slot frees when the last share drops.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+impl std::fmt::Debug for ConnectionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionSlot")
+    }
 }
 
 /// Answers requests of one listener.
@@ -93,10 +106,14 @@ pub async fn accept_loop<H: Handler>(
         let tls = opts.tls.as_ref().map(|t| t.load_full());
         let header_timeout = opts.header_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
+            let slot = ConnectionSlot(Arc::new(permit));
             match tls {
                 None => {
-                    let info = ConnInfo { peer, tls: false };
+                    let info = ConnInfo {
+                        peer,
+                        tls: false,
+                        slot,
+                    };
                     serve_io(stream, info, &builder, handler, watcher).await;
                 }
                 Some(cfg) => {
@@ -104,7 +121,11 @@ pub async fn accept_loop<H: Handler>(
                     let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(tls_stream)) => {
-                            let info = ConnInfo { peer, tls: true };
+                            let info = ConnInfo {
+                                peer,
+                                tls: true,
+                                slot,
+                            };
                             serve_io(tls_stream, info, &builder, handler, watcher).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -143,14 +164,16 @@ async fn serve_io<I, H>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
+    let peer = info.peer;
     let service = service_fn(move |req| {
         let handler = handler.clone();
+        let info = info.clone();
         async move { Ok::<_, std::convert::Infallible>(handler.handle(req, info).await) }
     });
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

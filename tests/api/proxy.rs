@@ -1232,6 +1232,45 @@ async fn websocket_upgrades_need_a_token_and_a_route_that_allows_them() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn upgraded_connections_count_against_max_connections() {
+    let ws = ws_echo_upstream().await;
+    let mut setup = with_routes(&format!(
+        "[[routes]]\nprefix = \"/wspub\"\nupstream = \"http://{ws}\"\nauth = \"public\"\n"
+    ));
+    setup.server = "max_connections = 2".into();
+    let app = TestApp::spawn_with(setup).await;
+    let mut first = ws_connect(app.addr, "/wspub/a", None).await.unwrap();
+    let mut second = ws_connect(app.addr, "/wspub/b", None).await.unwrap();
+    ws_roundtrip(&mut first, "one").await;
+    ws_roundtrip(&mut second, "two").await;
+    // Both slots are held by tunnels: a third connection waits in the backlog...
+    let third = {
+        let url = app.url("/public/x");
+        tokio::spawn(async move { crate::helpers::client().get(url).send().await })
+    };
+    let served = tokio::time::timeout(Duration::from_millis(300), async {
+        while !third.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        served.is_err(),
+        "a connection was served beyond max_connections"
+    );
+    // ...until a tunnel closes and frees its slot.
+    first.close(None).await.unwrap();
+    drop(first);
+    let res = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served once a slot is free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    ws_roundtrip(&mut second, "still two").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn websocket_is_closed_when_another_process_revokes_the_session() {
     let app = ws_app("").await;
     let tokens = app.user("olga").await;

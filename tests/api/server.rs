@@ -1,20 +1,13 @@
-//! Connection handling: the request-head timeout is real, the connection cap holds, and
-//! https upstreams are reached through `upstream_ca_file`.
+//! Connection handling: the request-head timeout is real and the connection cap holds; the
+//! admin port's metrics.
 
-use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use reqwest::StatusCode;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::helpers::{crypto, Setup, TestApp};
+use crate::helpers::{Setup, TestApp};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
@@ -74,93 +67,6 @@ async fn connections_beyond_max_connections_wait_until_a_slot_frees() {
     drop(first);
     let res = second.await.unwrap().unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    app.stop().await;
-}
-
-/// An https upstream with a self-signed certificate for `localhost`; returns its port and the
-/// certificate PEM.
-async fn tls_upstream() -> (u16, String) {
-    crypto();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let pem = cert.cert.pem();
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let body = serde_json::json!({
-                        "path": req.uri().path(),
-                        "version": format!("{:?}", req.version()),
-                        "host": req.headers().get("host").and_then(|h| h.to_str().ok()),
-                    });
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
-                        body.to_string(),
-                    ))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    (port, pem)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn https_upstreams_are_trusted_through_upstream_ca_file() {
-    let (port, pem) = tls_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("upstream-ca.pem");
-    std::fs::write(&ca, pem).unwrap();
-    let app = TestApp::spawn_in(
-        Setup {
-            proxy: format!("upstream_ca_file = \"{}\"", ca.display()),
-            routes: Some(format!(
-                "[[routes]]\nprefix = \"/secure\"\nupstream = \"https://localhost:{port}\"\nauth = \"public\"\n"
-            )),
-            ..Setup::default()
-        },
-        dir,
-    )
-    .await;
-    let res = app.get("/secure/x", None).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["path"], "/secure/x");
-    assert_eq!(
-        body["version"], "HTTP/2.0",
-        "ALPN negotiated h2 with the upstream"
-    );
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_https_upstream_with_an_untrusted_certificate_is_a_bad_gateway() {
-    let (port, _pem) = tls_upstream().await;
-    let app = TestApp::spawn_with(Setup {
-        routes: Some(format!(
-            "[[routes]]\nprefix = \"/secure\"\nupstream = \"https://localhost:{port}\"\nauth = \"public\"\n"
-        )),
-        ..Setup::default()
-    })
-    .await;
-    let res = app.get("/secure/x", None).await;
-    crate::helpers::assert_error(res, StatusCode::BAD_GATEWAY, "bad_gateway").await;
     app.stop().await;
 }
 

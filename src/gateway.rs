@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use http::header::HeaderValue;
 use http::{HeaderName, Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use crate::app::AppState;
 use crate::body::Body;
@@ -99,6 +99,8 @@ impl Handler for Gateway {
         let rid = request_id(req.headers());
         let method = req.method().clone();
         let uri = req.uri().clone();
+        // HTTP/2 resets just the stream when a body is left unread; HTTP/1 loses the connection.
+        let has_body = req.version() < http::Version::HTTP_2 && !req.body().is_end_stream();
         let (result, route) = if self.state.drain.is_draining() {
             let err = ApiError::Unavailable {
                 retry_after: 5,
@@ -113,6 +115,10 @@ impl Handler for Gateway {
             Ok(res) => (res, None),
             Err(e) => (e.clone().into_response(), Some(e)),
         };
+        if error.is_some() && has_body {
+            // The body was not read: say that the connection closes.
+            close_connection(&mut res);
+        }
         res.headers_mut().insert(X_REQUEST_ID.clone(), rid.clone());
         self.state
             .metrics
@@ -127,6 +133,15 @@ impl Handler for Gateway {
         });
         res
     }
+}
+
+/// Marks `res` as the last answer on its HTTP/1 connection. Used when the request body is
+/// left unread: hyper then closes the connection, and may decide so only after writing a
+/// head without `Connection: close`, so a client reusing the connection would fail its next
+/// request. (HTTP/2 drops the header and resets just the stream.)
+pub fn close_connection(res: &mut Response<Body>) {
+    res.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// The part of `path` after `prefix` when `path` is `prefix` or below it on a segment

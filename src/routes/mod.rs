@@ -8,8 +8,8 @@ mod users;
 
 use std::sync::Arc;
 
-use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use serde::Serialize;
@@ -95,31 +95,19 @@ pub async fn handle(
     ctx: &RequestContext,
     sub_path: &str,
 ) -> (Result<Response<Body>, ApiError>, &'static str) {
-    // HTTP/2 resets just the stream when a body is left unread; HTTP/1 loses the connection.
-    let has_body = req.version() < Version::HTTP_2 && !req.body().is_end_stream();
+    let has_body = req.version() < http::Version::HTTP_2 && !req.body().is_end_stream();
     let Some((endpoint, id)) = Endpoint::find(sub_path) else {
-        return (close_if(has_body, Err(ApiError::NotFound)), "auth:-");
+        return (Err(ApiError::NotFound), "auth:-");
     };
-    let result = serve(state, req, ctx, endpoint, id).await;
-    // Only a success of an endpoint that reads its body is sure to have read all of it.
-    let unread = has_body && (result.is_err() || !endpoint.reads_body());
-    (close_if(unread, result), endpoint.name())
-}
-
-/// A request body left unread makes hyper close the connection after the answer, and it may
-/// decide so only after writing the head without `Connection: close`; a client reusing the
-/// connection then fails its next request. So the answer says it.
-fn close_if(
-    unread: bool,
-    result: Result<Response<Body>, ApiError>,
-) -> Result<Response<Body>, ApiError> {
-    if !unread {
-        return result;
+    let mut result = serve(state, req, ctx, endpoint, id).await;
+    // Error answers are closed by the gateway when a body is left unread; a success of an
+    // endpoint that ignores bodies leaves one unread too.
+    if let Ok(res) = &mut result {
+        if has_body && !endpoint.reads_body() {
+            crate::gateway::close_connection(res);
+        }
     }
-    let mut res = result.unwrap_or_else(ApiError::into_response);
-    res.headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-    Ok(res)
+    (result, endpoint.name())
 }
 
 async fn serve(

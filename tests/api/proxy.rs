@@ -1750,3 +1750,28 @@ async fn a_body_cut_short_upstream_is_cut_short_for_the_client() {
         .expect("the client is not left waiting");
     assert!(body.is_err(), "a 10-byte body passed as complete: {body:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_answer_that_leaves_the_body_unread_closes_the_connection() {
+    let app = TestApp::spawn().await;
+    let body = vec![b'x'; 300 * 1024];
+    let res = app
+        .client
+        .post(app.url("/api/upload"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()["connection"], "close");
+    // A body the route forwards is read, so the connection stays open.
+    let res = app
+        .client
+        .post(app.url("/public/upload"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("connection").is_none());
+}

@@ -78,7 +78,7 @@ pub async fn login(
     tracing::info!(user_id = user.id, "login");
     let access = issue_access(state, &user, &session, true, now)?;
     let refresh = issue_refresh(state, &session, &session.refresh_jti, now)?;
-    answer(state, access, Some(refresh))
+    answer(state, &session, now, access, Some(refresh))
 }
 
 /// `POST /auth/refresh`.
@@ -89,11 +89,16 @@ pub async fn refresh(
     let token = require_bearer(req)?;
     let claims = verify(&state.tokens, &state.revocations, token, TokenType::Refresh)?;
     let now = unix_now();
+    // A refresh token expires with its session. The leeway lets it verify a few seconds
+    // past that, but the session is over: nothing issued now could be valid.
+    if to_u64(now) >= claims.exp {
+        return Err(ApiError::TokenExpired);
+    }
     if !state.config.auth.refresh_rotation {
         let session = live_session(state, &claims.sid, now).await?;
         let user = live_user(state, claims.user_id()).await?;
         let access = issue_access(state, &user, &session, false, now)?;
-        return answer(state, access, None);
+        return answer(state, &session, now, access, None);
     }
     let new = new_jti();
     let outcome = state
@@ -123,7 +128,7 @@ pub async fn refresh(
                 &session.refresh_jti,
                 session.refresh_issued_at,
             )?;
-            answer(state, access, Some(refresh))
+            answer(state, &session, now, access, Some(refresh))
         }
         RefreshOutcome::ReuseDetected(revocation) => {
             state.revocations.apply(&[revocation]);
@@ -160,7 +165,7 @@ pub async fn fresh(
         .map_err(store_error)?;
     let session = live_session(state, &claims.sid, now).await?;
     let access = issue_access(state, &user, &session, true, now)?;
-    answer(state, access, None)
+    answer(state, &session, now, access, None)
 }
 
 /// `POST /auth/logout`: revokes the whole session — its refresh token and every access token
@@ -326,16 +331,21 @@ fn issue_refresh(
     })
 }
 
+/// The token answer; `expires_in` is the access token's real lifetime, which is shorter than
+/// `access_ttl` when the session ends sooner.
 fn answer(
     state: &Arc<AppState>,
+    session: &Session,
+    now: i64,
     access_token: String,
     refresh_token: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
+    let until_session_end = to_u64(session.expires_at.saturating_sub(now));
     token_json(&TokenAnswer {
         access_token,
         refresh_token,
         token_type: "Bearer",
-        expires_in: state.tokens.access_ttl().as_secs(),
+        expires_in: state.tokens.access_ttl().as_secs().min(until_session_end),
     })
 }
 

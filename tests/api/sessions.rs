@@ -748,3 +748,30 @@ async fn user_logout_all_beside_a_live_gateway_takes_effect_within_a_second() {
     drop(p);
     echo_stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_token_is_expired_once_its_session_ends_even_within_the_leeway() {
+    let app = TestApp::spawn_with(Setup {
+        tokens: "access_ttl = \"1s\"\nrefresh_ttl = \"2s\"\nleeway = \"30s\"".into(),
+        ..Setup::default()
+    })
+    .await;
+    let t = app.user("yara").await;
+    let r = app.refresh(&t.refresh).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["expires_in"].as_u64().unwrap() <= 2, "{v}");
+    // Time passing is the subject here: wait for the session's end.
+    let end = claims(&t.refresh)["exp"].as_u64().unwrap();
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        < end
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let current = v["refresh_token"].as_str().unwrap().to_owned();
+    let r = app.refresh(&current).await;
+    assert_error(r, StatusCode::UNAUTHORIZED, "token_expired").await;
+}

@@ -95,6 +95,12 @@ impl Checker<'_> {
         self.err(key, Some(format!("{value:?}")), reason)
     }
 
+    /// An error about a URL value, quoted with any user information (`user:password@`)
+    /// replaced by `***@`: a password in a URL must not reach a terminal or a log.
+    fn bad_url(&self, key: &str, url: &str, reason: impl Into<String>) -> ConfigError {
+        self.err(key, Some(format!("{:?}", redact_userinfo(url))), reason)
+    }
+
     /// An error about a key that must be present but is not.
     fn missing(&self, key: &str, reason: impl Into<String>) -> ConfigError {
         self.err(key, None, reason)
@@ -246,7 +252,7 @@ impl Checker<'_> {
         match scheme.to_ascii_lowercase().as_str() {
             "sqlite" => {}
             "postgres" | "postgresql" => {
-                return Err(self.bad(
+                return Err(self.bad_url(
                     KEY,
                     url,
                     "asks for PostgreSQL, whose support is not built yet in this version of \
@@ -254,7 +260,7 @@ impl Checker<'_> {
                 ))
             }
             _ => {
-                return Err(self.bad(
+                return Err(self.bad_url(
                     KEY,
                     url,
                     "is not a supported store URL; use sqlite://REL/PATH (relative to the \
@@ -263,14 +269,14 @@ impl Checker<'_> {
             }
         }
         if rest.is_empty() || rest.ends_with('/') {
-            return Err(self.bad(
+            return Err(self.bad_url(
                 KEY,
                 url,
                 "names no database file; write sqlite://REL/PATH or sqlite:///ABS/PATH",
             ));
         }
         if rest.contains(['?', '#']) {
-            return Err(self.bad(
+            return Err(self.bad_url(
                 KEY,
                 url,
                 "holds \"?\" or \"#\"; SQLite URL options are not supported, give only the path",
@@ -672,24 +678,24 @@ impl Checker<'_> {
     fn upstream(&self, key: &str, text: &str) -> Result<Uri, ConfigError> {
         const EXAMPLE: &str = "write e.g. \"http://127.0.0.1:9000\"";
         if text.contains('#') {
-            return Err(self.bad(
+            return Err(self.bad_url(
                 key,
                 text,
                 "has a fragment (#...), which upstreams never see",
             ));
         }
-        let uri: Uri = text
-            .parse()
-            .map_err(|e| self.bad(key, text, format!("is not an http(s) URL ({e}); {EXAMPLE}")))?;
+        let uri: Uri = text.parse().map_err(|e| {
+            self.bad_url(key, text, format!("is not an http(s) URL ({e}); {EXAMPLE}"))
+        })?;
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Err(self.bad(
+            return Err(self.bad_url(
                 key,
                 text,
                 format!("is not an absolute http(s) URL; {EXAMPLE}"),
             ));
         };
         if *scheme != http::uri::Scheme::HTTP && *scheme != http::uri::Scheme::HTTPS {
-            return Err(self.bad(
+            return Err(self.bad_url(
                 key,
                 text,
                 format!(
@@ -699,17 +705,17 @@ impl Checker<'_> {
             ));
         }
         if authority.as_str().contains('@') {
-            return Err(self.bad(
+            return Err(self.bad_url(
                 key,
                 text,
                 "holds user information (user@); credentials in upstream URLs are not supported",
             ));
         }
         if authority.host().is_empty() {
-            return Err(self.bad(key, text, format!("has no host; {EXAMPLE}")));
+            return Err(self.bad_url(key, text, format!("has no host; {EXAMPLE}")));
         }
         if uri.query().is_some() {
-            return Err(self.bad(
+            return Err(self.bad_url(
                 key,
                 text,
                 "has a query string (?...); an upstream is a base URL, the query of each \
@@ -862,6 +868,18 @@ fn prefix_problem(prefix: &str, allow_root: bool) -> Option<String> {
 /// RFC 3986 `pchar` without `%`, plus `/`.
 fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c)
+}
+
+/// `url` with the user information of its authority (`user:password@`) replaced by `***@`.
+fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -1035,10 +1053,22 @@ mod tests {
     }
 
     #[test]
+    fn passwords_in_urls_never_reach_the_message() {
+        let m = message("[store]\nurl = \"postgres://app:s3cretPW@db/auth\"\n");
+        assert!(!m.contains("s3cretPW"), "{m}");
+        assert!(m.contains("\"postgres://***@db/auth\""), "{m}");
+        let m = message(
+            "[[routes]]\nprefix = \"/a\"\nupstream = \"http://u:pw123@h:1/x\"\nauth = \"token\"\n",
+        );
+        assert!(!m.contains("pw123"), "{m}");
+        assert_eq!(redact_userinfo("http://h/a@b"), "http://h/a@b");
+    }
+
+    #[test]
     fn postgres_urls_are_refused_as_not_built_yet() {
         assert_eq!(
             message("[store]\nurl = \"postgres://u@h/db\"\n"),
-            "f.toml: store.url: \"postgres://u@h/db\" asks for PostgreSQL, whose support is not \
+            "f.toml: store.url: \"postgres://***@h/db\" asks for PostgreSQL, whose support is not \
              built yet in this version of authgate; use sqlite://REL/PATH or sqlite:///ABS/PATH"
         );
         refused(

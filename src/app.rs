@@ -271,19 +271,21 @@ impl App {
 
 impl ReloadHandle {
     /// Reads `path` again and applies it (see [`ReloadHandle::apply`]).
+    /// Everything — reading the file, the CA and TLS files — runs on the blocking pool.
     pub async fn reload_from(&self, path: &Path) -> Result<(), ConfigError> {
         let path = path.to_path_buf();
-        let loaded = tokio::task::spawn_blocking(move || config::load(&path))
+        let handle = self.clone();
+        tokio::task::spawn_blocking(move || handle.apply(config::load(&path)?))
             .await
             .map_err(|e| {
                 ConfigError::new(Path::new("-"), "", None, format!("reload task failed: {e}"))
-            })??;
-        self.apply(loaded)
+            })?
     }
 
     /// Applies `[[routes]]`, `[proxy]` and the TLS files of `new` atomically; in-flight
     /// requests keep what they started with. Changes elsewhere are logged as needing a restart.
-    /// On error nothing changes.
+    /// On error nothing changes. It reads files: call it off the reactor (as `reload_from`
+    /// does) or from a test.
     pub fn apply(&self, new: Config) -> Result<(), ConfigError> {
         let proxy = ProxyState::build(&new)?;
         let tls = match &new.server.tls {
@@ -403,7 +405,9 @@ fn spawn_background(state: Arc<AppState>, mut cursor: i64, stop: CancellationTok
             let now = unix_now();
             state.revocations.prune(now);
             state.limiter.prune(Instant::now());
-            if let Err(e) = state.store.prune(now).await {
+            // Session rows stay through the leeway: their tokens still verify until then.
+            let leeway = i64::try_from(state.tokens.leeway().as_secs()).unwrap_or(0);
+            if let Err(e) = state.store.prune(now - leeway).await {
                 tracing::warn!(error = %e, "cannot prune the store");
             }
         }

@@ -157,7 +157,7 @@ fn serve(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    crate::telemetry::init(&config.log);
+    let _log = crate::telemetry::init(&config.log);
     let runtime = match multi_thread_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

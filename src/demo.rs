@@ -43,7 +43,7 @@ async fn serve(listen: SocketAddr, admin: SocketAddr, data_dir: &Path) -> ExitCo
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    crate::telemetry::init(&config.log);
+    let _log = crate::telemetry::init(&config.log);
     let app = match App::build(config).await {
         Ok(app) => app,
         Err(e) => return report_start_error(&e),

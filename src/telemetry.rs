@@ -11,16 +11,25 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Installs the global subscriber. Later calls (tests start many gateways) are ignored.
-pub fn init(cfg: &LogConfig) {
+/// Keeps the log writer thread alive; dropping it flushes what is queued. Hold it until exit.
+pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// Installs the global subscriber. Lines go to standard error through a background thread, so
+/// a slow reader of the log never stalls a reactor thread; the queue blocks rather than drops
+/// when full, so no line is lost. Later calls (tests start many gateways) are ignored.
+pub fn init(cfg: &LogConfig) -> LogGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match cfg.format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }
 
 /// What the access line records about one request.

@@ -70,6 +70,9 @@ impl Gateway {
         conn: ConnInfo,
         request_id: HeaderValue,
     ) -> (Result<Response<Body>, ApiError>, RouteLabel) {
+        if let Err(e) = check_host(&req) {
+            return (Err(e), RouteLabel::Static("-"));
+        }
         let path = match normalize(req.uri().path()) {
             Ok(p) => p,
             Err(e) => {
@@ -132,6 +135,21 @@ impl Handler for Gateway {
             request_id: rid.to_str().unwrap_or("-"),
         });
         res
+    }
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request must carry exactly one `Host` (hyper does not check).
+/// Two differing hosts are a parser differential waiting to happen; none is malformed.
+fn check_host<B>(req: &Request<B>) -> Result<(), ApiError> {
+    if req.version() != http::Version::HTTP_11 {
+        return Ok(());
+    }
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), None) => Ok(()),
+        _ => Err(ApiError::InvalidRequest(
+            "an HTTP/1.1 request needs exactly one Host header".into(),
+        )),
     }
 }
 

@@ -29,8 +29,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    assert_error, claims, client, raw_request, with_routes, write_binary_config, Process,
-    RawResponse, Setup, TestApp, DEFAULT_ROUTES, ECHO, PASSWORD,
+    assert_error, claims, client, raw_exchange, raw_request, with_routes, write_binary_config,
+    Process, RawResponse, Setup, TestApp, DEFAULT_ROUTES, ECHO, PASSWORD,
 };
 
 /// Lets a test hold an upstream response until it says so.
@@ -1774,4 +1774,29 @@ async fn an_error_answer_that_leaves_the_body_unread_closes_the_connection() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers().get("connection").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http11_request_without_exactly_one_host_is_refused() {
+    let (upstream, seen) = recording_upstream().await;
+    let app = TestApp::spawn_with(with_routes(&format!(
+        "[[routes]]\nprefix = \"/rec\"\nupstream = \"http://{upstream}\"\nauth = \"public\"\n"
+    )))
+    .await;
+    let none = raw_exchange(app.addr, b"GET /rec/x HTTP/1.1\r\n\r\n").await;
+    assert_eq!(none.status, 400, "{}", none.text());
+    assert_eq!(none.error_code(), "invalid_request");
+    let two = raw_exchange(
+        app.addr,
+        b"GET /rec/x HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(two.status, 400, "{}", two.text());
+    let one = raw_exchange(app.addr, b"GET /rec/x HTTP/1.1\r\nHost: a.example\r\n\r\n").await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "only the well-formed request reached the upstream"
+    );
 }

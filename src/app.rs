@@ -153,10 +153,16 @@ impl App {
             .map_or(1, |n| n.get())
             .saturating_sub(1)
             .max(1);
-        let hasher =
-            PasswordHasher::new(config.auth.argon2, permits, HASH_QUEUE_WAIT).map_err(|e| {
-                StartError::Config(ConfigError::new(&config.source, "auth.argon2", None, e))
-            })?;
+        // Building the hasher computes the dummy hash: one argon2 run, on the blocking pool.
+        let argon2 = config.auth.argon2;
+        let hasher = tokio::task::spawn_blocking(move || {
+            PasswordHasher::new(argon2, permits, HASH_QUEUE_WAIT)
+        })
+        .await
+        .map_err(|e| StartError::Runtime(format!("hasher task failed: {e}")))?
+        .map_err(|e| {
+            StartError::Config(ConfigError::new(&config.source, "auth.argon2", None, e))
+        })?;
         let limiter = LoginLimiter::new(config.auth.login_limit);
 
         let public = bind(config.server.listen, "server.listen").await?;

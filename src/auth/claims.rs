@@ -130,14 +130,12 @@ fn is_short_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// A new token id: 16 bytes (128 bits) from the OS CSPRNG, base64url without padding.
-pub fn new_jti() -> String {
+/// A new token or session id: 16 bytes (128 bits) from the OS CSPRNG, base64url without
+/// padding. Fails only when the OS random source does; no id is ever made without it.
+pub fn new_jti() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 16];
-    #[allow(clippy::expect_used)]
-    // ok: without the OS CSPRNG no token id can be made safely; getrandom fails only on
-    // platforms without one, where the gateway cannot run at all.
-    getrandom::fill(&mut bytes).expect("the OS random number generator is unavailable");
-    URL_SAFE_NO_PAD.encode(bytes)
+    getrandom::fill(&mut bytes)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 #[cfg(test)]
@@ -177,7 +175,7 @@ mod tests {
             username: None,
             roles: None,
             r#type: TokenType::Refresh,
-            jti: new_jti(),
+            jti: new_jti().unwrap(),
             sid: "s".into(),
             iat: 1,
             nbf: 1,
@@ -272,8 +270,8 @@ mod tests {
 
     #[test]
     fn new_jti_is_22_base64url_characters_and_unique() {
-        let a = new_jti();
-        let b = new_jti();
+        let a = new_jti().unwrap();
+        let b = new_jti().unwrap();
         assert_eq!(a.len(), 22);
         assert_ne!(a, b);
         assert!(is_short_id(&a));

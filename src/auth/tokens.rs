@@ -481,7 +481,7 @@ mod tests {
             username: Some("alice".into()),
             roles: Some(vec!["admin".into()]),
             r#type: TokenType::Access,
-            jti: new_jti(),
+            jti: new_jti().unwrap(),
             sid: "session1".into(),
             iat: now,
             nbf: now,

@@ -61,12 +61,12 @@ pub async fn login(
 
     let now = unix_now();
     let session = Session {
-        sid: new_jti(),
+        sid: random_id()?,
         user_id: user.id,
         created_at: now,
         expires_at: now + secs(state.tokens.refresh_ttl()),
         auth_time: now,
-        refresh_jti: new_jti(),
+        refresh_jti: random_id()?,
         refresh_issued_at: now,
         revoked: false,
     };
@@ -100,7 +100,7 @@ pub async fn refresh(
         let access = issue_access(state, &user, &session, false, now)?;
         return answer(state, &session, now, access, None);
     }
-    let new = new_jti();
+    let new = random_id()?;
     let outcome = state
         .store
         .rotate_refresh(
@@ -289,7 +289,7 @@ pub(crate) fn issue_access(
         username: Some(user.username.clone()),
         roles: Some(user.roles.clone()),
         r#type: TokenType::Access,
-        jti: new_jti(),
+        jti: random_id()?,
         sid: session.sid.clone(),
         iat: now_u,
         nbf: now_u,
@@ -346,6 +346,15 @@ fn answer(
         refresh_token,
         token_type: "Bearer",
         expires_in: state.tokens.access_ttl().as_secs().min(until_session_end),
+    })
+}
+
+/// A new token or session id; without the OS random source the request fails (500) rather
+/// than issue a guessable id.
+fn random_id() -> Result<String, ApiError> {
+    new_jti().map_err(|e| {
+        tracing::error!(error = %e, "the OS random number generator failed");
+        ApiError::Internal
     })
 }
 

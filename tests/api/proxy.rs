@@ -1087,6 +1087,9 @@ async fn fifty_megabytes_stream_both_ways_without_growing_gateway_memory() {
     assert_eq!(download(&c, &url, FIFTY_MB).await, FIFTY_MB);
 
     let (rss_after, peak_after) = memory_of(p.child.id());
+    println!(
+        "gateway memory: resident {rss_before} -> {rss_after} bytes, peak {peak_before} -> {peak_after} bytes"
+    );
     const LIMIT: u64 = 16 * 1024 * 1024;
     assert!(
         rss_after.saturating_sub(rss_before) < LIMIT,

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 
 /// Any error a body can fail with while streaming.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -14,13 +14,6 @@ pub type Body = BoxBody<Bytes, BoxError>;
 /// A body holding `bytes` in full.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// An empty body.
-pub fn empty() -> Body {
-    Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed()
 }

@@ -11,6 +11,13 @@ use http::{Response, StatusCode};
 
 use crate::body::{full, Body};
 
+/// The JSON body of every error answer.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
 /// An error answered by the gateway itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -147,39 +154,48 @@ impl ApiError {
     }
 
     /// The `WWW-Authenticate` challenge of a 401 (RFC 6750, RFC 9470), `None` for other statuses.
-    pub fn challenge(&self) -> Option<String> {
+    /// Every fixed challenge is a constant: under a flood of bad tokens 401s are the hot path.
+    pub fn challenge(&self) -> Option<Cow<'static, str>> {
         const REALM: &str = "Bearer realm=\"authgate\"";
-        match self {
-            Self::MissingToken | Self::InvalidCredentials => Some(REALM.to_owned()),
-            Self::TokenExpired | Self::InvalidToken(_) | Self::TokenRevoked => Some(format!(
-                "{REALM}, error=\"invalid_token\", error_description=\"{}\"",
-                self.message()
-            )),
-            Self::FreshTokenRequired { max_age } => {
-                let mut v = format!(
-                    "{REALM}, error=\"insufficient_user_authentication\", error_description=\"{}\"",
-                    self.message()
-                );
-                if let Some(age) = max_age {
-                    v.push_str(&format!(", max_age={age}"));
-                }
-                Some(v)
+        const EXPIRED: &str = "Bearer realm=\"authgate\", error=\"invalid_token\", error_description=\"Token has expired.\"";
+        const INVALID: &str = "Bearer realm=\"authgate\", error=\"invalid_token\", error_description=\"Token is invalid.\"";
+        const REVOKED: &str = "Bearer realm=\"authgate\", error=\"invalid_token\", error_description=\"Token has been revoked.\"";
+        const STEP_UP: &str = "Bearer realm=\"authgate\", error=\"insufficient_user_authentication\", error_description=\"A fresh token is required: authenticate again.\"";
+        Some(match self {
+            Self::MissingToken | Self::InvalidCredentials => Cow::Borrowed(REALM),
+            Self::TokenExpired => Cow::Borrowed(EXPIRED),
+            Self::InvalidToken(_) => Cow::Borrowed(INVALID),
+            Self::TokenRevoked => Cow::Borrowed(REVOKED),
+            Self::FreshTokenRequired { max_age: None } => Cow::Borrowed(STEP_UP),
+            Self::FreshTokenRequired { max_age: Some(age) } => {
+                Cow::Owned(format!("{STEP_UP}, max_age={age}"))
             }
-            _ => None,
-        }
+            _ => return None,
+        })
     }
 
     /// Renders the error as the JSON response of HTTP-API.md §1: the one place that does.
     pub fn into_response(self) -> Response<Body> {
-        let body = serde_json::json!({ "error": self.code(), "message": self.message() });
-        let mut res = Response::new(full(body.to_string()));
+        let body = ErrorBody {
+            error: self.code(),
+            message: &self.message(),
+        };
+        // Two plain strings always serialise; the fallback only keeps this panic-free.
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = Response::new(full(bytes));
         *res.status_mut() = self.status();
         let headers = res.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(challenge) = self.challenge() {
-            if let Ok(v) = HeaderValue::from_str(&challenge) {
-                headers.insert(WWW_AUTHENTICATE, v);
+        match self.challenge() {
+            Some(Cow::Borrowed(c)) => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(c));
             }
+            Some(Cow::Owned(c)) => {
+                if let Ok(v) = HeaderValue::try_from(c) {
+                    headers.insert(WWW_AUTHENTICATE, v);
+                }
+            }
+            None => {}
         }
         match self {
             Self::MethodNotAllowed { allow } => {
@@ -228,6 +244,21 @@ mod tests {
             .unwrap_or_default();
         assert!(c.contains("error=\"insufficient_user_authentication\""));
         assert!(c.ends_with(", max_age=300"), "{c}");
+    }
+
+    #[test]
+    fn challenges_describe_the_error_with_its_body_message() {
+        for e in [
+            ApiError::TokenExpired,
+            ApiError::InvalidToken("x"),
+            ApiError::TokenRevoked,
+            ApiError::FreshTokenRequired { max_age: None },
+            ApiError::FreshTokenRequired { max_age: Some(5) },
+        ] {
+            let c = e.challenge().unwrap_or_default();
+            let description = format!("error_description=\"{}\"", e.message());
+            assert!(c.contains(&description), "{c}");
+        }
     }
 
     #[test]

@@ -9,19 +9,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::HeaderValue;
-use http::{HeaderName, Request, Response};
+use http::{Request, Response};
 use hyper::body::{Body as _, Incoming};
 
 use crate::app::AppState;
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::proxy::headers::request_id;
-use crate::proxy::path::normalize;
+use crate::proxy::headers::{request_id, X_REQUEST_ID};
+use crate::proxy::path::{normalize, under_prefix};
 use crate::server::{ConnInfo, Handler};
 use crate::telemetry::{self, AccessRecord};
-
-/// `X-Request-Id`, returned on every response.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the access line names as the request's route.
 #[derive(Debug, Clone)]
@@ -87,8 +84,7 @@ impl Gateway {
         };
         let prefix = self.state.config.auth.prefix.as_str();
         if let Some(rest) = under_prefix(&ctx.path, prefix) {
-            let rest = rest.to_owned();
-            let (result, name) = crate::routes::handle(&self.state, req, &ctx, &rest).await;
+            let (result, name) = crate::routes::handle(&self.state, req, &ctx, rest).await;
             return (result, RouteLabel::Static(name));
         }
         crate::proxy::handle(&self.state, req, ctx).await
@@ -122,7 +118,7 @@ impl Handler for Gateway {
             // The body was not read: say that the connection closes.
             close_connection(&mut res);
         }
-        res.headers_mut().insert(X_REQUEST_ID.clone(), rid.clone());
+        res.headers_mut().insert(X_REQUEST_ID, rid.clone());
         self.state
             .metrics
             .record(&route, res.status(), latency, error.as_ref());
@@ -160,24 +156,4 @@ fn check_host<B>(req: &Request<B>) -> Result<(), ApiError> {
 pub fn close_connection(res: &mut Response<Body>) {
     res.headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-}
-
-/// The part of `path` after `prefix` when `path` is `prefix` or below it on a segment
-/// boundary (`/auth` and `/auth/login` are under `/auth`; `/authx` is not).
-pub fn under_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
-    let rest = path.strip_prefix(prefix)?;
-    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::under_prefix;
-
-    #[test]
-    fn auth_prefix_matches_on_segment_boundaries_only() {
-        assert_eq!(under_prefix("/auth/login", "/auth"), Some("/login"));
-        assert_eq!(under_prefix("/auth", "/auth"), Some(""));
-        assert_eq!(under_prefix("/authx", "/auth"), None);
-        assert_eq!(under_prefix("/api", "/auth"), None);
-    }
 }

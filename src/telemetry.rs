@@ -15,11 +15,12 @@ use crate::config::{LogConfig, LogFormat};
 pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
 
 /// Installs the global subscriber. Lines go to standard error through a background thread, so
-/// a slow reader of the log never stalls a reactor thread; the queue blocks rather than drops
-/// when full, so no line is lost. Later calls (tests start many gateways) are ignored.
+/// a slow reader of the log never stalls a reactor thread: should its queue (128,000 lines)
+/// fill up because nobody reads standard error, further lines are dropped rather than block
+/// requests. Later calls (tests start many gateways) are ignored.
 pub fn init(cfg: &LogConfig) -> LogGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
+        .lossy(true)
         .finish(std::io::stderr());
     let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -23,16 +23,6 @@ pub enum TokenType {
     Refresh,
 }
 
-impl TokenType {
-    /// `"access"` or `"refresh"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Access => "access",
-            Self::Refresh => "refresh",
-        }
-    }
-}
-
 /// The claims of an authgate token.
 ///
 /// Access tokens carry `username`, `roles` and `fresh`; refresh tokens carry none of them.

@@ -151,27 +151,6 @@ impl LoginLimiter {
         }
     }
 
-    /// `Err(retry_after_secs)` (≥ 1) when the username (case-insensitively) or the address
-    /// has used up `max_failures` in its current window; then answer 429 without checking the
-    /// password. Checking records nothing, so a 429 never extends a window.
-    pub fn check(&self, username: &str, addr: IpAddr, now: Instant) -> Result<(), u64> {
-        let key = user_key(username);
-        let addr = addr.to_canonical();
-        let state = self.lock();
-        let by_user = state
-            .users
-            .get(&key)
-            .and_then(|w| w.retry_after(now, &self.limit));
-        let by_addr = state
-            .addrs
-            .get(&addr)
-            .and_then(|w| w.retry_after(now, &self.limit));
-        match by_user.max(by_addr) {
-            Some(secs) => Err(secs),
-            None => Ok(()),
-        }
-    }
-
     /// Admits one password check for `username` from `addr`, or `Err(retry_after_secs)` when
     /// the failures recorded plus the checks still in flight have used up `max_failures` for
     /// either. Admission and counting happen under one lock, so concurrent attempts cannot
@@ -206,37 +185,15 @@ impl LoginLimiter {
         })
     }
 
-    /// Counts one failed password check against both the username and the address, opening
-    /// a new window for either when none is running.
-    pub fn record_failure(&self, username: &str, addr: IpAddr, now: Instant) {
-        let key = user_key(username);
-        let addr = addr.to_canonical();
-        let window = self.limit.window;
-        let mut state = self.lock();
-        count(state.users.entry(key).or_insert(fresh(now)), now, window);
-        count(state.addrs.entry(addr).or_insert(fresh(now)), now, window);
-        if state.users.len() + state.addrs.len() >= state.prune_at {
-            prune_state(&mut state, now, window);
-        }
-    }
-
-    /// A correct password: clears that username's failures (the address keeps its count,
-    /// so one good account cannot launder a spraying address).
-    pub fn record_success(&self, username: &str) {
-        let key = user_key(username);
-        if let Some(w) = self.lock().users.get_mut(&key) {
-            w.failures = 0;
-        }
-    }
-
     /// Drops every window that has passed; the gateway calls this every few seconds.
     pub fn prune(&self, now: Instant) {
         let window = self.limit.window;
         prune_state(&mut self.lock(), now, window);
     }
 
-    /// Number of usernames and addresses currently tracked, for metrics.
-    pub fn tracked(&self) -> (usize, usize) {
+    /// Number of usernames and addresses currently tracked.
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize) {
         let state = self.lock();
         (state.users.len(), state.addrs.len())
     }
@@ -326,6 +283,16 @@ mod tests {
         })
     }
 
+    /// A password check admitted at `now` that fails.
+    fn fail(l: &LoginLimiter, user: &str, a: IpAddr, now: Instant) {
+        l.begin(user, a, now).expect("admitted").failed(now);
+    }
+
+    /// Whether a check would be admitted at `now` (the reservation is released at once).
+    fn check(l: &LoginLimiter, user: &str, a: IpAddr, now: Instant) -> Result<(), u64> {
+        l.begin(user, a, now).map(drop)
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")
     }
@@ -400,12 +367,12 @@ mod tests {
         let t0 = Instant::now();
         let a = ip("10.0.0.1");
         for _ in 0..3 {
-            assert_eq!(l.check("alice", a, t0), Ok(()));
-            l.record_failure("alice", a, t0);
+            assert_eq!(check(&l, "alice", a, t0), Ok(()));
+            fail(&l, "alice", a, t0);
         }
-        assert_eq!(l.check("alice", a, t0), Err(60));
+        assert_eq!(check(&l, "alice", a, t0), Err(60));
         assert_eq!(
-            l.check("alice", a, t0 + Duration::from_millis(59_500)),
+            check(&l, "alice", a, t0 + Duration::from_millis(59_500)),
             Err(1)
         );
     }
@@ -414,11 +381,11 @@ mod tests {
     fn retry_after_rounds_up_and_is_never_zero() {
         let l = limiter(1);
         let t0 = Instant::now();
-        l.record_failure("bob", ip("10.0.0.1"), t0);
+        fail(&l, "bob", ip("10.0.0.1"), t0);
         let at = t0 + Duration::from_millis(30_001);
-        assert_eq!(l.check("bob", ip("10.0.0.9"), at), Err(30));
+        assert_eq!(check(&l, "bob", ip("10.0.0.9"), at), Err(30));
         let at = t0 + Duration::from_millis(59_999);
-        assert_eq!(l.check("bob", ip("10.0.0.9"), at), Err(1));
+        assert_eq!(check(&l, "bob", ip("10.0.0.9"), at), Err(1));
     }
 
     #[test]
@@ -426,19 +393,19 @@ mod tests {
         let l = limiter(2);
         let t0 = Instant::now();
         let a = ip("10.0.0.1");
-        l.record_failure("alice", a, t0);
-        l.record_failure("alice", a, t0 + Duration::from_secs(10));
-        assert!(l.check("alice", a, t0 + Duration::from_secs(59)).is_err());
+        fail(&l, "alice", a, t0);
+        fail(&l, "alice", a, t0 + Duration::from_secs(10));
+        assert!(check(&l, "alice", a, t0 + Duration::from_secs(59)).is_err());
         let later = t0 + WINDOW;
-        assert_eq!(l.check("alice", a, later), Ok(()));
-        l.record_failure("alice", a, later);
+        assert_eq!(check(&l, "alice", a, later), Ok(()));
+        fail(&l, "alice", a, later);
         assert_eq!(
-            l.check("alice", a, later),
+            check(&l, "alice", a, later),
             Ok(()),
             "one failure in a new window"
         );
-        l.record_failure("alice", a, later);
-        assert_eq!(l.check("alice", a, later), Err(60));
+        fail(&l, "alice", a, later);
+        assert_eq!(check(&l, "alice", a, later), Err(60));
     }
 
     #[test]
@@ -446,11 +413,11 @@ mod tests {
         let l = limiter(1);
         let t0 = Instant::now();
         let a = ip("10.0.0.1");
-        l.record_failure("alice", a, t0);
+        fail(&l, "alice", a, t0);
         for s in [1, 20, 40, 59] {
-            assert!(l.check("alice", a, t0 + Duration::from_secs(s)).is_err());
+            assert!(check(&l, "alice", a, t0 + Duration::from_secs(s)).is_err());
         }
-        assert_eq!(l.check("alice", a, t0 + WINDOW), Ok(()));
+        assert_eq!(check(&l, "alice", a, t0 + WINDOW), Ok(()));
     }
 
     #[test]
@@ -459,35 +426,37 @@ mod tests {
         let t0 = Instant::now();
         let a = ip("10.0.0.1");
         for s in [0, 20, 40, 50, 55] {
-            l.record_failure("alice", a, t0 + Duration::from_secs(s));
+            fail(&l, "alice", a, t0 + Duration::from_secs(s));
         }
-        assert_eq!(l.check("alice", a, t0 + Duration::from_secs(55)), Err(5));
+        assert_eq!(check(&l, "alice", a, t0 + Duration::from_secs(55)), Err(5));
     }
 
     #[test]
     fn usernames_are_compared_case_insensitively() {
         let l = limiter(2);
         let t0 = Instant::now();
-        l.record_failure("Alice", ip("10.0.0.1"), t0);
-        l.record_failure("ALICE", ip("10.0.0.2"), t0);
-        assert!(l.check("alice", ip("10.0.0.3"), t0).is_err());
+        fail(&l, "Alice", ip("10.0.0.1"), t0);
+        fail(&l, "ALICE", ip("10.0.0.2"), t0);
+        assert!(check(&l, "alice", ip("10.0.0.3"), t0).is_err());
     }
 
     #[test]
     fn success_clears_the_username_but_not_the_address() {
-        let l = limiter(2);
+        let l = limiter(3);
         let t0 = Instant::now();
         let a = ip("10.0.0.1");
-        l.record_failure("alice", a, t0);
-        l.record_failure("alice", a, t0);
-        assert!(l.check("alice", ip("10.9.9.9"), t0).is_err());
-        l.record_success("alice");
-        assert_eq!(l.check("alice", ip("10.9.9.9"), t0), Ok(()));
+        fail(&l, "alice", a, t0);
+        fail(&l, "alice", a, t0);
+        l.begin("alice", a, t0).expect("admitted").succeeded();
+        // alice starts from zero: one more failure leaves her under the limit...
+        fail(&l, "alice", ip("10.9.9.9"), t0);
+        assert_eq!(check(&l, "alice", ip("10.9.9.8"), t0), Ok(()));
+        // ...while the address kept its two failures: one more closes it for everyone.
+        fail(&l, "bob", a, t0);
         assert!(
-            l.check("alice", a, t0).is_err(),
-            "the address is still limited"
+            check(&l, "carol", a, t0).is_err(),
+            "the address is still counted"
         );
-        assert!(l.check("carol", a, t0).is_err());
     }
 
     #[test]
@@ -496,36 +465,36 @@ mod tests {
         let t0 = Instant::now();
         let a = ip("192.0.2.7");
         for name in ["u1", "u2", "u3"] {
-            l.record_failure(name, a, t0);
+            fail(&l, name, a, t0);
         }
-        assert!(l.check("u4", a, t0).is_err());
-        assert_eq!(l.check("u4", ip("192.0.2.8"), t0), Ok(()));
+        assert!(check(&l, "u4", a, t0).is_err());
+        assert_eq!(check(&l, "u4", ip("192.0.2.8"), t0), Ok(()));
     }
 
     #[test]
     fn the_longer_of_the_two_waits_is_reported() {
         let l = limiter(1);
         let t0 = Instant::now();
-        l.record_failure("alice", ip("10.0.0.1"), t0);
-        l.record_failure("bob", ip("10.0.0.2"), t0 + Duration::from_secs(30));
+        fail(&l, "alice", ip("10.0.0.1"), t0);
+        fail(&l, "bob", ip("10.0.0.2"), t0 + Duration::from_secs(30));
         let now = t0 + Duration::from_secs(31);
-        assert_eq!(l.check("bob", ip("10.0.0.1"), now), Err(59));
+        assert_eq!(check(&l, "bob", ip("10.0.0.1"), now), Err(59));
     }
 
     #[test]
     fn an_ipv4_mapped_peer_counts_as_its_ipv4_address() {
         let l = limiter(1);
         let t0 = Instant::now();
-        l.record_failure("a", ip("::ffff:10.0.0.1"), t0);
-        assert!(l.check("b", ip("10.0.0.1"), t0).is_err());
+        fail(&l, "a", ip("::ffff:10.0.0.1"), t0);
+        assert!(check(&l, "b", ip("10.0.0.1"), t0).is_err());
     }
 
     #[test]
     fn prune_forgets_passed_windows_only() {
         let l = limiter(3);
         let t0 = Instant::now();
-        l.record_failure("old", ip("10.0.0.1"), t0);
-        l.record_failure("new", ip("10.0.0.2"), t0 + Duration::from_secs(30));
+        fail(&l, "old", ip("10.0.0.1"), t0);
+        fail(&l, "new", ip("10.0.0.2"), t0 + Duration::from_secs(30));
         l.prune(t0 + WINDOW);
         assert_eq!(l.tracked(), (1, 1));
         l.prune(t0 + Duration::from_secs(90));
@@ -536,11 +505,14 @@ mod tests {
     fn a_growing_table_prunes_itself_on_failure() {
         let l = limiter(3);
         let t0 = Instant::now();
-        for i in 0..PRUNE_FLOOR - 2 {
-            l.record_failure(&format!("user{i}"), ip("10.0.0.1"), t0);
+        let n = PRUNE_FLOOR / 2 - 1;
+        for i in 0..n {
+            let addr = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
+            fail(&l, &format!("user{i}"), addr, t0);
         }
+        assert_eq!(l.tracked(), (n, n));
         let later = t0 + WINDOW;
-        l.record_failure("last", ip("10.0.0.2"), later);
+        fail(&l, "last", ip("10.0.0.2"), later);
         assert_eq!(l.tracked(), (1, 1));
     }
 

@@ -138,23 +138,6 @@ impl PasswordHasher {
         .await
     }
 
-    /// True when a stored hash is not argon2id v19 with at least the current m, t and p, so a
-    /// successful login should store a fresh hash. Unparsable strings also answer true.
-    pub fn needs_rehash(&self, phc: &str) -> bool {
-        let Ok(stored) = PasswordHash::new(phc) else {
-            return true;
-        };
-        let Ok(params) = Params::try_from(&stored) else {
-            return true;
-        };
-        let current = &self.inner.params;
-        stored.algorithm != argon2::ARGON2ID_IDENT
-            || stored.version != Some(Version::V0x13.into())
-            || params.m_cost() < current.m_cost()
-            || params.t_cost() < current.t_cost()
-            || params.p_cost() < current.p_cost()
-    }
-
     /// How many argon2 runs (hashes and verifies, the dummy included) have started since
     /// construction; the start-up dummy hash is not counted.
     pub fn hashes_started(&self) -> u64 {
@@ -352,15 +335,6 @@ mod tests {
         let phc = old.hash("migrating").await.expect("hash");
         let h = hasher(1, Duration::from_secs(5));
         assert!(h.verify("migrating", Some(&phc)).await.expect("verify"));
-        assert!(h.needs_rehash(&phc), "m=512 is below the current m=1024");
-    }
-
-    #[tokio::test]
-    async fn a_hash_with_current_parameters_needs_no_rehash() {
-        let h = hasher(1, Duration::from_secs(5));
-        let phc = h.hash("fresh").await.expect("hash");
-        assert!(!h.needs_rehash(&phc));
-        assert!(h.needs_rehash("garbage"));
     }
 
     #[test]

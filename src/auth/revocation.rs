@@ -1,9 +1,10 @@
 //! The in-memory revocation index the request path checks, so a token check never touches
 //! the database.
 //!
-//! Owns the revoked sessions, users and token ids copied from the store's revocation log,
-//! the highest log `seq` applied (where the next poll resumes), and a generation counter that
-//! long-lived connections watch to re-check their token when something new is revoked.
+//! Owns the revoked sessions, users and token ids copied from the store's revocation log, and
+//! a generation counter that long-lived connections watch to re-check their token when
+//! something new is revoked. Where the next poll of the log resumes is the poller's business
+//! (see `app.rs`): this process applies its own entries at once, out of log order.
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -36,7 +37,6 @@ struct Sets {
     sessions: HashMap<String, i64>,
     users: HashMap<i64, i64>,
     tokens: HashMap<String, i64>,
-    last_seq: i64,
 }
 
 impl Sets {
@@ -72,7 +72,7 @@ impl Default for RevocationIndex {
 }
 
 impl RevocationIndex {
-    /// An empty index: nothing revoked, `last_seq` 0, generation 0.
+    /// An empty index: nothing revoked, generation 0.
     pub fn new() -> Self {
         let (generation, _) = watch::channel(0);
         Self {
@@ -82,26 +82,19 @@ impl RevocationIndex {
     }
 
     /// Adds log entries (idempotent: entries seen before change nothing but may raise their
-    /// expiry) and raises `last_seq` to the highest `seq` given. Subscribers are woken when at
-    /// least one entry was new.
+    /// expiry). Subscribers are woken when at least one entry was new.
     pub fn apply(&self, entries: &[Revocation]) {
         let mut added = false;
         {
             let mut sets = self.write();
             for entry in entries {
                 added |= sets.insert(entry);
-                sets.last_seq = sets.last_seq.max(entry.seq);
             }
         }
         // Notify after the lock is released, so a woken task sees the new entries at once.
         if added {
             self.generation.send_modify(|g| *g = g.wrapping_add(1));
         }
-    }
-
-    /// The highest log `seq` applied so far (0 before any).
-    pub fn last_seq(&self) -> i64 {
-        self.read().last_seq
     }
 
     /// The hot path: whether a token with this `jti`, session and user is revoked. One read
@@ -178,7 +171,6 @@ mod tests {
     fn an_empty_index_revokes_nothing() {
         let idx = RevocationIndex::new();
         assert!(!idx.is_revoked("j", "s", 1));
-        assert_eq!(idx.last_seq(), 0);
         assert_eq!(idx.sizes(), RevocationSizes::default());
     }
 
@@ -235,20 +227,6 @@ mod tests {
                 tokens: 1
             }
         );
-        assert_eq!(idx.last_seq(), 3);
-    }
-
-    #[test]
-    fn last_seq_only_rises() {
-        let idx = RevocationIndex::new();
-        idx.apply(&[session(5, "a", 100), session(3, "b", 100)]);
-        assert_eq!(idx.last_seq(), 5);
-        idx.apply(&[session(4, "c", 100)]);
-        assert_eq!(idx.last_seq(), 5);
-        idx.apply(&[]);
-        assert_eq!(idx.last_seq(), 5);
-        idx.apply(&[session(9, "d", 100)]);
-        assert_eq!(idx.last_seq(), 9);
     }
 
     #[test]
@@ -273,7 +251,6 @@ mod tests {
                 tokens: 1
             }
         );
-        assert_eq!(idx.last_seq(), 4, "pruning keeps the resume point");
     }
 
     #[test]

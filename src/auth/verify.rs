@@ -17,7 +17,13 @@ pub fn verify(
     token: &str,
     expected: TokenType,
 ) -> Result<Claims, ApiError> {
-    let claims = tokens.verify(token, expected).map_err(token_error)?;
+    let claims = tokens.verify(token, expected).map_err(|e| {
+        // Which check failed goes to the log (never the token); the client gets one message.
+        if let TokenError::Invalid(reason) = &e {
+            tracing::debug!(reason, "token refused");
+        }
+        token_error(e)
+    })?;
     if revocations.is_revoked(&claims.jti, &claims.sid, claims.user_id()) {
         return Err(ApiError::TokenRevoked);
     }
@@ -40,7 +46,7 @@ pub fn verify_either(
 /// no older than that.
 pub fn check_fresh(claims: &Claims, max_age: Option<Duration>, now: u64) -> Result<(), ApiError> {
     let max_age_secs = max_age.map(|d| d.as_secs());
-    let fresh = claims.fresh.unwrap_or(false);
+    let fresh = claims.is_fresh();
     let young_enough = max_age_secs.is_none_or(|age| now.saturating_sub(claims.auth_time) <= age);
     if fresh && young_enough {
         Ok(())

@@ -10,7 +10,6 @@
 //! header the gateway adds later. Response side: [`clean_response`]. All names used here are
 //! static constants, never parsed per request.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -162,11 +161,6 @@ impl HeaderRewriter {
         }
     }
 
-    /// The configured identity header names.
-    pub fn names(&self) -> &IdentityHeaders {
-        &self.names
-    }
-
     /// Removes every header whose name, lowercased with `_` read as `-`, is an identity name
     /// (`X_Auth_User_Id`, `x-auth_user-id`, `X-AUTH-USER-ID` all go). Run on every route.
     pub fn strip_identity(&self, headers: &mut HeaderMap) {
@@ -258,10 +252,7 @@ pub fn set_forwarding(
 ) {
     let forwarded_for = appended_forwarded_for(headers, peer.to_canonical());
     headers.insert(X_FORWARDED_FOR, forwarded_for);
-    match HeaderValue::from_str(proto) {
-        Ok(v) => headers.insert(X_FORWARDED_PROTO, v),
-        Err(_) => headers.remove(X_FORWARDED_PROTO),
-    };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match client_host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
         None => headers.remove(X_FORWARDED_HOST),
@@ -313,11 +304,13 @@ pub fn new_request_id() -> HeaderValue {
     if getrandom::fill(&mut bytes).is_err() {
         bytes = fallback_id_bytes();
     }
-    let mut hex = String::with_capacity(32);
-    for b in bytes {
-        let _ = write!(hex, "{b:02x}");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 32];
+    for (i, b) in bytes.iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(b >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(b & 0x0f)];
     }
-    HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn fallback_id_bytes() -> [u8; 16] {

@@ -57,23 +57,6 @@ pub enum PathError {
     DotSegmentParameters,
 }
 
-impl PathError {
-    /// A short human-readable reason, for the `message` of the `400 invalid_request` answer.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::NotAbsolute => "path must start with /",
-            Self::MalformedEscape => "malformed percent-encoding in path",
-            Self::EncodedSlash => "encoded slash in path",
-            Self::EncodedBackslash => "encoded backslash in path",
-            Self::Backslash => "backslash in path",
-            Self::EncodedNul => "encoded NUL in path",
-            Self::OverlongUtf8 => "overlong UTF-8 in path",
-            Self::InvalidCharacter => "invalid character in path",
-            Self::DotSegmentParameters => "dot segment with parameters in path",
-        }
-    }
-}
-
 /// Normalises the path part (no query) of a request target; see the module docs for the steps.
 pub fn normalize(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
@@ -83,28 +66,22 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     remove_dot_segments_collapsed(&decoded)
 }
 
-/// Removes a route prefix from a normalised path: `/api/orders/1` on `/api` is `/orders/1`,
-/// `/api` on `/api` is `/`, and prefix `/` leaves the path unchanged.
-///
-/// A path that does not lie under `prefix` on a segment boundary is returned unchanged.
-pub fn strip_prefix(path: &str, prefix: &str) -> String {
-    match remainder_after_prefix(path, prefix) {
-        "" => "/".to_owned(),
-        rest => rest.to_owned(),
+/// The part of `path` after `prefix` when `path` is `prefix` or lies below it on a segment
+/// boundary: `""` when they are equal, otherwise a string starting with `/` (`/api` and
+/// `/api/x` are under `/api`; `/apix` is not). Prefix `/` covers every path. The one
+/// prefix test of the gateway: auth prefix, route table and config checks all use it.
+pub fn under_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    if prefix == "/" {
+        return Some(path);
     }
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
-/// What follows `prefix` in `path`: `""` when they are equal, otherwise a string starting with
-/// `/`. Kept separate from [`strip_prefix`] so the upstream URI can tell `/api` (forward the
-/// bare base path) from `/api/` (forward the base path with its trailing slash).
+/// What follows `prefix` in `path` for `strip_prefix` routes: `""` for the prefix itself
+/// (the upstream gets its bare base path), `/...` below it, and the whole path otherwise.
 pub(crate) fn remainder_after_prefix<'a>(path: &'a str, prefix: &str) -> &'a str {
-    if prefix == "/" {
-        return path;
-    }
-    match path.strip_prefix(prefix) {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-        _ => path,
-    }
+    under_prefix(path, prefix).unwrap_or(path)
 }
 
 /// Step 1 and 2 of the module docs. The output is pure ASCII.
@@ -357,19 +334,12 @@ mod tests {
     }
 
     #[test]
-    fn error_reason_matches_display() {
-        assert_eq!(
-            PathError::EncodedSlash.reason(),
-            PathError::EncodedSlash.to_string()
-        );
-    }
-
-    #[test]
-    fn strip_prefix_removes_the_prefix_on_a_segment_boundary() {
-        assert_eq!(strip_prefix("/api/orders/1", "/api"), "/orders/1");
-        assert_eq!(strip_prefix("/api", "/api"), "/");
-        assert_eq!(strip_prefix("/api/", "/api"), "/");
-        assert_eq!(strip_prefix("/api/x", "/"), "/api/x");
-        assert_eq!(strip_prefix("/apix", "/api"), "/apix");
+    fn prefixes_match_on_segment_boundaries_only() {
+        assert_eq!(under_prefix("/api/orders/1", "/api"), Some("/orders/1"));
+        assert_eq!(under_prefix("/api", "/api"), Some(""));
+        assert_eq!(under_prefix("/api/", "/api"), Some("/"));
+        assert_eq!(under_prefix("/api/x", "/"), Some("/api/x"));
+        assert_eq!(under_prefix("/apix", "/api"), None);
+        assert_eq!(remainder_after_prefix("/apix", "/api"), "/apix");
     }
 }

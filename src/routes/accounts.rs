@@ -18,15 +18,15 @@ use crate::error::ApiError;
 use crate::gateway::RequestContext;
 use crate::store::User;
 
-/// Body of `POST /auth/register`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /auth/register`. No `Debug`: it holds a password.
+#[derive(Deserialize)]
 struct RegisterBody {
     username: Option<String>,
     password: Option<String>,
 }
 
-/// Body of `PUT /auth/password`.
-#[derive(Debug, Deserialize)]
+/// Body of `PUT /auth/password`. No `Debug`: it holds passwords.
+#[derive(Deserialize)]
 struct PasswordBody {
     current_password: Option<String>,
     new_password: Option<String>,

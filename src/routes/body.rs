@@ -111,12 +111,16 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// serde_json's message without echoing input back (it never quotes the input itself, but
-/// keep it short and generic for syntax errors).
+/// Where the body went wrong, never what it held: serde_json's own messages quote values
+/// (`invalid type: integer `12345678``), and a value may be a password.
 fn json_reason(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match e.classify() {
-        Category::Data => e.to_string(),
+        Category::Data => format!(
+            "a field is missing, duplicated or of the wrong type at line {} column {}",
+            e.line(),
+            e.column()
+        ),
         Category::Syntax | Category::Eof => {
             format!("invalid JSON at line {} column {}", e.line(), e.column())
         }
@@ -158,6 +162,15 @@ mod tests {
         });
         assert_eq!(j.username.as_deref(), Some("a"));
         assert_eq!(f.password.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_mistyped_password_is_not_echoed_in_the_message() {
+        let e = decode::<Creds>(Encoding::Json, br#"{"username":"a","password":12345678}"#);
+        match e {
+            Err(ApiError::InvalidRequest(m)) => assert!(!m.contains("12345678"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -21,21 +21,21 @@ use crate::error::ApiError;
 use crate::gateway::RequestContext;
 use crate::store::{RefreshOutcome, Session, StoreError, User};
 
-/// Body of `POST /auth/login`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /auth/login`. No `Debug`: it holds a password.
+#[derive(Deserialize)]
 struct LoginBody {
     username: Option<String>,
     password: Option<String>,
 }
 
-/// Body of `POST /auth/fresh`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /auth/fresh`. No `Debug`: it holds a password.
+#[derive(Deserialize)]
 struct FreshBody {
     password: Option<String>,
 }
 
-/// Answer of login and refresh.
-#[derive(Debug, Serialize)]
+/// Answer of login and refresh. No `Debug`: it holds tokens.
+#[derive(Serialize)]
 struct TokenAnswer {
     access_token: String,
     #[serde(skip_serializing_if = "Option::is_none")]

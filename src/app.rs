@@ -137,32 +137,8 @@ impl App {
         };
         let proxy = ProxyState::build(&config)?;
         let store = open_store(&config).await?;
-        let revocations = Arc::new(RevocationIndex::new());
-        // The log cursor is read before the live entries, so nothing committed in between
-        // is missed; the poller resumes from it (entries seen twice are applied idempotently).
-        let log_cursor = store
-            .last_seq()
-            .await
-            .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
-        let live = store
-            .live_revocations(unix_now())
-            .await
-            .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
-        revocations.apply(&live);
-        let permits = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .saturating_sub(1)
-            .max(1);
-        // Building the hasher computes the dummy hash: one argon2 run, on the blocking pool.
-        let argon2 = config.auth.argon2;
-        let hasher = tokio::task::spawn_blocking(move || {
-            PasswordHasher::new(argon2, permits, HASH_QUEUE_WAIT)
-        })
-        .await
-        .map_err(|e| StartError::Runtime(format!("hasher task failed: {e}")))?
-        .map_err(|e| {
-            StartError::Config(ConfigError::new(&config.source, "auth.argon2", None, e))
-        })?;
+        let (revocations, log_cursor) = load_revocations(store.as_ref()).await?;
+        let hasher = build_hasher(&config).await?;
         let limiter = LoginLimiter::new(config.auth.login_limit);
 
         let public = bind(config.server.listen, "server.listen").await?;
@@ -309,6 +285,35 @@ impl ReloadHandle {
         }
         Ok(())
     }
+}
+
+/// The revocation index as the store has it now, and the log position the poller resumes
+/// from. The cursor is read before the live entries, so nothing committed in between is
+/// missed (entries seen twice are applied idempotently).
+async fn load_revocations(store: &dyn Store) -> Result<(Arc<RevocationIndex>, i64), StartError> {
+    let unreadable = |e| StartError::Runtime(format!("cannot read the revocation log: {e}"));
+    let cursor = store.last_seq().await.map_err(unreadable)?;
+    let live = store
+        .live_revocations(unix_now())
+        .await
+        .map_err(unreadable)?;
+    let index = Arc::new(RevocationIndex::new());
+    index.apply(&live);
+    Ok((index, cursor))
+}
+
+/// The password hasher with max(1, cores − 1) permits. Building it computes the dummy hash:
+/// one argon2 run, on the blocking pool.
+async fn build_hasher(config: &Config) -> Result<PasswordHasher, StartError> {
+    let permits = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .max(1);
+    let argon2 = config.auth.argon2;
+    tokio::task::spawn_blocking(move || PasswordHasher::new(argon2, permits, HASH_QUEUE_WAIT))
+        .await
+        .map_err(|e| StartError::Runtime(format!("hasher task failed: {e}")))?
+        .map_err(|e| StartError::Config(ConfigError::new(&config.source, "auth.argon2", None, e)))
 }
 
 /// The raw bytes of `AUTHGATE_JWT_SECRET`, when set.

@@ -140,35 +140,19 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
 
-    let sent = tokio::time::timeout(route.config().timeout, proxy.client.request(upstream_req));
-    let mut res = match sent.await {
-        Err(_) => {
-            tracing::warn!(route = route.prefix(), "upstream timed out");
-            return Err(ApiError::GatewayTimeout);
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(route = route.prefix(), error = %error_chain(&e), "upstream failed");
-            return Err(ApiError::BadGateway);
-        }
-        Ok(Ok(res)) => res,
-    };
+    let mut res = send(proxy, route, upstream_req).await?;
     let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded {
-        match (client_upgrade, identity) {
-            (Some(client), identity) => {
-                let upstream = hyper::upgrade::on(&mut res);
-                let slot = ctx.conn.slot.clone();
-                websocket::tunnel(state, client, upstream, identity, slot);
-            }
-            (None, _) => {
-                // An upgrade the gateway did not ask for would be an unauthenticated tunnel.
-                tracing::warn!(
-                    route = route.prefix(),
-                    "upstream switched protocols unasked"
-                );
-                return Err(ApiError::BadGateway);
-            }
-        }
+        // An upgrade the gateway did not ask for would be an unauthenticated tunnel.
+        let Some(client) = client_upgrade else {
+            tracing::warn!(
+                route = route.prefix(),
+                "upstream switched protocols unasked"
+            );
+            return Err(ApiError::BadGateway);
+        };
+        let upstream = hyper::upgrade::on(&mut res);
+        websocket::tunnel(state, client, upstream, identity, ctx.conn.slot.clone());
     }
     let (mut parts, body) = res.into_parts();
     clean_response(&mut parts.headers, &ctx.request_id, upgraded);
@@ -176,6 +160,26 @@ pub async fn forward(
         parts,
         body.map_err(BoxError::from).boxed(),
     ))
+}
+
+/// Sends the request on the pooled client; no response head within the route's timeout
+/// (connecting included) is a 504, a refused, reset or garbled exchange a 502.
+async fn send(
+    proxy: &ProxyState,
+    route: &Route,
+    req: Request<Body>,
+) -> Result<Response<Incoming>, ApiError> {
+    match tokio::time::timeout(route.config().timeout, proxy.client.request(req)).await {
+        Err(_) => {
+            tracing::warn!(route = route.prefix(), "upstream timed out");
+            Err(ApiError::GatewayTimeout)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(route = route.prefix(), error = %error_chain(&e), "upstream failed");
+            Err(ApiError::BadGateway)
+        }
+        Ok(Ok(res)) => Ok(res),
+    }
 }
 
 /// Header rewriting in the order of §6: hop-by-hop and `Connection`-named headers out, every

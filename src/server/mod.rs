@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -100,40 +100,67 @@ pub async fn accept_loop<H: Handler>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let handler = handler.clone();
-        let tls = opts.tls.as_ref().map(|t| t.load_full());
-        let header_timeout = opts.header_timeout;
-        tokio::spawn(async move {
-            let slot = ConnectionSlot(Arc::new(permit));
-            match tls {
-                None => {
-                    let info = ConnInfo {
-                        peer,
-                        tls: false,
-                        slot,
-                    };
-                    serve_io(stream, info, &builder, handler, watcher).await;
-                }
-                Some(cfg) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-                    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
-                    match handshake.await {
-                        Ok(Ok(tls_stream)) => {
-                            let info = ConnInfo {
-                                peer,
-                                tls: true,
-                                slot,
-                            };
-                            serve_io(tls_stream, info, &builder, handler, watcher).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-            }
-        });
+        let conn = Accepted {
+            stream,
+            peer,
+            slot: ConnectionSlot(Arc::new(permit)),
+            tls: opts.tls.as_ref().map(|t| t.load_full()),
+            header_timeout: opts.header_timeout,
+        };
+        tokio::spawn(serve_conn(
+            conn,
+            builder.clone(),
+            handler.clone(),
+            graceful.watcher(),
+        ));
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+    /// The TLS configuration current when it was accepted (reloads affect later ones).
+    tls: Option<Arc<rustls::ServerConfig>>,
+    header_timeout: Duration,
+}
+
+/// Serves one connection: the TLS handshake first when configured (bounded by the header
+/// timeout), then HTTP until the client or a graceful shutdown ends it.
+async fn serve_conn<H: Handler>(
+    conn: Accepted,
+    builder: Arc<Builder<TokioExecutor>>,
+    handler: Arc<H>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let Accepted {
+        stream,
+        peer,
+        slot,
+        tls,
+        header_timeout,
+    } = conn;
+    let Some(cfg) = tls else {
+        let info = ConnInfo {
+            peer,
+            tls: false,
+            slot,
+        };
+        return serve_io(stream, info, &builder, handler, watcher).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => {
+            let info = ConnInfo {
+                peer,
+                tls: true,
+                slot,
+            };
+            serve_io(tls_stream, info, &builder, handler, watcher).await;
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 

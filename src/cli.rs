@@ -23,7 +23,7 @@ pub const EXIT_RUNTIME: u8 = 1;
 #[derive(Debug, Parser)]
 #[command(name = "authgate", version, about, long_about = None)]
 pub struct Cli {
-    /// The TOML configuration file (see CONFIG.md).
+    /// The TOML configuration file (config/authgate.toml documents every key).
     #[arg(
         long,
         global = true,

@@ -136,7 +136,9 @@ impl App {
             None => None,
         };
         let proxy = ProxyState::build(&config)?;
-        let store = open_store(&config).await?;
+        let store = crate::store::open(&config.store.url)
+            .await
+            .map_err(StartError::Runtime)?;
         let (revocations, log_cursor) = load_revocations(store.as_ref()).await?;
         let hasher = build_hasher(&config).await?;
         let limiter = LoginLimiter::new(config.auth.login_limit);
@@ -331,21 +333,6 @@ fn store_config_error(config: &Config, path: &Path, reason: &str) -> ConfigError
     )
 }
 
-async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    match &config.store.url {
-        StoreUrl::Sqlite(path) => {
-            let p = path.clone();
-            let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&p))
-                .await
-                .map_err(|e| StartError::Runtime(format!("store task failed: {e}")))?;
-            let store = opened.map_err(|e| {
-                StartError::Runtime(format!("cannot open the store {}: {e}", path.display()))
-            })?;
-            Ok(Arc::new(store))
-        }
-    }
-}
-
 async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -370,6 +357,11 @@ fn spawn_admin(
     })
 }
 
+/// Whole seconds of a duration as the store's signed seconds.
+pub fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -383,44 +375,53 @@ pub fn unix_now() -> i64 {
 /// The poller keeps its own cursor into the log rather than the index's highest applied
 /// `seq`: this process applies its own revocations at once, and they may carry a higher `seq`
 /// than another process's entry committed just before and not yet read.
-fn spawn_background(state: Arc<AppState>, mut cursor: i64, stop: CancellationToken) {
-    let poller = state.clone();
-    let stop_poll = stop.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(REVOCATION_POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop_poll.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            match poller.store.revocations_since(cursor).await {
-                Ok(entries) => {
-                    if let Some(last) = entries.iter().map(|e| e.seq).max() {
-                        cursor = cursor.max(last);
-                        poller.revocations.apply(&entries);
-                    }
+fn spawn_background(state: Arc<AppState>, cursor: i64, stop: CancellationToken) {
+    tokio::spawn(poll_revocations(state.clone(), cursor, stop.clone()));
+    tokio::spawn(prune_expired(state, stop));
+}
+
+/// Applies revocation-log entries written since `cursor`, every [`REVOCATION_POLL`].
+async fn poll_revocations(state: Arc<AppState>, mut cursor: i64, stop: CancellationToken) {
+    let mut tick = interval(REVOCATION_POLL);
+    while next_tick(&mut tick, &stop).await {
+        match state.store.revocations_since(cursor).await {
+            Ok(entries) => {
+                if let Some(last) = entries.iter().map(|e| e.seq).max() {
+                    cursor = cursor.max(last);
+                    state.revocations.apply(&entries);
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read the revocation log"),
             }
+            Err(e) => tracing::warn!(error = %e, "cannot read the revocation log"),
         }
-    });
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PRUNE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let now = unix_now();
-            state.revocations.prune(now);
-            state.limiter.prune(Instant::now());
-            // Session rows stay through the leeway: their tokens still verify until then.
-            let leeway = i64::try_from(state.tokens.leeway().as_secs()).unwrap_or(0);
-            if let Err(e) = state.store.prune(now - leeway).await {
-                tracing::warn!(error = %e, "cannot prune the store");
-            }
+    }
+}
+
+/// Drops expired revocations, login-limit windows and store rows, every [`PRUNE_EVERY`].
+async fn prune_expired(state: Arc<AppState>, stop: CancellationToken) {
+    let mut tick = interval(PRUNE_EVERY);
+    while next_tick(&mut tick, &stop).await {
+        let now = unix_now();
+        state.revocations.prune(now);
+        state.limiter.prune(Instant::now());
+        // Session rows stay through the leeway: their tokens still verify until then.
+        let leeway = secs(state.tokens.leeway());
+        if let Err(e) = state.store.prune(now - leeway).await {
+            tracing::warn!(error = %e, "cannot prune the store");
         }
-    });
+    }
+}
+
+/// A ticker that, after a stall, waits a full period rather than firing a burst.
+fn interval(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Waits for the next tick; false once `stop` fires.
+async fn next_tick(tick: &mut tokio::time::Interval, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => false,
+        _ = tick.tick() => true,
+    }
 }

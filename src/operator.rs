@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::app::secs;
 use crate::auth::accounts_rules::{check_password, check_username};
 use crate::auth::password::PasswordHasher;
 use crate::cli::{load_config, UserCommand, EXIT_RUNTIME};
-use crate::config::{Config, StoreUrl};
-use crate::store::SqliteStore;
+use crate::config::Config;
 use crate::store::{Store, StoreError, User};
 
 /// Runs one `user` command against the store of the config at `config_path`.
@@ -43,7 +43,7 @@ fn fail(message: String) -> ExitCode {
 }
 
 async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
-    let store = open(config).await?;
+    let store = crate::store::open(&config.store.url).await?;
     let now = crate::app::unix_now();
     let leeway = secs(config.tokens.leeway);
     match cmd {
@@ -190,19 +190,6 @@ fn list(users: &[User]) -> String {
     out
 }
 
-async fn open(config: &Config) -> Result<Arc<dyn Store>, String> {
-    match &config.store.url {
-        StoreUrl::Sqlite(path) => {
-            let p = path.clone();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&p))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
-            Ok(Arc::new(store))
-        }
-    }
-}
-
 async fn find(store: &Arc<dyn Store>, name: &str) -> Result<User, String> {
     match store.user_by_name(name).await.map_err(text)? {
         Some(u) => Ok(u.user),
@@ -219,8 +206,4 @@ fn no_such(name: &str, e: StoreError) -> String {
 
 fn text(e: StoreError) -> String {
     e.to_string()
-}
-
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }

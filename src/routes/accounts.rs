@@ -7,9 +7,9 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::body::{self, required};
-use super::sessions::{authenticate, client_ip, hash_error, live_user, secs, store_error};
+use super::sessions::{authenticate, client_ip, hash_error, live_user, store_error};
 use super::{json, require_bearer};
-use crate::app::{unix_now, AppState};
+use crate::app::{secs, unix_now, AppState};
 use crate::auth::accounts_rules::{check_password as password_rules, check_username};
 use crate::auth::claims::{Claims, TokenType};
 use crate::auth::verify::{check_fresh, verify};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{self, required};
 use super::{require_bearer, token_json};
-use crate::app::{unix_now, AppState};
+use crate::app::{secs, unix_now, AppState};
 use crate::auth::accounts_rules::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
 use crate::auth::claims::{new_jti, Claims, TokenType};
 use crate::auth::limiter;
@@ -297,10 +297,7 @@ pub(crate) fn issue_access(
         auth_time: to_u64(if fresh { now } else { session.auth_time }),
         fresh: Some(fresh),
     };
-    state.tokens.issue(&claims).map_err(|e| {
-        tracing::error!(error = %e, "cannot sign an access token");
-        ApiError::Internal
-    })
+    sign(state, &claims)
 }
 
 /// The refresh token `jti` of `session`, issued at `issued_at`; it expires with the session.
@@ -325,8 +322,13 @@ fn issue_refresh(
         auth_time: to_u64(session.auth_time),
         fresh: None,
     };
-    state.tokens.issue(&claims).map_err(|e| {
-        tracing::error!(error = %e, "cannot sign a refresh token");
+    sign(state, &claims)
+}
+
+/// Signs `claims`; a failure is the gateway's own fault, logged and answered `internal`.
+fn sign(state: &AppState, claims: &Claims) -> Result<String, ApiError> {
+    state.tokens.issue(claims).map_err(|e| {
+        tracing::error!(error = %e, kind = ?claims.r#type, "cannot sign a token");
         ApiError::Internal
     })
 }
@@ -388,11 +390,6 @@ pub(crate) fn hash_error(e: HashError) -> ApiError {
             ApiError::Internal
         }
     }
-}
-
-/// Whole seconds of a duration as the store's signed seconds.
-pub(crate) fn secs(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn to_u64(t: i64) -> u64 {

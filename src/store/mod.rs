@@ -11,9 +11,27 @@ mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::StoreUrl;
 
 pub use model::*;
 pub use sqlite::SqliteStore;
+
+/// Opens the store `url` names (creating an SQLite file and its folder on first use), on the
+/// blocking pool. The gateway and the operator CLI both open their store here.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, String> {
+    match url {
+        StoreUrl::Sqlite(path) => {
+            let p = path.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&p))
+                .await
+                .map_err(|e| format!("store task failed: {e}"))?
+                .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
 
 /// The future every [`Store`] method returns; boxed so the trait stays dyn-compatible.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

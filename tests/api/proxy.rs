@@ -54,40 +54,24 @@ impl Release {
 
 /// An upstream that answers `200 held` only after [`Release::release`].
 pub async fn held_upstream() -> (SocketAddr, Release) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let release = Release {
         arrived: Arc::new(Notify::new()),
         go: Arc::new(Notify::new()),
     };
     let r = release.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let r = r.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |_req| {
-                    let r = r.clone();
-                    async move {
-                        let go = r.go.notified();
-                        tokio::pin!(go);
-                        // Registered before announcing arrival, so a release cannot be missed.
-                        go.as_mut().enable();
-                        r.arrived.notify_one();
-                        go.await;
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                            b"held",
-                        ))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    let addr = serve(move |_req: Request<Incoming>| {
+        let r = r.clone();
+        async move {
+            let go = r.go.notified();
+            tokio::pin!(go);
+            // Registered before announcing arrival, so a release cannot be missed.
+            go.as_mut().enable();
+            r.arrived.notify_one();
+            go.await;
+            Response::new(Full::new(Bytes::from_static(b"held")))
         }
-    });
+    })
+    .await;
     (addr, release)
 }
 
@@ -142,8 +126,9 @@ fn refused_addr() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// An upstream that reads the request head and answers with bytes that are not HTTP.
-async fn garbage_upstream() -> SocketAddr {
+/// An upstream that reads the request head and writes `reply` as raw bytes; then it closes
+/// the connection, or with `hold` keeps it open until the peer closes.
+async fn raw_upstream(reply: &'static [u8], hold: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -151,14 +136,25 @@ async fn garbage_upstream() -> SocketAddr {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(b"SSH-2.0-OpenSSH_9.2\r\n\x00\x01\x02 not http at all\r\n\r\n")
-                    .await;
-                let _ = stream.shutdown().await;
+                let _ = stream.write_all(reply).await;
+                if hold {
+                    let _ = stream.read(&mut buf).await;
+                } else {
+                    let _ = stream.shutdown().await;
+                }
             });
         }
     });
     addr
+}
+
+/// An upstream that answers with bytes that are not HTTP.
+async fn garbage_upstream() -> SocketAddr {
+    raw_upstream(
+        b"SSH-2.0-OpenSSH_9.2\r\n\x00\x01\x02 not http at all\r\n\r\n",
+        false,
+    )
+    .await
 }
 
 /// An upstream that accepts and closes every connection without a byte.
@@ -176,22 +172,11 @@ async fn reset_upstream() -> SocketAddr {
 /// An upstream that answers every request with `101 Switching Protocols` and keeps the
 /// connection open.
 async fn switching_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
-                    .await;
-                // Hold the connection until the peer closes it.
-                let _ = stream.read(&mut buf).await;
-            });
-        }
-    });
-    addr
+    raw_upstream(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+        true,
+    )
+    .await
 }
 
 /// A WebSocket upstream that sends every text and binary message back.

@@ -137,12 +137,18 @@ impl TokenService {
     /// prebuilt `Validation`); `type`; claim shape; lifetime no longer than we issue; `iat`
     /// not in the future. Revocation, freshness and roles are the caller's next steps.
     pub fn verify(&self, token: &str, expected: TokenType) -> Result<Claims, TokenError> {
+        self.verify_as(token, &[expected])
+    }
+
+    /// [`TokenService::verify`] for endpoints that take either type (logout, step-up): one
+    /// decode, and the token's `type` must be one of `allowed`.
+    pub fn verify_as(&self, token: &str, allowed: &[TokenType]) -> Result<Claims, TokenError> {
         let header_segment = check_format(token)?;
         let key = self.check_header(header_segment)?;
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(map_jwt_error)?
             .claims;
-        if claims.r#type != expected {
+        if !allowed.contains(&claims.r#type) {
             return Err(TokenError::Invalid("wrong token type"));
         }
         claims.check_shape().map_err(TokenError::Invalid)?;

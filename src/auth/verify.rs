@@ -17,7 +17,31 @@ pub fn verify(
     token: &str,
     expected: TokenType,
 ) -> Result<Claims, ApiError> {
-    let claims = tokens.verify(token, expected).map_err(|e| {
+    verify_as(tokens, revocations, token, &[expected])
+}
+
+/// Verifies a token that may be either an access or a refresh token (logout, `/auth/fresh`),
+/// decoding it once.
+pub fn verify_either(
+    tokens: &TokenService,
+    revocations: &RevocationIndex,
+    token: &str,
+) -> Result<Claims, ApiError> {
+    verify_as(
+        tokens,
+        revocations,
+        token,
+        &[TokenType::Access, TokenType::Refresh],
+    )
+}
+
+fn verify_as(
+    tokens: &TokenService,
+    revocations: &RevocationIndex,
+    token: &str,
+    allowed: &[TokenType],
+) -> Result<Claims, ApiError> {
+    let claims = tokens.verify_as(token, allowed).map_err(|e| {
         // Which check failed goes to the log (never the token); the client gets one message.
         if let TokenError::Invalid(reason) = &e {
             tracing::debug!(reason, "token refused");
@@ -28,18 +52,6 @@ pub fn verify(
         return Err(ApiError::TokenRevoked);
     }
     Ok(claims)
-}
-
-/// Verifies a token that may be either an access or a refresh token (logout, `/auth/fresh`).
-pub fn verify_either(
-    tokens: &TokenService,
-    revocations: &RevocationIndex,
-    token: &str,
-) -> Result<Claims, ApiError> {
-    match verify(tokens, revocations, token, TokenType::Access) {
-        Err(ApiError::InvalidToken(_)) => verify(tokens, revocations, token, TokenType::Refresh),
-        other => other,
-    }
 }
 
 /// The route's freshness rule: the token must be fresh and, with `max_age`, its `auth_time`

@@ -1,17 +1,19 @@
-//! Micro benchmarks of the request path: token verification with the revocation lookup, and
-//! route matching with 10 and 1,000 routes. `cargo bench` runs them.
+//! Micro benchmarks of the request path: authentication (bearer header, token verification
+//! and the revocation lookup), and route matching with 10 and 1,000 routes. `cargo bench`
+//! runs them.
 
 // A benchmark that cannot set itself up should stop loudly.
 #![allow(clippy::expect_used)]
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 
+use authgate::auth::authenticator::{Accept, Authenticator};
 use authgate::auth::claims::{new_jti, Claims, TokenType};
 use authgate::auth::keys::{load_keys, KeyLoad};
 use authgate::auth::revocation::RevocationIndex;
 use authgate::auth::tokens::TokenService;
-use authgate::auth::verify::verify;
 use authgate::config::{self, Config};
 use authgate::proxy::path::normalize;
 use authgate::proxy::router::Router;
@@ -77,15 +79,21 @@ fn index_with(n: usize) -> RevocationIndex {
 
 fn bench_verify(c: &mut Criterion) {
     let cfg = config_with_routes(0);
-    let svc = token_service(&cfg);
+    let svc = Arc::new(token_service(&cfg));
     let token = svc.issue(&access_claims(&svc)).expect("token");
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+    );
     for n in [0usize, 100_000] {
-        let index = index_with(n);
+        let auth = Authenticator::new(svc.clone(), Arc::new(index_with(n)));
         c.bench_function(
-            &format!("verify HS256 access token, {n} revocations"),
+            &format!("authenticate HS256 access token, {n} revocations"),
             |b| {
                 b.iter(|| {
-                    verify(&svc, &index, black_box(&token), TokenType::Access).expect("valid")
+                    auth.authenticate(black_box(&headers), Accept::Access)
+                        .expect("valid")
                 })
             },
         );

@@ -16,11 +16,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminService;
+use crate::auth::authenticator::Authenticator;
 use crate::auth::keys::{load_keys, KeyLoad};
 use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::PasswordHasher;
 use crate::auth::revocation::RevocationIndex;
 use crate::auth::tokens::TokenService;
+use crate::clock::{secs, Clock};
 use crate::config::{self, Config, ConfigError, StoreUrl};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
@@ -65,9 +67,13 @@ pub struct AppState {
     /// Users, sessions, revocation log.
     pub store: Arc<dyn Store>,
     /// Issues and verifies tokens.
-    pub tokens: TokenService,
+    pub tokens: Arc<TokenService>,
     /// Revoked sessions, users and tokens, in memory.
     pub revocations: Arc<RevocationIndex>,
+    /// Turns request credentials into identities.
+    pub auth: Arc<Authenticator>,
+    /// Wall time.
+    pub clock: Clock,
     /// argon2id on the blocking pool, behind a semaphore.
     pub hasher: PasswordHasher,
     /// Failed-login limiting.
@@ -126,8 +132,11 @@ impl App {
             env_secret(),
             KeyLoad::CreateMissing,
         )?;
+        let clock = Clock::system();
         let tokens = TokenService::new(&config.tokens, keys)
-            .map_err(|e| StartError::Runtime(format!("token keys: {e}")))?;
+            .map_err(|e| StartError::Runtime(format!("token keys: {e}")))?
+            .with_clock(clock.clone());
+        let tokens = Arc::new(tokens);
         let tls = match &config.server.tls {
             Some(files) => Some(Arc::new(ArcSwap::new(tls::server_config(
                 files,
@@ -139,7 +148,8 @@ impl App {
         let store = crate::store::open(&config.store.url)
             .await
             .map_err(StartError::Runtime)?;
-        let (revocations, log_cursor) = load_revocations(store.as_ref()).await?;
+        let (revocations, log_cursor) = load_revocations(store.as_ref(), &clock).await?;
+        let auth = Arc::new(Authenticator::new(tokens.clone(), revocations.clone()));
         let hasher = build_hasher(&config).await?;
         let limiter = LoginLimiter::new(config.auth.login_limit);
 
@@ -154,6 +164,8 @@ impl App {
             store,
             tokens,
             revocations,
+            auth,
+            clock,
             hasher,
             limiter,
             proxy: ArcSwap::from_pointee(proxy),
@@ -292,11 +304,14 @@ impl ReloadHandle {
 /// The revocation index as the store has it now, and the log position the poller resumes
 /// from. The cursor is read before the live entries, so nothing committed in between is
 /// missed (entries seen twice are applied idempotently).
-async fn load_revocations(store: &dyn Store) -> Result<(Arc<RevocationIndex>, i64), StartError> {
+async fn load_revocations(
+    store: &dyn Store,
+    clock: &Clock,
+) -> Result<(Arc<RevocationIndex>, i64), StartError> {
     let unreadable = |e| StartError::Runtime(format!("cannot read the revocation log: {e}"));
     let cursor = store.last_seq().await.map_err(unreadable)?;
     let live = store
-        .live_revocations(unix_now())
+        .live_revocations(clock.now())
         .await
         .map_err(unreadable)?;
     let index = Arc::new(RevocationIndex::new());
@@ -357,18 +372,6 @@ fn spawn_admin(
     })
 }
 
-/// Whole seconds of a duration as the store's signed seconds.
-pub fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Keeps the in-memory revocation index in step with the log (other processes write to it
 /// too) and prunes what has expired.
 ///
@@ -400,7 +403,7 @@ async fn poll_revocations(state: Arc<AppState>, mut cursor: i64, stop: Cancellat
 async fn prune_expired(state: Arc<AppState>, stop: CancellationToken) {
     let mut tick = interval(PRUNE_EVERY);
     while next_tick(&mut tick, &stop).await {
-        let now = unix_now();
+        let now = state.clock.now();
         state.revocations.prune(now);
         state.limiter.prune(Instant::now());
         // Session rows stay through the leeway: their tokens still verify until then.

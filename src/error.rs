@@ -9,7 +9,12 @@ use std::borrow::Cow;
 use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
+use crate::auth::error::AuthError;
+use crate::auth::password::HashError;
+use crate::auth::policy::Refusal;
+use crate::auth::tokens::IssueError;
 use crate::body::{full, Body};
+use crate::store::StoreError;
 
 /// The JSON body of every error answer.
 #[derive(serde::Serialize)]
@@ -213,6 +218,81 @@ impl ApiError {
             _ => {}
         }
         res
+    }
+}
+
+/// The §1 answer of each authentication and authorisation refusal.
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::MissingToken => ApiError::MissingToken,
+            AuthError::MultipleCredentials => {
+                ApiError::InvalidRequest("send exactly one bearer credential".into())
+            }
+            AuthError::MalformedCredential => {
+                ApiError::InvalidRequest("the Authorization header is malformed".into())
+            }
+            AuthError::Expired => ApiError::TokenExpired,
+            AuthError::Invalid(reason) => ApiError::InvalidToken(reason),
+            AuthError::Revoked => ApiError::TokenRevoked,
+            AuthError::FreshRequired { max_age } => ApiError::FreshTokenRequired { max_age },
+            AuthError::Forbidden => ApiError::Forbidden,
+        }
+    }
+}
+
+/// A route policy's refusal: its auth error, or `405` with the route's `Allow`.
+impl From<Refusal> for ApiError {
+    fn from(e: Refusal) -> Self {
+        match e {
+            Refusal::Auth(e) => e.into(),
+            Refusal::Method { allow } => ApiError::MethodNotAllowed { allow },
+        }
+    }
+}
+
+/// Store failures are logged here, once, and answered opaquely.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken => ApiError::UsernameTaken,
+            StoreError::Busy => {
+                tracing::warn!("store busy");
+                ApiError::Unavailable {
+                    retry_after: 1,
+                    close: false,
+                }
+            }
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+/// A full hashing queue is `503` with `Retry-After`, so a login storm sheds load; a hashing
+/// failure is logged here and answered `internal`.
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => ApiError::Unavailable {
+                retry_after: 1,
+                close: false,
+            },
+            HashError::Internal(detail) => {
+                tracing::error!(error = %detail, "password hashing failed");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+/// A token the gateway cannot issue is its own fault: logged here, answered `internal`.
+impl From<IssueError> for ApiError {
+    fn from(e: IssueError) -> Self {
+        tracing::error!(error = %e, "cannot issue a token");
+        ApiError::Internal
     }
 }
 

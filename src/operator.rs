@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::secs;
 use crate::auth::accounts_rules::{check_password, check_username};
 use crate::auth::password::PasswordHasher;
 use crate::cli::{load_config, UserCommand, EXIT_RUNTIME};
+use crate::clock::{secs, Clock};
 use crate::config::Config;
 use crate::store::{Store, StoreError, User};
 
@@ -44,7 +44,7 @@ fn fail(message: String) -> ExitCode {
 
 async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
     let store = crate::store::open(&config.store.url).await?;
-    let now = crate::app::unix_now();
+    let now = Clock::system().now();
     let leeway = secs(config.tokens.leeway);
     match cmd {
         UserCommand::Add { name, roles } => add(config, &store, &name, roles, now).await,

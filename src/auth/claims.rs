@@ -62,23 +62,18 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// The user id in `sub`; 0 (never a user: ids start at 1) if `sub` is not a positive
-    /// decimal integer, which [`Claims::check_shape`] rules out for every verified token.
-    pub fn user_id(&self) -> i64 {
-        parse_user_id(&self.sub).unwrap_or(0)
-    }
-
     /// True for an access token with `fresh: true`.
     pub fn is_fresh(&self) -> bool {
         self.r#type == TokenType::Access && self.fresh == Some(true)
     }
 
     /// The rules beyond JSON types: `sub` a positive decimal integer, `jti`/`sid` short
-    /// base64url strings, and the access/refresh claim sets. The error is a reason for logs.
-    pub fn check_shape(&self) -> Result<(), &'static str> {
-        if parse_user_id(&self.sub).is_none() {
+    /// base64url strings, and the access/refresh claim sets. Returns the user id `sub` names,
+    /// so verification parses it once; the error is a reason for logs.
+    pub fn check_shape(&self) -> Result<i64, &'static str> {
+        let Some(user_id) = parse_user_id(&self.sub) else {
             return Err("sub is not a positive decimal integer");
-        }
+        };
         if !is_short_id(&self.jti) {
             return Err("jti is not a short base64url string");
         }
@@ -97,7 +92,7 @@ impl Claims {
             TokenType::Refresh if identity.contains(&true) => {
                 Err("refresh token with username, roles or fresh")
             }
-            _ => Ok(()),
+            _ => Ok(user_id),
         }
     }
 }
@@ -150,7 +145,7 @@ mod tests {
     fn access_claims_round_trip_through_json() {
         let claims = parse(access_json()).unwrap();
         assert_eq!(claims.r#type, TokenType::Access);
-        assert_eq!(claims.user_id(), 42);
+        assert_eq!(parse_user_id(&claims.sub), Some(42));
         assert!(claims.check_shape().is_ok());
         let back = serde_json::to_value(&claims).unwrap();
         assert_eq!(back, access_json());

@@ -1,13 +1,21 @@
-//! Authentication logic with no I/O on the request path: keys, claims, token issue and
-//! verification, `Authorization` parsing, the in-memory revocation index, the one verify
-//! function the proxy calls, login limiting, and password hashing (on the blocking pool).
+//! Authentication with no I/O on the request path, and no HTTP server: the [`Authenticator`]
+//! that turns request headers into an [`Identity`], the route policy that decides on it, and
+//! what they stand on — keys, claims, token issue and verification, `Authorization` parsing,
+//! the in-memory revocation index — plus login limiting and password hashing (on the
+//! blocking pool) for the account endpoints.
+//!
+//! [`Authenticator`]: authenticator::Authenticator
+//! [`Identity`]: identity::Identity
 
 pub mod accounts_rules;
+pub mod authenticator;
 pub mod bearer;
 pub mod claims;
+pub mod error;
+pub mod identity;
 pub mod keys;
 pub mod limiter;
 pub mod password;
+pub mod policy;
 pub mod revocation;
 pub mod tokens;
-pub mod verify;

@@ -18,8 +18,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::claims::{Claims, TokenType};
+use super::claims::{new_jti, Claims, TokenType};
 use super::keys::{jwt_algorithm, Keys, PublicKey};
+use crate::clock::{claim_time, Clock};
 use crate::config::{TokenAlgorithm, TokensConfig};
 
 /// Longest token accepted, in bytes; checked before any decoding.
@@ -47,6 +48,55 @@ pub enum TokenSetupError {
     AlgorithmMismatch,
 }
 
+/// Why a token could not be issued: a fault of the gateway (answered 500), never of the client.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The OS random source failed; no guessable id is ever issued instead.
+    #[error("the OS random number generator failed: {0}")]
+    Random(#[from] getrandom::Error),
+    /// The claims could not be signed (a bug or a key fault).
+    #[error("cannot sign a {kind:?} token: {reason}")]
+    Sign {
+        /// Which token it was.
+        kind: TokenType,
+        /// What went wrong.
+        reason: TokenError,
+    },
+}
+
+/// The account an access token speaks for.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountGrant<'a> {
+    /// The user id (`sub`).
+    pub user_id: i64,
+    /// The username as registered.
+    pub username: &'a str,
+    /// The user's roles.
+    pub roles: &'a [String],
+}
+
+/// The login session a token belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionGrant<'a> {
+    /// The user who logged in (`sub` of the session's refresh tokens).
+    pub user_id: i64,
+    /// The session id (`sid`).
+    pub sid: &'a str,
+    /// The session's last password check, seconds since the epoch.
+    pub auth_time: i64,
+    /// When the session ends, seconds since the epoch: no token of it outlives this.
+    pub expires_at: i64,
+}
+
+/// A verified token: its claims and the user id parsed from `sub`, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The token's claims.
+    pub claims: Claims,
+    /// `sub` as a number (always positive).
+    pub user_id: i64,
+}
+
 /// Issues and verifies tokens; built once at start and shared.
 pub struct TokenService {
     algorithm: TokenAlgorithm,
@@ -61,6 +111,7 @@ pub struct TokenService {
     refresh_ttl: Duration,
     leeway: Duration,
     jwks: Option<serde_json::Value>,
+    clock: Clock,
 }
 
 impl fmt::Debug for TokenService {
@@ -114,11 +165,83 @@ impl TokenService {
             refresh_ttl: cfg.refresh_ttl,
             leeway: cfg.leeway,
             jwks,
+            clock: Clock::system(),
         })
     }
 
-    /// Signs `claims` with the current key. They must already be what [`Self::verify`] accepts
-    /// (our `iss`/`aud`, a valid shape); an error here is a bug or a key fault (answer 500).
+    /// The same service reading `clock` for issue times and its own time checks.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// An access token for `account` in `session`, issued at `now`. It never outlives the
+    /// session, so a revoked session's entry can be pruned once the session has expired. A
+    /// `fresh` token comes straight from a password check: its `auth_time` is `now`.
+    pub fn issue_access(
+        &self,
+        account: &AccountGrant<'_>,
+        session: &SessionGrant<'_>,
+        fresh: bool,
+        now: i64,
+    ) -> Result<String, IssueError> {
+        let now_u = claim_time(now);
+        let exp = (now_u + self.access_ttl.as_secs()).min(claim_time(session.expires_at));
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: account.user_id.to_string(),
+            username: Some(account.username.to_owned()),
+            roles: Some(account.roles.to_vec()),
+            r#type: TokenType::Access,
+            jti: new_jti()?,
+            sid: session.sid.to_owned(),
+            iat: now_u,
+            nbf: now_u,
+            exp,
+            auth_time: claim_time(if fresh { now } else { session.auth_time }),
+            fresh: Some(fresh),
+        };
+        self.sign(&claims)
+    }
+
+    /// The refresh token `jti` of `session`, issued at `issued_at`; it expires with the
+    /// session. Re-issuing it with the same `jti` and `issued_at` gives the same claims.
+    pub fn issue_refresh(
+        &self,
+        session: &SessionGrant<'_>,
+        jti: &str,
+        issued_at: i64,
+    ) -> Result<String, IssueError> {
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: session.user_id.to_string(),
+            username: None,
+            roles: None,
+            r#type: TokenType::Refresh,
+            jti: jti.to_owned(),
+            sid: session.sid.to_owned(),
+            iat: claim_time(issued_at),
+            nbf: claim_time(issued_at),
+            exp: claim_time(session.expires_at),
+            auth_time: claim_time(session.auth_time),
+            fresh: None,
+        };
+        self.sign(&claims)
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String, IssueError> {
+        self.issue(claims).map_err(|reason| IssueError::Sign {
+            kind: claims.r#type,
+            reason,
+        })
+    }
+
+    /// Signs `claims` as given with the current key: the low-level step under
+    /// [`Self::issue_access`] and [`Self::issue_refresh`], which the gateway uses (tests sign
+    /// hand-made claims here). They must already be what [`Self::verify`] accepts (our
+    /// `iss`/`aud`, a valid shape); an error here is a bug or a key fault (answer 500).
     pub fn issue(&self, claims: &Claims) -> Result<String, TokenError> {
         if claims.iss != self.issuer || claims.aud != self.audience {
             return Err(TokenError::Invalid(
@@ -137,12 +260,12 @@ impl TokenService {
     /// prebuilt `Validation`); `type`; claim shape; lifetime no longer than we issue; `iat`
     /// not in the future. Revocation, freshness and roles are the caller's next steps.
     pub fn verify(&self, token: &str, expected: TokenType) -> Result<Claims, TokenError> {
-        self.verify_as(token, &[expected])
+        self.verify_as(token, &[expected]).map(|v| v.claims)
     }
 
-    /// [`TokenService::verify`] for endpoints that take either type (logout, step-up): one
-    /// decode, and the token's `type` must be one of `allowed`.
-    pub fn verify_as(&self, token: &str, allowed: &[TokenType]) -> Result<Claims, TokenError> {
+    /// [`TokenService::verify`] for a token whose `type` may be any of `allowed` (logout and
+    /// step-up take either): one decode, and `sub` parsed into the user id once.
+    pub fn verify_as(&self, token: &str, allowed: &[TokenType]) -> Result<Verified, TokenError> {
         let header_segment = check_format(token)?;
         let key = self.check_header(header_segment)?;
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
@@ -151,8 +274,9 @@ impl TokenService {
         if !allowed.contains(&claims.r#type) {
             return Err(TokenError::Invalid("wrong token type"));
         }
-        claims.check_shape().map_err(TokenError::Invalid)?;
-        self.check_times(claims)
+        let user_id = claims.check_shape().map_err(TokenError::Invalid)?;
+        let claims = self.check_times(claims)?;
+        Ok(Verified { claims, user_id })
     }
 
     /// The JWK Set (`{"keys":[...]}`) of the signing key and the rotation keys; `None` under
@@ -240,7 +364,7 @@ impl TokenService {
         if lifetime > self.ttl(claims.r#type).as_secs().saturating_add(leeway) {
             return Err(TokenError::Invalid("lifetime longer than issued"));
         }
-        let now = jsonwebtoken::get_current_timestamp();
+        let now = self.clock.now_u64();
         if claims.iat > now.saturating_add(leeway) {
             return Err(TokenError::Invalid("iat in the future"));
         }
@@ -954,7 +1078,7 @@ mod tests {
             .service
             .verify(&sign_payload(&f, &p), TokenType::Access)
             .unwrap();
-        assert_eq!(claims.user_id(), 42);
+        assert_eq!(crate::auth::claims::parse_user_id(&claims.sub), Some(42));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::router::Route;
 use super::websocket;
 use super::ProxyState;
 use crate::app::AppState;
-use crate::auth::claims::Claims;
+use crate::auth::identity::Identity;
 use crate::body::{Body, BoxError};
 use crate::config::ConfigError;
 use crate::error::ApiError;
@@ -120,7 +120,7 @@ pub async fn forward(
     route: &Route,
     mut req: Request<Incoming>,
     ctx: &RequestContext,
-    identity: Option<&Claims>,
+    identity: Option<Identity>,
 ) -> Result<Response<Body>, ApiError> {
     let websocket = route.config().websocket && is_websocket_upgrade(req.headers());
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
@@ -131,7 +131,7 @@ pub async fn forward(
             ApiError::InvalidRequest("bad request target".into())
         })?;
     let (mut parts, body) = req.into_parts();
-    rewrite_request_headers(proxy, route, &mut parts, ctx, identity)?;
+    rewrite_request_headers(proxy, route, &mut parts, ctx, identity.as_ref())?;
     if websocket {
         set_websocket_upgrade(&mut parts.headers);
     }
@@ -190,7 +190,7 @@ fn rewrite_request_headers(
     route: &Route,
     parts: &mut http::request::Parts,
     ctx: &RequestContext,
-    identity: Option<&Claims>,
+    identity: Option<&Identity>,
 ) -> Result<(), ApiError> {
     let client_host = parts.headers.get(HOST).cloned().or_else(|| {
         parts
@@ -202,13 +202,13 @@ fn rewrite_request_headers(
     strip_hop_by_hop(headers);
     proxy.rewriter.strip_identity(headers);
     strip_routing_overrides(headers);
-    if let Some(claims) = identity {
+    if let Some(identity) = identity {
         let values = IdentityValues {
-            user_id: &claims.sub,
-            username: claims.username.as_deref().unwrap_or(""),
-            roles: claims.roles.as_deref().unwrap_or(&[]),
-            session_id: &claims.sid,
-            fresh: claims.fresh.unwrap_or(false),
+            user_id: identity.user_id,
+            username: &identity.username,
+            roles: &identity.roles,
+            session_id: &identity.session_id,
+            fresh: identity.fresh,
         };
         proxy.rewriter.add_identity(headers, &values).map_err(|e| {
             tracing::error!(error = %e, "identity cannot be sent upstream");

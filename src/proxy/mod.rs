@@ -18,13 +18,13 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::app::AppState;
-use crate::auth::claims::{Claims, TokenType};
-use crate::auth::verify::{check_fresh, check_roles, verify};
+use crate::auth::authenticator::Accept;
+use crate::auth::identity::Identity;
+use crate::auth::policy;
 use crate::body::Body;
-use crate::config::{Config, ConfigError, ProxyConfig, RouteAuth};
+use crate::config::{Config, ConfigError, ProxyConfig};
 use crate::error::ApiError;
 use crate::gateway::{RequestContext, RouteLabel};
-use crate::routes::require_bearer;
 use forward::{build_client, forward, UpstreamClient};
 use headers::HeaderRewriter;
 use router::{Route, Router};
@@ -83,46 +83,26 @@ pub async fn handle(
         return (Err(ApiError::NotFound), RouteLabel::Static("-"));
     };
     let label = proxy.label(route);
-    let result = match check_policy(state, route, &req) {
-        Ok(identity) => forward(state, &proxy, route, req, &ctx, identity.as_ref()).await,
+    let result = match authorize(state, route, &req) {
+        Ok(identity) => forward(state, &proxy, route, req, &ctx, identity).await,
         Err(e) => Err(e),
     };
     (result, label)
 }
 
-/// The route's policy, in §4/§6 order: on non-public routes every 401 and 403 comes before
-/// 405, so an anonymous caller learns nothing from the method. Public routes never read
-/// `Authorization`.
-fn check_policy<B>(
+/// Authentication, then the route's policy (§4/§6 order: every 401 and 403 before 405).
+/// Public routes never read `Authorization`.
+fn authorize<B>(
     state: &Arc<AppState>,
     route: &Route,
     req: &Request<B>,
-) -> Result<Option<Claims>, ApiError> {
-    let cfg = route.config();
-    let identity = match cfg.auth {
-        RouteAuth::Public => None,
-        RouteAuth::Token | RouteAuth::Fresh => {
-            let token = require_bearer(req)?;
-            let claims = verify(&state.tokens, &state.revocations, token, TokenType::Access)?;
-            if cfg.auth == RouteAuth::Fresh {
-                check_fresh(&claims, cfg.fresh_max_age, now_secs())?;
-            }
-            check_roles(&claims, &cfg.roles)?;
-            Some(claims)
-        }
+) -> Result<Option<Identity>, ApiError> {
+    let policy = route.policy();
+    let identity = if policy.reads_credentials() {
+        state.auth.authenticate(req.headers(), Accept::Access)?
+    } else {
+        None
     };
-    if !route.allows(req.method()) {
-        let allow = route
-            .allow()
-            .cloned()
-            .unwrap_or(http::HeaderValue::from_static(""));
-        return Err(ApiError::MethodNotAllowed { allow });
-    }
+    policy::decide(policy, req.method(), identity.as_ref(), &state.clock)?;
     Ok(identity)
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

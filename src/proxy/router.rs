@@ -9,10 +9,11 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use http::uri::{Authority, Parts, PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Uri};
+use http::{HeaderValue, Uri};
 use thiserror::Error;
 
 use super::path::remainder_after_prefix;
+use crate::auth::policy::RoutePolicy;
 use crate::config::RouteConfig;
 
 /// A route the table cannot be built from; validation normally refuses these earlier.
@@ -123,7 +124,7 @@ impl Router {
 pub struct Route {
     config: RouteConfig,
     index: usize,
-    allow: Option<HeaderValue>,
+    policy: RoutePolicy,
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
@@ -148,7 +149,7 @@ impl Route {
         Ok(Route {
             config: config.clone(),
             index,
-            allow: config.methods.as_deref().and_then(allow_value),
+            policy: RoutePolicy::new(config),
             scheme: scheme.clone(),
             authority: authority.clone(),
             host: host_value(authority).ok_or_else(|| RouterError::UpstreamNotAbsolute {
@@ -174,17 +175,9 @@ impl Route {
         &self.config.prefix
     }
 
-    /// The `Allow` header value for a `405`, e.g. `GET, POST`; `None` when all methods pass.
-    pub fn allow(&self) -> Option<&HeaderValue> {
-        self.allow.as_ref()
-    }
-
-    /// Whether the route accepts `method` (exact match; `HEAD` only when listed).
-    pub fn allows(&self, method: &Method) -> bool {
-        self.config
-            .methods
-            .as_ref()
-            .is_none_or(|methods| methods.contains(method))
+    /// Who may pass the route, with which methods (compiled once).
+    pub fn policy(&self) -> &RoutePolicy {
+        &self.policy
     }
 
     /// Upstream scheme (`http` or `https`).
@@ -242,16 +235,6 @@ impl Route {
     }
 }
 
-/// `GET, POST` from the configured list; method tokens are always valid header bytes.
-fn allow_value(methods: &[Method]) -> Option<HeaderValue> {
-    let joined = methods
-        .iter()
-        .map(Method::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    HeaderValue::from_str(&joined).ok()
-}
-
 /// `Host` must not carry the userinfo an authority may hold.
 fn host_value(authority: &Authority) -> Option<HeaderValue> {
     let full = authority.as_str();
@@ -263,6 +246,8 @@ fn host_value(authority: &Authority) -> Option<HeaderValue> {
 #[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use std::time::Duration;
+
+    use http::Method;
 
     use super::*;
     use crate::config::RouteAuth;
@@ -369,13 +354,15 @@ mod tests {
         config.methods = Some(vec![Method::GET, Method::POST]);
         let r = Router::new(&[config, route("/open", "http://a")]).unwrap();
         let api = r.route_for("/api").unwrap();
-        assert_eq!(api.allow().unwrap(), "GET, POST");
-        assert!(api.allows(&Method::GET));
-        assert!(!api.allows(&Method::HEAD));
-        assert!(!api.allows(&Method::DELETE));
+        assert_eq!(api.policy().allow().unwrap(), "GET, POST");
+        assert!(api.policy().allows(&Method::GET));
+        assert!(!api.policy().allows(&Method::HEAD));
+        assert!(!api.policy().allows(&Method::DELETE));
         let open = r.route_for("/open").unwrap();
-        assert!(open.allow().is_none());
-        assert!(open.allows(&Method::from_bytes(b"PROPFIND").unwrap()));
+        assert!(open.policy().allow().is_none());
+        assert!(open
+            .policy()
+            .allows(&Method::from_bytes(b"PROPFIND").unwrap()));
     }
 
     #[test]

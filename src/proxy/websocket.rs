@@ -5,31 +5,34 @@
 //! they are tracked here.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::app::AppState;
-use crate::auth::claims::Claims;
+use crate::auth::identity::Identity;
 use crate::server::ConnectionSlot;
 
 /// Tunnels an upgraded connection until either side closes or the gateway shuts down, and
-/// for an authenticated one (`claims`) also until its token is revoked or expires. The tunnel
-/// holds the connection's `slot`, so upgraded connections count against `max_connections`.
+/// for an authenticated one (`identity`) also until its token is revoked or expires. The
+/// tunnel holds the connection's `slot`, so upgraded connections count against
+/// `max_connections`.
 pub fn tunnel(
     state: &Arc<AppState>,
     client: OnUpgrade,
     upstream: OnUpgrade,
-    claims: Option<&Claims>,
+    identity: Option<Identity>,
     slot: ConnectionSlot,
 ) {
     let state = state.clone();
-    let watch = claims.map(|c| Watch {
-        jti: c.jti.clone(),
-        sid: c.sid.clone(),
-        user_id: c.user_id(),
-        until_expiry: time_left(c.exp, state.tokens.leeway()),
+    let watch = identity.map(|identity| Watch {
+        until_expiry: time_left(
+            identity.expires_at,
+            state.tokens.leeway(),
+            state.clock.since_epoch(),
+        ),
+        identity,
     });
     tokio::spawn(async move {
         let _slot = slot;
@@ -53,7 +56,7 @@ pub fn tunnel(
             r = ended => r,
             () = state.shutdown.cancelled() => "shutdown",
         };
-        let user_id = watch.as_ref().map(|w| w.user_id);
+        let user_id = watch.as_ref().map(|w| w.identity.user_id);
         tracing::info!(?user_id, reason, "upgraded connection ended");
     });
 }
@@ -61,21 +64,16 @@ pub fn tunnel(
 /// What ends an authenticated tunnel besides the peers: revocation of its token, session or
 /// user, or the token's expiry.
 struct Watch {
-    jti: String,
-    sid: String,
-    user_id: i64,
+    identity: Identity,
     until_expiry: Duration,
 }
 
 impl Watch {
     async fn ended(&self, state: &AppState) -> &'static str {
-        let mut changes = state.revocations.subscribe();
+        let mut changes = state.auth.revocation_changes();
         let revoked = async {
             loop {
-                if state
-                    .revocations
-                    .is_revoked(&self.jti, &self.sid, self.user_id)
-                {
+                if state.auth.is_revoked(&self.identity) {
                     return "revoked";
                 }
                 if changes.changed().await.is_err() {
@@ -91,10 +89,7 @@ impl Watch {
     }
 }
 
-/// Time until `exp` plus the leeway has passed.
-fn time_left(exp: u64, leeway: Duration) -> Duration {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+/// Time from `now` (since the epoch) until `exp` plus the leeway has passed.
+fn time_left(exp: u64, leeway: Duration, now: Duration) -> Duration {
     (Duration::from_secs(exp) + leeway).saturating_sub(now)
 }

@@ -7,13 +7,16 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::body::{self, required};
-use super::sessions::{authenticate, client_ip, hash_error, live_user, store_error};
-use super::{json, require_bearer};
-use crate::app::{secs, unix_now, AppState};
+use super::json;
+use super::sessions::{authenticate, client_ip, live_user};
+use crate::app::AppState;
 use crate::auth::accounts_rules::{check_password as password_rules, check_username};
-use crate::auth::claims::{Claims, TokenType};
-use crate::auth::verify::{check_fresh, verify};
+use crate::auth::authenticator::Accept;
+use crate::auth::error::AuthError;
+use crate::auth::identity::Identity;
+use crate::auth::policy::require_fresh;
 use crate::body::Body;
+use crate::clock::secs;
 use crate::error::ApiError;
 use crate::gateway::RequestContext;
 use crate::store::User;
@@ -72,12 +75,11 @@ pub async fn register(
     check_username(username).map_err(|m| ApiError::InvalidRequest(m.into()))?;
     password_rules(password, state.config.auth.min_password_length)
         .map_err(|m| ApiError::InvalidRequest(m.into()))?;
-    let hash = state.hasher.hash(password).await.map_err(hash_error)?;
+    let hash = state.hasher.hash(password).await?;
     let user = state
         .store
-        .create_user(username, &hash, Vec::new(), unix_now())
-        .await
-        .map_err(store_error)?;
+        .create_user(username, &hash, Vec::new(), state.clock.now())
+        .await?;
     tracing::info!(user_id = user.id, "registered");
     json(
         StatusCode::CREATED,
@@ -90,8 +92,8 @@ pub async fn me(
     state: &Arc<AppState>,
     req: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let claims = access_claims(state, req)?;
-    let user = live_user(state, claims.user_id()).await?;
+    let identity = access_identity(state, req)?;
+    let user = live_user(state, identity.user_id).await?;
     json(StatusCode::OK, &AccountView::of(&user))
 }
 
@@ -100,10 +102,10 @@ pub async fn delete_me(
     state: &Arc<AppState>,
     req: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let claims = access_claims(state, req)?;
-    check_fresh(&claims, None, now_u64())?;
-    if !delete_user(state, claims.user_id()).await? {
-        return Err(ApiError::TokenRevoked);
+    let identity = access_identity(state, req)?;
+    require_fresh(&identity, None, state.clock.now_u64())?;
+    if !delete_user(state, identity.user_id).await? {
+        return Err(AuthError::Revoked.into());
     }
     super::message("Account deleted.")
 }
@@ -116,8 +118,8 @@ pub async fn change_password(
     ctx: &RequestContext,
 ) -> Result<Response<Body>, ApiError> {
     let ip = client_ip(state, &req, ctx);
-    let claims = access_claims(state, &req)?;
-    check_fresh(&claims, None, now_u64())?;
+    let identity = access_identity(state, &req)?;
+    require_fresh(&identity, None, state.clock.now_u64())?;
     let (parts, body) = req.into_parts();
     let input: PasswordBody =
         body::read(&parts.headers, body, state.config.server.max_body).await?;
@@ -126,21 +128,20 @@ pub async fn change_password(
     super::sessions::check_lengths("-", current)?;
     password_rules(new, state.config.auth.min_password_length)
         .map_err(|m| ApiError::InvalidRequest(format!("new_password: {m}").into()))?;
-    let user = live_user(state, claims.user_id()).await?;
+    let user = live_user(state, identity.user_id).await?;
     authenticate(state, &user.username, current, ip).await?;
 
-    let hash = state.hasher.hash(new).await.map_err(hash_error)?;
+    let hash = state.hasher.hash(new).await?;
     let revoked = state
         .store
         .set_password(
             user.id,
             &hash,
-            Some(&claims.sid),
-            unix_now(),
+            Some(&identity.session_id),
+            state.clock.now(),
             secs(state.tokens.leeway()),
         )
-        .await
-        .map_err(store_error)?;
+        .await?;
     state.revocations.apply(&revoked);
     tracing::info!(
         user_id = user.id,
@@ -153,14 +154,10 @@ pub async fn change_password(
 /// Deletes user `id` and revokes all their tokens (store, then memory). False when no such
 /// user exists.
 pub(crate) async fn delete_user(state: &Arc<AppState>, id: i64) -> Result<bool, ApiError> {
-    let now = unix_now();
+    let now = state.clock.now();
     // No token of theirs can outlive a session started right now.
     let expires_at = now + secs(state.tokens.refresh_ttl()) + secs(state.tokens.leeway());
-    let deleted = state
-        .store
-        .delete_user(id, now, expires_at)
-        .await
-        .map_err(store_error)?;
+    let deleted = state.store.delete_user(id, now, expires_at).await?;
     match deleted {
         Some(revoked) => {
             state.revocations.apply(&revoked);
@@ -171,19 +168,10 @@ pub(crate) async fn delete_user(state: &Arc<AppState>, id: i64) -> Result<bool, 
     }
 }
 
-/// The verified, unrevoked access token of a request.
-pub(crate) fn access_claims<B>(
+/// The verified, unrevoked access-token identity of a request.
+pub(crate) fn access_identity<B>(
     state: &Arc<AppState>,
     req: &Request<B>,
-) -> Result<Claims, ApiError> {
-    verify(
-        &state.tokens,
-        &state.revocations,
-        require_bearer(req)?,
-        TokenType::Access,
-    )
-}
-
-fn now_u64() -> u64 {
-    u64::try_from(unix_now()).unwrap_or(0)
+) -> Result<Identity, ApiError> {
+    Ok(state.auth.require(req.headers(), Accept::Access)?)
 }

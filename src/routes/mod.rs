@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::auth::bearer::{bearer_token, BearerError};
 use crate::body::{full, Body};
 use crate::error::ApiError;
 use crate::gateway::RequestContext;
@@ -135,20 +134,6 @@ async fn serve(
         _ => Err(ApiError::MethodNotAllowed {
             allow: HeaderValue::from_static(endpoint.allow()),
         }),
-    }
-}
-
-/// The bearer token of a request, or the §1 error for its absence or ambiguity.
-pub(crate) fn require_bearer<B>(req: &Request<B>) -> Result<&str, ApiError> {
-    match bearer_token(req.headers()) {
-        Ok(Some(token)) => Ok(token),
-        Ok(None) => Err(ApiError::MissingToken),
-        Err(BearerError::MultipleCredentials) => Err(ApiError::InvalidRequest(
-            "send exactly one bearer credential".into(),
-        )),
-        Err(BearerError::Malformed) => Err(ApiError::InvalidRequest(
-            "the Authorization header is malformed".into(),
-        )),
     }
 }
 

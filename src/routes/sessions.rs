@@ -9,17 +9,19 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::body::{self, required};
-use super::{require_bearer, token_json};
-use crate::app::{secs, unix_now, AppState};
+use super::token_json;
+use crate::app::AppState;
 use crate::auth::accounts_rules::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
-use crate::auth::claims::{new_jti, Claims, TokenType};
+use crate::auth::authenticator::Accept;
+use crate::auth::claims::new_jti;
+use crate::auth::error::AuthError;
 use crate::auth::limiter;
-use crate::auth::password::HashError;
-use crate::auth::verify::{verify, verify_either};
+use crate::auth::tokens::{AccountGrant, IssueError, SessionGrant};
 use crate::body::Body;
+use crate::clock::{claim_time, secs};
 use crate::error::ApiError;
 use crate::gateway::RequestContext;
-use crate::store::{RefreshOutcome, Session, StoreError, User};
+use crate::store::{RefreshOutcome, Session, User};
 
 /// Body of `POST /auth/login`. No `Debug`: it holds a password.
 #[derive(Deserialize)]
@@ -59,7 +61,7 @@ pub async fn login(
 
     let user = authenticate(state, username, password, ip).await?;
 
-    let now = unix_now();
+    let now = state.clock.now();
     let session = Session {
         sid: random_id()?,
         user_id: user.id,
@@ -70,11 +72,7 @@ pub async fn login(
         refresh_issued_at: now,
         revoked: false,
     };
-    state
-        .store
-        .create_session(&session)
-        .await
-        .map_err(store_error)?;
+    state.store.create_session(&session).await?;
     tracing::info!(user_id = user.id, "login");
     let access = issue_access(state, &user, &session, true, now)?;
     let refresh = issue_refresh(state, &session, &session.refresh_jti, now)?;
@@ -86,17 +84,16 @@ pub async fn refresh(
     state: &Arc<AppState>,
     req: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let token = require_bearer(req)?;
-    let claims = verify(&state.tokens, &state.revocations, token, TokenType::Refresh)?;
-    let now = unix_now();
+    let identity = state.auth.require(req.headers(), Accept::Refresh)?;
+    let now = state.clock.now();
     // A refresh token expires with its session. The leeway lets it verify a few seconds
     // past that, but the session is over: nothing issued now could be valid.
-    if to_u64(now) >= claims.exp {
-        return Err(ApiError::TokenExpired);
+    if claim_time(now) >= identity.expires_at {
+        return Err(AuthError::Expired.into());
     }
     if !state.config.auth.refresh_rotation {
-        let session = live_session(state, &claims.sid, now).await?;
-        let user = live_user(state, claims.user_id()).await?;
+        let session = live_session(state, &identity.session_id, now).await?;
+        let user = live_user(state, identity.user_id).await?;
         let access = issue_access(state, &user, &session, false, now)?;
         return answer(state, &session, now, access, None);
     }
@@ -104,23 +101,22 @@ pub async fn refresh(
     let outcome = state
         .store
         .rotate_refresh(
-            &claims.sid,
-            &claims.jti,
+            &identity.session_id,
+            &identity.token_id,
             &new,
             now,
             secs(state.config.auth.refresh_reuse_grace),
             secs(state.tokens.leeway()),
         )
-        .await
-        .map_err(store_error)?;
+        .await?;
     match outcome {
         RefreshOutcome::Rotated(session) | RefreshOutcome::WithinGrace(session) => {
             // Either way the answer carries the session's current refresh token: freshly
             // made, or (two tabs refreshing at once) re-signed with its claims unchanged.
-            if session.user_id != claims.user_id() {
-                return Err(ApiError::InvalidToken("refresh token names another user"));
+            if session.user_id != identity.user_id {
+                return Err(AuthError::Invalid("refresh token names another user").into());
             }
-            let user = live_user(state, claims.user_id()).await?;
+            let user = live_user(state, identity.user_id).await?;
             let access = issue_access(state, &user, &session, false, now)?;
             let refresh = issue_refresh(
                 state,
@@ -133,12 +129,12 @@ pub async fn refresh(
         RefreshOutcome::ReuseDetected(revocation) => {
             state.revocations.apply(&[revocation]);
             tracing::warn!(
-                user_id = claims.user_id(),
+                user_id = identity.user_id,
                 "refresh token reuse: session revoked"
             );
-            Err(ApiError::TokenRevoked)
+            Err(AuthError::Revoked.into())
         }
-        RefreshOutcome::Revoked => Err(ApiError::TokenRevoked),
+        RefreshOutcome::Revoked => Err(AuthError::Revoked.into()),
     }
 }
 
@@ -149,21 +145,17 @@ pub async fn fresh(
     ctx: &RequestContext,
 ) -> Result<Response<Body>, ApiError> {
     let ip = client_ip(state, &req, ctx);
-    let claims = verify_either(&state.tokens, &state.revocations, require_bearer(&req)?)?;
+    let identity = state.auth.require(req.headers(), Accept::AccessOrRefresh)?;
     let (parts, body) = req.into_parts();
     let input: FreshBody = body::read(&parts.headers, body, state.config.server.max_body).await?;
     let password = required(&input.password, "password")?;
     check_lengths("-", password)?;
-    let user = live_user(state, claims.user_id()).await?;
+    let user = live_user(state, identity.user_id).await?;
     authenticate(state, &user.username, password, ip).await?;
 
-    let now = unix_now();
-    state
-        .store
-        .set_auth_time(&claims.sid, now)
-        .await
-        .map_err(store_error)?;
-    let session = live_session(state, &claims.sid, now).await?;
+    let now = state.clock.now();
+    state.store.set_auth_time(&identity.session_id, now).await?;
+    let session = live_session(state, &identity.session_id, now).await?;
     let access = issue_access(state, &user, &session, true, now)?;
     answer(state, &session, now, access, None)
 }
@@ -174,17 +166,20 @@ pub async fn logout(
     state: &Arc<AppState>,
     req: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let claims = verify_either(&state.tokens, &state.revocations, require_bearer(req)?)?;
+    let identity = state.auth.require(req.headers(), Accept::AccessOrRefresh)?;
     let revoked = state
         .store
-        .revoke_session(&claims.sid, unix_now(), secs(state.tokens.leeway()))
-        .await
-        .map_err(store_error)?;
+        .revoke_session(
+            &identity.session_id,
+            state.clock.now(),
+            secs(state.tokens.leeway()),
+        )
+        .await?;
     let Some(revocation) = revoked else {
-        return Err(ApiError::TokenRevoked);
+        return Err(AuthError::Revoked.into());
     };
     state.revocations.apply(&[revocation]);
-    tracing::info!(user_id = claims.user_id(), "logout");
+    tracing::info!(user_id = identity.user_id, "logout");
     super::message("Logged out.")
 }
 
@@ -203,17 +198,9 @@ pub(crate) async fn authenticate(
         .limiter
         .begin(username, ip, Instant::now())
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    let found = state
-        .store
-        .user_by_name(username)
-        .await
-        .map_err(store_error)?;
+    let found = state.store.user_by_name(username).await?;
     let hash = found.as_ref().map(|u| u.password_hash.as_str());
-    let ok = state
-        .hasher
-        .verify(password, hash)
-        .await
-        .map_err(hash_error)?;
+    let ok = state.hasher.verify(password, hash).await?;
     match (ok, found) {
         (true, Some(u)) => {
             attempt.succeeded();
@@ -255,9 +242,9 @@ pub(crate) fn check_lengths(username: &str, password: &str) -> Result<(), ApiErr
 }
 
 async fn live_session(state: &Arc<AppState>, sid: &str, now: i64) -> Result<Session, ApiError> {
-    match state.store.session(sid).await.map_err(store_error)? {
+    match state.store.session(sid).await? {
         Some(s) if !s.revoked && s.expires_at > now => Ok(s),
-        _ => Err(ApiError::TokenRevoked),
+        _ => Err(AuthError::Revoked.into()),
     }
 }
 
@@ -266,13 +253,11 @@ pub(crate) async fn live_user(state: &Arc<AppState>, id: i64) -> Result<User, Ap
     state
         .store
         .user_by_id(id)
-        .await
-        .map_err(store_error)?
-        .ok_or(ApiError::TokenRevoked)
+        .await?
+        .ok_or(AuthError::Revoked.into())
 }
 
-/// An access token for `user` in `session`; it never outlives the session, so a revoked
-/// session's entry can be pruned once the session has expired.
+/// An access token for `user` in `session` (see `TokenService::issue_access`).
 pub(crate) fn issue_access(
     state: &Arc<AppState>,
     user: &User,
@@ -280,24 +265,15 @@ pub(crate) fn issue_access(
     fresh: bool,
     now: i64,
 ) -> Result<String, ApiError> {
-    let now_u = to_u64(now);
-    let exp = (now_u + state.tokens.access_ttl().as_secs()).min(to_u64(session.expires_at));
-    let claims = Claims {
-        iss: state.tokens.issuer().to_owned(),
-        aud: state.config.tokens.audience.clone(),
-        sub: user.id.to_string(),
-        username: Some(user.username.clone()),
-        roles: Some(user.roles.clone()),
-        r#type: TokenType::Access,
-        jti: random_id()?,
-        sid: session.sid.clone(),
-        iat: now_u,
-        nbf: now_u,
-        exp,
-        auth_time: to_u64(if fresh { now } else { session.auth_time }),
-        fresh: Some(fresh),
+    let account = AccountGrant {
+        user_id: user.id,
+        username: &user.username,
+        roles: &user.roles,
     };
-    sign(state, &claims)
+    state
+        .tokens
+        .issue_access(&account, &grant(session), fresh, now)
+        .map_err(ApiError::from)
 }
 
 /// The refresh token `jti` of `session`, issued at `issued_at`; it expires with the session.
@@ -307,30 +283,19 @@ fn issue_refresh(
     jti: &str,
     issued_at: i64,
 ) -> Result<String, ApiError> {
-    let claims = Claims {
-        iss: state.tokens.issuer().to_owned(),
-        aud: state.config.tokens.audience.clone(),
-        sub: session.user_id.to_string(),
-        username: None,
-        roles: None,
-        r#type: TokenType::Refresh,
-        jti: jti.to_owned(),
-        sid: session.sid.clone(),
-        iat: to_u64(issued_at),
-        nbf: to_u64(issued_at),
-        exp: to_u64(session.expires_at),
-        auth_time: to_u64(session.auth_time),
-        fresh: None,
-    };
-    sign(state, &claims)
+    state
+        .tokens
+        .issue_refresh(&grant(session), jti, issued_at)
+        .map_err(ApiError::from)
 }
 
-/// Signs `claims`; a failure is the gateway's own fault, logged and answered `internal`.
-fn sign(state: &AppState, claims: &Claims) -> Result<String, ApiError> {
-    state.tokens.issue(claims).map_err(|e| {
-        tracing::error!(error = %e, kind = ?claims.r#type, "cannot sign a token");
-        ApiError::Internal
-    })
+fn grant(session: &Session) -> SessionGrant<'_> {
+    SessionGrant {
+        user_id: session.user_id,
+        sid: &session.sid,
+        auth_time: session.auth_time,
+        expires_at: session.expires_at,
+    }
 }
 
 /// The token answer; `expires_in` is the access token's real lifetime, which is shorter than
@@ -342,7 +307,7 @@ fn answer(
     access_token: String,
     refresh_token: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
-    let until_session_end = to_u64(session.expires_at.saturating_sub(now));
+    let until_session_end = claim_time(session.expires_at.saturating_sub(now));
     token_json(&TokenAnswer {
         access_token,
         refresh_token,
@@ -354,44 +319,5 @@ fn answer(
 /// A new token or session id; without the OS random source the request fails (500) rather
 /// than issue a guessable id.
 fn random_id() -> Result<String, ApiError> {
-    new_jti().map_err(|e| {
-        tracing::error!(error = %e, "the OS random number generator failed");
-        ApiError::Internal
-    })
-}
-
-/// Store failures are logged once here and answered opaquely.
-pub(crate) fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::UsernameTaken => ApiError::UsernameTaken,
-        StoreError::Busy => {
-            tracing::warn!("store busy");
-            ApiError::Unavailable {
-                retry_after: 1,
-                close: false,
-            }
-        }
-        other => {
-            tracing::error!(error = %other, "store failure");
-            ApiError::Internal
-        }
-    }
-}
-
-/// A full hashing queue is `503` with `Retry-After`, so a login storm sheds load.
-pub(crate) fn hash_error(e: HashError) -> ApiError {
-    match e {
-        HashError::Busy => ApiError::Unavailable {
-            retry_after: 1,
-            close: false,
-        },
-        HashError::Internal(detail) => {
-            tracing::error!(error = %detail, "password hashing failed");
-            ApiError::Internal
-        }
-    }
-}
-
-fn to_u64(t: i64) -> u64 {
-    u64::try_from(t).unwrap_or(0)
+    new_jti().map_err(|e| IssueError::from(e).into())
 }

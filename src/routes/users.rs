@@ -6,11 +6,10 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::accounts::{access_claims, delete_user, AccountView};
+use super::accounts::{access_identity, delete_user, AccountView};
 use super::json;
-use super::sessions::store_error;
 use crate::app::AppState;
-use crate::auth::verify::check_roles;
+use crate::auth::policy::require_roles;
 use crate::body::Body;
 use crate::error::ApiError;
 
@@ -24,8 +23,8 @@ pub async fn handle(
     method: Method,
     id: Option<i64>,
 ) -> Result<Response<Body>, ApiError> {
-    let claims = access_claims(state, req)?;
-    check_roles(&claims, &[ADMIN_ROLE.to_owned()])?;
+    let identity = access_identity(state, req)?;
+    require_roles(&identity, &[ADMIN_ROLE.to_owned()])?;
     let id = id.ok_or(ApiError::NotFound)?;
     if method == Method::DELETE {
         if !delete_user(state, id).await? {
@@ -36,8 +35,7 @@ pub async fn handle(
     let user = state
         .store
         .user_by_id(id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or(ApiError::NotFound)?;
     json(StatusCode::OK, &AccountView::of(&user))
 }

@@ -552,7 +552,7 @@ async fn me_refuses_missing_malformed_expired_and_forged_tokens() {
 
     // Tokens signed with the gateway's own key but with claims it must refuse.
     let base: Claims = serde_json::from_value(claims(&t.access)).unwrap();
-    let now = authgate::app::unix_now() as u64;
+    let now = authgate::clock::Clock::system().now() as u64;
     let expired = Claims {
         iat: now - 7200,
         nbf: now - 7200,

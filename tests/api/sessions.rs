@@ -347,7 +347,7 @@ async fn an_expired_refresh_token_is_token_expired() {
     let app = TestApp::spawn().await;
     let t = app.user("old.refresh").await;
     let mut c: authgate::auth::claims::Claims = serde_json::from_value(claims(&t.refresh)).unwrap();
-    let now = authgate::app::unix_now() as u64;
+    let now = authgate::clock::Clock::system().now() as u64;
     c.exp = now - 60;
     let expired = app.state.tokens.issue(&c).unwrap();
     let r = app.refresh(&expired).await;

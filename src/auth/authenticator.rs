@@ -1,0 +1,120 @@
+//! The one authenticator: request headers in, an [`Identity`] (or its absence, or an
+//! [`AuthError`]) out. Every caller — the proxy, the account endpoints, later the
+//! forward-auth endpoint — comes here; nothing else reads credentials.
+//!
+//! Credential sources today: the bearer header. A new source (a session cookie, a legacy
+//! token) is one more branch of [`Authenticator::authenticate`], not one more call site.
+//! Everything is read from memory: decoding keys and the revocation index, no store lookup.
+//! A missing credential (`Ok(None)`) stays distinct from a bad one (`Err`), so a route with
+//! optional authentication can let the first through as anonymous and refuse the second.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use tokio::sync::watch;
+
+use super::bearer::{bearer_token, BearerError};
+use super::claims::TokenType;
+use super::error::AuthError;
+use super::identity::{Identity, Presentation};
+use super::revocation::RevocationIndex;
+use super::tokens::{TokenError, TokenService};
+
+/// Which token types a caller accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// Access tokens only: proxied routes and the account endpoints.
+    Access,
+    /// Refresh tokens only: `/auth/refresh`.
+    Refresh,
+    /// Either (decoded once): `/auth/logout` and `/auth/fresh`.
+    AccessOrRefresh,
+}
+
+impl Accept {
+    fn types(self) -> &'static [TokenType] {
+        match self {
+            Accept::Access => &[TokenType::Access],
+            Accept::Refresh => &[TokenType::Refresh],
+            Accept::AccessOrRefresh => &[TokenType::Access, TokenType::Refresh],
+        }
+    }
+}
+
+/// Turns credentials into identities; built once and shared.
+#[derive(Debug)]
+pub struct Authenticator {
+    tokens: Arc<TokenService>,
+    revocations: Arc<RevocationIndex>,
+}
+
+impl Authenticator {
+    /// An authenticator verifying with `tokens` and checking `revocations`.
+    pub fn new(tokens: Arc<TokenService>, revocations: Arc<RevocationIndex>) -> Self {
+        Self {
+            tokens,
+            revocations,
+        }
+    }
+
+    /// The identity the request's credential proves; `Ok(None)` when it presents none.
+    ///
+    /// Order (HTTP-API.md §2): the credential's framing, then signature, `exp`/`nbf`, `iss`,
+    /// `aud`, type and claim shape, then revocation. Freshness and roles are the policy's.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        accept: Accept,
+    ) -> Result<Option<Identity>, AuthError> {
+        let token = match bearer_token(headers) {
+            Ok(Some(token)) => token,
+            Ok(None) => return Ok(None),
+            Err(BearerError::MultipleCredentials) => return Err(AuthError::MultipleCredentials),
+            Err(BearerError::Malformed) => return Err(AuthError::MalformedCredential),
+        };
+        self.verify(token, accept, Presentation::BearerHeader)
+            .map(Some)
+    }
+
+    /// [`Authenticator::authenticate`] where a credential is required: none is
+    /// [`AuthError::MissingToken`].
+    pub fn require(&self, headers: &HeaderMap, accept: Accept) -> Result<Identity, AuthError> {
+        self.authenticate(headers, accept)?
+            .ok_or(AuthError::MissingToken)
+    }
+
+    /// Whether `identity`'s token, session or user has been revoked since it was verified
+    /// (long-lived connections ask again after [`Authenticator::revocation_changes`]).
+    pub fn is_revoked(&self, identity: &Identity) -> bool {
+        self.revocations
+            .is_revoked(&identity.token_id, &identity.session_id, identity.user_id)
+    }
+
+    /// A receiver that changes whenever something new is revoked.
+    pub fn revocation_changes(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    fn verify(
+        &self,
+        token: &str,
+        accept: Accept,
+        presentation: Presentation,
+    ) -> Result<Identity, AuthError> {
+        let verified = self.tokens.verify_as(token, accept.types()).map_err(|e| {
+            // Which check failed goes to the log (never the token); the client gets one message.
+            if let TokenError::Invalid(reason) = &e {
+                tracing::debug!(reason, "token refused");
+            }
+            AuthError::from(e)
+        })?;
+        let claims = &verified.claims;
+        if self
+            .revocations
+            .is_revoked(&claims.jti, &claims.sid, verified.user_id)
+        {
+            return Err(AuthError::Revoked);
+        }
+        Ok(Identity::from_verified(verified, presentation))
+    }
+}

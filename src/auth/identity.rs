@@ -1,0 +1,59 @@
+//! Who a request speaks for: the [`Identity`] the authenticator builds from a verified
+//! credential, and how the credential was presented. Everything after authentication (policy,
+//! identity headers, tunnels, the account endpoints) reads this, never the token again.
+
+use super::claims::TokenType;
+use super::tokens::Verified;
+
+/// How the credential reached the gateway. More sources (a session cookie, a legacy token)
+/// become more variants here, not more call sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presentation {
+    /// `Authorization: Bearer <token>`.
+    BearerHeader,
+}
+
+/// A verified, unrevoked identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user id (`sub`), parsed once at verification; always positive.
+    pub user_id: i64,
+    /// The username as registered; empty for a refresh token, which carries none.
+    pub username: String,
+    /// The roles the token carries (empty for a refresh token).
+    pub roles: Vec<String>,
+    /// The login session (`sid`).
+    pub session_id: String,
+    /// The token's own id (`jti`).
+    pub token_id: String,
+    /// When the user last typed their password in this session, seconds since the epoch.
+    pub auth_time: u64,
+    /// True only for an access token issued straight from a password check.
+    pub fresh: bool,
+    /// The token's `exp`, seconds since the epoch.
+    pub expires_at: u64,
+    /// Access or refresh.
+    pub token_type: TokenType,
+    /// How the credential was presented.
+    pub presentation: Presentation,
+}
+
+impl Identity {
+    /// The identity of a verified token (its strings are moved, not copied).
+    pub fn from_verified(verified: Verified, presentation: Presentation) -> Identity {
+        let Verified { claims, user_id } = verified;
+        let fresh = claims.is_fresh();
+        Identity {
+            user_id,
+            username: claims.username.unwrap_or_default(),
+            roles: claims.roles.unwrap_or_default(),
+            session_id: claims.sid,
+            token_id: claims.jti,
+            auth_time: claims.auth_time,
+            fresh,
+            expires_at: claims.exp,
+            token_type: claims.r#type,
+            presentation,
+        }
+    }
+}

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::proxy::ProxyState;
 use crate::server::drain::Drain;
 use crate::server::{accept_loop, tls, ServeOptions};
+use crate::sessions::{SessionRules, Sessions};
 use crate::store::SqliteStore;
 use crate::store::Store;
 
@@ -78,6 +79,8 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     /// Failed-login limiting.
     pub limiter: LoginLimiter,
+    /// Login sessions: open, refresh, step up, end.
+    pub sessions: Sessions,
     /// The route table and proxy settings; swapped whole on reload.
     pub proxy: ArcSwap<ProxyState>,
     /// TLS configuration of the public listener; swapped on reload.
@@ -152,6 +155,16 @@ impl App {
         let auth = Arc::new(Authenticator::new(tokens.clone(), revocations.clone()));
         let hasher = build_hasher(&config).await?;
         let limiter = LoginLimiter::new(config.auth.login_limit);
+        let sessions = Sessions::new(
+            store.clone(),
+            tokens.clone(),
+            revocations.clone(),
+            clock.clone(),
+            SessionRules {
+                refresh_rotation: config.auth.refresh_rotation,
+                refresh_reuse_grace: config.auth.refresh_reuse_grace,
+            },
+        );
 
         let public = bind(config.server.listen, "server.listen").await?;
         let admin = match config.admin.listen {
@@ -168,6 +181,7 @@ impl App {
             clock,
             hasher,
             limiter,
+            sessions,
             proxy: ArcSwap::from_pointee(proxy),
             tls,
             shutdown: CancellationToken::new(),

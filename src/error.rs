@@ -14,6 +14,7 @@ use crate::auth::password::HashError;
 use crate::auth::policy::Refusal;
 use crate::auth::tokens::IssueError;
 use crate::body::{full, Body};
+use crate::sessions::SessionError;
 use crate::store::StoreError;
 
 /// The JSON body of every error answer.
@@ -293,6 +294,17 @@ impl From<IssueError> for ApiError {
     fn from(e: IssueError) -> Self {
         tracing::error!(error = %e, "cannot issue a token");
         ApiError::Internal
+    }
+}
+
+/// A session operation's failure, by its cause.
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Auth(e) => e.into(),
+            SessionError::Store(e) => e.into(),
+            SessionError::Issue(e) => e.into(),
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub mod operator;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod sessions;
 mod signals;
 pub mod store;
 pub mod telemetry;

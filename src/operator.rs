@@ -13,6 +13,7 @@ use crate::auth::password::PasswordHasher;
 use crate::cli::{load_config, UserCommand, EXIT_RUNTIME};
 use crate::clock::{secs, Clock};
 use crate::config::Config;
+use crate::sessions::user_revocation_expiry;
 use crate::store::{Store, StoreError, User};
 
 /// Runs one `user` command against the store of the config at `config_path`.
@@ -51,7 +52,8 @@ async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
         UserCommand::List => Ok(list(&store.list_users().await.map_err(text)?)),
         UserCommand::Delete { name } => {
             let user = find(&store, &name).await?;
-            let expires = now + secs(config.tokens.refresh_ttl) + leeway;
+            let expires =
+                user_revocation_expiry(now, config.tokens.refresh_ttl, config.tokens.leeway);
             store
                 .delete_user(user.id, now, expires)
                 .await

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{self, required};
 use super::json;
-use super::sessions::{authenticate, client_ip, live_user};
+use super::sessions::{authenticate, client_ip};
 use crate::app::AppState;
 use crate::auth::accounts_rules::{check_password as password_rules, check_username};
 use crate::auth::authenticator::Accept;
@@ -16,7 +16,6 @@ use crate::auth::error::AuthError;
 use crate::auth::identity::Identity;
 use crate::auth::policy::require_fresh;
 use crate::body::Body;
-use crate::clock::secs;
 use crate::error::ApiError;
 use crate::gateway::RequestContext;
 use crate::store::User;
@@ -93,7 +92,7 @@ pub async fn me(
     req: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let identity = access_identity(state, req)?;
-    let user = live_user(state, identity.user_id).await?;
+    let user = state.sessions.live_user(identity.user_id).await?;
     json(StatusCode::OK, &AccountView::of(&user))
 }
 
@@ -104,7 +103,7 @@ pub async fn delete_me(
 ) -> Result<Response<Body>, ApiError> {
     let identity = access_identity(state, req)?;
     require_fresh(&identity, None, state.clock.now_u64())?;
-    if !delete_user(state, identity.user_id).await? {
+    if !state.sessions.delete_user(identity.user_id).await? {
         return Err(AuthError::Revoked.into());
     }
     super::message("Account deleted.")
@@ -128,44 +127,20 @@ pub async fn change_password(
     super::sessions::check_lengths("-", current)?;
     password_rules(new, state.config.auth.min_password_length)
         .map_err(|m| ApiError::InvalidRequest(format!("new_password: {m}").into()))?;
-    let user = live_user(state, identity.user_id).await?;
+    let user = state.sessions.live_user(identity.user_id).await?;
     authenticate(state, &user.username, current, ip).await?;
 
     let hash = state.hasher.hash(new).await?;
     let revoked = state
-        .store
-        .set_password(
-            user.id,
-            &hash,
-            Some(&identity.session_id),
-            state.clock.now(),
-            secs(state.tokens.leeway()),
-        )
+        .sessions
+        .change_password(user.id, &hash, &identity.session_id)
         .await?;
-    state.revocations.apply(&revoked);
     tracing::info!(
         user_id = user.id,
-        sessions_revoked = revoked.len(),
+        sessions_revoked = revoked,
         "password changed"
     );
     super::message("Password changed; other sessions were signed out.")
-}
-
-/// Deletes user `id` and revokes all their tokens (store, then memory). False when no such
-/// user exists.
-pub(crate) async fn delete_user(state: &Arc<AppState>, id: i64) -> Result<bool, ApiError> {
-    let now = state.clock.now();
-    // No token of theirs can outlive a session started right now.
-    let expires_at = now + secs(state.tokens.refresh_ttl()) + secs(state.tokens.leeway());
-    let deleted = state.store.delete_user(id, now, expires_at).await?;
-    match deleted {
-        Some(revoked) => {
-            state.revocations.apply(&revoked);
-            tracing::info!(user_id = id, "user deleted");
-            Ok(true)
-        }
-        None => Ok(false),
-    }
 }
 
 /// The verified, unrevoked access-token identity of a request.

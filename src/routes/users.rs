@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::accounts::{access_identity, delete_user, AccountView};
+use super::accounts::{access_identity, AccountView};
 use super::json;
 use crate::app::AppState;
 use crate::auth::policy::require_roles;
@@ -27,7 +27,7 @@ pub async fn handle(
     require_roles(&identity, &[ADMIN_ROLE.to_owned()])?;
     let id = id.ok_or(ApiError::NotFound)?;
     if method == Method::DELETE {
-        if !delete_user(state, id).await? {
+        if !state.sessions.delete_user(id).await? {
             return Err(ApiError::NotFound);
         }
         return super::message("User deleted.");

@@ -1,0 +1,294 @@
+//! Login sessions, the domain rules between the account endpoints and the store: open one
+//! (login), refresh it (rotation, grace, reuse detection), step up inside it, end it (logout),
+//! and the revocations a password change or an account deletion brings.
+//!
+//! It calls the store, the token service and the in-memory revocation index, and knows
+//! nothing of HTTP: `routes/` parses the request, checks the password, calls in here and
+//! renders the answer. Every revocation goes to the store first (durable), then to memory.
+//!
+//! Still in the SQL of `store/sqlite`: the rotation, grace and reuse decision itself
+//! ([`Store::rotate_refresh`]) and the expiry arithmetic of session revocations; they are to
+//! move here, leaving the store to keep data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::claims::new_jti;
+use crate::auth::error::AuthError;
+use crate::auth::identity::Identity;
+use crate::auth::revocation::RevocationIndex;
+use crate::auth::tokens::{AccountGrant, IssueError, SessionGrant, TokenService};
+use crate::clock::{claim_time, secs, Clock};
+use crate::store::{RefreshOutcome, Session, Store, StoreError, User};
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The token, its session or its user no longer stands (revoked, expired, deleted).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A token could not be issued.
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+}
+
+/// The session rules of `[auth]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRules {
+    /// Each refresh returns a new refresh token and retires the old one.
+    pub refresh_rotation: bool,
+    /// How long a retired refresh token is still answered without counting as reuse.
+    pub refresh_reuse_grace: Duration,
+}
+
+/// Tokens handed to the client after a login, refresh or step-up.
+/// No `Debug`: it holds tokens.
+pub struct Issued {
+    /// The new access token.
+    pub access_token: String,
+    /// The session's refresh token, when the operation hands one out.
+    pub refresh_token: Option<String>,
+    /// The access token's real lifetime in seconds: shorter than `access_ttl` when the
+    /// session ends sooner.
+    pub expires_in: u64,
+}
+
+/// The session domain; built once and shared by the account endpoints.
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    tokens: Arc<TokenService>,
+    revocations: Arc<RevocationIndex>,
+    clock: Clock,
+    rules: SessionRules,
+}
+
+impl Sessions {
+    /// Sessions kept in `store`, with tokens from `tokens` and revocations applied to
+    /// `revocations` as soon as they are durable.
+    pub fn new(
+        store: Arc<dyn Store>,
+        tokens: Arc<TokenService>,
+        revocations: Arc<RevocationIndex>,
+        clock: Clock,
+        rules: SessionRules,
+    ) -> Self {
+        Self {
+            store,
+            tokens,
+            revocations,
+            clock,
+            rules,
+        }
+    }
+
+    /// Opens a session for `user`, whose password was just checked: a fresh access token
+    /// and the session's first refresh token.
+    pub async fn login(&self, user: &User) -> Result<Issued, SessionError> {
+        let now = self.clock.now();
+        let session = Session {
+            sid: new_jti().map_err(IssueError::from)?,
+            user_id: user.id,
+            created_at: now,
+            expires_at: now + secs(self.tokens.refresh_ttl()),
+            auth_time: now,
+            refresh_jti: new_jti().map_err(IssueError::from)?,
+            refresh_issued_at: now,
+            revoked: false,
+        };
+        self.store.create_session(&session).await?;
+        tracing::info!(user_id = user.id, "login");
+        let access = self.access_token(user, &session, true, now)?;
+        let refresh = self
+            .tokens
+            .issue_refresh(&grant(&session), &session.refresh_jti, now)?;
+        Ok(self.issued(&session, now, access, Some(refresh)))
+    }
+
+    /// A new (not fresh) access token for the session of the refresh token `refresh`, and
+    /// with rotation the session's current refresh token: freshly made, or — when the
+    /// presented one was retired within the grace (two tabs refreshing at once) — the
+    /// current one re-signed with its claims unchanged. A retired token presented after the
+    /// grace revokes the whole session.
+    pub async fn refresh(&self, refresh: &Identity) -> Result<Issued, SessionError> {
+        let now = self.clock.now();
+        // A refresh token expires with its session. The leeway lets it verify a few seconds
+        // past that, but the session is over: nothing issued now could be valid.
+        if claim_time(now) >= refresh.expires_at {
+            return Err(AuthError::Expired.into());
+        }
+        if !self.rules.refresh_rotation {
+            let session = self.live_session(&refresh.session_id, now).await?;
+            let user = self.live_user(refresh.user_id).await?;
+            let access = self.access_token(&user, &session, false, now)?;
+            return Ok(self.issued(&session, now, access, None));
+        }
+        let new = new_jti().map_err(IssueError::from)?;
+        let outcome = self
+            .store
+            .rotate_refresh(
+                &refresh.session_id,
+                &refresh.token_id,
+                &new,
+                now,
+                secs(self.rules.refresh_reuse_grace),
+                secs(self.tokens.leeway()),
+            )
+            .await?;
+        match outcome {
+            RefreshOutcome::Rotated(session) | RefreshOutcome::WithinGrace(session) => {
+                if session.user_id != refresh.user_id {
+                    return Err(AuthError::Invalid("refresh token names another user").into());
+                }
+                let user = self.live_user(refresh.user_id).await?;
+                let access = self.access_token(&user, &session, false, now)?;
+                let token = self.tokens.issue_refresh(
+                    &grant(&session),
+                    &session.refresh_jti,
+                    session.refresh_issued_at,
+                )?;
+                Ok(self.issued(&session, now, access, Some(token)))
+            }
+            RefreshOutcome::ReuseDetected(revocation) => {
+                self.revocations.apply(&[revocation]);
+                tracing::warn!(
+                    user_id = refresh.user_id,
+                    "refresh token reuse: session revoked"
+                );
+                Err(AuthError::Revoked.into())
+            }
+            RefreshOutcome::Revoked => Err(AuthError::Revoked.into()),
+        }
+    }
+
+    /// Step-up: `user` (of `identity`'s session) just typed their password again; a fresh
+    /// access token in the same session, whose `auth_time` moves to now.
+    pub async fn step_up(&self, identity: &Identity, user: &User) -> Result<Issued, SessionError> {
+        let now = self.clock.now();
+        self.store.set_auth_time(&identity.session_id, now).await?;
+        let session = self.live_session(&identity.session_id, now).await?;
+        let access = self.access_token(user, &session, true, now)?;
+        Ok(self.issued(&session, now, access, None))
+    }
+
+    /// Ends `identity`'s session: its refresh token and every access token issued in it.
+    /// A session already ended is [`AuthError::Revoked`].
+    pub async fn logout(&self, identity: &Identity) -> Result<(), SessionError> {
+        let revoked = self
+            .store
+            .revoke_session(
+                &identity.session_id,
+                self.clock.now(),
+                secs(self.tokens.leeway()),
+            )
+            .await?;
+        let Some(revocation) = revoked else {
+            return Err(AuthError::Revoked.into());
+        };
+        self.revocations.apply(&[revocation]);
+        tracing::info!(user_id = identity.user_id, "logout");
+        Ok(())
+    }
+
+    /// Stores `new_hash` as `user_id`'s password and ends every other session of theirs,
+    /// keeping `keep_sid` (the caller's). Returns how many sessions ended.
+    pub async fn change_password(
+        &self,
+        user_id: i64,
+        new_hash: &str,
+        keep_sid: &str,
+    ) -> Result<usize, SessionError> {
+        let revoked = self
+            .store
+            .set_password(
+                user_id,
+                new_hash,
+                Some(keep_sid),
+                self.clock.now(),
+                secs(self.tokens.leeway()),
+            )
+            .await?;
+        self.revocations.apply(&revoked);
+        Ok(revoked.len())
+    }
+
+    /// Deletes user `id` and revokes every token of theirs (store, then memory). False when
+    /// no such user exists.
+    pub async fn delete_user(&self, id: i64) -> Result<bool, SessionError> {
+        let now = self.clock.now();
+        let expires_at =
+            user_revocation_expiry(now, self.tokens.refresh_ttl(), self.tokens.leeway());
+        match self.store.delete_user(id, now, expires_at).await? {
+            Some(revoked) => {
+                self.revocations.apply(&revoked);
+                tracing::info!(user_id = id, "user deleted");
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The user a token names, or [`AuthError::Revoked`] when they were deleted.
+    pub async fn live_user(&self, id: i64) -> Result<User, SessionError> {
+        self.store
+            .user_by_id(id)
+            .await?
+            .ok_or(SessionError::Auth(AuthError::Revoked))
+    }
+
+    /// The session `sid` while it is neither revoked nor over.
+    async fn live_session(&self, sid: &str, now: i64) -> Result<Session, SessionError> {
+        match self.store.session(sid).await? {
+            Some(s) if !s.revoked && s.expires_at > now => Ok(s),
+            _ => Err(AuthError::Revoked.into()),
+        }
+    }
+
+    fn access_token(
+        &self,
+        user: &User,
+        session: &Session,
+        fresh: bool,
+        now: i64,
+    ) -> Result<String, IssueError> {
+        let account = AccountGrant {
+            user_id: user.id,
+            username: &user.username,
+            roles: &user.roles,
+        };
+        self.tokens
+            .issue_access(&account, &grant(session), fresh, now)
+    }
+
+    fn issued(
+        &self,
+        session: &Session,
+        now: i64,
+        access_token: String,
+        refresh_token: Option<String>,
+    ) -> Issued {
+        let until_session_end = claim_time(session.expires_at.saturating_sub(now));
+        Issued {
+            access_token,
+            refresh_token,
+            expires_in: self.tokens.access_ttl().as_secs().min(until_session_end),
+        }
+    }
+}
+
+/// When the `User` revocation entry of a user deleted at `now` may be forgotten: no token of
+/// theirs can outlive a session started right now, plus the leeway.
+pub fn user_revocation_expiry(now: i64, refresh_ttl: Duration, leeway: Duration) -> i64 {
+    now + secs(refresh_ttl) + secs(leeway)
+}
+
+fn grant(session: &Session) -> SessionGrant<'_> {
+    SessionGrant {
+        user_id: session.user_id,
+        sid: &session.sid,
+        auth_time: session.auth_time,
+        expires_at: session.expires_at,
+    }
+}

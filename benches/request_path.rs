@@ -15,7 +15,7 @@ use authgate::auth::keys::{load_keys, KeyLoad};
 use authgate::auth::revocation::RevocationIndex;
 use authgate::auth::tokens::TokenService;
 use authgate::config::{self, Config};
-use authgate::proxy::path::normalize;
+use authgate::path::normalize;
 use authgate::proxy::router::Router;
 use authgate::store::{Revocation, RevocationKind};
 use criterion::{criterion_group, criterion_main, Criterion};

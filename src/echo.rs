@@ -17,7 +17,7 @@ use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{full, Body, BoxError};
+use crate::server::response::{full, Body, BoxError};
 
 /// Largest body `?echo_bytes=N` will stream back (1 GiB).
 const MAX_ECHO_BYTES: u64 = 1 << 30;

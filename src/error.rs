@@ -13,7 +13,7 @@ use crate::auth::error::AuthError;
 use crate::auth::password::HashError;
 use crate::auth::policy::Refusal;
 use crate::auth::tokens::IssueError;
-use crate::body::{full, Body};
+use crate::server::response::{full, Body};
 use crate::sessions::SessionError;
 use crate::store::StoreError;
 

@@ -2,23 +2,22 @@
 //!
 //! The binary in `main.rs` only parses the command line; everything else lives here so that
 //! integration tests drive the same code the binary runs. The way a request travels:
-//! `server` accepts and speaks HTTP, `gateway` is the per-request line (request id, access
-//! log, errors to responses), `routes` serves the account endpoints, `proxy` routes, checks
-//! (through `auth`) and forwards, `store` keeps users, sessions and the revocation log.
+//! `server` accepts and speaks HTTP; `app::gateway` is the per-request line (request id,
+//! client address, access log, errors to responses); under the auth prefix `routes` serves the
+//! account endpoints (with the `sessions` domain), everything else goes to `proxy`, which
+//! routes, asks `auth` for an identity and a policy decision, and forwards. `store` keeps
+//! users, sessions and the revocation log.
 
-pub mod admin;
 pub mod app;
 pub mod auth;
-pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod echo;
 pub mod error;
-pub mod gateway;
-pub mod metrics;
 pub mod operator;
+pub mod path;
 pub mod proxy;
 pub mod routes;
 pub mod server;

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use authgate::auth::bearer::bearer_token;
-use authgate::proxy::path::{normalize, under_prefix};
+use authgate::path::{normalize, under_prefix};
 use http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 

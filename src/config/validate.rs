@@ -657,7 +657,7 @@ impl Checker<'_> {
         if let Some(problem) = prefix_problem(&prefix, true) {
             return Err(self.bad(key, &prefix, problem));
         }
-        let under_auth = crate::proxy::path::under_prefix(&prefix, auth_prefix).is_some();
+        let under_auth = crate::path::under_prefix(&prefix, auth_prefix).is_some();
         if under_auth {
             return Err(self.bad(
                 key,

@@ -4,15 +4,13 @@
 //! 1. [`strip_hop_by_hop`]: fields named in `Connection`, then the standard hop-by-hop set;
 //! 2. [`HeaderRewriter::strip_identity`]: every client copy of an identity header, any spelling;
 //! 3. [`HeaderRewriter::add_identity`]: the gateway's own values (authenticated routes only);
-//! 4. [`set_forwarding`], [`strip_routing_overrides`], [`request_id`].
+//! 4. [`set_forwarding`], [`strip_routing_overrides`], the request id.
 //!
 //! Because removal by `Connection` happens in step 1, a client can never use it to delete a
 //! header the gateway adds later. Response side: [`clean_response`]. All names used here are
 //! static constants, never parsed per request.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{
     CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
@@ -22,6 +20,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use thiserror::Error;
 
 use crate::config::IdentityHeaders;
+use crate::server::request_id::X_REQUEST_ID;
 
 /// `Keep-Alive` (RFC 9112 hop-by-hop).
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -33,8 +32,6 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-/// `X-Request-Id`.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The standard hop-by-hop set removed in both directions.
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -279,50 +276,6 @@ fn appended_forwarded_for(headers: &HeaderMap, peer: IpAddr) -> HeaderValue {
     HeaderValue::from_bytes(&joined)
         .or_else(|_| HeaderValue::from_str(&peer))
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-}
-
-/// The client's `X-Request-Id` when it sent exactly one of 1–128 visible ASCII characters
-/// (0x21–0x7E); otherwise a new one from [`new_request_id`].
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    let mut lines = headers.get_all(X_REQUEST_ID).iter();
-    match (lines.next(), lines.next()) {
-        (Some(id), None) if is_acceptable_request_id(id) => id.clone(),
-        _ => new_request_id(),
-    }
-}
-
-fn is_acceptable_request_id(id: &HeaderValue) -> bool {
-    let bytes = id.as_bytes();
-    (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7E).contains(b))
-}
-
-/// A fresh request id: 16 random bytes as 32 lowercase hex digits. Should the OS random
-/// source fail, a process-unique id from the clock and a counter is used instead — a
-/// request id correlates logs, it guards nothing.
-pub fn new_request_id() -> HeaderValue {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes = fallback_id_bytes();
-    }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = [0u8; 32];
-    for (i, b) in bytes.iter().enumerate() {
-        hex[2 * i] = HEX[usize::from(b >> 4)];
-        hex[2 * i + 1] = HEX[usize::from(b & 0x0f)];
-    }
-    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
-fn fallback_id_bytes() -> [u8; 16] {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&nanos.to_be_bytes());
-    bytes[8..].copy_from_slice(&count.to_be_bytes());
-    bytes
 }
 
 /// True when the client asks for a WebSocket upgrade: `Upgrade: websocket` (any case) with
@@ -622,41 +575,6 @@ mod tests {
         ]);
         strip_routing_overrides(&mut headers);
         assert!(headers.is_empty());
-    }
-
-    #[test]
-    fn acceptable_client_request_id_is_kept() {
-        let id = "a".repeat(128);
-        assert_eq!(request_id(&map(&[("x-request-id", &id)])), id.as_str());
-        assert_eq!(request_id(&map(&[("x-request-id", "!~")])), "!~");
-    }
-
-    #[test]
-    fn unacceptable_client_request_ids_are_replaced() {
-        let too_long = "a".repeat(129);
-        let cases = [
-            map(&[("x-request-id", &too_long)]),
-            map(&[("x-request-id", "has space")]),
-            map(&[("x-request-id", "")]),
-            map(&[("x-request-id", "one"), ("x-request-id", "two")]),
-            HeaderMap::new(),
-        ];
-        for headers in cases {
-            let id = request_id(&headers);
-            assert_eq!(id.len(), 32, "{headers:?}");
-            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
-        }
-        let mut non_ascii = HeaderMap::new();
-        non_ascii.insert(
-            X_REQUEST_ID,
-            HeaderValue::from_bytes(b"id-\xc3\xa4").unwrap(),
-        );
-        assert_eq!(request_id(&non_ascii).len(), 32);
-    }
-
-    #[test]
-    fn generated_request_ids_differ() {
-        assert_ne!(new_request_id(), new_request_id());
     }
 
     #[test]

@@ -1,108 +1,100 @@
-//! Proxying: everything between a matched request and the upstream.
+//! Proxying: everything between a request outside the auth prefix and the upstream.
 //!
-//! `path` gives the one canonical path both routing and forwarding use; `router` is the
-//! compiled route table (built once per config, swapped whole on reload); `headers` rewrites
-//! request and response headers in the order HTTP-API.md §6 fixes; `forward` sends the request
-//! on the pooled client; `websocket` tunnels upgraded connections. [`handle`] is the policy
-//! step between them: route, token, freshness, roles, then method.
+//! `router` is the compiled route table and `table` everything a reload swaps with it;
+//! `headers` rewrites request and response headers in the order HTTP-API.md §6 fixes;
+//! `client` is the pooled upstream client; `forward` sends the request and streams the answer
+//! back; `websocket` tunnels upgraded connections. [`Proxy::handle`] is the line between them:
+//! route, authenticate (`auth::authenticator`), decide (`auth::policy`), forward.
+//!
+//! The proxy shares the authenticator and the token service with the account endpoints
+//! (`routes/`) and imports nothing of theirs.
 
+pub mod client;
 pub mod forward;
 pub mod headers;
-pub mod path;
 pub mod router;
+pub mod table;
 mod websocket;
 
 use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
-use crate::auth::authenticator::Accept;
+use crate::auth::authenticator::{Accept, Authenticator};
 use crate::auth::identity::Identity;
 use crate::auth::policy;
-use crate::body::Body;
-use crate::config::{Config, ConfigError, ProxyConfig};
+use crate::auth::tokens::TokenService;
+use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::gateway::{RequestContext, RouteLabel};
-use forward::{build_client, forward, UpstreamClient};
-use headers::HeaderRewriter;
-use router::{Route, Router};
+use crate::server::context::{RequestContext, RouteLabel};
+use crate::server::response::Body;
+use forward::forward;
+use router::Route;
+use table::{ProxyTable, TableSlot};
+use websocket::Tunnels;
 
-/// Everything the proxy reads per request, built once per configuration and swapped whole on
-/// reload, so a request sees one consistent table from start to end.
-pub struct ProxyState {
-    /// The compiled route table.
-    pub router: Router,
-    /// `[proxy]` as configured.
-    pub config: ProxyConfig,
-    /// Identity-header handling.
-    pub rewriter: HeaderRewriter,
-    /// The pooled upstream client.
-    pub client: UpstreamClient,
-    /// Route prefixes as shared strings for log labels (index = route index).
-    labels: Vec<Arc<str>>,
+/// The proxy: built once; its [`ProxyTable`] is swapped on reload.
+pub struct Proxy {
+    auth: Arc<Authenticator>,
+    table: Arc<TableSlot>,
+    tunnels: Tunnels,
+    clock: Clock,
 }
 
-impl ProxyState {
-    /// Compiles `[[routes]]` and `[proxy]` of `config`.
-    pub fn build(config: &Config) -> Result<ProxyState, ConfigError> {
-        let router = Router::new(&config.routes)
-            .map_err(|e| ConfigError::new(&config.source, "routes", None, e.to_string()))?;
-        let client = build_client(config.proxy.upstream_ca_file.as_deref(), &config.source)?;
-        let labels = router
-            .routes()
-            .iter()
-            .map(|r| Arc::from(r.prefix()))
-            .collect();
-        Ok(ProxyState {
-            rewriter: HeaderRewriter::new(&config.proxy.identity_headers),
-            config: config.proxy.clone(),
-            router,
-            client,
-            labels,
-        })
+impl Proxy {
+    /// A proxy authenticating with `auth`, routing by the table in `table`; tunnels allow
+    /// the token service's leeway and close when `shutdown` fires.
+    pub fn new(
+        auth: Arc<Authenticator>,
+        tokens: &TokenService,
+        table: Arc<TableSlot>,
+        shutdown: CancellationToken,
+        clock: Clock,
+    ) -> Self {
+        let tunnels = Tunnels::new(auth.clone(), tokens.leeway(), shutdown, clock.clone());
+        Self {
+            auth,
+            table,
+            tunnels,
+            clock,
+        }
     }
 
-    fn label(&self, route: &Route) -> RouteLabel {
-        self.labels
-            .get(route.index())
-            .map_or(RouteLabel::Static("-"), |l| RouteLabel::Route(l.clone()))
+    /// The table as of now: take it once per request, so a reload affects later requests only.
+    pub fn table(&self) -> Arc<ProxyTable> {
+        self.table.load_full()
     }
-}
 
-/// Routes, checks and forwards one request.
-pub async fn handle(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    ctx: RequestContext,
-) -> (Result<Response<Body>, ApiError>, RouteLabel) {
-    // One snapshot for the whole request: a reload swaps the table for later requests only.
-    let proxy = state.proxy.load_full();
-    let Some(route) = proxy.router.route_for(&ctx.path) else {
-        return (Err(ApiError::NotFound), RouteLabel::Static("-"));
-    };
-    let label = proxy.label(route);
-    let result = match authorize(state, route, &req) {
-        Ok(identity) => forward(state, &proxy, route, req, &ctx, identity).await,
-        Err(e) => Err(e),
-    };
-    (result, label)
-}
+    /// Routes, checks and forwards one request, with `table` (from [`Proxy::table`]).
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        ctx: RequestContext,
+        table: &ProxyTable,
+    ) -> (Result<Response<Body>, ApiError>, RouteLabel) {
+        let Some(route) = table.router.route_for(&ctx.path) else {
+            return (Err(ApiError::NotFound), RouteLabel::Static("-"));
+        };
+        let label = table.label(route);
+        let result = match self.authorize(route, &req) {
+            Ok(identity) => forward(&self.tunnels, table, route, req, &ctx, identity).await,
+            Err(e) => Err(e),
+        };
+        (result, label)
+    }
 
-/// Authentication, then the route's policy (§4/§6 order: every 401 and 403 before 405).
-/// Public routes never read `Authorization`.
-fn authorize<B>(
-    state: &Arc<AppState>,
-    route: &Route,
-    req: &Request<B>,
-) -> Result<Option<Identity>, ApiError> {
-    let policy = route.policy();
-    let identity = if policy.reads_credentials() {
-        state.auth.authenticate(req.headers(), Accept::Access)?
-    } else {
-        None
-    };
-    policy::decide(policy, req.method(), identity.as_ref(), &state.clock)?;
-    Ok(identity)
+    /// Authentication, then the route's policy (§4/§6 order: every 401 and 403 before 405).
+    /// Public routes never read `Authorization`.
+    fn authorize<B>(&self, route: &Route, req: &Request<B>) -> Result<Option<Identity>, ApiError> {
+        let policy = route.policy();
+        let identity = if policy.reads_credentials() {
+            self.auth.authenticate(req.headers(), Accept::Access)?
+        } else {
+            None
+        };
+        policy::decide(policy, req.method(), identity.as_ref(), &self.clock)?;
+        Ok(identity)
+    }
 }

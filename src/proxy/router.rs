@@ -12,9 +12,9 @@ use http::uri::{Authority, Parts, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
 use thiserror::Error;
 
-use super::path::remainder_after_prefix;
 use crate::auth::policy::RoutePolicy;
 use crate::config::RouteConfig;
+use crate::path::remainder_after_prefix;
 
 /// A route the table cannot be built from; validation normally refuses these earlier.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -79,7 +79,7 @@ impl Router {
     }
 
     /// The route whose prefix is the longest segment-boundary prefix of `path`, a path already
-    /// passed through [`super::path::normalize`]. `/api` matches `/api`, `/api/` and `/api/x`
+    /// passed through [`crate::path::normalize`]. `/api` matches `/api`, `/api/` and `/api/x`
     /// but not `/apix`; `/` matches everything.
     pub fn route_for(&self, path: &str) -> Option<&Route> {
         self.index_for(path).and_then(|i| self.routes.get(i))

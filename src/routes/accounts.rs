@@ -1,23 +1,18 @@
 //! Accounts: register, the caller's own account (`/me`), password change and self-deletion.
 
-use std::sync::Arc;
-
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
-use super::body::{self, required};
-use super::json;
-use super::sessions::{authenticate, client_ip};
-use crate::app::AppState;
+use super::passwords::check_lengths;
+use super::{json, Endpoints};
 use crate::auth::accounts_rules::{check_password as password_rules, check_username};
-use crate::auth::authenticator::Accept;
 use crate::auth::error::AuthError;
-use crate::auth::identity::Identity;
 use crate::auth::policy::require_fresh;
-use crate::body::Body;
 use crate::error::ApiError;
-use crate::gateway::RequestContext;
+use crate::server::context::RequestContext;
+use crate::server::request_body::required;
+use crate::server::response::Body;
 use crate::store::User;
 
 /// Body of `POST /auth/register`. No `Debug`: it holds a password.
@@ -36,7 +31,7 @@ struct PasswordBody {
 
 /// The account shape of `/auth/me` and `/auth/users/{id}`.
 #[derive(Debug, Serialize)]
-pub(crate) struct AccountView<'a> {
+pub(super) struct AccountView<'a> {
     id: i64,
     username: &'a str,
     roles: &'a [String],
@@ -45,7 +40,7 @@ pub(crate) struct AccountView<'a> {
 
 impl<'a> AccountView<'a> {
     /// The public view of `user`; `created_at` in RFC 3339 UTC.
-    pub(crate) fn of(user: &'a User) -> Self {
+    pub(super) fn of(user: &'a User) -> Self {
         let secs = u64::try_from(user.created_at).unwrap_or(0);
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
         Self {
@@ -57,96 +52,84 @@ impl<'a> AccountView<'a> {
     }
 }
 
-/// `POST /auth/register`.
-pub async fn register(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    // Answered before parsing: a closed door says so whatever is sent.
-    if !state.config.auth.allow_registration {
-        return Err(ApiError::RegistrationDisabled);
+impl Endpoints {
+    /// `POST /auth/register`.
+    pub(super) async fn register(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        // Answered before parsing: a closed door says so whatever is sent.
+        if !self.settings.allow_registration {
+            return Err(ApiError::RegistrationDisabled);
+        }
+        let input: RegisterBody = self.read_body(req).await?;
+        let username = required(&input.username, "username")?;
+        let password = required(&input.password, "password")?;
+        check_username(username).map_err(|m| ApiError::InvalidRequest(m.into()))?;
+        password_rules(password, self.settings.min_password_length)
+            .map_err(|m| ApiError::InvalidRequest(m.into()))?;
+        let hash = self.passwords.hash(password).await?;
+        let user = self
+            .store
+            .create_user(username, &hash, Vec::new(), self.clock.now())
+            .await?;
+        tracing::info!(user_id = user.id, "registered");
+        json(
+            StatusCode::CREATED,
+            &serde_json::json!({ "id": user.id, "username": user.username, "message": "Account created." }),
+        )
     }
-    let (parts, body) = req.into_parts();
-    let input: RegisterBody =
-        body::read(&parts.headers, body, state.config.server.max_body).await?;
-    let username = required(&input.username, "username")?;
-    let password = required(&input.password, "password")?;
-    check_username(username).map_err(|m| ApiError::InvalidRequest(m.into()))?;
-    password_rules(password, state.config.auth.min_password_length)
-        .map_err(|m| ApiError::InvalidRequest(m.into()))?;
-    let hash = state.hasher.hash(password).await?;
-    let user = state
-        .store
-        .create_user(username, &hash, Vec::new(), state.clock.now())
-        .await?;
-    tracing::info!(user_id = user.id, "registered");
-    json(
-        StatusCode::CREATED,
-        &serde_json::json!({ "id": user.id, "username": user.username, "message": "Account created." }),
-    )
-}
 
-/// `GET /auth/me`.
-pub async fn me(
-    state: &Arc<AppState>,
-    req: &Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let identity = access_identity(state, req)?;
-    let user = state.sessions.live_user(identity.user_id).await?;
-    json(StatusCode::OK, &AccountView::of(&user))
-}
-
-/// `DELETE /auth/me`: needs a fresh token; the user and every token of theirs are gone.
-pub async fn delete_me(
-    state: &Arc<AppState>,
-    req: &Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let identity = access_identity(state, req)?;
-    require_fresh(&identity, None, state.clock.now_u64())?;
-    if !state.sessions.delete_user(identity.user_id).await? {
-        return Err(AuthError::Revoked.into());
+    /// `GET /auth/me`.
+    pub(super) async fn me(&self, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let identity = self.access_identity(req)?;
+        let user = self.sessions.live_user(identity.user_id).await?;
+        json(StatusCode::OK, &AccountView::of(&user))
     }
-    super::message("Account deleted.")
-}
 
-/// `PUT /auth/password`: needs a fresh token and the current password; every other session
-/// of the user is revoked, the calling one kept.
-pub async fn change_password(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    ctx: &RequestContext,
-) -> Result<Response<Body>, ApiError> {
-    let ip = client_ip(state, &req, ctx);
-    let identity = access_identity(state, &req)?;
-    require_fresh(&identity, None, state.clock.now_u64())?;
-    let (parts, body) = req.into_parts();
-    let input: PasswordBody =
-        body::read(&parts.headers, body, state.config.server.max_body).await?;
-    let current = required(&input.current_password, "current_password")?;
-    let new = required(&input.new_password, "new_password")?;
-    super::sessions::check_lengths("-", current)?;
-    password_rules(new, state.config.auth.min_password_length)
-        .map_err(|m| ApiError::InvalidRequest(format!("new_password: {m}").into()))?;
-    let user = state.sessions.live_user(identity.user_id).await?;
-    authenticate(state, &user.username, current, ip).await?;
+    /// `DELETE /auth/me`: needs a fresh token; the user and every token of theirs are gone.
+    pub(super) async fn delete_me(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let identity = self.access_identity(req)?;
+        require_fresh(&identity, None, self.clock.now_u64())?;
+        if !self.sessions.delete_user(identity.user_id).await? {
+            return Err(AuthError::Revoked.into());
+        }
+        super::message("Account deleted.")
+    }
 
-    let hash = state.hasher.hash(new).await?;
-    let revoked = state
-        .sessions
-        .change_password(user.id, &hash, &identity.session_id)
-        .await?;
-    tracing::info!(
-        user_id = user.id,
-        sessions_revoked = revoked,
-        "password changed"
-    );
-    super::message("Password changed; other sessions were signed out.")
-}
+    /// `PUT /auth/password`: needs a fresh token and the current password; every other
+    /// session of the user is revoked, the calling one kept.
+    pub(super) async fn change_password(
+        &self,
+        req: Request<Incoming>,
+        ctx: &RequestContext,
+    ) -> Result<Response<Body>, ApiError> {
+        let identity = self.access_identity(&req)?;
+        require_fresh(&identity, None, self.clock.now_u64())?;
+        let input: PasswordBody = self.read_body(req).await?;
+        let current = required(&input.current_password, "current_password")?;
+        let new = required(&input.new_password, "new_password")?;
+        check_lengths("-", current)?;
+        password_rules(new, self.settings.min_password_length)
+            .map_err(|m| ApiError::InvalidRequest(format!("new_password: {m}").into()))?;
+        let user = self.sessions.live_user(identity.user_id).await?;
+        self.passwords
+            .check(&user.username, current, ctx.client)
+            .await?;
 
-/// The verified, unrevoked access-token identity of a request.
-pub(crate) fn access_identity<B>(
-    state: &Arc<AppState>,
-    req: &Request<B>,
-) -> Result<Identity, ApiError> {
-    Ok(state.auth.require(req.headers(), Accept::Access)?)
+        let hash = self.passwords.hash(new).await?;
+        let revoked = self
+            .sessions
+            .change_password(user.id, &hash, &identity.session_id)
+            .await?;
+        tracing::info!(
+            user_id = user.id,
+            sessions_revoked = revoked,
+            "password changed"
+        );
+        super::message("Password changed; other sessions were signed out.")
+    }
 }

@@ -1,8 +1,13 @@
 //! The endpoints the gateway serves itself under the auth prefix (HTTP-API.md §3): one file
-//! per resource. Unknown paths answer 404 and wrong methods 405 before any token is read.
+//! per resource, each handler a method of [`Endpoints`]. Unknown paths answer 404 and wrong
+//! methods 405 before any token is read.
+//!
+//! The endpoints share the authenticator, the token service and the store with the proxy,
+//! own the session domain, the password checks (hasher and login limiter) and their settings,
+//! and import nothing of the proxy's.
 
 mod accounts;
-pub mod body;
+mod passwords;
 mod sessions;
 mod users;
 
@@ -12,12 +17,42 @@ use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::app::AppState;
-use crate::body::{full, Body};
+use crate::auth::authenticator::{Accept, Authenticator};
+use crate::auth::identity::Identity;
+use crate::auth::tokens::TokenService;
+use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::gateway::RequestContext;
+use crate::server::context::RequestContext;
+use crate::server::request_body;
+use crate::server::response::{close_connection, full, Body};
+use crate::sessions::Sessions;
+use crate::store::Store;
+pub use passwords::Passwords;
+
+/// The settings of `[auth]` and `[server]` the endpoints read (fixed until a restart).
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointSettings {
+    /// Whether `POST {prefix}/register` is open.
+    pub allow_registration: bool,
+    /// Shortest accepted password, in Unicode scalar values.
+    pub min_password_length: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_body: usize,
+}
+
+/// The account endpoints and what they use; built once.
+pub struct Endpoints {
+    auth: Arc<Authenticator>,
+    tokens: Arc<TokenService>,
+    store: Arc<dyn Store>,
+    sessions: Sessions,
+    passwords: Passwords,
+    settings: EndpointSettings,
+    clock: Clock,
+}
 
 /// One endpoint under the prefix: which handler, and which methods it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,62 +121,94 @@ impl Endpoint {
     }
 }
 
-/// Serves `sub_path` (the normalised path below the auth prefix). Returns the result and the
-/// endpoint's name for the access log.
-pub async fn handle(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    ctx: &RequestContext,
-    sub_path: &str,
-) -> (Result<Response<Body>, ApiError>, &'static str) {
-    let has_body = req.version() < http::Version::HTTP_2 && !req.body().is_end_stream();
-    let Some((endpoint, id)) = Endpoint::find(sub_path) else {
-        return (Err(ApiError::NotFound), "auth:-");
-    };
-    let mut result = serve(state, req, ctx, endpoint, id).await;
-    // Error answers are closed by the gateway when a body is left unread; a success of an
-    // endpoint that ignores bodies leaves one unread too.
-    if let Ok(res) = &mut result {
-        if has_body && !endpoint.reads_body() {
-            crate::gateway::close_connection(res);
+impl Endpoints {
+    /// The endpoints over the shared `auth`, `tokens` and `store`, with their own session
+    /// domain, password checks and settings.
+    pub fn new(
+        auth: Arc<Authenticator>,
+        tokens: Arc<TokenService>,
+        store: Arc<dyn Store>,
+        sessions: Sessions,
+        passwords: Passwords,
+        settings: EndpointSettings,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            auth,
+            tokens,
+            store,
+            sessions,
+            passwords,
+            settings,
+            clock,
         }
     }
-    (result, endpoint.name())
-}
 
-async fn serve(
-    state: &Arc<AppState>,
-    req: Request<Incoming>,
-    ctx: &RequestContext,
-    endpoint: Endpoint,
-    id: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
-    let method = req.method().clone();
-    match (endpoint, method) {
-        (Endpoint::Register, Method::POST) => accounts::register(state, req).await,
-        (Endpoint::Login, Method::POST) => sessions::login(state, req, ctx).await,
-        (Endpoint::Refresh, Method::POST) => sessions::refresh(state, &req).await,
-        (Endpoint::Fresh, Method::POST) => sessions::fresh(state, req, ctx).await,
-        (Endpoint::Logout, Method::POST) => sessions::logout(state, &req).await,
-        (Endpoint::Me, Method::GET) => accounts::me(state, &req).await,
-        (Endpoint::Me, Method::DELETE) => accounts::delete_me(state, &req).await,
-        (Endpoint::Password, Method::PUT) => accounts::change_password(state, req, ctx).await,
-        (Endpoint::User, m @ (Method::GET | Method::DELETE)) => {
-            let id = id.and_then(|s| s.parse::<i64>().ok());
-            users::handle(state, &req, m, id).await
+    /// Serves `sub_path` (the normalised path below the auth prefix). Returns the result and
+    /// the endpoint's name for the access log.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        ctx: &RequestContext,
+        sub_path: &str,
+    ) -> (Result<Response<Body>, ApiError>, &'static str) {
+        let has_body = req.version() < http::Version::HTTP_2 && !req.body().is_end_stream();
+        let Some((endpoint, id)) = Endpoint::find(sub_path) else {
+            return (Err(ApiError::NotFound), "auth:-");
+        };
+        let mut result = self.serve(req, ctx, endpoint, id).await;
+        // Error answers are closed by the public service when a body is left unread; a
+        // success of an endpoint that ignores bodies leaves one unread too.
+        if let Ok(res) = &mut result {
+            if has_body && !endpoint.reads_body() {
+                close_connection(res);
+            }
         }
-        (Endpoint::Jwks, Method::GET) => users::jwks(state),
-        _ => Err(ApiError::MethodNotAllowed {
-            allow: HeaderValue::from_static(endpoint.allow()),
-        }),
+        (result, endpoint.name())
+    }
+
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        ctx: &RequestContext,
+        endpoint: Endpoint,
+        id: Option<&str>,
+    ) -> Result<Response<Body>, ApiError> {
+        let method = req.method().clone();
+        match (endpoint, method) {
+            (Endpoint::Register, Method::POST) => self.register(req).await,
+            (Endpoint::Login, Method::POST) => self.login(req, ctx).await,
+            (Endpoint::Refresh, Method::POST) => self.refresh(&req).await,
+            (Endpoint::Fresh, Method::POST) => self.fresh(req, ctx).await,
+            (Endpoint::Logout, Method::POST) => self.logout(&req).await,
+            (Endpoint::Me, Method::GET) => self.me(&req).await,
+            (Endpoint::Me, Method::DELETE) => self.delete_me(&req).await,
+            (Endpoint::Password, Method::PUT) => self.change_password(req, ctx).await,
+            (Endpoint::User, m @ (Method::GET | Method::DELETE)) => {
+                let id = id.and_then(|s| s.parse::<i64>().ok());
+                self.user(&req, m, id).await
+            }
+            (Endpoint::Jwks, Method::GET) => self.jwks(),
+            _ => Err(ApiError::MethodNotAllowed {
+                allow: HeaderValue::from_static(endpoint.allow()),
+            }),
+        }
+    }
+
+    /// The verified, unrevoked access-token identity of a request.
+    fn access_identity<B>(&self, req: &Request<B>) -> Result<Identity, ApiError> {
+        Ok(self.auth.require(req.headers(), Accept::Access)?)
+    }
+
+    /// The request's body as `T` (JSON or form), at most `max_body` bytes.
+    async fn read_body<T: DeserializeOwned>(&self, req: Request<Incoming>) -> Result<T, ApiError> {
+        let (parts, body) = req.into_parts();
+        request_body::read(&parts.headers, body, self.settings.max_body).await
     }
 }
 
 /// A JSON response.
-pub(crate) fn json<T: Serialize>(
-    status: StatusCode,
-    value: &T,
-) -> Result<Response<Body>, ApiError> {
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>, ApiError> {
     let bytes = serde_json::to_vec(value).map_err(|e| {
         tracing::error!(error = %e, "cannot serialise a response");
         ApiError::Internal
@@ -154,7 +221,7 @@ pub(crate) fn json<T: Serialize>(
 }
 
 /// A JSON response carrying tokens: never cached (RFC 6749 §5.1).
-pub(crate) fn token_json<T: Serialize>(value: &T) -> Result<Response<Body>, ApiError> {
+fn token_json<T: Serialize>(value: &T) -> Result<Response<Body>, ApiError> {
     let mut res = json(StatusCode::OK, value)?;
     res.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -162,7 +229,7 @@ pub(crate) fn token_json<T: Serialize>(value: &T) -> Result<Response<Body>, ApiE
 }
 
 /// `{"message": ...}` with 200.
-pub(crate) fn message(text: &'static str) -> Result<Response<Body>, ApiError> {
+fn message(text: &'static str) -> Result<Response<Body>, ApiError> {
     json(StatusCode::OK, &serde_json::json!({ "message": text }))
 }
 

@@ -1,9 +1,16 @@
-//! Listening and connection handling: accept loop, connection cap, TLS, HTTP/1.1 + HTTP/2,
-//! request-head timeout, and the bookkeeping a graceful drain needs.
+//! The server: listening and connection handling (accept loop, connection cap, TLS,
+//! HTTP/1.1 + HTTP/2, request-head timeout, the bookkeeping a graceful drain needs), and what
+//! every handler shares — the request context, the response body type, request-body reading
+//! and the request id. The admin listener's service lives here too.
 //!
-//! What a request *means* is not decided here: each listener is given a [`Handler`].
+//! What a public request *means* is not decided here: each listener is given a [`Handler`].
 
+pub mod admin;
+pub mod context;
 pub mod drain;
+pub mod request_body;
+pub mod request_id;
+pub mod response;
 pub mod tls;
 
 use std::future::Future;
@@ -23,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::body::Body;
+use response::Body;
 
 /// What the gateway knows about the connection a request arrived on.
 #[derive(Debug, Clone)]

@@ -7,7 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use authgate::app::{App, AppState, ReloadHandle, RunError};
+use authgate::app::{App, ReloadHandle, RunError};
+use authgate::auth::password::PasswordHasher;
+use authgate::auth::tokens::TokenService;
+use authgate::server::drain::Drain;
+use authgate::store::Store;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -144,8 +148,8 @@ pub struct TestApp {
     pub shutdown: CancellationToken,
     /// Reloads routes and `[proxy]`.
     pub reload: ReloadHandle,
-    /// Shared state, for direct checks.
-    pub state: Arc<AppState>,
+    /// Parts of the gateway, for direct checks.
+    pub state: Parts,
     /// The data folder (database, secret, config).
     pub dir: TempDir,
     /// The config file written for this app.
@@ -182,7 +186,12 @@ impl TestApp {
         let admin = app.admin_addr().expect("admin listener");
         let shutdown = app.shutdown_handle();
         let reload = app.reload_handle();
-        let state = app.state();
+        let state = Parts {
+            store: app.store(),
+            tokens: app.tokens(),
+            hasher: app.hasher(),
+            drain: app.drain(),
+        };
         let task = tokio::spawn(app.run());
         TestApp {
             base: format!("http://{addr}"),
@@ -305,6 +314,19 @@ impl TestApp {
             .await
             .expect("logout request")
     }
+}
+
+/// The parts of a running gateway that tests inspect or drive directly.
+#[derive(Clone)]
+pub struct Parts {
+    /// The store it uses.
+    pub store: Arc<dyn Store>,
+    /// Its token service.
+    pub tokens: Arc<TokenService>,
+    /// Its password hasher (sharing the counters of the one in use).
+    pub hasher: PasswordHasher,
+    /// Its drain state.
+    pub drain: Arc<Drain>,
 }
 
 /// An access and a refresh token.

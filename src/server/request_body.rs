@@ -1,5 +1,6 @@
-//! Reading the small bodies of the account endpoints: JSON or form-urlencoded, at most
-//! `max_body` bytes, into a typed struct — with the §1 error for every way that fails.
+//! Reading a request body: JSON or form-urlencoded, at most `max_body` bytes, into a typed
+//! struct — with the §1 error for every way that fails. The account endpoints read theirs
+//! here.
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};

@@ -1,4 +1,4 @@
-//! The operator listener: `/healthz` (process up), `/readyz` (store reachable, not
+//! The operator listener's service: `/healthz` (process up), `/readyz` (store reachable, not
 //! draining) and `/metrics` (Prometheus text). Never served on the public port.
 
 use std::sync::Arc;
@@ -7,37 +7,53 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::app::AppState;
-use crate::body::{full, Body};
+use super::drain::Drain;
+use super::response::{full, Body};
+use super::{ConnInfo, Handler};
+use crate::auth::revocation::RevocationIndex;
 use crate::error::ApiError;
-use crate::server::{ConnInfo, Handler};
+use crate::store::Store;
+use crate::telemetry::metrics::{self, Metrics};
 
 /// Answers the admin endpoints.
 pub struct AdminService {
-    state: Arc<AppState>,
+    drain: Arc<Drain>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    revocations: Arc<RevocationIndex>,
 }
 
 impl AdminService {
-    /// An admin service over the gateway's shared state.
-    pub fn new(state: Arc<AppState>) -> Self {
-        Self { state }
+    /// An admin service reporting on `drain`, `store`, `metrics` and the revocation index.
+    pub fn new(
+        drain: Arc<Drain>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        revocations: Arc<RevocationIndex>,
+    ) -> Self {
+        Self {
+            drain,
+            store,
+            metrics,
+            revocations,
+        }
     }
 
     fn metrics(&self) -> Response<Body> {
-        let text = self.state.metrics.render(self.state.revocations.sizes());
+        let text = self.metrics.render(self.revocations.sizes());
         let mut res = Response::new(full(text));
         res.headers_mut().insert(
             CONTENT_TYPE,
-            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
         );
         res
     }
 
     async fn readiness(&self) -> (StatusCode, &'static str) {
-        if self.state.drain.is_draining() {
+        if self.drain.is_draining() {
             return (StatusCode::SERVICE_UNAVAILABLE, "draining");
         }
-        match self.state.store.ping().await {
+        match self.store.ping().await {
             Ok(()) => (StatusCode::OK, "ready"),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness: store unreachable");

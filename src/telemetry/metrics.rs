@@ -3,8 +3,12 @@
 //! sizes of the revocation sets. Families are registered once; recording a request costs a
 //! hash lookup under a read lock and no allocation (route labels are shared `Arc<str>`s or
 //! static names).
+//!
+//! Metrics know no handler types: a request is recorded by its route label, status, latency
+//! and, when the gateway answered an error itself, the error's §1 code.
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -16,27 +20,58 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::auth::revocation::RevocationSizes;
-use crate::error::ApiError;
-use crate::gateway::RouteLabel;
 
 /// `Content-Type` of the exposition (OpenMetrics text, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-impl EncodeLabelValue for RouteLabel {
+/// The §1 codes that count as upstream errors.
+const UPSTREAM_CODES: [&str; 2] = ["bad_gateway", "gateway_timeout"];
+
+/// The §1 codes that are an authentication or authorisation refusal.
+const AUTH_FAILURE_CODES: [&str; 8] = [
+    "missing_token",
+    "token_expired",
+    "invalid_token",
+    "token_revoked",
+    "fresh_token_required",
+    "invalid_credentials",
+    "forbidden",
+    "rate_limited",
+];
+
+/// A label value that clones without allocating: a fixed name or a shared one.
+#[derive(Debug, Clone)]
+pub enum Label {
+    /// A name fixed at compile time (an auth endpoint, `-`).
+    Fixed(&'static str),
+    /// A name built once and shared (a route prefix).
+    Shared(Arc<str>),
+}
+
+impl Label {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Fixed(s) => s,
+            Self::Shared(s) => s,
+        }
+    }
+}
+
+impl EncodeLabelValue for Label {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         EncodeLabelValue::encode(&self.as_str(), encoder)
     }
 }
 
-impl PartialEq for RouteLabel {
+impl PartialEq for Label {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
     }
 }
 
-impl Eq for RouteLabel {}
+impl Eq for Label {}
 
-impl Hash for RouteLabel {
+impl Hash for Label {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.as_str().hash(state);
     }
@@ -44,13 +79,13 @@ impl Hash for RouteLabel {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
-    route: RouteLabel,
+    route: Label,
     status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
-    route: RouteLabel,
+    route: Label,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -60,7 +95,7 @@ struct ReasonLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct UpstreamLabels {
-    route: RouteLabel,
+    route: Label,
     error: &'static str,
 }
 
@@ -142,41 +177,42 @@ impl Metrics {
         }
     }
 
-    /// Records one answered request; `error` is the gateway's own error, if it answered one.
+    /// Records one answered request; `error_code` is the §1 code of the gateway's own error
+    /// answer, if it answered one.
     pub fn record(
         &self,
-        route: &RouteLabel,
+        route: Label,
         status: StatusCode,
         latency: Duration,
-        error: Option<&ApiError>,
+        error_code: Option<&'static str>,
     ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.clone(),
-                status: status.as_u16(),
-            })
-            .inc();
         self.latency
             .get_or_create(&RouteLabels {
                 route: route.clone(),
             })
             .observe(latency.as_secs_f64());
-        match error {
-            Some(e @ (ApiError::BadGateway | ApiError::GatewayTimeout)) => {
+        match error_code {
+            Some(code) if UPSTREAM_CODES.contains(&code) => {
                 self.upstream_errors
                     .get_or_create(&UpstreamLabels {
                         route: route.clone(),
-                        error: e.code(),
+                        error: code,
                     })
                     .inc();
             }
-            Some(e) if is_auth_failure(e) => {
+            Some(code) if AUTH_FAILURE_CODES.contains(&code) => {
                 self.auth_failures
-                    .get_or_create(&ReasonLabels { reason: e.code() })
+                    .get_or_create(&ReasonLabels { reason: code })
                     .inc();
             }
             _ => {}
         }
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                status: status.as_u16(),
+            })
+            .inc();
     }
 
     /// The exposition text, with the revocation sizes as of now.
@@ -198,35 +234,25 @@ impl Metrics {
     }
 }
 
-/// The §1 errors that are an authentication or authorisation refusal.
-fn is_auth_failure(e: &ApiError) -> bool {
-    matches!(
-        e,
-        ApiError::MissingToken
-            | ApiError::TokenExpired
-            | ApiError::InvalidToken(_)
-            | ApiError::TokenRevoked
-            | ApiError::FreshTokenRequired { .. }
-            | ApiError::InvalidCredentials
-            | ApiError::Forbidden
-            | ApiError::RateLimited { .. }
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::error::ApiError;
 
     #[test]
     fn exposition_names_route_status_reason_upstream_and_revocation_families() {
         let m = Metrics::new();
-        let api = RouteLabel::Route(Arc::from("/api"));
-        m.record(&api, StatusCode::OK, Duration::from_millis(3), None);
+        let api = Label::Shared(Arc::from("/api"));
+        m.record(api.clone(), StatusCode::OK, Duration::from_millis(3), None);
         let e = ApiError::TokenRevoked;
-        m.record(&api, e.status(), Duration::from_millis(1), Some(&e));
+        m.record(
+            api.clone(),
+            e.status(),
+            Duration::from_millis(1),
+            Some(e.code()),
+        );
         let e = ApiError::BadGateway;
-        m.record(&api, e.status(), Duration::from_millis(1), Some(&e));
+        m.record(api, e.status(), Duration::from_millis(1), Some(e.code()));
         let text = m.render(RevocationSizes {
             sessions: 2,
             users: 1,

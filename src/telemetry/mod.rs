@@ -1,8 +1,11 @@
-//! Logging: the tracing subscriber of `[log]`, and the one access line per request.
+//! Telemetry: the tracing subscriber of `[log]`, the one access line per request, and the
+//! metrics registry behind `/metrics` ([`metrics`]).
 //!
 //! Nothing here ever receives a token, password or secret: the access line takes the path
 //! without its query (tokens hide there) and client-supplied values are logged with `?`, which
 //! escapes control characters so a crafted path cannot forge log lines.
+
+pub mod metrics;
 
 use std::time::Duration;
 

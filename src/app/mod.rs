@@ -2,8 +2,15 @@
 //! (port 0 works; the bound addresses are exposed), run until the shutdown handle fires, and
 //! drained as HTTP-API.md §6 describes.
 //!
-//! `App` never listens for signals itself: the binary turns SIGTERM/SIGHUP into calls on
+//! Building wires the parts together: one token service, revocation index, authenticator and
+//! store shared by the account endpoints (`routes/`) and the proxy (`proxy/`), which own the
+//! rest of what they use; the public service ([`gateway`]) sits above both. `App` never
+//! listens for signals itself: the binary turns SIGTERM/SIGHUP into calls on
 //! [`App::shutdown_handle`] and [`App::reload_handle`], and tests call them directly.
+
+mod background;
+pub mod gateway;
+mod reload;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,30 +22,29 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::AdminService;
 use crate::auth::authenticator::Authenticator;
 use crate::auth::keys::{load_keys, KeyLoad};
 use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::PasswordHasher;
 use crate::auth::revocation::RevocationIndex;
 use crate::auth::tokens::TokenService;
-use crate::clock::{secs, Clock};
-use crate::config::{self, Config, ConfigError, StoreUrl};
-use crate::gateway::Gateway;
-use crate::metrics::Metrics;
-use crate::proxy::ProxyState;
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, StoreUrl};
+use crate::proxy::table::ProxyTable;
+use crate::proxy::Proxy;
+use crate::routes::{EndpointSettings, Endpoints, Passwords};
+use crate::server::admin::AdminService;
 use crate::server::drain::Drain;
 use crate::server::{accept_loop, tls, ServeOptions};
 use crate::sessions::{SessionRules, Sessions};
-use crate::store::SqliteStore;
-use crate::store::Store;
+use crate::store::{SqliteStore, Store};
+use crate::telemetry::metrics::Metrics;
+use background::Background;
+use gateway::Gateway;
+pub use reload::ReloadHandle;
 
 /// How long a login may wait for an argon2 slot before it is answered `503`.
 const HASH_QUEUE_WAIT: Duration = Duration::from_secs(2);
-/// How often the revocation log is read for entries written by other processes (§6: ≤ 1 s).
-const REVOCATION_POLL: Duration = Duration::from_millis(250);
-/// How often expired revocations, sessions and login-limit windows are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,50 +65,22 @@ pub enum RunError {
     GraceExpired(usize),
 }
 
-/// Everything a request may need, built once and shared.
-pub struct AppState {
-    /// The configuration the gateway started with (routes and `[proxy]` live in `proxy`).
-    pub config: Config,
-    /// Draining flag and in-flight count.
-    pub drain: Drain,
-    /// Users, sessions, revocation log.
-    pub store: Arc<dyn Store>,
-    /// Issues and verifies tokens.
-    pub tokens: Arc<TokenService>,
-    /// Revoked sessions, users and tokens, in memory.
-    pub revocations: Arc<RevocationIndex>,
-    /// Turns request credentials into identities.
-    pub auth: Arc<Authenticator>,
-    /// Wall time.
-    pub clock: Clock,
-    /// argon2id on the blocking pool, behind a semaphore.
-    pub hasher: PasswordHasher,
-    /// Failed-login limiting.
-    pub limiter: LoginLimiter,
-    /// Login sessions: open, refresh, step up, end.
-    pub sessions: Sessions,
-    /// The route table and proxy settings; swapped whole on reload.
-    pub proxy: ArcSwap<ProxyState>,
-    /// TLS configuration of the public listener; swapped on reload.
-    pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
-    /// Cancelled when the gateway begins to shut down (closes upgraded connections).
-    pub shutdown: CancellationToken,
-    /// Request, auth-failure and upstream-error metrics for `/metrics`.
-    pub metrics: Metrics,
-}
-
 /// A built gateway with its listeners bound, ready to [`run`](App::run).
 pub struct App {
-    state: Arc<AppState>,
+    config: Arc<Config>,
+    gateway: Arc<Gateway>,
+    admin_service: Arc<AdminService>,
+    background: Background,
+    reload: ReloadHandle,
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    store: Arc<dyn Store>,
+    tokens: Arc<TokenService>,
+    hasher: PasswordHasher,
+    drain: Arc<Drain>,
+    shutdown: CancellationToken,
     public: TcpListener,
     admin: Option<TcpListener>,
     log_cursor: i64,
-}
-
-/// Reloads `[[routes]]`, `[proxy]` and the TLS files of a running gateway.
-#[derive(Clone)]
-pub struct ReloadHandle {
-    state: Arc<AppState>,
 }
 
 impl App {
@@ -118,7 +96,7 @@ impl App {
         if let Some(files) = &config.server.tls {
             tls::server_config(files, &config.source)?;
         }
-        ProxyState::build(config)?;
+        ProxyTable::build(config)?;
         match &config.store.url {
             StoreUrl::Sqlite(path) => SqliteStore::check(path)
                 .map_err(|e| store_config_error(config, path, &e.to_string()))?,
@@ -147,14 +125,25 @@ impl App {
             )?))),
             None => None,
         };
-        let proxy = ProxyState::build(&config)?;
+        let table = Arc::new(ArcSwap::from_pointee(ProxyTable::build(&config)?));
         let store = crate::store::open(&config.store.url)
             .await
             .map_err(StartError::Runtime)?;
         let (revocations, log_cursor) = load_revocations(store.as_ref(), &clock).await?;
-        let auth = Arc::new(Authenticator::new(tokens.clone(), revocations.clone()));
         let hasher = build_hasher(&config).await?;
-        let limiter = LoginLimiter::new(config.auth.login_limit);
+        let limiter = Arc::new(LoginLimiter::new(config.auth.login_limit));
+
+        let public = bind(config.server.listen, "server.listen").await?;
+        let admin = match config.admin.listen {
+            Some(addr) => Some(bind(addr, "admin.listen").await?),
+            None => None,
+        };
+
+        let config = Arc::new(config);
+        let auth = Arc::new(Authenticator::new(tokens.clone(), revocations.clone()));
+        let drain = Arc::new(Drain::default());
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
         let sessions = Sessions::new(
             store.clone(),
             tokens.clone(),
@@ -165,30 +154,54 @@ impl App {
                 refresh_reuse_grace: config.auth.refresh_reuse_grace,
             },
         );
-
-        let public = bind(config.server.listen, "server.listen").await?;
-        let admin = match config.admin.listen {
-            Some(addr) => Some(bind(addr, "admin.listen").await?),
-            None => None,
+        let endpoints = Endpoints::new(
+            auth.clone(),
+            tokens.clone(),
+            store.clone(),
+            sessions,
+            Passwords::new(store.clone(), hasher.clone(), limiter.clone()),
+            EndpointSettings {
+                allow_registration: config.auth.allow_registration,
+                min_password_length: config.auth.min_password_length,
+                max_body: config.server.max_body,
+            },
+            clock.clone(),
+        );
+        let proxy = Proxy::new(
+            auth,
+            &tokens,
+            table.clone(),
+            shutdown.clone(),
+            clock.clone(),
+        );
+        let gateway = Gateway::new(
+            endpoints,
+            proxy,
+            config.auth.prefix.clone(),
+            drain.clone(),
+            metrics.clone(),
+        );
+        let admin_service =
+            AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone());
+        let background = Background {
+            store: store.clone(),
+            revocations,
+            limiter,
+            leeway: tokens.leeway(),
+            clock,
         };
-        let state = Arc::new(AppState {
+        Ok(App {
+            reload: ReloadHandle::new(config.clone(), table, tls.clone()),
             config,
-            drain: Drain::default(),
+            gateway: Arc::new(gateway),
+            admin_service: Arc::new(admin_service),
+            background,
+            tls,
             store,
             tokens,
-            revocations,
-            auth,
-            clock,
             hasher,
-            limiter,
-            sessions,
-            proxy: ArcSwap::from_pointee(proxy),
-            tls,
-            shutdown: CancellationToken::new(),
-            metrics: Metrics::new(),
-        });
-        Ok(App {
-            state,
+            drain,
+            shutdown,
             public,
             admin,
             log_cursor,
@@ -199,7 +212,7 @@ impl App {
     pub fn public_addr(&self) -> SocketAddr {
         self.public
             .local_addr()
-            .unwrap_or(self.state.config.server.listen)
+            .unwrap_or(self.config.server.listen)
     }
 
     /// The bound admin address, when the admin listener is on.
@@ -209,19 +222,32 @@ impl App {
 
     /// Cancel this token to start a graceful shutdown.
     pub fn shutdown_handle(&self) -> CancellationToken {
-        self.state.shutdown.clone()
+        self.shutdown.clone()
     }
 
     /// A handle that reloads the route table, `[proxy]` and TLS files.
     pub fn reload_handle(&self) -> ReloadHandle {
-        ReloadHandle {
-            state: self.state.clone(),
-        }
+        self.reload.clone()
     }
 
-    /// The shared state (for tests and benchmarks that drive parts directly).
-    pub fn state(&self) -> Arc<AppState> {
-        self.state.clone()
+    /// The store (for tests and tools that inspect or seed it directly).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The token service (for tests that sign tokens of their own).
+    pub fn tokens(&self) -> Arc<TokenService> {
+        self.tokens.clone()
+    }
+
+    /// The password hasher (shares its counters with the one the endpoints use).
+    pub fn hasher(&self) -> PasswordHasher {
+        self.hasher.clone()
+    }
+
+    /// The drain state (draining flag and in-flight count).
+    pub fn drain(&self) -> Arc<Drain> {
+        self.drain.clone()
     }
 
     /// Serves until the shutdown handle fires, then drains: new connections are refused,
@@ -229,44 +255,57 @@ impl App {
     /// and in-flight requests get `shutdown_grace` to finish.
     pub async fn run(self) -> Result<(), RunError> {
         let App {
-            state,
+            config,
+            gateway,
+            admin_service,
+            background,
+            tls,
+            drain,
+            shutdown,
             public,
             admin,
             log_cursor,
+            ..
         } = self;
-        let background = CancellationToken::new();
-        spawn_background(state.clone(), log_cursor, background.clone());
+        let stop_background = CancellationToken::new();
+        background.spawn(log_cursor, stop_background.clone());
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-        let admin_done =
-            admin.map(|listener| spawn_admin(listener, state.clone(), background.clone()));
+        let header_timeout = config.server.request_header_timeout;
+        let admin_done = admin.map(|listener| {
+            spawn_admin(
+                listener,
+                admin_service,
+                header_timeout,
+                stop_background.clone(),
+            )
+        });
         // Tests (and operators) read the bound ports from this line.
         tracing::info!(
             listen = %public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             admin = %admin_addr.map(|a| a.to_string()).unwrap_or_default(),
-            tls = state.tls.is_some(),
+            tls = tls.is_some(),
             "authgate serving"
         );
         let graceful = GracefulShutdown::new();
         let opts = ServeOptions {
-            header_timeout: state.config.server.request_header_timeout,
-            max_connections: state.config.server.max_connections,
-            tls: state.tls.clone(),
+            header_timeout,
+            max_connections: config.server.max_connections,
+            tls,
         };
-        let gateway = Arc::new(Gateway::new(state.clone()));
-        accept_loop(public, opts, gateway, &graceful, state.shutdown.clone()).await;
+        accept_loop(public, opts, gateway, &graceful, shutdown).await;
 
         // The listener is dropped: new connections are refused from here on.
-        state.drain.start();
-        let grace = state.config.server.shutdown_grace;
+        drain.start();
+        let grace = config.server.shutdown_grace;
         let deadline = Instant::now() + grace;
-        tracing::info!(in_flight = state.drain.in_flight(), grace = ?grace, "draining");
-        let idle = state.drain.wait_idle(grace).await;
+        tracing::info!(in_flight = drain.in_flight(), grace = ?grace, "draining");
+        let idle = drain.wait_idle(grace).await;
         let left = deadline.saturating_duration_since(Instant::now());
         let closed = tokio::time::timeout(left, graceful.shutdown())
             .await
             .is_ok();
-        let in_flight = state.drain.in_flight();
-        background.cancel();
+        let in_flight = drain.in_flight();
+        stop_background.cancel();
         if let Some(done) = admin_done {
             let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
         }
@@ -276,42 +315,6 @@ impl App {
         } else {
             Err(RunError::GraceExpired(in_flight))
         }
-    }
-}
-
-impl ReloadHandle {
-    /// Reads `path` again and applies it (see [`ReloadHandle::apply`]).
-    /// Everything — reading the file, the CA and TLS files — runs on the blocking pool.
-    pub async fn reload_from(&self, path: &Path) -> Result<(), ConfigError> {
-        let path = path.to_path_buf();
-        let handle = self.clone();
-        tokio::task::spawn_blocking(move || handle.apply(config::load(&path)?))
-            .await
-            .map_err(|e| {
-                ConfigError::new(Path::new("-"), "", None, format!("reload task failed: {e}"))
-            })?
-    }
-
-    /// Applies `[[routes]]`, `[proxy]` and the TLS files of `new` atomically; in-flight
-    /// requests keep what they started with. Changes elsewhere are logged as needing a restart.
-    /// On error nothing changes. It reads files: call it off the reactor (as `reload_from`
-    /// does) or from a test.
-    pub fn apply(&self, new: Config) -> Result<(), ConfigError> {
-        let proxy = ProxyState::build(&new)?;
-        let tls = match &new.server.tls {
-            Some(files) => Some(tls::server_config(files, &new.source)?),
-            None => None,
-        };
-        self.state.proxy.store(Arc::new(proxy));
-        match (&self.state.tls, tls) {
-            (Some(slot), Some(cfg)) => slot.store(cfg),
-            (None, None) => {}
-            _ => tracing::warn!("TLS switched on or off: needs a restart, not applied"),
-        }
-        for section in config::restart_needed(&self.state.config, &new) {
-            tracing::warn!(section, "changed: needs a restart, not applied");
-        }
-        Ok(())
     }
 }
 
@@ -370,75 +373,18 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartError> {
 
 fn spawn_admin(
     listener: TcpListener,
-    state: Arc<AppState>,
+    service: Arc<AdminService>,
+    header_timeout: Duration,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         let opts = ServeOptions {
-            header_timeout: state.config.server.request_header_timeout,
+            header_timeout,
             max_connections: 64,
             tls: None,
         };
-        let service = Arc::new(AdminService::new(state));
         accept_loop(listener, opts, service, &graceful, stop).await;
         let _ = tokio::time::timeout(Duration::from_millis(500), graceful.shutdown()).await;
     })
-}
-
-/// Keeps the in-memory revocation index in step with the log (other processes write to it
-/// too) and prunes what has expired.
-///
-/// The poller keeps its own cursor into the log rather than the index's highest applied
-/// `seq`: this process applies its own revocations at once, and they may carry a higher `seq`
-/// than another process's entry committed just before and not yet read.
-fn spawn_background(state: Arc<AppState>, cursor: i64, stop: CancellationToken) {
-    tokio::spawn(poll_revocations(state.clone(), cursor, stop.clone()));
-    tokio::spawn(prune_expired(state, stop));
-}
-
-/// Applies revocation-log entries written since `cursor`, every [`REVOCATION_POLL`].
-async fn poll_revocations(state: Arc<AppState>, mut cursor: i64, stop: CancellationToken) {
-    let mut tick = interval(REVOCATION_POLL);
-    while next_tick(&mut tick, &stop).await {
-        match state.store.revocations_since(cursor).await {
-            Ok(entries) => {
-                if let Some(last) = entries.iter().map(|e| e.seq).max() {
-                    cursor = cursor.max(last);
-                    state.revocations.apply(&entries);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read the revocation log"),
-        }
-    }
-}
-
-/// Drops expired revocations, login-limit windows and store rows, every [`PRUNE_EVERY`].
-async fn prune_expired(state: Arc<AppState>, stop: CancellationToken) {
-    let mut tick = interval(PRUNE_EVERY);
-    while next_tick(&mut tick, &stop).await {
-        let now = state.clock.now();
-        state.revocations.prune(now);
-        state.limiter.prune(Instant::now());
-        // Session rows stay through the leeway: their tokens still verify until then.
-        let leeway = secs(state.tokens.leeway());
-        if let Err(e) = state.store.prune(now - leeway).await {
-            tracing::warn!(error = %e, "cannot prune the store");
-        }
-    }
-}
-
-/// A ticker that, after a stall, waits a full period rather than firing a burst.
-fn interval(period: Duration) -> tokio::time::Interval {
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick
-}
-
-/// Waits for the next tick; false once `stop` fires.
-async fn next_tick(tick: &mut tokio::time::Interval, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        () = stop.cancelled() => false,
-        _ = tick.tick() => true,
-    }
 }

@@ -1,0 +1,64 @@
+//! Everything the proxy reads per request that a reload may change: the compiled route
+//! table, `[proxy]`, the identity-header rewriter and the upstream client. Built once per
+//! configuration and swapped whole on reload, so a request sees one consistent table.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+use super::client::{build_client, UpstreamClient};
+use super::headers::HeaderRewriter;
+use super::router::{Route, Router};
+use crate::config::{Config, ConfigError, ProxyConfig};
+use crate::server::context::RouteLabel;
+
+/// The current [`ProxyTable`], shared by the proxy and the reload handle, swapped whole.
+pub type TableSlot = ArcSwap<ProxyTable>;
+
+/// The proxy's reloadable part.
+pub struct ProxyTable {
+    /// The compiled route table.
+    pub router: Router,
+    /// `[proxy]` as configured.
+    pub config: ProxyConfig,
+    /// Identity-header handling.
+    pub rewriter: HeaderRewriter,
+    /// The pooled upstream client.
+    pub client: UpstreamClient,
+    /// Route prefixes as shared strings for log labels (index = route index).
+    labels: Vec<Arc<str>>,
+}
+
+impl ProxyTable {
+    /// Compiles `[[routes]]` and `[proxy]` of `config`.
+    pub fn build(config: &Config) -> Result<ProxyTable, ConfigError> {
+        let router = Router::new(&config.routes)
+            .map_err(|e| ConfigError::new(&config.source, "routes", None, e.to_string()))?;
+        let client = build_client(config.proxy.upstream_ca_file.as_deref(), &config.source)?;
+        let labels = router
+            .routes()
+            .iter()
+            .map(|r| Arc::from(r.prefix()))
+            .collect();
+        Ok(ProxyTable {
+            rewriter: HeaderRewriter::new(&config.proxy.identity_headers),
+            config: config.proxy.clone(),
+            router,
+            client,
+            labels,
+        })
+    }
+
+    /// Peers whose `X-Forwarded-For` is believed (`[proxy] trusted_proxies`).
+    pub fn trusted_proxies(&self) -> &[IpNet] {
+        &self.config.trusted_proxies
+    }
+
+    /// The access-log and metrics label of `route`.
+    pub fn label(&self, route: &Route) -> RouteLabel {
+        self.labels
+            .get(route.index())
+            .map_or(RouteLabel::Static("-"), |l| RouteLabel::Route(l.clone()))
+    }
+}

@@ -1,0 +1,79 @@
+//! Password checks of the account endpoints: login, `/auth/fresh` and `PUT /auth/password`
+//! all check a password here, under the failed-login limiter and on the bounded hashing pool.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::auth::accounts_rules::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
+use crate::auth::limiter::LoginLimiter;
+use crate::auth::password::PasswordHasher;
+use crate::error::ApiError;
+use crate::store::{Store, User};
+
+/// The store's password hashes, checked under the limiter.
+pub struct Passwords {
+    store: Arc<dyn Store>,
+    hasher: PasswordHasher,
+    limiter: Arc<LoginLimiter>,
+}
+
+impl Passwords {
+    /// Checks against `store` with `hasher`, counting failures in `limiter`.
+    pub fn new(store: Arc<dyn Store>, hasher: PasswordHasher, limiter: Arc<LoginLimiter>) -> Self {
+        Self {
+            store,
+            hasher,
+            limiter,
+        }
+    }
+
+    /// Checks `password` against the stored hash of `username` and returns the user; counts
+    /// the outcome for the login limiter against the name and the client address `client`.
+    /// One argon2 verify whether or not the user exists (against a dummy hash when not):
+    /// same answer, same time.
+    pub async fn check(
+        &self,
+        username: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<User, ApiError> {
+        // Admitted under the limiter's lock: concurrent attempts cannot exceed the budget.
+        let attempt = self
+            .limiter
+            .begin(username, client, Instant::now())
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        let found = self.store.user_by_name(username).await?;
+        let hash = found.as_ref().map(|u| u.password_hash.as_str());
+        let ok = self.hasher.verify(password, hash).await?;
+        match (ok, found) {
+            (true, Some(u)) => {
+                attempt.succeeded();
+                Ok(u.user)
+            }
+            _ => {
+                attempt.failed(Instant::now());
+                tracing::info!(reason = "invalid_credentials", "password check failed");
+                Err(ApiError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// The argon2id hash of a new password (on the bounded pool).
+    pub async fn hash(&self, password: &str) -> Result<String, ApiError> {
+        Ok(self.hasher.hash(password).await?)
+    }
+}
+
+/// Field lengths that are refused before any hashing (a 1 MB password never reaches argon2).
+pub fn check_lengths(username: &str, password: &str) -> Result<(), ApiError> {
+    if username.len() > 4 * MAX_USERNAME_CHARS || username.chars().count() > MAX_USERNAME_CHARS {
+        return Err(ApiError::InvalidRequest("username is too long".into()));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::InvalidRequest(
+            "password is too long (at most 1024 bytes)".into(),
+        ));
+    }
+    Ok(())
+}

@@ -2,7 +2,11 @@
 //!
 //! Answers every request with JSON describing what it received (method, path, query, every
 //! header line, body length); `?echo_bytes=N` streams N bytes back. Handy to see what the
-//! gateway forwards.
+//! gateway forwards. It is the demo's upstream, compiled here from the same file (the
+//! library does not export it).
+
+#[path = "../src/cli/echo_upstream.rs"]
+mod echo;
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +18,7 @@ async fn main() -> std::io::Result<()> {
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let stop = CancellationToken::new();
-    let bound = authgate::echo::spawn(addr, stop.clone()).await?;
+    let bound = echo::spawn(addr, stop.clone()).await?;
     println!("echo upstream on http://{bound} (Ctrl-C stops it)");
     tokio::signal::ctrl_c().await?;
     stop.cancel();

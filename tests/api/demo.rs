@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use authgate::demo::{WALKTHROUGH_END, WALKTHROUGH_START};
+use authgate::cli::demo::{WALKTHROUGH_END, WALKTHROUGH_START};
 
 use crate::helpers::binary;
 

@@ -175,7 +175,7 @@ impl TestApp {
     /// Starts a gateway with `setup` on the data folder `dir` (reused across restarts).
     pub async fn spawn_in(setup: Setup, dir: TempDir) -> TestApp {
         let echo_stop = CancellationToken::new();
-        let echo = authgate::echo::spawn(([127, 0, 0, 1], 0).into(), echo_stop.clone())
+        let echo = crate::echo::spawn(([127, 0, 0, 1], 0).into(), echo_stop.clone())
             .await
             .expect("echo upstream");
         let config_path = dir.path().join("authgate.toml");

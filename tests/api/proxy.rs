@@ -1,6 +1,6 @@
 //! The proxy: routing, policy, header rewriting, forwarding, streaming, WebSockets, reload.
 //!
-//! Upstreams are real servers on port 0: the echo upstream (`authgate::echo`, which answers
+//! Upstreams are real servers on port 0: the echo upstream (`crate::echo`, which answers
 //! with JSON describing what it received), and small purpose-built ones below (held,
 //! recording, fixed answer, garbage, WebSocket echo). Path tricks go over raw sockets so no
 //! client library normalises them first.
@@ -1049,7 +1049,7 @@ async fn download(c: &reqwest::Client, url: &str, len: u64) -> u64 {
 async fn fifty_megabytes_stream_both_ways_without_growing_gateway_memory() {
     let stop = CancellationToken::new();
     let _stop_echo = stop.clone().drop_guard();
-    let echo = authgate::echo::spawn(([127, 0, 0, 1], 0).into(), stop)
+    let echo = crate::echo::spawn(([127, 0, 0, 1], 0).into(), stop)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -1431,7 +1431,7 @@ async fn a_reload_swaps_the_route_table_and_leaves_a_request_in_flight_intact() 
 async fn sighup_reloads_the_routes_of_the_running_binary() {
     let stop = CancellationToken::new();
     let _stop_echo = stop.clone().drop_guard();
-    let echo = authgate::echo::spawn(([127, 0, 0, 1], 0).into(), stop)
+    let echo = crate::echo::spawn(([127, 0, 0, 1], 0).into(), stop)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -692,7 +692,7 @@ async fn a_revocation_survives_sigkill_and_restart_on_the_same_database() {
 #[tokio::test(flavor = "multi_thread")]
 async fn user_logout_all_beside_a_live_gateway_takes_effect_within_a_second() {
     let echo_stop = tokio_util::sync::CancellationToken::new();
-    let echo = authgate::echo::spawn(([127, 0, 0, 1], 0).into(), echo_stop.clone())
+    let echo = crate::echo::spawn(([127, 0, 0, 1], 0).into(), echo_stop.clone())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

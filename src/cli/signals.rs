@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::ReloadHandle;
 
 /// Spawns the tasks that turn signals into calls on the gateway's handles.
-pub fn install(shutdown: CancellationToken, reload: ReloadHandle, config_path: PathBuf) {
+pub(super) fn install(shutdown: CancellationToken, reload: ReloadHandle, config_path: PathBuf) {
     tokio::spawn(async move {
         let (mut term, mut int) = match (
             signal(SignalKind::terminate()),

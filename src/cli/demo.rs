@@ -8,8 +8,10 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
+use super::echo_upstream;
+use super::exit::{multi_thread_runtime, report_start_error, EXIT_CONFIG, EXIT_RUNTIME};
+use super::signals;
 use crate::app::App;
-use crate::cli::{report_start_error, EXIT_CONFIG, EXIT_RUNTIME};
 use crate::config;
 
 /// Marks the start of the walkthrough in the demo's output.
@@ -19,7 +21,7 @@ pub const WALKTHROUGH_END: &str = "----- end of walkthrough -----";
 
 /// Runs the demo until Ctrl-C.
 pub fn run(listen: SocketAddr, admin: SocketAddr, data_dir: &Path) -> ExitCode {
-    let runtime = match crate::cli::multi_thread_runtime() {
+    let runtime = match multi_thread_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -28,7 +30,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, data_dir: &Path) -> ExitCode {
 
 async fn serve(listen: SocketAddr, admin: SocketAddr, data_dir: &Path) -> ExitCode {
     let stop_echo = CancellationToken::new();
-    let echo = match crate::echo::spawn(([127, 0, 0, 1], 0).into(), stop_echo.clone()).await {
+    let echo = match echo_upstream::spawn(([127, 0, 0, 1], 0).into(), stop_echo.clone()).await {
         Ok(addr) => addr,
         Err(e) => {
             eprintln!("authgate: cannot start the echo upstream: {e}");
@@ -62,7 +64,7 @@ async fn serve(listen: SocketAddr, admin: SocketAddr, data_dir: &Path) -> ExitCo
         data_dir.display(),
         walkthrough(&base, &admin_url)
     ));
-    crate::signals::install(
+    signals::install(
         app.shutdown_handle(),
         app.reload_handle(),
         Path::new("<demo>").to_path_buf(),
@@ -128,36 +130,50 @@ fresh_max_age = "5m"
     )
 }
 
-/// The curl walkthrough, against the gateway at `base`.
+/// The curl walkthrough, against the gateway at `base`. Every URL is quoted, so the lines
+/// paste into zsh too (which would glob the `?` of a bare URL).
 fn walkthrough(base: &str, admin: &str) -> String {
     let user = r#"{"username":"alice","password":"correct horse battery"}"#;
     format!(
         r#"# Is it up? (admin port)
-curl -s {admin}/readyz; echo
+curl -s '{admin}/readyz'; echo
 # A public route: the echo upstream shows what it received
-curl -s {base}/public/hello?x=1; echo
+curl -s '{base}/public/hello?x=1'; echo
 # A token route without a token: 401 missing_token
-curl -s -i {base}/api/orders | head -n 1
+curl -s -i '{base}/api/orders' | head -n 1
 # Register (a second run answers 409 username_taken) and log in
-curl -s -X POST {base}/auth/register -H 'Content-Type: application/json' -d '{user}'; echo
-TOKENS=$(curl -s -X POST {base}/auth/login -H 'Content-Type: application/json' -d '{user}')
+curl -s -X POST '{base}/auth/register' -H 'Content-Type: application/json' -d '{user}'; echo
+TOKENS=$(curl -s -X POST '{base}/auth/login' -H 'Content-Type: application/json' -d '{user}')
 ACCESS=$(printf '%s' "$TOKENS" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 REFRESH=$(printf '%s' "$TOKENS" | sed -E 's/.*"refresh_token":"([^"]+)".*/\1/')
 # Who am I?
-curl -s {base}/auth/me -H "Authorization: Bearer $ACCESS"; echo
+curl -s '{base}/auth/me' -H "Authorization: Bearer $ACCESS"; echo
 # The token route now forwards, with X-Auth-* identity headers added by the gateway
-curl -s {base}/api/orders -H "Authorization: Bearer $ACCESS"; echo
+curl -s '{base}/api/orders' -H "Authorization: Bearer $ACCESS"; echo
 # Refresh: a new access token that is NOT fresh (and a rotated refresh token)
-REFRESHED=$(curl -s -X POST {base}/auth/refresh -H "Authorization: Bearer $REFRESH")
+REFRESHED=$(curl -s -X POST '{base}/auth/refresh' -H "Authorization: Bearer $REFRESH")
 ACCESS2=$(printf '%s' "$REFRESHED" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 # The fresh route refuses it: 401 fresh_token_required
-curl -s {base}/admin/settings -H "Authorization: Bearer $ACCESS2"; echo
+curl -s '{base}/admin/settings' -H "Authorization: Bearer $ACCESS2"; echo
 # Step up with the password: a fresh token in the same session, accepted by /admin
-FRESH=$(curl -s -X POST {base}/auth/fresh -H "Authorization: Bearer $ACCESS2" -H 'Content-Type: application/json' -d '{{"password":"correct horse battery"}}' | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
-curl -s {base}/admin/settings -H "Authorization: Bearer $FRESH"; echo
+FRESH=$(curl -s -X POST '{base}/auth/fresh' -H "Authorization: Bearer $ACCESS2" -H 'Content-Type: application/json' -d '{{"password":"correct horse battery"}}' | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+curl -s '{base}/admin/settings' -H "Authorization: Bearer $FRESH"; echo
 # Log out: the whole session is revoked, every token of it refused
-curl -s -X POST {base}/auth/logout -H "Authorization: Bearer $ACCESS"; echo
-curl -s {base}/api/orders -H "Authorization: Bearer $ACCESS"; echo
+curl -s -X POST '{base}/auth/logout' -H "Authorization: Bearer $ACCESS"; echo
+curl -s '{base}/api/orders' -H "Authorization: Bearer $ACCESS"; echo
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::walkthrough;
+
+    #[test]
+    fn every_url_of_the_walkthrough_is_quoted_for_zsh() {
+        let text = walkthrough("http://127.0.0.1:8080", "http://127.0.0.1:9090");
+        let urls = text.matches("http://").count();
+        assert_eq!(urls, text.matches("'http://").count(), "{text}");
+        assert!(urls >= 10, "{text}");
+    }
 }

@@ -1,15 +1,18 @@
 //! The echo upstream: a small HTTP server that answers every request with JSON describing
 //! what it received — method, path, query, every header line in order, and the body's length.
+//! It can also stream a large body back (`?echo_bytes=N`) so downloads can be measured.
 //!
-//! The demo fronts it, and tests use it as the oracle for what the gateway forwards. It can
-//! also stream a large body back (`?echo_bytes=N`) so downloads can be measured.
+//! The demo fronts it. It is not part of the library's API: the integration tests (as their
+//! oracle of what the gateway forwards) and `examples/echo_upstream.rs` compile this same
+//! file on their own, so it uses nothing of the crate and only crates they all have.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -17,10 +20,11 @@ use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::response::{full, Body, BoxError};
-
 /// Largest body `?echo_bytes=N` will stream back (1 GiB).
 const MAX_ECHO_BYTES: u64 = 1 << 30;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
 
 /// Binds `addr` and serves the echo upstream until `stop` fires; returns the bound address.
 pub async fn spawn(addr: SocketAddr, stop: CancellationToken) -> std::io::Result<SocketAddr> {
@@ -31,7 +35,7 @@ pub async fn spawn(addr: SocketAddr, stop: CancellationToken) -> std::io::Result
 }
 
 /// Serves the echo upstream on an already bound listener until `stop` fires.
-pub async fn serve(listener: TcpListener, stop: CancellationToken) {
+async fn serve(listener: TcpListener, stop: CancellationToken) {
     loop {
         let stream = tokio::select! {
             () = stop.cancelled() => return,
@@ -85,7 +89,10 @@ async fn answer(req: Request<Incoming>) -> Response<Body> {
         "headers": headers,
         "body_bytes": body_bytes,
     });
-    let mut res = Response::new(full(json.to_string()));
+    let body = Full::new(Bytes::from(json.to_string()))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut res = Response::new(body);
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),

@@ -8,16 +8,58 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Subcommand;
+
+use super::exit::{load_config, EXIT_RUNTIME};
 use crate::auth::accounts_rules::{check_password, check_username};
 use crate::auth::password::PasswordHasher;
-use crate::cli::{load_config, UserCommand, EXIT_RUNTIME};
 use crate::clock::{secs, Clock};
 use crate::config::Config;
 use crate::sessions::user_revocation_expiry;
 use crate::store::{Store, StoreError, User};
 
+/// `authgate user ...`: operator commands on the store.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is read from a prompt, or from standard input when it is
+    /// not a terminal (one trailing newline removed) — never from an argument.
+    Add {
+        /// Username (1-64 characters of A-Z a-z 0-9 . _ - @).
+        name: String,
+        /// Role to grant; repeat for several.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+    },
+    /// List users with their roles.
+    List,
+    /// Delete a user and revoke every token of theirs.
+    Delete {
+        /// Username.
+        name: String,
+    },
+    /// Grant a role (it applies from the user's next token).
+    Grant {
+        /// Username.
+        name: String,
+        /// Role name.
+        role: String,
+    },
+    /// Revoke a role (it applies from the user's next token).
+    Revoke {
+        /// Username.
+        name: String,
+        /// Role name.
+        role: String,
+    },
+    /// Revoke every session of a user: all their tokens stop working within a second.
+    LogoutAll {
+        /// Username.
+        name: String,
+    },
+}
+
 /// Runs one `user` command against the store of the config at `config_path`.
-pub fn run(config_path: &Path, cmd: UserCommand) -> ExitCode {
+pub(super) fn run(config_path: &Path, cmd: UserCommand) -> ExitCode {
     let config = match load_config(config_path) {
         Ok(c) => c,
         Err(code) => return code,

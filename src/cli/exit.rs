@@ -1,0 +1,41 @@
+//! What the commands share: the exit codes, loading the configuration, the runtime, and
+//! turning a start failure into its exit code.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::app::StartError;
+use crate::config::{self, Config};
+
+/// Exit code for a bad configuration (EX_CONFIG of sysexits.h).
+pub const EXIT_CONFIG: u8 = 64;
+/// Exit code for a runtime failure or a drain that ran out of time.
+pub const EXIT_RUNTIME: u8 = 1;
+
+/// Loads the configuration, or prints why not.
+pub(super) fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("authgate: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// The multi-threaded tokio runtime the gateway runs on, or the exit code for failing to make it.
+pub(super) fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("authgate: cannot start the runtime: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        })
+}
+
+/// Prints a start failure and maps it to its exit code.
+pub(super) fn report_start_error(e: &StartError) -> ExitCode {
+    eprintln!("authgate: {e}");
+    match e {
+        StartError::Config(_) => ExitCode::from(EXIT_CONFIG),
+        StartError::Runtime(_) => ExitCode::from(EXIT_RUNTIME),
+    }
+}

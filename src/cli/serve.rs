@@ -1,0 +1,50 @@
+//! `authgate serve` (the default command) and `authgate check-config`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::exit::{load_config, multi_thread_runtime, report_start_error, EXIT_RUNTIME};
+use crate::app::App;
+
+/// Runs the gateway of the config at `path` until SIGTERM or SIGINT has drained it.
+pub(super) fn serve(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let _log = crate::telemetry::init(&config.log);
+    let runtime = match multi_thread_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let path = path.to_path_buf();
+    runtime.block_on(async move {
+        let app = match App::build(config).await {
+            Ok(app) => app,
+            Err(e) => return report_start_error(&e),
+        };
+        super::signals::install(app.shutdown_handle(), app.reload_handle(), path);
+        match app.run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "gateway stopped with an error");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    })
+}
+
+/// Checks the config at `path` as a start would, without binding ports or creating files.
+pub(super) fn check_config(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match App::check(&config) {
+        Ok(()) => {
+            println!("{}: configuration is valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => report_start_error(&e),
+    }
+}

@@ -5,7 +5,6 @@
 //! implementation. Times are seconds since the epoch and always passed in by the caller, so
 //! tests control them.
 
-mod migrations;
 mod model;
 mod sqlite;
 

@@ -7,7 +7,8 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::StoreError;
+use super::error::map_err;
+use crate::store::StoreError;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -83,9 +84,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     loop {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(super::sqlite::map_err)?;
+            .map_err(map_err)?;
         // Read inside the write lock: another process may have migrated in the meantime.
-        let current = version(&tx).map_err(super::sqlite::map_err)?;
+        let current = version(&tx).map_err(map_err)?;
         ensure_known(current)?;
         let Some(step) = usize::try_from(current)
             .ok()
@@ -93,10 +94,10 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         else {
             return Ok(());
         };
-        tx.execute_batch(step).map_err(super::sqlite::map_err)?;
+        tx.execute_batch(step).map_err(map_err)?;
         tx.pragma_update(None, "user_version", current + 1)
-            .map_err(super::sqlite::map_err)?;
-        tx.commit().map_err(super::sqlite::map_err)?;
+            .map_err(map_err)?;
+        tx.commit().map_err(map_err)?;
     }
 }
 

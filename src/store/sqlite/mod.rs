@@ -7,20 +7,22 @@
 //! for it; WAL lets readers go on meanwhile; `synchronous=FULL` makes every acknowledged
 //! revocation survive a crash.
 
+mod error;
+mod migrations;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{
-    ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction,
-    TransactionBehavior,
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
 
-use super::migrations;
 use super::{
     RefreshOutcome, Revocation, RevocationKind, Session, Store, StoreError, StoreFuture, User,
     UserWithHash,
 };
+use error::{is_unique_violation, map_err};
 
 /// How long a call waits for another connection's write lock before failing with `Busy`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -186,33 +188,6 @@ fn enable_wal(conn: &Connection) -> Result<(), StoreError> {
         )));
     }
     Ok(())
-}
-
-/// Maps a SQLite error to a [`StoreError`] whose message holds no SQL text.
-pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
-    match e {
-        rusqlite::Error::SqliteFailure(failure, message) => match failure.code {
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy,
-            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt,
-            code => StoreError::Internal(match message {
-                Some(message) => format!("{message} ({code:?}, code {})", failure.extended_code),
-                None => format!("{code:?} (code {})", failure.extended_code),
-            }),
-        },
-        // Its Display would echo the statement.
-        rusqlite::Error::SqlInputError {
-            error, msg, offset, ..
-        } => StoreError::Internal(format!(
-            "{msg} at offset {offset} of a statement ({:?})",
-            error.code
-        )),
-        other => StoreError::Internal(other.to_string()),
-    }
-}
-
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    e.sqlite_error()
-        .is_some_and(|f| f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
 /// The key usernames are unique under; login and registration must fold alike.

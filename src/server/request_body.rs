@@ -7,6 +7,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use percent_encoding::percent_decode;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -83,33 +84,11 @@ fn decode<T: DeserializeOwned>(encoding: Encoding, bytes: &[u8]) -> Result<T, Ap
 
 /// Whether every name and value of a form decodes to UTF-8. The form decoder would replace
 /// bad bytes with U+FFFD, so `%FF` and `%FE` would check as one password: refuse instead.
+/// (`%XX` escapes are decoded; anything else, a stray `%` included, is kept as it is.)
 fn form_is_utf8(bytes: &[u8]) -> bool {
     bytes
         .split(|&b| b == b'&')
-        .all(|pair| std::str::from_utf8(&percent_decode(pair)).is_ok())
-}
-
-/// `%XX` escapes decoded; anything else (a stray `%` included) kept as it is.
-fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    };
-    let mut out = Vec::with_capacity(input.len());
-    let mut rest = input;
-    while let Some((&b, tail)) = rest.split_first() {
-        if let (b'%', [hi, lo, after @ ..]) = (b, tail) {
-            if let (Some(hi), Some(lo)) = (hex(*hi), hex(*lo)) {
-                out.push(hi << 4 | lo);
-                rest = after;
-                continue;
-            }
-        }
-        out.push(b);
-        rest = tail;
-    }
-    out
+        .all(|pair| percent_decode(pair).decode_utf8().is_ok())
 }
 
 /// Where the body went wrong, never what it held: serde_json's own messages quote values
@@ -206,6 +185,14 @@ mod tests {
             ok.and_then(|c| c.password).as_deref(),
             Some("\u{e9}t\u{e9} 100%")
         );
+    }
+
+    #[test]
+    fn stray_percent_signs_are_kept_not_refused() {
+        let ok: Option<Creds> = decode(Encoding::Form, b"username=a%zz&password=50%25%").ok();
+        let creds = ok.expect("decodes");
+        assert_eq!(creds.username.as_deref(), Some("a%zz"));
+        assert_eq!(creds.password.as_deref(), Some("50%%"));
     }
 
     #[test]

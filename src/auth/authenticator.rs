@@ -118,3 +118,103 @@ impl Authenticator {
         Ok(Identity::from_verified(verified, presentation))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::path::Path;
+
+    use http::header::AUTHORIZATION;
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::auth::keys::test_keys::config;
+    use crate::auth::keys::{load_keys, KeyLoad};
+    use crate::auth::tokens::{AccountGrant, SessionGrant};
+    use crate::clock::Clock;
+    use crate::config::TokenAlgorithm;
+    use crate::store::{Revocation, RevocationKind};
+
+    fn authenticator() -> (Authenticator, Arc<TokenService>, Arc<RevocationIndex>) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(TokenAlgorithm::Hs256, dir.path());
+        let secret = Some(b"authenticator-test-secret-of-enough-bytes".to_vec());
+        let keys = load_keys(&cfg, Path::new("t.toml"), secret, KeyLoad::CheckOnly).unwrap();
+        let tokens = Arc::new(TokenService::new(&cfg, keys).unwrap());
+        let revocations = Arc::new(RevocationIndex::new());
+        let auth = Authenticator::new(tokens.clone(), revocations.clone());
+        (auth, tokens, revocations)
+    }
+
+    fn access_token(tokens: &TokenService) -> String {
+        let now = Clock::system().now();
+        let roles = vec!["ops".to_owned()];
+        let account = AccountGrant {
+            user_id: 42,
+            username: "alice",
+            roles: &roles,
+        };
+        let session = SessionGrant {
+            user_id: 42,
+            sid: "session-1",
+            auth_time: now,
+            expires_at: now + 3600,
+        };
+        tokens.issue_access(&account, &session, true, now).unwrap()
+    }
+
+    fn bearer(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn no_credential_is_none_and_a_bad_one_is_an_error() {
+        let (auth, _, _) = authenticator();
+        assert_eq!(
+            auth.authenticate(&HeaderMap::new(), Accept::Access),
+            Ok(None)
+        );
+        assert_eq!(
+            auth.require(&HeaderMap::new(), Accept::Access),
+            Err(AuthError::MissingToken)
+        );
+        assert!(matches!(
+            auth.authenticate(&bearer("Bearer not.a.token"), Accept::Access),
+            Err(AuthError::Invalid(_))
+        ));
+        assert_eq!(
+            auth.authenticate(&bearer("Bearer a b"), Accept::Access),
+            Err(AuthError::MultipleCredentials)
+        );
+    }
+
+    #[test]
+    fn a_valid_bearer_token_becomes_an_identity_until_its_session_is_revoked() {
+        let (auth, tokens, revocations) = authenticator();
+        let headers = bearer(&format!("Bearer {}", access_token(&tokens)));
+        let identity = auth.require(&headers, Accept::Access).unwrap();
+        assert_eq!(identity.user_id, 42);
+        assert_eq!(identity.username, "alice");
+        assert_eq!(identity.roles, ["ops"]);
+        assert_eq!(identity.session_id, "session-1");
+        assert!(identity.fresh);
+        assert_eq!(identity.token_type, TokenType::Access);
+        assert_eq!(identity.presentation, Presentation::BearerHeader);
+        assert!(matches!(
+            auth.require(&headers, Accept::Refresh),
+            Err(AuthError::Invalid(_))
+        ));
+        revocations.apply(&[Revocation {
+            seq: 1,
+            kind: RevocationKind::Session("session-1".into()),
+            expires_at: i64::MAX,
+        }]);
+        assert!(auth.is_revoked(&identity));
+        assert_eq!(
+            auth.require(&headers, Accept::Access),
+            Err(AuthError::Revoked)
+        );
+    }
+}

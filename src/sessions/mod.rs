@@ -292,3 +292,122 @@ fn grant(session: &Session) -> SessionGrant<'_> {
         expires_at: session.expires_at,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::auth::claims::TokenType;
+    use crate::auth::identity::Presentation;
+    use crate::auth::keys::test_keys::config;
+    use crate::auth::keys::{load_keys, KeyLoad};
+    use crate::config::TokenAlgorithm;
+    use crate::store::SqliteStore;
+
+    struct Fixture {
+        sessions: Sessions,
+        tokens: Arc<TokenService>,
+        store: Arc<dyn Store>,
+        clock: Clock,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(rotation: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(TokenAlgorithm::Hs256, dir.path());
+        let secret = Some(b"sessions-test-secret-of-enough-bytes!!".to_vec());
+        let keys = load_keys(&cfg, Path::new("t.toml"), secret, KeyLoad::CheckOnly).unwrap();
+        // Now, on a clock the test moves: the tokens themselves verify on the system clock.
+        let clock = Clock::manual(Clock::system().now_u64());
+        let tokens = Arc::new(
+            TokenService::new(&cfg, keys)
+                .unwrap()
+                .with_clock(clock.clone()),
+        );
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("authgate.db")).unwrap());
+        let rules = SessionRules {
+            refresh_rotation: rotation,
+            refresh_reuse_grace: Duration::from_secs(0),
+        };
+        let sessions = Sessions::new(
+            store.clone(),
+            tokens.clone(),
+            Arc::new(RevocationIndex::new()),
+            clock.clone(),
+            rules,
+        );
+        Fixture {
+            sessions,
+            tokens,
+            store,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    fn identity(tokens: &TokenService, token: &str, kind: TokenType) -> Identity {
+        let verified = tokens.verify_as(token, &[kind]).unwrap();
+        Identity::from_verified(verified, Presentation::BearerHeader)
+    }
+
+    #[tokio::test]
+    async fn refresh_rotates_until_the_session_ends_on_the_clock() {
+        let f = fixture(true);
+        let user = f
+            .store
+            .create_user("alice", "$argon2id$unused", vec![], f.clock.now())
+            .await
+            .unwrap();
+        let issued = f.sessions.login(&user).await.unwrap();
+        assert_eq!(issued.expires_in, f.tokens.access_ttl().as_secs());
+        let refresh = issued.refresh_token.unwrap();
+        let first = identity(&f.tokens, &refresh, TokenType::Refresh);
+
+        let rotated = f.sessions.refresh(&first).await.unwrap();
+        let next = rotated.refresh_token.unwrap();
+        assert_ne!(next, refresh);
+        // The retired token again, past a zero grace: reuse, the whole session is revoked.
+        assert!(matches!(
+            f.sessions.refresh(&first).await,
+            Err(SessionError::Auth(AuthError::Revoked))
+        ));
+
+        // A new session, then the clock moves to its end: nothing can be refreshed.
+        let issued = f.sessions.login(&user).await.unwrap();
+        let token = identity(
+            &f.tokens,
+            &issued.refresh_token.unwrap(),
+            TokenType::Refresh,
+        );
+        f.clock.advance(f.tokens.refresh_ttl());
+        assert!(matches!(
+            f.sessions.refresh(&token).await,
+            Err(SessionError::Auth(AuthError::Expired))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_access_token_never_outlives_its_session() {
+        let f = fixture(false);
+        let user = f
+            .store
+            .create_user("bob", "$argon2id$unused", vec![], f.clock.now())
+            .await
+            .unwrap();
+        let issued = f.sessions.login(&user).await.unwrap();
+        let token = identity(
+            &f.tokens,
+            &issued.refresh_token.unwrap(),
+            TokenType::Refresh,
+        );
+        // Ten seconds before the session ends, a refresh gets an access token of ten seconds.
+        f.clock
+            .advance(f.tokens.refresh_ttl() - Duration::from_secs(10));
+        let refreshed = f.sessions.refresh(&token).await.unwrap();
+        assert_eq!(refreshed.expires_in, 10);
+        assert!(refreshed.refresh_token.is_none());
+    }
+}

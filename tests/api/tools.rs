@@ -142,7 +142,11 @@ fn nginx_checks_a_config_of_ours() {
 fn caddy_reports_its_version() {
     // Debian's build prints `2.6.2`, upstream's `v2.x.y h1:...`.
     let text = run(&caddy(), &["version"]);
-    assert_eq!(major_version(text.trim_start_matches('v')), Some(2), "{text}");
+    assert_eq!(
+        major_version(text.trim_start_matches('v')),
+        Some(2),
+        "{text}"
+    );
 }
 
 #[test]

@@ -10,3 +10,4 @@ mod lifecycle;
 mod proxy;
 mod server;
 mod sessions;
+mod tools;

@@ -909,6 +909,47 @@ mod tests {
     }
 
     #[test]
+    fn fixture_keys_keep_their_rfc7638_kids() {
+        // Thumbprints computed outside authgate (Python `cryptography`, RFC 7638 §3): a change
+        // in how keys are read must not change a published kid.
+        let cases = [
+            (
+                TokenAlgorithm::EdDsa,
+                "ed25519.pem",
+                "ed25519.pub.pem",
+                "q4RHoQEll-YWPoqAKe_ookku5glOaOH3NGDnS1kBmaI",
+            ),
+            (
+                TokenAlgorithm::Es256,
+                "p256.sec1.pem",
+                "p256.sec1.pub.pem",
+                "kLeJDmUwD95v5czPtQNnwAJeXJppZKZ4BNZLizeMx_Y",
+            ),
+            (
+                TokenAlgorithm::Rs256,
+                "rsa2048.pem",
+                "rsa2048.pub.pem",
+                "JCkc05E9ueHwFjcHlNdLI12IzcfxDHx3mEIMO51Nn_I",
+            ),
+            (
+                TokenAlgorithm::Rs256,
+                "rsa2048.pkcs1.pem",
+                "rsa2048.pub.pem",
+                "JCkc05E9ueHwFjcHlNdLI12IzcfxDHx3mEIMO51Nn_I",
+            ),
+        ];
+        for (algorithm, private, public, kid) in cases {
+            let keys = load(&asym(algorithm, fixture(private), vec![fixture(public)])).unwrap();
+            let signing = keys.signing().unwrap().public();
+            assert_eq!(signing.kid(), kid, "{private}");
+            assert_eq!(keys.verify_only()[0].kid(), kid, "{public}");
+            let jwk = signing.jwk().unwrap();
+            assert_eq!(jwk.common.key_id.as_deref(), Some(kid));
+            assert_eq!(thumbprint(jwk).unwrap(), kid);
+        }
+    }
+
+    #[test]
     fn der_long_lengths_encode_and_parse_back() {
         let long = vec![0xabu8; 300];
         let pkcs8 = der::p256_sec1_to_pkcs8(&long);

@@ -4,6 +4,9 @@
 //! with 64 random bytes and mode 0600 when allowed), parsing the private key and the rotation
 //! public keys of the asymmetric algorithms, deriving each key's `kid` and public JWK.
 //!
+//! Key files are read and checked by ed25519-dalek, p256 and rsa (with pkcs8 and sec1), the
+//! crates jsonwebtoken's `rust_crypto` backend signs and verifies with: no DER is parsed here.
+//!
 //! Invariants: every key in a [`Keys`] belongs to the configured algorithm and passed a parse of
 //! its own; secrets never reach `Debug` output or error messages; `kid` is the RFC 7638 SHA-256
 //! thumbprint for public keys and the first 16 hex digits of SHA-256 of the secret for HS256.
@@ -14,12 +17,15 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
+use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
+use rsa::traits::PublicKeyParts;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, SubjectPublicKeyInfoDer};
+use sec1::DecodeEcPrivateKey;
 use sha2::{Digest, Sha256};
 
 use crate::config::{ConfigError, TokenAlgorithm, TokensConfig};
@@ -297,16 +303,10 @@ fn load_private_key(
         )
     };
     let pem = std::fs::read(path).map_err(|e| err(format!("cannot be read: {e}")))?;
-    let encoding = parse_private_key(algorithm, &pem).map_err(err)?;
+    let key = ParsedPrivateKey::from_pem(algorithm, &pem).map_err(err)?;
+    let encoding = key.encoding().map_err(err)?;
     let alg = jwt_algorithm(algorithm);
-    let jwk = Jwk::from_encoding_key(&encoding, alg).map_err(|_| {
-        err(format!(
-            "is not a valid {} private key",
-            key_kind(algorithm)
-        ))
-    })?;
-    check_rsa_size(&jwk).map_err(err)?;
-    let public = public_key_from_jwk(jwk, alg).map_err(err)?;
+    let public = finish_public_key(key.public(), alg).map_err(err)?;
     self_test(&encoding, &public.decoding, alg).map_err(err)?;
     Ok(SigningKey { encoding, public })
 }
@@ -322,23 +322,16 @@ fn load_verify_key(
     let err =
         |reason: String| ConfigError::new(config_file, key.clone(), Some(quoted(path)), reason);
     let pem = std::fs::read(path).map_err(|e| err(format!("cannot be read: {e}")))?;
-    let decoding = parse_public_key(algorithm, &pem).map_err(err)?;
-    let alg = jwt_algorithm(algorithm);
-    let jwk = Jwk::from_decoding_key(&decoding, Some(alg))
-        .map_err(|_| err(format!("is not a valid {} public key", key_kind(algorithm))))?;
-    check_rsa_size(&jwk).map_err(err)?;
-    public_key_from_jwk(jwk, alg).map_err(err)
+    let public = ParsedPublicKey::from_pem(algorithm, &pem).map_err(err)?;
+    finish_public_key(public, jwt_algorithm(algorithm)).map_err(err)
 }
 
-/// Finishes a public key: checks the point/modulus is usable, adds `kid`, `alg` and `use`.
-fn public_key_from_jwk(mut jwk: Jwk, alg: Algorithm) -> Result<PublicKey, String> {
-    let kid = thumbprint(&jwk)?;
-    let decoding = DecodingKey::from_jwk(&jwk)
+/// Finishes a public key: refuses a short RSA modulus, adds `kid`, `alg` and `use` to its JWK.
+fn finish_public_key(key: ParsedPublicKey, alg: Algorithm) -> Result<PublicKey, String> {
+    let decoding = key.decoding()?;
+    let mut jwk = Jwk::from_decoding_key(&decoding, Some(alg))
         .map_err(|_| "has unusable public key parameters".to_string())?;
-    // Builds the verifier once: rejects points off the curve before any token arrives.
-    if jsonwebtoken::crypto::verify("", b"", &decoding, alg).is_err() {
-        return Err("holds a public key that is not a valid point or modulus".into());
-    }
+    let kid = thumbprint(&jwk)?;
     jwk.common.key_id = Some(kid.clone());
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
     jwk.common.key_algorithm = Some(alg.into());
@@ -355,7 +348,7 @@ pub fn thumbprint(jwk: &Jwk) -> Result<String, String> {
         .map_err(|e| format!("has no computable key thumbprint: {e}"))
 }
 
-/// Signs and verifies one message, so a key pair that does not match is refused at start.
+/// Signs and verifies one message, so a key jsonwebtoken cannot use is refused at start.
 fn self_test(encoding: &EncodingKey, decoding: &DecodingKey, alg: Algorithm) -> Result<(), String> {
     const MESSAGE: &[u8] = b"authgate key self-test";
     let fail = || "cannot sign and verify a test message with this key".to_string();
@@ -364,25 +357,6 @@ fn self_test(encoding: &EncodingKey, decoding: &DecodingKey, alg: Algorithm) -> 
         Ok(true) => Ok(()),
         _ => Err(fail()),
     }
-}
-
-fn check_rsa_size(jwk: &Jwk) -> Result<(), String> {
-    let AlgorithmParameters::RSA(rsa) = &jwk.algorithm else {
-        return Ok(());
-    };
-    let n = URL_SAFE_NO_PAD
-        .decode(&rsa.n)
-        .map_err(|_| "holds an unreadable RSA modulus".to_string())?;
-    let bits = match n.iter().position(|b| *b != 0) {
-        Some(i) => (n.len() - i) * 8 - n[i].leading_zeros() as usize,
-        None => 0,
-    };
-    if bits < MIN_RSA_BITS {
-        return Err(format!(
-            "is a {bits}-bit RSA key; RS256 needs at least {MIN_RSA_BITS} bits"
-        ));
-    }
-    Ok(())
 }
 
 fn key_kind(algorithm: TokenAlgorithm) -> &'static str {
@@ -394,211 +368,145 @@ fn key_kind(algorithm: TokenAlgorithm) -> &'static str {
     }
 }
 
-/// Parses a private key PEM into the DER form jsonwebtoken signs with.
-fn parse_private_key(algorithm: TokenAlgorithm, pem: &[u8]) -> Result<EncodingKey, String> {
-    let wrong = || {
-        let forms = match algorithm {
-            TokenAlgorithm::EdDsa => "PKCS#8 (BEGIN PRIVATE KEY)",
-            TokenAlgorithm::Es256 => "PKCS#8 (BEGIN PRIVATE KEY) or SEC1 (BEGIN EC PRIVATE KEY)",
-            _ => "PKCS#8 (BEGIN PRIVATE KEY) or PKCS#1 (BEGIN RSA PRIVATE KEY)",
-        };
-        format!(
-            "is not a {} private key in {forms} PEM",
-            key_kind(algorithm)
-        )
-    };
-    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| wrong())?;
-    let key = match (algorithm, der) {
-        (TokenAlgorithm::EdDsa, PrivateKeyDer::Pkcs8(d)) => {
-            der::ed25519_pkcs8_v1(d.secret_pkcs8_der()).map(|v1| EncodingKey::from_ed_der(&v1))
-        }
-        (TokenAlgorithm::Es256, PrivateKeyDer::Pkcs8(d)) => der::p256_pkcs8(d.secret_pkcs8_der())
-            .then(|| EncodingKey::from_ec_der(d.secret_pkcs8_der())),
-        (TokenAlgorithm::Es256, PrivateKeyDer::Sec1(d)) => Some(EncodingKey::from_ec_der(
-            &der::p256_sec1_to_pkcs8(d.secret_sec1_der()),
-        )),
-        (TokenAlgorithm::Rs256, PrivateKeyDer::Pkcs1(d)) => {
-            Some(EncodingKey::from_rsa_der(d.secret_pkcs1_der()))
-        }
-        (TokenAlgorithm::Rs256, PrivateKeyDer::Pkcs8(d)) => {
-            der::rsa_pkcs8_inner(d.secret_pkcs8_der()).map(EncodingKey::from_rsa_der)
-        }
-        _ => None,
-    };
-    key.ok_or_else(wrong)
+/// A private key read and checked by its algorithm's own crate (the crates jsonwebtoken signs
+/// with): algorithm and curve identifiers, the key's own consistency, an embedded public key.
+enum ParsedPrivateKey {
+    Ed25519(ed25519_dalek::SigningKey),
+    P256(p256::SecretKey),
+    Rsa(rsa::RsaPrivateKey),
 }
 
-/// Parses an SPKI public key PEM into the raw form jsonwebtoken verifies with.
-fn parse_public_key(algorithm: TokenAlgorithm, pem: &[u8]) -> Result<DecodingKey, String> {
-    let wrong = || {
-        format!(
-            "is not a {} public key in SPKI (BEGIN PUBLIC KEY) PEM",
-            key_kind(algorithm)
-        )
-    };
-    let spki = SubjectPublicKeyInfoDer::from_pem_slice(pem).map_err(|_| wrong())?;
-    let (oid, param, key) = der::spki(&spki).ok_or_else(wrong)?;
-    let key = match algorithm {
-        TokenAlgorithm::EdDsa if oid == der::OID_ED25519 && key.len() == 32 => {
-            DecodingKey::from_ed_der(key)
+impl ParsedPrivateKey {
+    /// Reads the PEM forms each algorithm accepts; anything else is refused by naming them.
+    fn from_pem(algorithm: TokenAlgorithm, pem: &[u8]) -> Result<Self, String> {
+        let wrong = || {
+            let forms = match algorithm {
+                TokenAlgorithm::EdDsa => "PKCS#8 (BEGIN PRIVATE KEY)",
+                TokenAlgorithm::Es256 => {
+                    "PKCS#8 (BEGIN PRIVATE KEY) or SEC1 (BEGIN EC PRIVATE KEY)"
+                }
+                _ => "PKCS#8 (BEGIN PRIVATE KEY) or PKCS#1 (BEGIN RSA PRIVATE KEY)",
+            };
+            format!(
+                "is not a {} private key in {forms} PEM",
+                key_kind(algorithm)
+            )
+        };
+        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| wrong())?;
+        let key = match (algorithm, &der) {
+            (TokenAlgorithm::EdDsa, PrivateKeyDer::Pkcs8(d)) => {
+                ed25519_dalek::SigningKey::from_pkcs8_der(d.secret_pkcs8_der())
+                    .ok()
+                    .map(Self::Ed25519)
+            }
+            (TokenAlgorithm::Es256, PrivateKeyDer::Pkcs8(d)) => {
+                p256::SecretKey::from_pkcs8_der(d.secret_pkcs8_der())
+                    .ok()
+                    .map(Self::P256)
+            }
+            // sec1's reader, not `SecretKey::from_sec1_der`: that one ignores the curve named in
+            // the key and would take a secp256k1 key (same scalar size) for a P-256 one.
+            (TokenAlgorithm::Es256, PrivateKeyDer::Sec1(d)) => {
+                <p256::SecretKey as DecodeEcPrivateKey>::from_sec1_der(d.secret_sec1_der())
+                    .ok()
+                    .map(Self::P256)
+            }
+            (TokenAlgorithm::Rs256, PrivateKeyDer::Pkcs8(d)) => {
+                rsa::RsaPrivateKey::from_pkcs8_der(d.secret_pkcs8_der())
+                    .ok()
+                    .map(Self::Rsa)
+            }
+            (TokenAlgorithm::Rs256, PrivateKeyDer::Pkcs1(d)) => {
+                rsa::RsaPrivateKey::from_pkcs1_der(d.secret_pkcs1_der())
+                    .ok()
+                    .map(Self::Rsa)
+            }
+            _ => None,
+        };
+        key.ok_or_else(wrong)
+    }
+
+    /// The key as jsonwebtoken signs with it: PKCS#8 for Ed25519 and P-256, PKCS#1 for RSA,
+    /// written by the same crate that reads it back (so a SEC1 or PKCS#8 RSA file works too).
+    fn encoding(&self) -> Result<EncodingKey, String> {
+        let fail = || "cannot be re-encoded for signing".to_string();
+        Ok(match self {
+            Self::Ed25519(key) => {
+                EncodingKey::from_ed_der(key.to_pkcs8_der().map_err(|_| fail())?.as_bytes())
+            }
+            Self::P256(key) => {
+                EncodingKey::from_ec_der(key.to_pkcs8_der().map_err(|_| fail())?.as_bytes())
+            }
+            Self::Rsa(key) => {
+                EncodingKey::from_rsa_der(key.to_pkcs1_der().map_err(|_| fail())?.as_bytes())
+            }
+        })
+    }
+
+    /// The public half.
+    fn public(&self) -> ParsedPublicKey {
+        match self {
+            Self::Ed25519(key) => ParsedPublicKey::Ed25519(key.verifying_key()),
+            Self::P256(key) => ParsedPublicKey::P256(key.public_key()),
+            Self::Rsa(key) => ParsedPublicKey::Rsa(key.to_public_key()),
         }
-        TokenAlgorithm::Es256
-            if oid == der::OID_EC_PUBLIC_KEY
-                && param == Some(der::OID_P256)
-                && key.len() == 65
-                && key.first() == Some(&4) =>
-        {
-            DecodingKey::from_ec_der(key)
-        }
-        TokenAlgorithm::Rs256 if oid == der::OID_RSA => DecodingKey::from_rsa_der(key),
-        _ => return Err(wrong()),
-    };
-    Ok(key)
+    }
+}
+
+/// A public key read and checked by its algorithm's own crate: a valid Ed25519 or P-256 point,
+/// a well-formed RSA modulus and exponent.
+enum ParsedPublicKey {
+    Ed25519(ed25519_dalek::VerifyingKey),
+    P256(p256::PublicKey),
+    Rsa(rsa::RsaPublicKey),
+}
+
+impl ParsedPublicKey {
+    /// Reads an SPKI (`BEGIN PUBLIC KEY`) PEM of the configured algorithm.
+    fn from_pem(algorithm: TokenAlgorithm, pem: &[u8]) -> Result<Self, String> {
+        let wrong = || {
+            format!(
+                "is not a {} public key in SPKI (BEGIN PUBLIC KEY) PEM",
+                key_kind(algorithm)
+            )
+        };
+        let spki = SubjectPublicKeyInfoDer::from_pem_slice(pem).map_err(|_| wrong())?;
+        let key = match algorithm {
+            TokenAlgorithm::EdDsa => ed25519_dalek::VerifyingKey::from_public_key_der(&spki)
+                .ok()
+                .map(Self::Ed25519),
+            TokenAlgorithm::Es256 => p256::PublicKey::from_public_key_der(&spki)
+                .ok()
+                .map(Self::P256),
+            TokenAlgorithm::Rs256 => rsa::RsaPublicKey::from_public_key_der(&spki)
+                .ok()
+                .map(Self::Rsa),
+            TokenAlgorithm::Hs256 => None,
+        };
+        key.ok_or_else(wrong)
+    }
+
+    /// The key as jsonwebtoken verifies with it (raw point, or modulus and exponent); an RSA
+    /// modulus under [`MIN_RSA_BITS`] is refused here, for private and public keys alike.
+    fn decoding(&self) -> Result<DecodingKey, String> {
+        Ok(match self {
+            Self::Ed25519(key) => DecodingKey::from_ed_der(key.as_bytes()),
+            Self::P256(key) => DecodingKey::from_ec_der(key.to_encoded_point(false).as_bytes()),
+            Self::Rsa(key) => {
+                let bits = key.n().bits();
+                if bits < MIN_RSA_BITS {
+                    return Err(format!(
+                        "is a {bits}-bit RSA key; RS256 needs at least {MIN_RSA_BITS} bits"
+                    ));
+                }
+                DecodingKey::from_rsa_raw_components(&key.n().to_bytes_be(), &key.e().to_bytes_be())
+            }
+        })
+    }
 }
 
 fn quoted(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
-}
-
-/// Just enough DER to tell key types apart and rewrap them (no general ASN.1 parsing).
-mod der {
-    /// OID 1.3.101.112, id-Ed25519.
-    pub(super) const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
-    /// OID 1.2.840.10045.2.1, id-ecPublicKey.
-    pub(super) const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-    /// OID 1.2.840.10045.3.1.7, prime256v1 (P-256).
-    pub(super) const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    /// OID 1.2.840.113549.1.1.1, rsaEncryption.
-    pub(super) const OID_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-
-    /// An algorithm OID, its OID parameter if any, and the key octets/bits that follow.
-    pub(super) type KeyInfo<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
-
-    const SEQUENCE: u8 = 0x30;
-    const INTEGER: u8 = 0x02;
-    const BIT_STRING: u8 = 0x03;
-    const OCTET_STRING: u8 = 0x04;
-    const NULL: u8 = 0x05;
-    const OID: u8 = 0x06;
-
-    /// Splits one element off `input`: its tag, its content and what follows.
-    fn next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = if first < 0x80 {
-            (usize::from(first), rest)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 3 || rest.len() < n {
-                return None;
-            }
-            let (bytes, rest) = rest.split_at(n);
-            let len = bytes
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-            (len, rest)
-        };
-        if rest.len() < len {
-            return None;
-        }
-        let (content, rest) = rest.split_at(len);
-        Some((tag, content, rest))
-    }
-
-    fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-        let (found, content, rest) = next(input)?;
-        (found == tag).then_some((content, rest))
-    }
-
-    /// Encodes one element.
-    fn encode(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = content.len();
-        if len < 0x80 {
-            out.push(len as u8);
-        } else {
-            let bytes = len.to_be_bytes();
-            let skip = bytes.iter().take_while(|b| **b == 0).count();
-            out.push(0x80 | (bytes.len() - skip) as u8);
-            out.extend_from_slice(&bytes[skip..]);
-        }
-        out.extend_from_slice(content);
-        out
-    }
-
-    /// AlgorithmIdentifier: the OID and, when the parameter is an OID, that one.
-    fn algorithm_identifier(content: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
-        let (oid, rest) = expect(content, OID)?;
-        let param = match next(rest) {
-            Some((OID, param, _)) => Some(param),
-            Some((NULL, _, _)) | None => None,
-            Some(_) => return None,
-        };
-        Some((oid, param))
-    }
-
-    /// PKCS#8 PrivateKeyInfo: algorithm OID, its OID parameter, and the privateKey octets.
-    pub(super) fn pkcs8(der: &[u8]) -> Option<KeyInfo<'_>> {
-        let (seq, _) = expect(der, SEQUENCE)?;
-        let (_version, rest) = expect(seq, INTEGER)?;
-        let (alg, rest) = expect(rest, SEQUENCE)?;
-        let (private_key, _) = expect(rest, OCTET_STRING)?;
-        let (oid, param) = algorithm_identifier(alg)?;
-        Some((oid, param, private_key))
-    }
-
-    /// SubjectPublicKeyInfo: algorithm OID, its OID parameter, and the key bits.
-    pub(super) fn spki(der: &[u8]) -> Option<KeyInfo<'_>> {
-        let (seq, _) = expect(der, SEQUENCE)?;
-        let (alg, rest) = expect(seq, SEQUENCE)?;
-        let (bits, _) = expect(rest, BIT_STRING)?;
-        let (&unused_bits, key) = bits.split_first()?;
-        if unused_bits != 0 {
-            return None;
-        }
-        let (oid, param) = algorithm_identifier(alg)?;
-        Some((oid, param, key))
-    }
-
-    /// An Ed25519 PKCS#8 key (v1, or v2 with its public key as ring writes it) rewritten as
-    /// the 48-byte v1 form that jsonwebtoken's JWK derivation expects.
-    pub(super) fn ed25519_pkcs8_v1(der: &[u8]) -> Option<Vec<u8>> {
-        let (oid, _, private_key) = pkcs8(der)?;
-        if oid != OID_ED25519 {
-            return None;
-        }
-        let (seed, _) = expect(private_key, OCTET_STRING)?;
-        if seed.len() != 32 {
-            return None;
-        }
-        let alg = encode(SEQUENCE, &encode(OID, OID_ED25519));
-        let mut body = encode(INTEGER, &[0]);
-        body.extend(alg);
-        body.extend(encode(OCTET_STRING, &encode(OCTET_STRING, seed)));
-        Some(encode(SEQUENCE, &body))
-    }
-
-    /// True for a PKCS#8 key labelled as P-256 (the curve is checked again when parsed).
-    pub(super) fn p256_pkcs8(der: &[u8]) -> bool {
-        matches!(pkcs8(der), Some((oid, Some(curve), _)) if oid == OID_EC_PUBLIC_KEY && curve == OID_P256)
-    }
-
-    /// Wraps a SEC1 `EC PRIVATE KEY` into PKCS#8 for P-256 (a key of another curve then
-    /// fails to parse).
-    pub(super) fn p256_sec1_to_pkcs8(sec1: &[u8]) -> Vec<u8> {
-        let mut alg = encode(OID, OID_EC_PUBLIC_KEY);
-        alg.extend(encode(OID, OID_P256));
-        let mut body = encode(INTEGER, &[0]);
-        body.extend(encode(SEQUENCE, &alg));
-        body.extend(encode(OCTET_STRING, sec1));
-        encode(SEQUENCE, &body)
-    }
-
-    /// The PKCS#1 RSAPrivateKey inside an RSA PKCS#8 key.
-    pub(super) fn rsa_pkcs8_inner(der: &[u8]) -> Option<&[u8]> {
-        let (oid, _, private_key) = pkcs8(der)?;
-        (oid == OID_RSA).then_some(private_key)
-    }
 }
 
 #[cfg(test)]
@@ -909,13 +817,141 @@ mod tests {
     }
 
     #[test]
-    fn der_long_lengths_encode_and_parse_back() {
-        let long = vec![0xabu8; 300];
-        let pkcs8 = der::p256_sec1_to_pkcs8(&long);
-        assert_eq!(&pkcs8[..2], &[0x30, 0x82]);
-        let (oid, curve, inner) = der::pkcs8(&pkcs8).unwrap();
-        assert_eq!(oid, der::OID_EC_PUBLIC_KEY);
-        assert_eq!(curve, Some(der::OID_P256));
-        assert_eq!(inner, &long[..]);
+    fn fixture_keys_keep_their_rfc7638_kids() {
+        // Thumbprints computed outside authgate (Python `cryptography`, RFC 7638 §3): a change
+        // in how keys are read must not change a published kid.
+        let cases = [
+            (
+                TokenAlgorithm::EdDsa,
+                "ed25519.pem",
+                "ed25519.pub.pem",
+                "q4RHoQEll-YWPoqAKe_ookku5glOaOH3NGDnS1kBmaI",
+            ),
+            (
+                TokenAlgorithm::Es256,
+                "p256.sec1.pem",
+                "p256.sec1.pub.pem",
+                "kLeJDmUwD95v5czPtQNnwAJeXJppZKZ4BNZLizeMx_Y",
+            ),
+            (
+                TokenAlgorithm::Rs256,
+                "rsa2048.pem",
+                "rsa2048.pub.pem",
+                "JCkc05E9ueHwFjcHlNdLI12IzcfxDHx3mEIMO51Nn_I",
+            ),
+            (
+                TokenAlgorithm::Rs256,
+                "rsa2048.pkcs1.pem",
+                "rsa2048.pub.pem",
+                "JCkc05E9ueHwFjcHlNdLI12IzcfxDHx3mEIMO51Nn_I",
+            ),
+        ];
+        for (algorithm, private, public, kid) in cases {
+            let keys = load(&asym(algorithm, fixture(private), vec![fixture(public)])).unwrap();
+            let signing = keys.signing().unwrap().public();
+            assert_eq!(signing.kid(), kid, "{private}");
+            assert_eq!(keys.verify_only()[0].kid(), kid, "{public}");
+            let jwk = signing.jwk().unwrap();
+            assert_eq!(jwk.common.key_id.as_deref(), Some(kid));
+            assert_eq!(thumbprint(jwk).unwrap(), kid);
+        }
+    }
+
+    #[test]
+    fn sec1_key_of_another_curve_is_refused_even_without_its_public_key() {
+        // A secp256k1 scalar has P-256's size: only the curve named in the key tells them apart.
+        let err = load(&asym(
+            TokenAlgorithm::Es256,
+            fixture("secp256k1.sec1.pem"),
+            vec![],
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "tokens.private_key_file");
+        assert!(
+            err.reason.contains("is not a P-256 (ES256) private key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn compressed_p256_public_key_has_the_uncompressed_keys_kid() {
+        let keys = load(&asym(
+            TokenAlgorithm::Es256,
+            fixture("p256.sec1.pem"),
+            vec![fixture("p256.sec1.compressed.pub.pem")],
+        ))
+        .unwrap();
+        assert_eq!(
+            keys.signing().unwrap().public().kid(),
+            keys.verify_only()[0].kid()
+        );
+    }
+
+    #[test]
+    fn ed25519_pkcs8_v2_key_whose_public_key_does_not_match_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, _) = generate(dir.path(), "ed", &rcgen::PKCS_ED25519);
+        let (_, other_public) = generate(dir.path(), "other", &rcgen::PKCS_ED25519);
+        // v2 ends with the 32-byte public key; put another valid key's there.
+        let mut der = PrivateKeyDer::from_pem_file(&private)
+            .unwrap()
+            .secret_der()
+            .to_vec();
+        let other = SubjectPublicKeyInfoDer::from_pem_file(&other_public).unwrap();
+        let split = der.len() - 32;
+        der[split..].copy_from_slice(&other[other.len() - 32..]);
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der)
+        );
+        std::fs::write(&private, pem).unwrap();
+        let err = load(&asym(TokenAlgorithm::EdDsa, private, vec![])).unwrap_err();
+        assert_eq!(err.key, "tokens.private_key_file");
+        assert!(
+            err.reason.contains("is not a Ed25519 (EdDSA) private key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_key_files_are_refused_naming_the_key_and_the_expected_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            ("empty.pem", String::new()),
+            ("text.pem", "not a key\n".to_string()),
+            (
+                "junk.pem",
+                "-----BEGIN PRIVATE KEY-----\nAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n".into(),
+            ),
+            (
+                "junk-sec1.pem",
+                "-----BEGIN EC PRIVATE KEY-----\nMAMCAQE=\n-----END EC PRIVATE KEY-----\n".into(),
+            ),
+            (
+                "junk-pub.pem",
+                "-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----\n".into(),
+            ),
+        ];
+        let algorithms = [
+            (TokenAlgorithm::EdDsa, "ed25519.pem", "Ed25519 (EdDSA)"),
+            (TokenAlgorithm::Es256, "p256.sec1.pem", "P-256 (ES256)"),
+            (TokenAlgorithm::Rs256, "rsa2048.pem", "RSA (RS256)"),
+        ];
+        for (name, contents) in files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).unwrap();
+            for (algorithm, good, kind) in algorithms {
+                let err = load(&asym(algorithm, path.clone(), vec![])).unwrap_err();
+                assert_eq!(err.key, "tokens.private_key_file", "{name}");
+                assert!(err.value.as_deref().unwrap().contains(name), "{err}");
+                let expected = format!("is not a {kind} private key in PKCS#8 (BEGIN PRIVATE KEY)");
+                assert!(err.reason.starts_with(&expected), "{err}");
+
+                let err = load(&asym(algorithm, fixture(good), vec![path.clone()])).unwrap_err();
+                assert_eq!(err.key, "tokens.verify_keys[0]", "{name}");
+                let expected = format!("is not a {kind} public key in SPKI (BEGIN PUBLIC KEY) PEM");
+                assert_eq!(err.reason, expected, "{name}");
+            }
+        }
     }
 }

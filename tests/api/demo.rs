@@ -2,17 +2,22 @@
 //! printed. This test starts the real binary and runs the printed commands with bash.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use authgate::cli::demo::{WALKTHROUGH_END, WALKTHROUGH_START};
 
 use crate::helpers::binary;
+use crate::tools;
 
 #[test]
 fn the_demo_walkthrough_works_as_printed() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        panic!("curl is needed for the walkthrough test (.ci/run installs it)");
-    }
+    // The printed commands call `curl` by name: put the one scripts/test found first on PATH.
+    let curl = tools::curl();
+    let path = std::env::join_paths(curl.parent().map(Path::to_path_buf).into_iter().chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(binary())
         .args([
@@ -45,6 +50,7 @@ fn the_demo_walkthrough_works_as_printed() {
     }
     assert!(!script.is_empty(), "the demo printed a walkthrough");
     let out = Command::new("bash")
+        .env("PATH", path)
         .arg("-c")
         .arg(&script)
         .output()

@@ -14,3 +14,4 @@ mod lifecycle;
 mod proxy;
 mod server;
 mod sessions;
+mod tools;

@@ -208,7 +208,8 @@ pub struct IdentityHeaders {
 pub struct LogConfig {
     /// Human-readable or JSON lines.
     pub format: LogFormat,
-    /// A tracing-subscriber filter directive such as `info` or `authgate=debug`.
+    /// A level or a list of `level` and `target=level` entries, checked by
+    /// [`check_log_level`](super::check_log_level) and without blanks around entries.
     pub level: String,
 }
 

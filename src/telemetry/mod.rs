@@ -25,7 +25,11 @@ pub fn init(cfg: &LogConfig) -> LogGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .finish(std::io::stderr());
-    let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // `cfg.level` passed `config::check_log_level`, which only lets through what the filter
+    // parses; should it still be refused, "info" keeps the gateway's lines coming.
+    let filter = EnvFilter::builder()
+        .parse(&cfg.level)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

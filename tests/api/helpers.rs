@@ -381,6 +381,21 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_authgate")
 }
 
+/// Runs `authgate ARGS` to completion with `env` added (and the test runner's `RUST_LOG`
+/// removed: it would replace the config's log level); returns (exit code, stderr).
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(binary());
+    cmd.args(args).stdin(Stdio::null()).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run authgate");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A gateway running as the real binary, started from a config file.
 pub struct Process {
     /// The child process.
@@ -404,7 +419,8 @@ impl Process {
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
         }

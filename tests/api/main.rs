@@ -14,4 +14,5 @@ mod lifecycle;
 mod proxy;
 mod server;
 mod sessions;
+mod telemetry;
 mod tools;

@@ -81,10 +81,7 @@ impl<'w> FormatFields<'w> for Json {
         current: &'w mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
-        if !current.fields.is_empty() {
-            current.fields.push(SEP);
-        }
-        self.format_fields(current.as_writer(), fields)
+        add_separated(self, current, fields)
     }
 }
 
@@ -136,11 +133,20 @@ impl<'w> FormatFields<'w> for Pretty {
         current: &'w mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
-        if !current.fields.is_empty() {
-            current.fields.push(SEP);
-        }
-        self.format_fields(current.as_writer(), fields)
+        add_separated(self, current, fields)
     }
+}
+
+/// Appends fields recorded later to a span's stored fields, after [`SEP`].
+fn add_separated<'w, F: FormatFields<'w>>(
+    format: &F,
+    current: &'w mut FormattedFields<F>,
+    fields: &tracing::span::Record<'_>,
+) -> fmt::Result {
+    if !current.fields.is_empty() {
+        current.fields.push(SEP);
+    }
+    format.format_fields(current.as_writer(), fields)
 }
 
 /// Writes the stored fields of the spans `event` is in, outermost first, each member after

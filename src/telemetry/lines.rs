@@ -8,6 +8,9 @@
 //! name. Access lines (target [`ACCESS_TARGET`]) carry exactly their fields: no target, no
 //! message, no span but the request's.
 //!
+//! Lines that dependencies write through the `log` crate (rustls) carry their own target and
+//! level, as tracing-subscriber's formats show them.
+//!
 //! Neither format lets a logged value forge a line: JSON escapes control characters, and the
 //! pretty format quotes a string that is not plain and escapes control characters everywhere.
 //!
@@ -19,6 +22,7 @@ use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
@@ -52,7 +56,8 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let access = meta.target() == ACCESS_TARGET;
         w.write_str("{\"timestamp\":\"")?;
         SystemTime.format_time(&mut w)?;
@@ -95,7 +100,8 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let ansi = w.has_ansi_escapes();
         SystemTime.format_time(&mut w)?;
         let (on, off) = if ansi {
@@ -214,7 +220,7 @@ impl<'a, 'w> JsonFields<'a, 'w> {
 
     /// Writes the separator and `"name":`, then the value with `value`.
     fn member(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'w>) -> fmt::Result) {
-        if self.result.is_err() {
+        if self.result.is_err() || is_log_metadata(field) {
             return;
         }
         self.result = (|| {
@@ -277,6 +283,12 @@ impl Visit for JsonFields<'_, '_> {
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.member(field, |w| write!(w, "{value}"));
     }
+}
+
+/// Whether `field` is one of the `log.target`, `log.file`... fields that carry a `log` record's
+/// metadata (the line shows it as its own: `normalized_metadata`).
+fn is_log_metadata(field: &Field) -> bool {
+    field.name().starts_with("log.")
 }
 
 /// Writes `s` as a JSON string.
@@ -354,7 +366,7 @@ impl<'a, 'w> PrettyFields<'a, 'w> {
             Part::Fields => !is_message,
             Part::All => true,
         };
-        if !wanted || self.result.is_err() {
+        if !wanted || self.result.is_err() || is_log_metadata(field) {
             return;
         }
         self.result = (|| {
@@ -590,6 +602,35 @@ mod tests {
         assert_eq!(access["status"], 502);
         assert_eq!(access["latency_us"], 1500);
         assert_eq!(access["error"], "bad_gateway");
+    }
+
+    #[test]
+    fn log_crate_records_show_their_own_target_without_metadata_fields() {
+        let record = |format_args| {
+            tracing_log::format_trace(
+                &log::Record::builder()
+                    .target("rustls::conn")
+                    .level(log::Level::Warn)
+                    .module_path_static(Some("rustls::conn"))
+                    .file_static(Some("conn.rs"))
+                    .line(Some(7))
+                    .args(format_args)
+                    .build(),
+            )
+            .unwrap();
+        };
+        let json = logged::<_, Json>(Json, false, || record(format_args!("sent an alert")));
+        let v: Value = serde_json::from_str(&json[0]).unwrap();
+        assert_eq!(v["target"], "rustls::conn", "{v}");
+        assert_eq!(v["level"], "WARN", "{v}");
+        assert_eq!(v["message"], "sent an alert", "{v}");
+        assert!(!json[0].contains("log."), "{}", json[0]);
+        let pretty = logged::<_, Pretty>(Pretty, false, || record(format_args!("sent an alert")));
+        assert!(
+            pretty[0].ends_with("  WARN rustls::conn: sent an alert"),
+            "{}",
+            pretty[0]
+        );
     }
 
     #[test]

@@ -29,14 +29,13 @@ REQUESTS=${CALLGRIND_REQUESTS:-2000}
 ROUTES=${CALLGRIND_ROUTES:-token public}
 WARMUP=${CALLGRIND_WARMUP:-200}
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while getopts "n:r:w:h" opt; do
   case $opt in
     n) REQUESTS=$OPTARG ;;
     r) ROUTES=$OPTARG ;;
     w) WARMUP=$OPTARG ;;
-    h) usage; exit 0 ;;
-    *) usage >&2; exit 64 ;;
+    h) bench_usage; exit 0 ;;
+    *) bench_usage >&2; exit 64 ;;
   esac
 done
 
@@ -63,7 +62,7 @@ for route in $ROUTES; do route_path "$route" >/dev/null; done
 bench_start_upstream
 # Start-up under valgrind is slow (the binary's symbols are read first).
 GATEWAY_START_TIMEOUT=300 bench_start_gateway \
-  valgrind --tool=callgrind --callgrind-out-file="$BENCH_WORK/callgrind.out" --dump-line=no
+  valgrind --tool=callgrind --callgrind-out-file="$BENCH_WORK/callgrind.out"
 bench_login
 
 csv=$BENCH_RESULTS/callgrind.csv

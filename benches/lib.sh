@@ -63,6 +63,11 @@ bench_check_alive() {
   done
 }
 
+# Prints the comment block that opens the calling script, as its usage text.
+bench_usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+
 die() {
   echo "$*" >&2
   exit 1
@@ -119,43 +124,43 @@ bench_wait_http() {
   done
 }
 
-# The nginx settings every instance shares: foreground master, its files in its own prefix dir,
-# no access log, keep-alive connections that are never closed for their request count.
-nginx_head() {
-  local dir=$1 workers=$2
-  cat <<NGINX
+# bench_nginx PIDVAR NAME PORT WORKERS < HTTP_BODY: starts an nginx instance (its files in
+# $BENCH_WORK/NAME) and waits until PORT answers; stores the master's pid in PIDVAR (its workers
+# are its children). Every instance has a foreground master, no access log and keep-alive
+# connections that are never closed for their request count; stdin adds to its http block.
+bench_nginx() {
+  local var=$1 name=$2 port=$3 workers=$4 dir=$BENCH_WORK/$2
+  mkdir -p "$dir"
+  {
+    cat <<NGINX
 daemon off;
 worker_processes $workers;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 4096; }
-NGINX
-}
-
-# bench_start_upstream: nginx answering every path with a small static JSON body. Sets
-# UPSTREAM_PORT and UPSTREAM_PID (the master; its workers are its children).
-bench_start_upstream() {
-  local dir=$BENCH_WORK/upstream
-  mkdir -p "$dir"
-  UPSTREAM_PORT=$(bench_free_port)
-  {
-    nginx_head "$dir" "${UPSTREAM_WORKERS:-1}"
-    cat <<NGINX
 http {
   access_log off;
   keepalive_requests 1000000;
   keepalive_timeout 300s;
+NGINX
+    cat
+    echo "}"
+  } >"$dir/nginx.conf"
+  bench_spawn "$var" "$BENCH_WORK/$name.log" nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
+  bench_wait_http "$port" "${!var}" 20
+}
+
+# bench_start_upstream: nginx answering every path with a small static JSON body. Sets
+# UPSTREAM_PORT and UPSTREAM_PID.
+bench_start_upstream() {
+  UPSTREAM_PORT=$(bench_free_port)
+  bench_nginx UPSTREAM_PID upstream "$UPSTREAM_PORT" "${UPSTREAM_WORKERS:-1}" <<NGINX
   server {
     listen 127.0.0.1:$UPSTREAM_PORT;
     default_type application/json;
     location / { return 200 '{"ok":true,"from":"upstream"}\n'; }
   }
-}
 NGINX
-  } >"$dir/nginx.conf"
-  bench_spawn UPSTREAM_PID "$BENCH_WORK/upstream.log" \
-    nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
-  bench_wait_http "$UPSTREAM_PORT" "$UPSTREAM_PID" 20
 }
 
 # bench_gateway_config PORT: a gateway config in the temp dir with a public route (/public) and

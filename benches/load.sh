@@ -42,7 +42,6 @@ WARMUP=${BENCH_WARMUP:-1s}
 TARGETS=${BENCH_TARGETS:-upstream nginx haproxy public token}
 PROXY_WORKERS=${PROXY_WORKERS:-auto}
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while getopts "t:c:d:r:w:h" opt; do
   case $opt in
     t) THREADS=$OPTARG ;;
@@ -50,8 +49,8 @@ while getopts "t:c:d:r:w:h" opt; do
     d) DURATION=$OPTARG ;;
     r) ROUNDS=$OPTARG ;;
     w) WARMUP=$OPTARG ;;
-    h) usage; exit 0 ;;
-    *) usage >&2; exit 64 ;;
+    h) bench_usage; exit 0 ;;
+    *) bench_usage >&2; exit 64 ;;
   esac
 done
 [[ " $TARGETS " == *" nginx "* ]] || die "BENCH_TARGETS must include nginx: ratios are to nginx"
@@ -61,16 +60,8 @@ done
 
 # nginx as a plain reverse proxy to the upstream, upstream connections kept alive.
 start_nginx() {
-  local dir=$BENCH_WORK/nginx
-  mkdir -p "$dir"
   NGINX_PORT=$(bench_free_port)
-  {
-    nginx_head "$dir" "$PROXY_WORKERS"
-    cat <<NGINX
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
+  bench_nginx NGINX_PID nginx "$NGINX_PORT" "$PROXY_WORKERS" <<NGINX
   upstream backend {
     server 127.0.0.1:$UPSTREAM_PORT;
     keepalive 64;
@@ -84,12 +75,7 @@ http {
       proxy_set_header Connection "";
     }
   }
-}
 NGINX
-  } >"$dir/nginx.conf"
-  bench_spawn NGINX_PID "$BENCH_WORK/nginx.log" \
-    nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
-  bench_wait_http "$NGINX_PORT" "$NGINX_PID" 20
 }
 
 # haproxy as a plain reverse proxy; `http-reuse always` shares idle upstream connections between
@@ -267,6 +253,9 @@ JSON
 echo "warm-up: $WARMUP per target" >&2
 for target in $TARGETS; do
   "target_$target"
+  # Each target must reach the upstream: an error or the proxy's own answer would be cheaper.
+  curl -sf ${TARGET_HEADER:+-H "$TARGET_HEADER"} "$TARGET_URL" | grep -q '"from":"upstream"' \
+    || die "$target ($TARGET_URL) does not answer with the upstream's body"
   run_wrk "$target" "$WARMUP" /dev/null
   bench_check_alive
 done

@@ -68,6 +68,12 @@ def summarise(rounds, order):
     return summary
 
 
+def number(fmt, value):
+    """value formatted, without the "-0" that rounding a tiny negative (tick jitter) gives."""
+    text = fmt.format(value)
+    return text[1:] if text.startswith("-") and float(text.replace(",", "")) == 0 else text
+
+
 def print_table(title, header, rows):
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     print(title)
@@ -88,7 +94,7 @@ def print_report(summary, order, meta):
     )
     header = ["target"] + [f"{label} {unit}".strip() for _, label, unit, _ in METRICS + CONTEXT]
     rows = [
-        [t] + [fmt.format(summary[t][c]["median"]) for c, _, _, fmt in METRICS + CONTEXT] for t in order
+        [t] + [number(fmt, summary[t][c]["median"]) for c, _, _, fmt in METRICS + CONTEXT] for t in order
     ]
     print_table("Medians over the rounds (CPU/req: the target's own processes, user+sys)", header, rows)
     header = ["target"] + [label for _, label, _, _ in METRICS]

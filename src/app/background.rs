@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::limiter::LoginLimiter;
 use crate::auth::revocation::RevocationIndex;
-use crate::clock::{secs, Clock};
+use crate::clock::Clock;
+use crate::sessions::rules::expired_by;
 use crate::store::Store;
 
 /// How often the revocation log is read for entries written by other processes (§6: ≤ 1 s).
@@ -63,11 +64,11 @@ impl Background {
     async fn prune_expired(self, stop: CancellationToken) {
         let mut tick = interval(PRUNE_EVERY);
         while next_tick(&mut tick, &stop).await {
-            let now = self.clock.now();
-            self.revocations.prune(now);
+            // Entries and session rows stay through the leeway: their tokens still verify.
+            let expired_by = expired_by(self.clock.now(), self.leeway);
+            self.revocations.prune(expired_by);
             self.limiter.prune(Instant::now());
-            // Session rows stay through the leeway: their tokens still verify until then.
-            if let Err(e) = self.store.prune(now - secs(self.leeway)).await {
+            if let Err(e) = self.store.prune(expired_by).await {
                 tracing::warn!(error = %e, "cannot prune the store");
             }
         }

@@ -36,6 +36,7 @@ use crate::routes::{EndpointSettings, Endpoints, Passwords};
 use crate::server::admin::AdminService;
 use crate::server::drain::Drain;
 use crate::server::{accept_loop, tls, ServeOptions};
+use crate::sessions::rules::expired_by;
 use crate::sessions::{SessionRules, Sessions};
 use crate::store::{SqliteStore, Store};
 use crate::telemetry::metrics::Metrics;
@@ -129,7 +130,8 @@ impl App {
         let store = crate::store::open(&config.store.url)
             .await
             .map_err(StartError::Runtime)?;
-        let (revocations, log_cursor) = load_revocations(store.as_ref(), &clock).await?;
+        let (revocations, log_cursor) =
+            load_revocations(store.as_ref(), &clock, tokens.leeway()).await?;
         let hasher = build_hasher(&config).await?;
         let limiter = Arc::new(LoginLimiter::new(config.auth.login_limit));
 
@@ -324,11 +326,12 @@ impl App {
 async fn load_revocations(
     store: &dyn Store,
     clock: &Clock,
+    leeway: Duration,
 ) -> Result<(Arc<RevocationIndex>, i64), StartError> {
     let unreadable = |e| StartError::Runtime(format!("cannot read the revocation log: {e}"));
     let cursor = store.last_seq().await.map_err(unreadable)?;
     let live = store
-        .live_revocations(clock.now())
+        .live_revocations(expired_by(clock.now(), leeway))
         .await
         .map_err(unreadable)?;
     let index = Arc::new(RevocationIndex::new());

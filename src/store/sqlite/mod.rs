@@ -19,8 +19,8 @@ use rusqlite::{
 };
 
 use super::{
-    RefreshOutcome, Revocation, RevocationKind, Session, Store, StoreError, StoreFuture, User,
-    UserWithHash,
+    RetiredRefresh, Revocation, RevocationKind, Session, SessionSweep, Store, StoreError,
+    StoreFuture, User, UserWithHash,
 };
 use error::{is_unique_violation, map_err};
 
@@ -341,9 +341,7 @@ fn change_password(
     tx: &Connection,
     user_id: i64,
     new_hash: &str,
-    keep_sid: Option<&str>,
-    now: i64,
-    leeway_secs: i64,
+    sweep: &Sweep,
 ) -> Result<Vec<Revocation>, StoreError> {
     let changed = tx
         .execute(
@@ -354,14 +352,14 @@ fn change_password(
     if changed == 0 {
         return Err(StoreError::NotFound);
     }
-    revoke_live_sessions(tx, user_id, keep_sid, now, leeway_secs)
+    revoke_swept_sessions(tx, user_id, sweep)
 }
 
 fn remove_user(
     tx: &Connection,
     id: i64,
     now: i64,
-    expires_at: i64,
+    covers_until: i64,
 ) -> Result<Option<Vec<Revocation>>, StoreError> {
     // Explicit rather than relying on ON DELETE CASCADE alone (needs foreign_keys=ON).
     tx.execute("DELETE FROM user_roles WHERE user_id = ?1", [id])
@@ -378,7 +376,7 @@ fn remove_user(
         params![id, now],
     )
     .map_err(map_err)?;
-    let entry = append_revocation(tx, &RevocationKind::User(id), expires_at)?;
+    let entry = append_revocation(tx, &RevocationKind::User(id), covers_until)?;
     Ok(Some(vec![entry]))
 }
 
@@ -406,14 +404,7 @@ fn ungrant(tx: &Connection, username: &str, role: &str) -> Result<bool, StoreErr
 
 // ---- sessions ----
 
-/// A session row with the rotation bookkeeping callers do not see.
-struct SessionRow {
-    session: Session,
-    prev_refresh_jti: Option<String>,
-    prev_retired_at: Option<i64>,
-}
-
-fn find_session(conn: &Connection, sid: &str) -> Result<Option<SessionRow>, StoreError> {
+fn find_session(conn: &Connection, sid: &str) -> Result<Option<Session>, StoreError> {
     conn.prepare_cached(
         "SELECT sid, user_id, created_at, expires_at, auth_time, refresh_jti, revoked_at,
                 prev_refresh_jti, prev_retired_at
@@ -421,21 +412,19 @@ fn find_session(conn: &Connection, sid: &str) -> Result<Option<SessionRow>, Stor
     )
     .and_then(|mut stmt| {
         stmt.query_row([sid], |row| {
-            Ok(SessionRow {
-                session: Session {
-                    sid: row.get(0)?,
-                    user_id: row.get(1)?,
-                    created_at: row.get(2)?,
-                    expires_at: row.get(3)?,
-                    auth_time: row.get(4)?,
-                    refresh_jti: row.get(5)?,
-                    refresh_issued_at: row
-                        .get::<_, Option<i64>>(8)?
-                        .unwrap_or(row.get::<_, i64>(2)?),
-                    revoked: row.get::<_, Option<i64>>(6)?.is_some(),
-                },
-                prev_refresh_jti: row.get(7)?,
-                prev_retired_at: row.get(8)?,
+            let prev_jti: Option<String> = row.get(7)?;
+            let prev_retired_at: Option<i64> = row.get(8)?;
+            Ok(Session {
+                sid: row.get(0)?,
+                user_id: row.get(1)?,
+                created_at: row.get(2)?,
+                expires_at: row.get(3)?,
+                auth_time: row.get(4)?,
+                refresh_jti: row.get(5)?,
+                retired_refresh: prev_jti
+                    .zip(prev_retired_at)
+                    .map(|(jti, retired_at)| RetiredRefresh { jti, retired_at }),
+                revoked: row.get::<_, Option<i64>>(6)?.is_some(),
             })
         })
         .optional()
@@ -444,10 +433,11 @@ fn find_session(conn: &Connection, sid: &str) -> Result<Option<SessionRow>, Stor
 }
 
 fn insert_session(tx: &Connection, session: &Session) -> Result<(), StoreError> {
+    let retired = session.retired_refresh.as_ref();
     tx.execute(
         "INSERT INTO sessions (sid, user_id, created_at, expires_at, auth_time, refresh_jti,
-                               revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                               prev_refresh_jti, prev_retired_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             session.sid,
             session.user_id,
@@ -455,6 +445,8 @@ fn insert_session(tx: &Connection, session: &Session) -> Result<(), StoreError> 
             session.expires_at,
             session.auth_time,
             session.refresh_jti,
+            retired.map(|r| &r.jti),
+            retired.map(|r| r.retired_at),
             session.revoked.then_some(session.created_at),
         ],
     )
@@ -462,118 +454,99 @@ fn insert_session(tx: &Connection, session: &Session) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// The parameters of one refresh, grouped to keep the rotation logic readable.
-struct Refresh {
-    sid: String,
-    presented_jti: String,
-    new_jti: String,
-    now: i64,
-    grace_secs: i64,
-    leeway_secs: i64,
-}
-
-fn rotate(tx: &Connection, r: &Refresh) -> Result<RefreshOutcome, StoreError> {
-    let Some(row) = find_session(tx, &r.sid)? else {
-        return Ok(RefreshOutcome::Revoked);
-    };
-    let mut session = row.session;
-    if session.revoked || r.now > session.expires_at.saturating_add(r.leeway_secs) {
-        return Ok(RefreshOutcome::Revoked);
-    }
-    if r.presented_jti == session.refresh_jti {
-        tx.execute(
-            "UPDATE sessions
-             SET prev_refresh_jti = refresh_jti, prev_retired_at = ?2, refresh_jti = ?3
-             WHERE sid = ?1",
-            params![r.sid, r.now, r.new_jti],
-        )
-        .map_err(map_err)?;
-        session.refresh_jti.clone_from(&r.new_jti);
-        session.refresh_issued_at = r.now;
-        return Ok(RefreshOutcome::Rotated(session));
-    }
-    let within_grace = r.grace_secs > 0
-        && row.prev_refresh_jti.as_deref() == Some(r.presented_jti.as_str())
-        && row
-            .prev_retired_at
-            .is_some_and(|retired| r.now.saturating_sub(retired) <= r.grace_secs);
-    if within_grace {
-        return Ok(RefreshOutcome::WithinGrace(session));
-    }
-    // A retired token after the grace, or an older one: someone replays a stolen token.
-    let entry = revoke_session_row(tx, &session, r.now, r.leeway_secs)?;
-    Ok(RefreshOutcome::ReuseDetected(entry))
-}
-
-/// Marks a live session revoked and appends its log entry, which lasts as long as any token
-/// of the session can (`expires_at + leeway`).
-fn revoke_session_row(
+/// The compare-and-swap of the current refresh token; `true` when this call swapped it.
+fn swap_refresh_jti(
     tx: &Connection,
-    session: &Session,
+    sid: &str,
+    expected_jti: &str,
+    new_jti: &str,
     now: i64,
-    leeway_secs: i64,
-) -> Result<Revocation, StoreError> {
-    tx.execute(
-        "UPDATE sessions SET revoked_at = ?2 WHERE sid = ?1 AND revoked_at IS NULL",
-        params![session.sid, now],
-    )
-    .map_err(map_err)?;
-    append_revocation(
-        tx,
-        &RevocationKind::Session(session.sid.clone()),
-        session.expires_at.saturating_add(leeway_secs),
-    )
+) -> Result<bool, StoreError> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE sessions
+             SET prev_refresh_jti = refresh_jti, prev_retired_at = ?4, refresh_jti = ?3
+             WHERE sid = ?1 AND refresh_jti = ?2 AND revoked_at IS NULL",
+        )
+        .and_then(|mut stmt| stmt.execute(params![sid, expected_jti, new_jti, now]))
+        .map_err(map_err)?;
+    Ok(changed == 1)
 }
 
+/// Revokes session `sid` if it is not revoked yet, and appends its entry, which covers the
+/// session's tokens until its `expires_at`. `None` when there was nothing to revoke.
 fn revoke_one_session(
     tx: &Connection,
     sid: &str,
     now: i64,
-    leeway_secs: i64,
 ) -> Result<Option<Revocation>, StoreError> {
-    match find_session(tx, sid)? {
-        Some(row) if !row.session.revoked => {
-            revoke_session_row(tx, &row.session, now, leeway_secs).map(Some)
+    let expires_at: Option<i64> = tx
+        .prepare_cached(
+            "UPDATE sessions SET revoked_at = ?2 WHERE sid = ?1 AND revoked_at IS NULL
+             RETURNING expires_at",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![sid, now], |row| row.get(0))
+                .optional()
+        })
+        .map_err(map_err)?;
+    expires_at
+        .map(|expires_at| {
+            append_revocation(tx, &RevocationKind::Session(sid.to_owned()), expires_at)
+        })
+        .transpose()
+}
+
+/// A [`SessionSweep`] with owned fields, to move onto the blocking pool.
+struct Sweep {
+    keep_sid: Option<String>,
+    expiring_from: i64,
+    revoked_at: i64,
+}
+
+impl From<SessionSweep<'_>> for Sweep {
+    fn from(s: SessionSweep<'_>) -> Self {
+        Sweep {
+            keep_sid: s.keep_sid.map(str::to_owned),
+            expiring_from: s.expiring_from,
+            revoked_at: s.revoked_at,
         }
-        _ => Ok(None),
     }
 }
 
-/// Revokes every session of the user whose tokens can still be valid, except `keep_sid`.
-fn revoke_live_sessions(
+/// Revokes the user's sessions the sweep selects, appending one entry each.
+fn revoke_swept_sessions(
     tx: &Connection,
     user_id: i64,
-    keep_sid: Option<&str>,
-    now: i64,
-    leeway_secs: i64,
+    sweep: &Sweep,
 ) -> Result<Vec<Revocation>, StoreError> {
-    let live: Vec<Session> = {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT sid, user_id, created_at, expires_at, auth_time, refresh_jti
-                 FROM sessions
-                 WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at + ?3 >= ?2
-                   AND (?4 IS NULL OR sid <> ?4)
-                 ORDER BY created_at, sid",
+    let mut swept: Vec<(i64, String, i64)> = tx
+        .prepare_cached(
+            "UPDATE sessions SET revoked_at = ?2
+             WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at >= ?3
+               AND (?4 IS NULL OR sid <> ?4)
+             RETURNING created_at, sid, expires_at",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![
+                    user_id,
+                    sweep.revoked_at,
+                    sweep.expiring_from,
+                    sweep.keep_sid
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
-            .map_err(map_err)?;
-        stmt.query_map(params![user_id, now, leeway_secs, keep_sid], |row| {
-            Ok(Session {
-                sid: row.get(0)?,
-                user_id: row.get(1)?,
-                created_at: row.get(2)?,
-                expires_at: row.get(3)?,
-                auth_time: row.get(4)?,
-                refresh_jti: row.get(5)?,
-                refresh_issued_at: row.get(2)?,
-                revoked: false,
-            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         })
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Session>>>())
-        .map_err(map_err)?
-    };
-    live.iter()
-        .map(|session| revoke_session_row(tx, session, now, leeway_secs))
+        .map_err(map_err)?;
+    // RETURNING has no order: append the entries oldest session first, as logins happened.
+    swept.sort();
+    swept
+        .into_iter()
+        .map(|(_, sid, expires_at)| {
+            append_revocation(tx, &RevocationKind::Session(sid), expires_at)
+        })
         .collect()
 }
 
@@ -601,7 +574,7 @@ fn decode_entry(
     seq: i64,
     kind: &str,
     value: String,
-    expires_at: i64,
+    covers_until: i64,
 ) -> Result<Revocation, StoreError> {
     let kind = match kind {
         "session" => RevocationKind::Session(value),
@@ -618,28 +591,29 @@ fn decode_entry(
     Ok(Revocation {
         seq,
         kind,
-        expires_at,
+        covers_until,
     })
 }
 
 fn append_revocation(
     tx: &Connection,
     kind: &RevocationKind,
-    expires_at: i64,
+    covers_until: i64,
 ) -> Result<Revocation, StoreError> {
     let (kind_text, value) = encode_kind(kind);
     let seq = tx
         .prepare_cached(
-            "INSERT INTO revocations (kind, value, expires_at) VALUES (?1, ?2, ?3) RETURNING seq",
+            "INSERT INTO revocations (kind, value, covers_until) VALUES (?1, ?2, ?3)
+             RETURNING seq",
         )
         .and_then(|mut stmt| {
-            stmt.query_row(params![kind_text, value, expires_at], |row| row.get(0))
+            stmt.query_row(params![kind_text, value, covers_until], |row| row.get(0))
         })
         .map_err(map_err)?;
     Ok(Revocation {
         seq,
         kind: kind.clone(),
-        expires_at,
+        covers_until,
     })
 }
 
@@ -650,7 +624,7 @@ fn entries_where(
     arg: i64,
 ) -> Result<Vec<Revocation>, StoreError> {
     let sql = format!(
-        "SELECT seq, kind, value, expires_at FROM revocations WHERE {filter_sql} ORDER BY seq"
+        "SELECT seq, kind, value, covers_until FROM revocations WHERE {filter_sql} ORDER BY seq"
     );
     let rows = conn
         .prepare_cached(&sql)
@@ -662,7 +636,7 @@ fn entries_where(
         })
         .map_err(map_err)?;
     rows.into_iter()
-        .map(|(seq, kind, value, expires_at)| decode_entry(seq, &kind, value, expires_at))
+        .map(|(seq, kind, value, covers_until)| decode_entry(seq, &kind, value, covers_until))
         .collect()
 }
 
@@ -678,12 +652,15 @@ fn highest_seq(conn: &Connection) -> Result<i64, StoreError> {
     .map_err(map_err)
 }
 
-fn prune_expired(tx: &Connection, now: i64) -> Result<usize, StoreError> {
+fn prune_expired(tx: &Connection, expired_by: i64) -> Result<usize, StoreError> {
     let entries = tx
-        .execute("DELETE FROM revocations WHERE expires_at <= ?1", [now])
+        .execute(
+            "DELETE FROM revocations WHERE covers_until <= ?1",
+            [expired_by],
+        )
         .map_err(map_err)?;
     let sessions = tx
-        .execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])
+        .execute("DELETE FROM sessions WHERE expires_at <= ?1", [expired_by])
         .map_err(map_err)?;
     Ok(entries + sessions)
 }
@@ -717,31 +694,20 @@ impl Store for SqliteStore {
         &'a self,
         user_id: i64,
         new_hash: &'a str,
-        keep_sid: Option<&'a str>,
-        now: i64,
-        leeway_secs: i64,
+        sweep: SessionSweep<'a>,
     ) -> StoreFuture<'a, Vec<Revocation>> {
         let new_hash = new_hash.to_owned();
-        let keep_sid = keep_sid.map(str::to_owned);
-        self.write(move |tx| {
-            change_password(
-                tx,
-                user_id,
-                &new_hash,
-                keep_sid.as_deref(),
-                now,
-                leeway_secs,
-            )
-        })
+        let sweep = Sweep::from(sweep);
+        self.write(move |tx| change_password(tx, user_id, &new_hash, &sweep))
     }
 
     fn delete_user(
         &self,
         id: i64,
         now: i64,
-        expires_at: i64,
+        covers_until: i64,
     ) -> StoreFuture<'_, Option<Vec<Revocation>>> {
-        self.write(move |tx| remove_user(tx, id, now, expires_at))
+        self.write(move |tx| remove_user(tx, id, now, covers_until))
     }
 
     fn grant_role<'a>(&'a self, username: &'a str, role: &'a str) -> StoreFuture<'a, bool> {
@@ -761,27 +727,18 @@ impl Store for SqliteStore {
 
     fn session<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<Session>> {
         let sid = sid.to_owned();
-        self.read(move |tx| Ok(find_session(tx, &sid)?.map(|row| row.session)))
+        self.read(move |tx| find_session(tx, &sid))
     }
 
-    fn rotate_refresh<'a>(
+    fn swap_refresh<'a>(
         &'a self,
         sid: &'a str,
-        presented_jti: &'a str,
+        expected_jti: &'a str,
         new_jti: &'a str,
         now: i64,
-        grace_secs: i64,
-        leeway_secs: i64,
-    ) -> StoreFuture<'a, RefreshOutcome> {
-        let refresh = Refresh {
-            sid: sid.to_owned(),
-            presented_jti: presented_jti.to_owned(),
-            new_jti: new_jti.to_owned(),
-            now,
-            grace_secs,
-            leeway_secs,
-        };
-        self.write(move |tx| rotate(tx, &refresh))
+    ) -> StoreFuture<'a, bool> {
+        let (sid, expected, new) = (sid.to_owned(), expected_jti.to_owned(), new_jti.to_owned());
+        self.write(move |tx| swap_refresh_jti(tx, &sid, &expected, &new, now))
     }
 
     fn set_auth_time<'a>(&'a self, sid: &'a str, now: i64) -> StoreFuture<'a, bool> {
@@ -789,27 +746,22 @@ impl Store for SqliteStore {
         self.write(move |tx| update_auth_time(tx, &sid, now))
     }
 
-    fn revoke_session<'a>(
-        &'a self,
-        sid: &'a str,
-        now: i64,
-        leeway_secs: i64,
-    ) -> StoreFuture<'a, Option<Revocation>> {
+    fn revoke_session<'a>(&'a self, sid: &'a str, now: i64) -> StoreFuture<'a, Option<Revocation>> {
         let sid = sid.to_owned();
-        self.write(move |tx| revoke_one_session(tx, &sid, now, leeway_secs))
+        self.write(move |tx| revoke_one_session(tx, &sid, now))
     }
 
-    fn revoke_user_sessions(
-        &self,
+    fn revoke_user_sessions<'a>(
+        &'a self,
         user_id: i64,
-        now: i64,
-        leeway_secs: i64,
-    ) -> StoreFuture<'_, Vec<Revocation>> {
+        sweep: SessionSweep<'a>,
+    ) -> StoreFuture<'a, Vec<Revocation>> {
+        let sweep = Sweep::from(sweep);
         self.write(move |tx| {
             if !user_exists(tx, user_id)? {
                 return Err(StoreError::NotFound);
             }
-            revoke_live_sessions(tx, user_id, None, now, leeway_secs)
+            revoke_swept_sessions(tx, user_id, &sweep)
         })
     }
 
@@ -821,12 +773,12 @@ impl Store for SqliteStore {
         self.read(|tx| highest_seq(tx))
     }
 
-    fn live_revocations(&self, now: i64) -> StoreFuture<'_, Vec<Revocation>> {
-        self.read(move |tx| entries_where(tx, "expires_at > ?1", now))
+    fn live_revocations(&self, expired_by: i64) -> StoreFuture<'_, Vec<Revocation>> {
+        self.read(move |tx| entries_where(tx, "covers_until > ?1", expired_by))
     }
 
-    fn prune(&self, now: i64) -> StoreFuture<'_, usize> {
-        self.write(move |tx| prune_expired(tx, now))
+    fn prune(&self, expired_by: i64) -> StoreFuture<'_, usize> {
+        self.write(move |tx| prune_expired(tx, expired_by))
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
@@ -844,8 +796,33 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::sessions::operations::{refresh_rotating, RefreshOutcome};
+    use crate::sessions::rules::RefreshTiming;
 
     const LEEWAY: i64 = 30;
+
+    /// Presents `presented` of session `sid` through the session domain's rotation.
+    async fn rotate(
+        store: &SqliteStore,
+        sid: &str,
+        presented: &str,
+        new_jti: &str,
+        now: i64,
+        grace_secs: i64,
+    ) -> RefreshOutcome {
+        let timing = RefreshTiming {
+            grace_secs,
+            leeway_secs: LEEWAY,
+        };
+        refresh_rotating(store, sid, presented, new_jti, now, timing)
+            .await
+            .unwrap()
+    }
+
+    /// The sweep the session domain makes for a password change or logout-all at `now`.
+    fn sweep(keep_sid: Option<&str>, now: i64) -> SessionSweep<'_> {
+        crate::sessions::rules::sweep(keep_sid, now, std::time::Duration::from_secs(30))
+    }
 
     fn temp_db() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -867,7 +844,7 @@ mod tests {
             expires_at,
             auth_time: created_at,
             refresh_jti: format!("{sid}-r0"),
-            refresh_issued_at: created_at,
+            retired_refresh: None,
             revoked: false,
         }
     }
@@ -973,20 +950,14 @@ mod tests {
             .await
             .unwrap();
 
-        let rotated = store
-            .rotate_refresh("s1", "s1-r0", "s1-r1", 1_100, 10, LEEWAY)
-            .await
-            .unwrap();
+        let rotated = rotate(&store, "s1", "s1-r0", "s1-r1", 1_100, 10).await;
         let RefreshOutcome::Rotated(s) = rotated else {
             panic!("expected Rotated, got {rotated:?}");
         };
         assert_eq!(s.refresh_jti, "s1-r1");
         assert_eq!(s.expires_at, 5_000, "no sliding expiry");
 
-        let grace = store
-            .rotate_refresh("s1", "s1-r0", "s1-r2", 1_110, 10, LEEWAY)
-            .await
-            .unwrap();
+        let grace = rotate(&store, "s1", "s1-r0", "s1-r2", 1_110, 10).await;
         let RefreshOutcome::WithinGrace(s) = grace else {
             panic!("expected WithinGrace, got {grace:?}");
         };
@@ -996,23 +967,20 @@ mod tests {
             "s1-r1"
         );
 
-        let reuse = store
-            .rotate_refresh("s1", "s1-r0", "s1-r2", 1_111, 10, LEEWAY)
-            .await
-            .unwrap();
+        let reuse = rotate(&store, "s1", "s1-r0", "s1-r2", 1_111, 10).await;
         let RefreshOutcome::ReuseDetected(entry) = reuse else {
             panic!("expected ReuseDetected, got {reuse:?}");
         };
         assert_eq!(entry.kind, RevocationKind::Session("s1".into()));
-        assert_eq!(entry.expires_at, 5_000 + LEEWAY);
+        assert_eq!(
+            entry.covers_until, 5_000,
+            "the session's end; the domain adds the leeway"
+        );
         assert!(store.session("s1").await.unwrap().unwrap().revoked);
         assert_eq!(store.revocations_since(0).await.unwrap(), vec![entry]);
 
         // Even the current token is dead now.
-        let after = store
-            .rotate_refresh("s1", "s1-r1", "s1-r3", 1_112, 10, LEEWAY)
-            .await
-            .unwrap();
+        let after = rotate(&store, "s1", "s1-r1", "s1-r3", 1_112, 10).await;
         assert_eq!(after, RefreshOutcome::Revoked);
     }
 
@@ -1023,10 +991,7 @@ mod tests {
             .create_session(&session("s1", 1, 1_000, 5_000))
             .await
             .unwrap();
-        let outcome = store
-            .rotate_refresh("s1", "forged", "s1-r1", 1_001, 10, LEEWAY)
-            .await
-            .unwrap();
+        let outcome = rotate(&store, "s1", "forged", "s1-r1", 1_001, 10).await;
         assert!(
             matches!(outcome, RefreshOutcome::ReuseDetected(_)),
             "{outcome:?}"
@@ -1041,20 +1006,11 @@ mod tests {
             .create_session(&session("s1", 1, 1_000, 5_000))
             .await
             .unwrap();
-        let unknown = store
-            .rotate_refresh("nope", "x", "y", 1_001, 10, LEEWAY)
-            .await
-            .unwrap();
+        let unknown = rotate(&store, "nope", "x", "y", 1_001, 10).await;
         assert_eq!(unknown, RefreshOutcome::Revoked);
-        let expired = store
-            .rotate_refresh("s1", "s1-r0", "s1-r1", 5_000 + LEEWAY + 1, 10, LEEWAY)
-            .await
-            .unwrap();
+        let expired = rotate(&store, "s1", "s1-r0", "s1-r1", 5_000 + LEEWAY + 1, 10).await;
         assert_eq!(expired, RefreshOutcome::Revoked);
-        let within_leeway = store
-            .rotate_refresh("s1", "s1-r0", "s1-r1", 5_000 + LEEWAY, 10, LEEWAY)
-            .await
-            .unwrap();
+        let within_leeway = rotate(&store, "s1", "s1-r0", "s1-r1", 5_000 + LEEWAY, 10).await;
         assert!(matches!(within_leeway, RefreshOutcome::Rotated(_)));
     }
 
@@ -1074,10 +1030,7 @@ mod tests {
                 let store = Arc::clone(&stores[i % 2]);
                 tokio::spawn(async move {
                     let new_jti = format!("new-{i}");
-                    store
-                        .rotate_refresh("s1", "s1-r0", &new_jti, 1_100, grace, LEEWAY)
-                        .await
-                        .unwrap()
+                    rotate(&store, "s1", "s1-r0", &new_jti, 1_100, grace).await
                 })
             })
             .collect();
@@ -1130,21 +1083,14 @@ mod tests {
             .create_session(&session("s1", 1, 1_000, 5_000))
             .await
             .unwrap();
-        let entry = store
-            .revoke_session("s1", 1_001, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
+        let entry = store.revoke_session("s1", 1_001).await.unwrap().unwrap();
         assert_eq!(entry.kind, RevocationKind::Session("s1".into()));
-        assert_eq!(entry.expires_at, 5_000 + LEEWAY);
         assert_eq!(
-            store.revoke_session("s1", 1_002, LEEWAY).await.unwrap(),
-            None
+            entry.covers_until, 5_000,
+            "the session's end; the domain adds the leeway"
         );
-        assert_eq!(
-            store.revoke_session("nope", 1_002, LEEWAY).await.unwrap(),
-            None
-        );
+        assert_eq!(store.revoke_session("s1", 1_002).await.unwrap(), None);
+        assert_eq!(store.revoke_session("nope", 1_002).await.unwrap(), None);
         assert!(!store.set_auth_time("s1", 1_003).await.unwrap());
     }
 
@@ -1180,10 +1126,10 @@ mod tests {
             .create_session(&session("long-gone", u.id, 10, 100))
             .await
             .unwrap();
-        store.revoke_session("b", 1_001, LEEWAY).await.unwrap();
+        store.revoke_session("b", 1_001).await.unwrap();
 
         let entries = store
-            .set_password(u.id, "$argon2id$new", Some("keep"), 2_000, LEEWAY)
+            .set_password(u.id, "$argon2id$new", sweep(Some("keep"), 2_000))
             .await
             .unwrap();
         let sids: Vec<_> = entries.iter().map(|e| e.kind.clone()).collect();
@@ -1195,7 +1141,7 @@ mod tests {
         assert_eq!(found.password_hash, "$argon2id$new");
 
         assert_eq!(
-            store.set_password(9_999, "$h", None, 2_000, LEEWAY).await,
+            store.set_password(9_999, "$h", sweep(None, 2_000)).await,
             Err(StoreError::NotFound)
         );
     }
@@ -1211,14 +1157,14 @@ mod tests {
                 .unwrap();
         }
         let entries = store
-            .revoke_user_sessions(u.id, 2_000, LEEWAY)
+            .revoke_user_sessions(u.id, sweep(None, 2_000))
             .await
             .unwrap();
         assert_eq!(entries.len(), 2);
         assert!(store.session("a").await.unwrap().unwrap().revoked);
         assert!(store.session("b").await.unwrap().unwrap().revoked);
         assert_eq!(
-            store.revoke_user_sessions(9_999, 2_000, LEEWAY).await,
+            store.revoke_user_sessions(9_999, sweep(None, 2_000)).await,
             Err(StoreError::NotFound)
         );
     }
@@ -1241,7 +1187,7 @@ mod tests {
             .unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].kind, RevocationKind::User(u.id));
-        assert_eq!(entries[0].expires_at, 9_000);
+        assert_eq!(entries[0].covers_until, 9_000);
         assert_eq!(store.user_by_id(u.id).await.unwrap(), None);
         assert!(store.session("s1").await.unwrap().unwrap().revoked);
         assert_eq!(store.delete_user(u.id, 2_001, 9_000).await.unwrap(), None);
@@ -1265,24 +1211,12 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(store.last_seq().await.unwrap(), 0);
-        let first = store
-            .revoke_session("a", 1_001, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
+        let first = store.revoke_session("a", 1_001).await.unwrap().unwrap();
         let seen = store.revocations_since(0).await.unwrap();
         assert_eq!(seen, vec![first.clone()]);
 
-        let second = store
-            .revoke_session("b", 1_002, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
-        let third = store
-            .revoke_session("c", 1_003, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
+        let second = store.revoke_session("b", 1_002).await.unwrap().unwrap();
+        let third = store.revoke_session("c", 1_003).await.unwrap().unwrap();
         let next = store.revocations_since(first.seq).await.unwrap();
         assert_eq!(next, vec![second, third.clone()]);
         assert!(store.revocations_since(third.seq).await.unwrap().is_empty());
@@ -1298,17 +1232,10 @@ mod tests {
             .await
             .unwrap();
         assert!(second.session("s1").await.unwrap().is_some());
-        let entry = first
-            .revoke_session("s1", 1_001, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
+        let entry = first.revoke_session("s1", 1_001).await.unwrap().unwrap();
         assert_eq!(second.revocations_since(0).await.unwrap(), vec![entry]);
         // And the second one's write is refused as a double revocation.
-        assert_eq!(
-            second.revoke_session("s1", 1_002, LEEWAY).await.unwrap(),
-            None
-        );
+        assert_eq!(second.revoke_session("s1", 1_002).await.unwrap(), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1319,11 +1246,7 @@ mod tests {
             .create_session(&session("s1", u.id, 1_000, 5_000))
             .await
             .unwrap();
-        let entry = store
-            .revoke_session("s1", 1_001, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
+        let entry = store.revoke_session("s1", 1_001).await.unwrap().unwrap();
         drop(store);
 
         let store = SqliteStore::open(&path).unwrap();
@@ -1402,16 +1325,8 @@ mod tests {
             .create_session(&session("long", 1, 1_000, 9_000))
             .await
             .unwrap();
-        let short = store
-            .revoke_session("short", 1_001, 0)
-            .await
-            .unwrap()
-            .unwrap();
-        let long = store
-            .revoke_session("long", 1_001, 0)
-            .await
-            .unwrap()
-            .unwrap();
+        let short = store.revoke_session("short", 1_001).await.unwrap().unwrap();
+        let long = store.revoke_session("long", 1_001).await.unwrap().unwrap();
 
         assert_eq!(store.prune(1_999).await.unwrap(), 0);
         assert_eq!(
@@ -1438,7 +1353,7 @@ mod tests {
             .await
             .unwrap();
         let later = store
-            .revoke_session("later", 10_001, 0)
+            .revoke_session("later", 10_001)
             .await
             .unwrap()
             .unwrap();
@@ -1460,14 +1375,14 @@ mod tests {
         let (_dir, path) = temp_db();
         drop(SqliteStore::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
-        for (kind, expires_at) in [
+        for (kind, covers_until) in [
             (RevocationKind::Token("j1".into()), 100),
             (RevocationKind::User(7), 300),
             (RevocationKind::Session("s".into()), 300),
         ] {
-            append_revocation(&conn, &kind, expires_at).unwrap();
+            append_revocation(&conn, &kind, covers_until).unwrap();
         }
-        let live = entries_where(&conn, "expires_at > ?1", 200).unwrap();
+        let live = entries_where(&conn, "covers_until > ?1", 200).unwrap();
         let kinds: HashSet<_> = live.into_iter().map(|e| e.kind).collect();
         assert_eq!(
             kinds,

@@ -13,7 +13,6 @@ pub mod gateway;
 mod reload;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ use crate::auth::password::PasswordHasher;
 use crate::auth::revocation::RevocationIndex;
 use crate::auth::tokens::TokenService;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, StoreUrl};
+use crate::config::{Config, ConfigError};
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
 use crate::routes::{EndpointSettings, Endpoints, Passwords};
@@ -38,7 +37,7 @@ use crate::server::drain::Drain;
 use crate::server::{accept_loop, tls, ServeOptions};
 use crate::sessions::rules::expired_by;
 use crate::sessions::{SessionRules, Sessions};
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use background::Background;
 use gateway::Gateway;
@@ -98,10 +97,8 @@ impl App {
             tls::server_config(files, &config.source)?;
         }
         ProxyTable::build(config)?;
-        match &config.store.url {
-            StoreUrl::Sqlite(path) => SqliteStore::check(path)
-                .map_err(|e| store_config_error(config, path, &e.to_string()))?,
-        }
+        crate::store::check(&config.store.url)
+            .map_err(|e| store_config_error(config, &e.to_string()))?;
         Ok(())
     }
 
@@ -359,11 +356,11 @@ fn env_secret() -> Option<Vec<u8>> {
     std::env::var_os("AUTHGATE_JWT_SECRET").map(|v| v.into_vec())
 }
 
-fn store_config_error(config: &Config, path: &Path, reason: &str) -> ConfigError {
+fn store_config_error(config: &Config, reason: &str) -> ConfigError {
     ConfigError::new(
         &config.source,
         "store.url",
-        Some(format!("{:?}", format!("sqlite://{}", path.display()))),
+        Some(format!("{:?}", config.store.url.to_string())),
         reason.to_owned(),
     )
 }

@@ -309,7 +309,7 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
-    fn fixture(rotation: bool) -> Fixture {
+    async fn fixture(rotation: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(TokenAlgorithm::Hs256, dir.path());
         let secret = Some(b"sessions-test-secret-of-enough-bytes!!".to_vec());
@@ -321,8 +321,11 @@ mod tests {
                 .unwrap()
                 .with_clock(clock.clone()),
         );
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("authgate.db")).unwrap());
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("authgate.db"))
+                .await
+                .unwrap(),
+        );
         let rules = SessionRules {
             refresh_rotation: rotation,
             refresh_reuse_grace: Duration::from_secs(0),
@@ -350,7 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn refresh_rotates_until_the_session_ends_on_the_clock() {
-        let f = fixture(true);
+        let f = fixture(true).await;
         let user = f
             .store
             .create_user("alice", "$argon2id$unused", vec![], f.clock.now())
@@ -386,7 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_access_token_never_outlives_its_session() {
-        let f = fixture(false);
+        let f = fixture(false).await;
         let user = f
             .store
             .create_user("bob", "$argon2id$unused", vec![], f.clock.now())

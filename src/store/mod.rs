@@ -17,18 +17,22 @@ use crate::config::StoreUrl;
 pub use model::*;
 pub use sqlite::SqliteStore;
 
-/// Opens the store `url` names (creating an SQLite file and its folder on first use), on the
-/// blocking pool. The gateway and the operator CLI both open their store here.
+/// Opens the store `url` names (creating an SQLite file and its folder on first use). The
+/// gateway and the operator CLI both open their store here.
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, String> {
     match url {
-        StoreUrl::Sqlite(path) => {
-            let p = path.clone();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&p))
-                .await
-                .map_err(|e| format!("store task failed: {e}"))?
-                .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
-            Ok(Arc::new(store))
-        }
+        StoreUrl::Sqlite(path) => match SqliteStore::open(path).await {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(e) => Err(format!("cannot open the store {}: {e}", path.display())),
+        },
+    }
+}
+
+/// Checks the store `url` names without creating anything (for `check-config`): an existing
+/// database must be one this build can use. Blocking; it runs before any runtime starts.
+pub fn check(url: &StoreUrl) -> Result<(), StoreError> {
+    match url {
+        StoreUrl::Sqlite(path) => SqliteStore::check(path),
     }
 }
 

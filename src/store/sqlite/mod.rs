@@ -39,8 +39,14 @@ struct Connections {
 
 impl SqliteStore {
     /// Opens the database at `path`, creating the folder and the file on first start, and
-    /// brings the schema up to date. Blocking: run it on the blocking pool.
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    /// brings the schema up to date, on the blocking pool like every other call.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let path = path.to_owned();
+        on_blocking_pool(move || Self::open_blocking(&path)).await
+    }
+
+    /// [`SqliteStore::open`] on the calling thread.
+    fn open_blocking(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Internal(format!(
@@ -832,7 +838,7 @@ mod tests {
 
     fn open_store() -> (tempfile::TempDir, PathBuf, Arc<SqliteStore>) {
         let (dir, path) = temp_db();
-        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let store = Arc::new(SqliteStore::open_blocking(&path).unwrap());
         (dir, path, store)
     }
 
@@ -891,7 +897,7 @@ mod tests {
     async fn twenty_concurrent_registrations_of_one_name_yield_one_user() {
         let (_dir, path, store) = open_store();
         // Half go through a second store on the file, like another process.
-        let other = Arc::new(SqliteStore::open(&path).unwrap());
+        let other = Arc::new(SqliteStore::open_blocking(&path).unwrap());
         let tasks: Vec<_> = (0..20)
             .map(|i| {
                 let store = Arc::clone(if i % 2 == 0 { &store } else { &other });
@@ -1018,8 +1024,8 @@ mod tests {
     /// (like another process), so both the in-process lock and SQLite's file lock are raced.
     async fn twenty_rotations(path: &Path, grace: i64) -> (Arc<SqliteStore>, Vec<RefreshOutcome>) {
         let stores = [
-            Arc::new(SqliteStore::open(path).unwrap()),
-            Arc::new(SqliteStore::open(path).unwrap()),
+            Arc::new(SqliteStore::open_blocking(path).unwrap()),
+            Arc::new(SqliteStore::open_blocking(path).unwrap()),
         ];
         stores[0]
             .create_session(&session("s1", 1, 1_000, 5_000))
@@ -1226,7 +1232,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_second_store_on_the_same_file_sees_the_first_ones_revocations() {
         let (_dir, path, first) = open_store();
-        let second = SqliteStore::open(&path).unwrap();
+        let second = SqliteStore::open_blocking(&path).unwrap();
         first
             .create_session(&session("s1", 1, 1_000, 5_000))
             .await
@@ -1249,7 +1255,7 @@ mod tests {
         let entry = store.revoke_session("s1", 1_001).await.unwrap().unwrap();
         drop(store);
 
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open_blocking(&path).unwrap();
         assert_eq!(store.user_by_id(u.id).await.unwrap(), Some(u));
         assert_eq!(store.live_revocations(1_002).await.unwrap(), vec![entry]);
         // Callers hold it as a trait object.
@@ -1260,13 +1266,13 @@ mod tests {
     #[test]
     fn a_newer_schema_version_is_refused_by_open_and_check() {
         let (_dir, path) = temp_db();
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open_blocking(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", migrations::LATEST_VERSION + 1)
             .unwrap();
         drop(conn);
 
-        let opened = SqliteStore::open(&path).err().unwrap();
+        let opened = SqliteStore::open_blocking(&path).err().unwrap();
         assert!(matches!(opened, StoreError::Schema(_)), "{opened:?}");
         let checked = SqliteStore::check(&path).unwrap_err();
         assert!(matches!(checked, StoreError::Schema(_)), "{checked:?}");
@@ -1283,10 +1289,10 @@ mod tests {
     #[test]
     fn check_accepts_a_store_that_open_created() {
         let (_dir, path) = temp_db();
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open_blocking(&path).unwrap());
         SqliteStore::check(&path).unwrap();
         // Also while a store has it open.
-        let _open = SqliteStore::open(&path).unwrap();
+        let _open = SqliteStore::open_blocking(&path).unwrap();
         SqliteStore::check(&path).unwrap();
     }
 
@@ -1300,13 +1306,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(SqliteStore::check(&path), Err(StoreError::Corrupt));
-        assert_eq!(SqliteStore::open(&path).err(), Some(StoreError::Corrupt));
+        assert_eq!(
+            SqliteStore::open_blocking(&path).err(),
+            Some(StoreError::Corrupt)
+        );
     }
 
     #[test]
     fn open_uses_wal_journaling() {
         let (_dir, path) = temp_db();
-        let _store = SqliteStore::open(&path).unwrap();
+        let _store = SqliteStore::open_blocking(&path).unwrap();
         let conn = Connection::open(&path).unwrap();
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |row| row.get(0))
@@ -1373,7 +1382,7 @@ mod tests {
     #[test]
     fn live_revocations_skip_expired_entries_and_decode_every_kind() {
         let (_dir, path) = temp_db();
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open_blocking(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
         for (kind, covers_until) in [
             (RevocationKind::Token("j1".into()), 100),

@@ -3,8 +3,8 @@
 //!
 //! Owns the revoked sessions, users and token ids copied from the store's revocation log, and
 //! a generation counter that long-lived connections watch to re-check their token when
-//! something new is revoked. Where the next poll of the log resumes is the poller's business
-//! (see `app.rs`): this process applies its own entries at once, out of log order.
+//! something new is revoked. Where the next read of the log resumes is the follower's
+//! business (`app::follower`): this process applies its own entries at once, out of log order.
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -5,6 +5,7 @@
 //! implementation. Times are seconds since the epoch and always passed in by the caller, so
 //! tests control them.
 
+pub mod feed;
 mod model;
 mod sqlite;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use crate::config::StoreUrl;
 
+pub use feed::{FeedCursor, FeedPage};
 pub use model::*;
 pub use sqlite::SqliteStore;
 
@@ -156,17 +158,15 @@ pub trait Store: Send + Sync + 'static {
         sweep: SessionSweep<'a>,
     ) -> StoreFuture<'a, Vec<Revocation>>;
 
-    /// Log entries with a sequence number above `seq`, in order. Entries commit in sequence
-    /// order, so resuming from the last seen `seq` never skips one.
-    fn revocations_since(&self, seq: i64) -> StoreFuture<'_, Vec<Revocation>>;
+    /// The revocation feed from where `cursor` stands: entries committed since, in `seq`
+    /// order, and the cursor to resume from. Complete whatever order concurrent writers commit
+    /// in (see [`feed`] for the guarantee and what it takes); entries may repeat.
+    fn revocations_since<'a>(&'a self, cursor: &'a FeedCursor) -> StoreFuture<'a, FeedPage>;
 
-    /// The highest sequence number ever appended (`0` for none), pruned entries included.
-    /// Read it before [`Store::live_revocations`] and poll from it to load without a gap.
-    fn last_seq(&self) -> StoreFuture<'_, i64>;
-
-    /// Log entries that cover a token expiring after `expired_by` (`covers_until >
-    /// expired_by`), in order.
-    fn live_revocations(&self, expired_by: i64) -> StoreFuture<'_, Vec<Revocation>>;
+    /// The start of a reader: the log entries that cover a token expiring after `expired_by`
+    /// (`covers_until > expired_by`), in `seq` order, and a cursor from the same snapshot, so
+    /// that following the feed from it misses nothing committed since.
+    fn live_revocations(&self, expired_by: i64) -> StoreFuture<'_, FeedPage>;
 
     /// Deletes log entries with `covers_until <= expired_by` and sessions with `expires_at <=
     /// expired_by`: the session domain passes a time by which no token they concern can still

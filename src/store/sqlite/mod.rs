@@ -19,8 +19,8 @@ use rusqlite::{
 };
 
 use super::{
-    RetiredRefresh, Revocation, RevocationKind, Session, SessionSweep, Store, StoreError,
-    StoreFuture, User, UserWithHash,
+    FeedCursor, FeedPage, RetiredRefresh, Revocation, RevocationKind, Session, SessionSweep, Store,
+    StoreError, StoreFuture, User, UserWithHash,
 };
 use error::{is_unique_violation, map_err};
 
@@ -771,16 +771,30 @@ impl Store for SqliteStore {
         })
     }
 
-    fn revocations_since(&self, seq: i64) -> StoreFuture<'_, Vec<Revocation>> {
-        self.read(move |tx| entries_where(tx, "seq > ?1", seq))
+    fn revocations_since<'a>(&'a self, cursor: &'a FeedCursor) -> StoreFuture<'a, FeedPage> {
+        let after = cursor.position();
+        self.read(move |tx| {
+            let entries = entries_where(tx, "seq > ?1", after)?;
+            // Safe only because SQLite serialises writers (see `store::feed`): nothing at or
+            // below the highest seq of this snapshot can still commit.
+            let position = entries.last().map_or(after, |last| last.seq.max(after));
+            Ok(FeedPage {
+                entries,
+                cursor: FeedCursor::at(position),
+            })
+        })
     }
 
-    fn last_seq(&self) -> StoreFuture<'_, i64> {
-        self.read(|tx| highest_seq(tx))
-    }
-
-    fn live_revocations(&self, expired_by: i64) -> StoreFuture<'_, Vec<Revocation>> {
-        self.read(move |tx| entries_where(tx, "covers_until > ?1", expired_by))
+    fn live_revocations(&self, expired_by: i64) -> StoreFuture<'_, FeedPage> {
+        // One read transaction: the entries and the cursor come from the same snapshot.
+        self.read(move |tx| {
+            let position = highest_seq(tx)?;
+            let entries = entries_where(tx, "covers_until > ?1", expired_by)?;
+            Ok(FeedPage {
+                entries,
+                cursor: FeedCursor::at(position),
+            })
+        })
     }
 
     fn prune(&self, expired_by: i64) -> StoreFuture<'_, usize> {
@@ -983,7 +997,14 @@ mod tests {
             "the session's end; the domain adds the leeway"
         );
         assert!(store.session("s1").await.unwrap().unwrap().revoked);
-        assert_eq!(store.revocations_since(0).await.unwrap(), vec![entry]);
+        assert_eq!(
+            store
+                .revocations_since(&FeedCursor::at(0))
+                .await
+                .unwrap()
+                .entries,
+            vec![entry]
+        );
 
         // Even the current token is dead now.
         let after = rotate(&store, "s1", "s1-r1", "s1-r3", 1_112, 10).await;
@@ -1216,17 +1237,46 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(store.last_seq().await.unwrap(), 0);
+        assert_eq!(
+            store
+                .live_revocations(i64::MIN)
+                .await
+                .unwrap()
+                .cursor
+                .position(),
+            0
+        );
         let first = store.revoke_session("a", 1_001).await.unwrap().unwrap();
-        let seen = store.revocations_since(0).await.unwrap();
+        let seen = store
+            .revocations_since(&FeedCursor::at(0))
+            .await
+            .unwrap()
+            .entries;
         assert_eq!(seen, vec![first.clone()]);
 
         let second = store.revoke_session("b", 1_002).await.unwrap().unwrap();
         let third = store.revoke_session("c", 1_003).await.unwrap().unwrap();
-        let next = store.revocations_since(first.seq).await.unwrap();
+        let next = store
+            .revocations_since(&FeedCursor::at(first.seq))
+            .await
+            .unwrap()
+            .entries;
         assert_eq!(next, vec![second, third.clone()]);
-        assert!(store.revocations_since(third.seq).await.unwrap().is_empty());
-        assert_eq!(store.last_seq().await.unwrap(), third.seq);
+        assert!(store
+            .revocations_since(&FeedCursor::at(third.seq))
+            .await
+            .unwrap()
+            .entries
+            .is_empty());
+        assert_eq!(
+            store
+                .live_revocations(i64::MIN)
+                .await
+                .unwrap()
+                .cursor
+                .position(),
+            third.seq
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1239,7 +1289,14 @@ mod tests {
             .unwrap();
         assert!(second.session("s1").await.unwrap().is_some());
         let entry = first.revoke_session("s1", 1_001).await.unwrap().unwrap();
-        assert_eq!(second.revocations_since(0).await.unwrap(), vec![entry]);
+        assert_eq!(
+            second
+                .revocations_since(&FeedCursor::at(0))
+                .await
+                .unwrap()
+                .entries,
+            vec![entry]
+        );
         // And the second one's write is refused as a double revocation.
         assert_eq!(second.revoke_session("s1", 1_002).await.unwrap(), None);
     }
@@ -1257,7 +1314,10 @@ mod tests {
 
         let store = SqliteStore::open_blocking(&path).unwrap();
         assert_eq!(store.user_by_id(u.id).await.unwrap(), Some(u));
-        assert_eq!(store.live_revocations(1_002).await.unwrap(), vec![entry]);
+        assert_eq!(
+            store.live_revocations(1_002).await.unwrap().entries,
+            vec![entry]
+        );
         // Callers hold it as a trait object.
         let store: Arc<dyn Store> = Arc::new(store);
         store.ping().await.unwrap();
@@ -1344,11 +1404,15 @@ mod tests {
             "one entry, one session"
         );
         assert_eq!(
-            store.revocations_since(0).await.unwrap(),
+            store
+                .revocations_since(&FeedCursor::at(0))
+                .await
+                .unwrap()
+                .entries,
             vec![long.clone()]
         );
         assert_eq!(
-            store.live_revocations(2_000).await.unwrap(),
+            store.live_revocations(2_000).await.unwrap().entries,
             vec![long.clone()]
         );
         assert_eq!(store.session("short").await.unwrap(), None);
@@ -1356,7 +1420,15 @@ mod tests {
 
         // Sequence numbers are not reused after pruning.
         store.prune(10_000).await.unwrap();
-        assert_eq!(store.last_seq().await.unwrap(), long.seq);
+        assert_eq!(
+            store
+                .live_revocations(i64::MIN)
+                .await
+                .unwrap()
+                .cursor
+                .position(),
+            long.seq
+        );
         store
             .create_session(&session("later", 1, 10_000, 20_000))
             .await

@@ -55,6 +55,7 @@ impl SqliteStore {
                 ))
             })?;
         }
+        create_owner_only(path)?;
         let mut writer = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -154,6 +155,28 @@ where
             .await
             .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
     })
+}
+
+/// Creates the database file empty with mode 0600 when it does not exist yet (SQLite makes
+/// an empty file a new database). SQLite would create it 0644; it gives the `-wal` and
+/// `-shm` files the database file's mode, so all three are readable by their owner only
+/// (HTTP-API.md §6). An existing file keeps the mode its owner gave it.
+fn create_owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        // Another process may have created it meanwhile: theirs is 0600 too.
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Internal(format!(
+            "cannot create the store file {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 fn open_read_only(path: &Path) -> Result<Connection, StoreError> {

@@ -3,7 +3,7 @@
 //! [`Sessions`](super::Sessions) and the operator CLI both call them, so a rule is applied
 //! the same way whoever writes.
 //!
-//! The rules come from [`rules`](super::rules); the store only reads and writes rows, each
+//! The rules come from [`super::rules`]; the store only reads and writes rows, each
 //! multi-row change in one transaction. What makes concurrent writers safe is stated where
 //! it happens.
 

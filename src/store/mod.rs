@@ -1,9 +1,15 @@
 //! The store: users, login sessions and the revocation log.
 //!
-//! All SQL lives below this module and runs off the async reactor threads. [`Store`] is the
-//! interface the gateway and the CLI use (as `Arc<dyn Store>`); [`SqliteStore`] is the embedded
-//! implementation. Times are seconds since the epoch and always passed in by the caller, so
-//! tests control them.
+//! [`Store`] is the interface the gateway and the CLI use (as `Arc<dyn Store>`): async, and
+//! data only. It offers atomic data operations (a compare-and-swap of a session's refresh
+//! token, a revocation together with its log entry, a password change together with the
+//! revocations it sweeps) while the session rules that decide when to call them live in
+//! `sessions/`. The revocation log is read as a resumable [`feed`]. Times are seconds since
+//! the epoch and always passed in by the caller, so tests control them.
+//!
+//! All SQL lives below this module and runs off the async reactor threads; [`SqliteStore`] is
+//! the embedded implementation. A new backend goes in a folder beside `sqlite/`, gets a branch
+//! in [`open`] and [`check`], and must pass the conformance suite in `tests/store/`.
 
 pub mod feed;
 mod model;

@@ -141,6 +141,26 @@ async fn rotate(
         .unwrap()
 }
 
+/// `n` tasks at once, task `i` going through store `i % 2` of two on a fresh database (like
+/// two processes) that holds session `s1` of user 1; the database and their results.
+async fn race<B, T, Fut>(n: usize, task: impl Fn(Arc<dyn Store>, usize) -> Fut) -> (B, Vec<T>)
+where
+    B: Backend,
+    T: Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let db = B::create().await;
+    let stores = stores(&db, 2).await;
+    stores[0]
+        .create_session(&session("s1", 1, 1_000, 5_000))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(task(Arc::clone(&stores[i % 2]), i)))
+        .collect();
+    (db, join_all(tasks).await)
+}
+
 /// Awaits every task, failing on a panicked one.
 async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     let mut out = Vec::with_capacity(tasks.len());
@@ -176,26 +196,20 @@ pub async fn usernames_are_unique_case_insensitively_and_keep_their_spelling<B: 
 }
 
 pub async fn concurrent_registrations_of_one_name_yield_exactly_one_user<B: Backend>() {
-    let db = B::create().await;
-    let stores = stores(&db, 2).await;
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let store = Arc::clone(&stores[i % 2]);
-            tokio::spawn(async move {
-                let name = if i % 2 == 0 { "Carol" } else { "CAROL" };
-                store.create_user(name, "$h", vec![], 1_000).await
-            })
-        })
-        .collect();
+    let (db, results) = race::<B, _, _>(20, |store, i| async move {
+        let name = if i % 2 == 0 { "Carol" } else { "CAROL" };
+        store.create_user(name, "$h", vec![], 1_000).await
+    })
+    .await;
     let mut created = 0;
-    for result in join_all(tasks).await {
+    for result in results {
         match result {
             Ok(_) => created += 1,
             Err(e) => assert_eq!(e, StoreError::UsernameTaken),
         }
     }
     assert_eq!(created, 1);
-    assert_eq!(stores[0].list_users().await.unwrap().len(), 1);
+    assert_eq!(db.open().await.list_users().await.unwrap().len(), 1);
 }
 
 pub async fn roles_are_sorted_granted_and_revoked_idempotently<B: Backend>() {
@@ -335,21 +349,13 @@ pub async fn revoking_a_session_twice_answers_none_the_second_time<B: Backend>()
 }
 
 pub async fn concurrent_revocations_of_one_session_append_one_entry<B: Backend>() {
-    let db = B::create().await;
-    let stores = stores(&db, 2).await;
-    stores[0]
-        .create_session(&session("s1", 1, 1_000, 5_000))
-        .await
-        .unwrap();
-    let tasks: Vec<_> = (0..10)
-        .map(|i| {
-            let store = Arc::clone(&stores[i % 2]);
-            tokio::spawn(async move { store.revoke_session("s1", 1_001).await.unwrap() })
-        })
-        .collect();
-    let entries: Vec<_> = join_all(tasks).await.into_iter().flatten().collect();
+    let (db, results) = race::<B, _, _>(10, |store, _| async move {
+        store.revoke_session("s1", 1_001).await.unwrap()
+    })
+    .await;
+    let entries: Vec<_> = results.into_iter().flatten().collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
-    assert_eq!(whole_log(&stores[1]).await.0, entries);
+    assert_eq!(whole_log(&db.open().await).await.0, entries);
 }
 
 pub async fn a_password_change_revokes_the_swept_sessions_only<B: Backend>() {
@@ -481,28 +487,18 @@ pub async fn the_refresh_swap_records_the_retired_token_and_needs_the_current_on
 }
 
 pub async fn concurrent_swaps_from_one_token_succeed_exactly_once<B: Backend>() {
-    let db = B::create().await;
-    let stores = stores(&db, 2).await;
-    stores[0]
-        .create_session(&session("s1", 1, 1_000, 5_000))
-        .await
-        .unwrap();
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let store = Arc::clone(&stores[i % 2]);
-            tokio::spawn(async move {
-                let new_jti = format!("new-{i}");
-                let won = store
-                    .swap_refresh("s1", "s1-r0", &new_jti, 1_100)
-                    .await
-                    .unwrap();
-                won.then_some(new_jti)
-            })
-        })
-        .collect();
-    let winners: Vec<_> = join_all(tasks).await.into_iter().flatten().collect();
+    let (db, results) = race::<B, _, _>(20, |store, i| async move {
+        let new_jti = format!("new-{i}");
+        let won = store
+            .swap_refresh("s1", "s1-r0", &new_jti, 1_100)
+            .await
+            .unwrap();
+        won.then_some(new_jti)
+    })
+    .await;
+    let winners: Vec<_> = results.into_iter().flatten().collect();
     assert_eq!(winners.len(), 1, "{winners:?}");
-    let s = stores[1].session("s1").await.unwrap().unwrap();
+    let s = db.open().await.session("s1").await.unwrap().unwrap();
     assert_eq!(s.refresh_jti, winners[0]);
     assert_eq!(s.retired_refresh.unwrap().jti, "s1-r0");
 }
@@ -597,21 +593,10 @@ pub async fn rotation_rotates_then_tolerates_the_grace_then_detects_reuse<B: Bac
 /// Twenty refreshes of one token at once, half through a second store on the database (like
 /// another process), so both a store's own serialisation and the database's are raced.
 async fn twenty_refreshes<B: Backend>(grace_secs: i64) -> (B, Vec<RefreshOutcome>) {
-    let db = B::create().await;
-    let stores = stores(&db, 2).await;
-    stores[0]
-        .create_session(&session("s1", 1, 1_000, 5_000))
-        .await
-        .unwrap();
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let store = Arc::clone(&stores[i % 2]);
-            tokio::spawn(async move {
-                rotate(&store, "s1-r0", &format!("new-{i}"), 1_100, grace_secs).await
-            })
-        })
-        .collect();
-    (db, join_all(tasks).await)
+    race::<B, _, _>(20, move |store, i| async move {
+        rotate(&store, "s1-r0", &format!("new-{i}"), 1_100, grace_secs).await
+    })
+    .await
 }
 
 pub async fn concurrent_refreshes_rotate_once_and_the_rest_get_the_grace<B: Backend>() {

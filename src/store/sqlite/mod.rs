@@ -5,7 +5,12 @@
 //! runs on tokio's blocking pool. Other processes (the CLI, another gateway) may use the same
 //! file: writes take the lock up front with `BEGIN IMMEDIATE` and wait up to [`BUSY_TIMEOUT`]
 //! for it; WAL lets readers go on meanwhile; `synchronous=FULL` makes every acknowledged
-//! revocation survive a crash.
+//! revocation survive a crash. Serialised writers are also what lets the revocation feed's
+//! cursor be a bare `seq` (see [`feed`](crate::store::feed)). The database file is created
+//! 0600, and SQLite gives its `-wal` and `-shm` the same mode.
+//!
+//! The SQL keeps data and makes each call atomic; it decides no session rule (those are in
+//! `sessions/`).
 
 mod error;
 mod migrations;

@@ -212,7 +212,7 @@ mod tests {
         revocations.apply(&[Revocation {
             seq: 1,
             kind: RevocationKind::Session("session-1".into()),
-            expires_at: i64::MAX,
+            covers_until: i64::MAX,
         }]);
         assert!(auth.is_revoked(&identity));
         assert_eq!(

@@ -83,6 +83,15 @@ pub enum StoreUrl {
     Sqlite(PathBuf),
 }
 
+/// The URL as an operator would write it, for messages (never holds a password).
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+        }
+    }
+}
+
 /// Signing algorithm of issued tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenAlgorithm {

@@ -60,6 +60,7 @@ fn access_claims(svc: &TokenService) -> Claims {
         exp: now + 900,
         auth_time: now,
         fresh: Some(true),
+        csrf: None,
     }
 }
 
@@ -92,7 +93,7 @@ fn bench_verify(c: &mut Criterion) {
             &format!("authenticate HS256 access token, {n} revocations"),
             |b| {
                 b.iter(|| {
-                    auth.authenticate(black_box(&headers), Accept::Access)
+                    auth.authenticate(black_box(&headers), &http::Method::GET, Accept::Access)
                         .expect("valid")
                 })
             },

@@ -48,6 +48,11 @@ pub enum ApiError {
     Forbidden,
     /// 403: registration is switched off.
     RegistrationDisabled,
+    /// 403: a cookie-authenticated unsafe request without the matching `X-CSRF-TOKEN`, or a
+    /// sign-in page post from a foreign `Origin` (login CSRF).
+    CsrfFailed,
+    /// 403: a CORS preflight from an origin, or for a method, that is not allowed.
+    CorsForbidden,
     /// 404: no route or endpoint.
     NotFound,
     /// 405: the path exists but not for this method; `allow` lists the methods that do.
@@ -92,7 +97,10 @@ impl ApiError {
             | Self::TokenRevoked
             | Self::FreshTokenRequired { .. }
             | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::RegistrationDisabled => StatusCode::FORBIDDEN,
+            Self::Forbidden
+            | Self::RegistrationDisabled
+            | Self::CsrfFailed
+            | Self::CorsForbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UsernameTaken => StatusCode::CONFLICT,
@@ -118,6 +126,8 @@ impl ApiError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::Forbidden => "forbidden",
             Self::RegistrationDisabled => "registration_disabled",
+            Self::CsrfFailed => "csrf_failed",
+            Self::CorsForbidden => "cors_forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::UsernameTaken => "username_taken",
@@ -144,6 +154,10 @@ impl ApiError {
             Self::InvalidCredentials => "Invalid username or password.",
             Self::Forbidden => "The token lacks a required role.",
             Self::RegistrationDisabled => "Registration is disabled.",
+            Self::CsrfFailed => {
+                "The CSRF check failed: send the csrf cookie's value in X-CSRF-TOKEN."
+            }
+            Self::CorsForbidden => "This cross-origin request is not allowed.",
             Self::NotFound => "Not found.",
             Self::MethodNotAllowed { .. } => "Method not allowed.",
             Self::UsernameTaken => "That username is taken.",
@@ -181,6 +195,7 @@ impl ApiError {
     }
 
     /// Renders the error as the JSON response of HTTP-API.md §1: the one place that does.
+    /// The response carries its [`ErrorCode`] for the access log and metrics.
     pub fn into_response(self) -> Response<Body> {
         let body = ErrorBody {
             error: self.code(),
@@ -190,8 +205,16 @@ impl ApiError {
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut res = Response::new(full(bytes));
         *res.status_mut() = self.status();
+        res.extensions_mut().insert(ErrorCode(self.code()));
         let headers = res.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.add_headers(headers);
+        res
+    }
+
+    /// The headers every rendering of this error carries, whatever its body: the
+    /// `WWW-Authenticate` challenge of a 401, `Allow`, `Retry-After`, `Connection: close`.
+    pub fn add_headers(&self, headers: &mut http::HeaderMap) {
         match self.challenge() {
             Some(Cow::Borrowed(c)) => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(c));
@@ -205,22 +228,27 @@ impl ApiError {
         }
         match self {
             Self::MethodNotAllowed { allow } => {
-                headers.insert(ALLOW, allow);
+                headers.insert(ALLOW, allow.clone());
             }
             Self::RateLimited { retry_after } => {
-                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                headers.insert(RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));
             }
             Self::Unavailable { retry_after, close } => {
-                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
-                if close {
+                headers.insert(RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));
+                if *close {
                     headers.insert(CONNECTION, HeaderValue::from_static("close"));
                 }
             }
             _ => {}
         }
-        res
     }
 }
+
+/// The §1 code of an error answer, kept in the response's extensions: the access log and the
+/// metrics read it from there, so a handler that renders an error its own way (the sign-in
+/// page's HTML, a logout answer with its cookies cleared) still counts as that error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
 
 /// The §1 answer of each authentication and authorisation refusal.
 impl From<AuthError> for ApiError {
@@ -238,6 +266,7 @@ impl From<AuthError> for ApiError {
             AuthError::Revoked => ApiError::TokenRevoked,
             AuthError::FreshRequired { max_age } => ApiError::FreshTokenRequired { max_age },
             AuthError::Forbidden => ApiError::Forbidden,
+            AuthError::CsrfFailed => ApiError::CsrfFailed,
         }
     }
 }

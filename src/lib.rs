@@ -14,6 +14,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod origin;
 pub mod path;
 pub mod proxy;
 pub mod routes;

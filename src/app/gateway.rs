@@ -18,7 +18,7 @@ use hyper::body::{Body as _, Incoming};
 use tracing::Instrument;
 
 use crate::auth::limiter::client_ip;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::path::{normalize, under_prefix};
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
@@ -82,13 +82,8 @@ impl Gateway {
             self.dispatch(req, conn, known).await
         };
         let latency = started.elapsed();
-        let (mut res, error_code) = match result {
-            Ok(res) => (res, None),
-            Err(e) => {
-                let code = e.code();
-                (e.into_response(), Some(code))
-            }
-        };
+        let mut res = result.unwrap_or_else(ApiError::into_response);
+        let error_code = res.extensions().get::<ErrorCode>().map(|c| c.0);
         if error_code.is_some() && has_body {
             // The body was not read: say that the connection closes.
             close_connection(&mut res);

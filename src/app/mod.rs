@@ -114,7 +114,8 @@ impl App {
         let clock = Clock::system();
         let tokens = TokenService::new(&config.tokens, keys)
             .map_err(|e| StartError::Runtime(format!("token keys: {e}")))?
-            .with_clock(clock.clone());
+            .with_clock(clock.clone())
+            .with_csrf(config.auth.cookies.enabled);
         let tokens = Arc::new(tokens);
         let tls = match &config.server.tls {
             Some(files) => Some(Arc::new(ArcSwap::new(tls::server_config(
@@ -141,7 +142,10 @@ impl App {
         };
 
         let config = Arc::new(config);
-        let auth = Arc::new(Authenticator::new(tokens.clone(), revocations.clone()));
+        let auth = Arc::new(
+            Authenticator::new(tokens.clone(), revocations.clone())
+                .with_cookies(config.auth.cookies.enabled),
+        );
         let drain = Arc::new(Drain::default());
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
@@ -162,6 +166,8 @@ impl App {
             sessions,
             Passwords::new(store.clone(), hasher.clone(), limiter.clone()),
             EndpointSettings {
+                prefix: config.auth.prefix.clone(),
+                cookies: config.auth.cookies.clone(),
                 allow_registration: config.auth.allow_registration,
                 min_password_length: config.auth.min_password_length,
                 max_body: config.server.max_body,

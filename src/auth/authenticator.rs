@@ -2,33 +2,44 @@
 //! [`AuthError`]) out. Every caller — the proxy, the account endpoints, later the
 //! forward-auth endpoint — comes here; nothing else reads credentials.
 //!
-//! Credential sources today: the bearer header. A new source (a session cookie, a legacy
-//! token) is one more branch of [`Authenticator::authenticate`], not one more call site.
-//! Everything is read from memory: decoding keys and the revocation index, no store lookup.
-//! A missing credential (`Ok(None)`) stays distinct from a bad one (`Err`), so a route with
-//! optional authentication can let the first through as anonymous and refuse the second.
+//! Credential sources: the bearer header, and (with `[auth.cookies] enabled`) the token
+//! cookies. A request carrying `Authorization` is judged by that header alone, never by a
+//! cookie. Which cookie counts depends on what the caller accepts ([`Accept`]). A new source
+//! (a legacy token) is one more branch of [`Authenticator::authenticate`], not one more call
+//! site. Everything is read from memory: decoding keys and the revocation index, no store
+//! lookup. A missing credential (`Ok(None)`) stays distinct from a bad one (`Err`), so a route
+//! with optional authentication can let the first through as anonymous and refuse the second.
+//!
+//! CSRF (double submit, HTTP-API.md §7.4) is checked here, right after revocation and before
+//! anything a caller checks next (freshness, roles, method — the order of §7.2): a
+//! cookie-authenticated request with an unsafe method must echo its token's `csrf` claim in
+//! `X-CSRF-TOKEN`. Doing it here means no caller can forget it.
 
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Method};
+use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use super::bearer::{bearer_token, BearerError};
 use super::claims::TokenType;
+use super::cookies::{request_cookie, ACCESS_COOKIE, REFRESH_COOKIE, X_CSRF_TOKEN};
 use super::error::AuthError;
 use super::identity::{Identity, Presentation};
 use super::revocation::RevocationIndex;
 use super::tokens::{TokenError, TokenService};
 use crate::telemetry;
 
-/// Which token types a caller accepts.
+/// Which token types a caller accepts, and so which cookie it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accept {
-    /// Access tokens only: proxied routes and the account endpoints.
+    /// Access tokens only (the access cookie): proxied routes and the account endpoints.
     Access,
-    /// Refresh tokens only: `/auth/refresh`.
+    /// Refresh tokens only (the refresh cookie): `/auth/refresh`.
     Refresh,
-    /// Either (decoded once): `/auth/logout` and `/auth/fresh`.
+    /// Either, decoded once (the access cookie, else the refresh cookie): `/auth/logout` and
+    /// `/auth/fresh`.
     AccessOrRefresh,
 }
 
@@ -40,6 +51,15 @@ impl Accept {
             Accept::AccessOrRefresh => &[TokenType::Access, TokenType::Refresh],
         }
     }
+
+    /// The cookies that may carry the credential, in order of preference.
+    fn cookies(self) -> &'static [&'static str] {
+        match self {
+            Accept::Access => &[ACCESS_COOKIE],
+            Accept::Refresh => &[REFRESH_COOKIE],
+            Accept::AccessOrRefresh => &[ACCESS_COOKIE, REFRESH_COOKIE],
+        }
+    }
 }
 
 /// Turns credentials into identities; built once and shared.
@@ -47,33 +67,60 @@ impl Accept {
 pub struct Authenticator {
     tokens: Arc<TokenService>,
     revocations: Arc<RevocationIndex>,
+    /// Whether token cookies are a credential source (`[auth.cookies] enabled`).
+    cookies: bool,
 }
 
 impl Authenticator {
-    /// An authenticator verifying with `tokens` and checking `revocations`.
+    /// An authenticator verifying with `tokens` and checking `revocations`; bearer headers
+    /// only until [`Authenticator::with_cookies`].
     pub fn new(tokens: Arc<TokenService>, revocations: Arc<RevocationIndex>) -> Self {
         Self {
             tokens,
             revocations,
+            cookies: false,
         }
     }
 
-    /// The identity the request's credential proves; `Ok(None)` when it presents none.
+    /// The same authenticator reading token cookies too when `enabled`.
+    pub fn with_cookies(mut self, enabled: bool) -> Self {
+        self.cookies = enabled;
+        self
+    }
+
+    /// The identity the credential of a request with `method` and `headers` proves;
+    /// `Ok(None)` when it presents none.
     ///
-    /// Order (HTTP-API.md §2): the credential's framing, then signature, `exp`/`nbf`, `iss`,
-    /// `aud`, type and claim shape, then revocation. Freshness and roles are the policy's.
+    /// Order (HTTP-API.md §2, §7.2): the credential's framing, then signature, `exp`/`nbf`,
+    /// `iss`, `aud`, type and claim shape, then revocation, then CSRF for a cookie. Freshness
+    /// and roles are the policy's.
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
+        method: &Method,
         accept: Accept,
     ) -> Result<Option<Identity>, AuthError> {
-        let token = match bearer_token(headers) {
-            Ok(Some(token)) => token,
-            Ok(None) => return Ok(None),
-            Err(BearerError::MultipleCredentials) => return Err(AuthError::MultipleCredentials),
-            Err(BearerError::Malformed) => return Err(AuthError::MalformedCredential),
+        let Some((token, presentation)) = self.credential(headers, accept)? else {
+            return Ok(None);
         };
-        let identity = self.verify(token, accept, Presentation::BearerHeader)?;
+        let verified = self.tokens.verify_as(token, accept.types()).map_err(|e| {
+            // Which check failed goes to the log (never the token); the client gets one message.
+            if let TokenError::Invalid(reason) = &e {
+                tracing::debug!(reason, "token refused");
+            }
+            AuthError::from(e)
+        })?;
+        let claims = &verified.claims;
+        if self
+            .revocations
+            .is_revoked(&claims.jti, &claims.sid, verified.user_id)
+        {
+            return Err(AuthError::Revoked);
+        }
+        if presentation == Presentation::Cookie && !is_safe(method) {
+            check_csrf(headers, claims.csrf.as_deref())?;
+        }
+        let identity = Identity::from_verified(verified, presentation);
         // The access line and every later line of the request name the user.
         telemetry::record_user(identity.user_id);
         Ok(Some(identity))
@@ -81,8 +128,13 @@ impl Authenticator {
 
     /// [`Authenticator::authenticate`] where a credential is required: none is
     /// [`AuthError::MissingToken`].
-    pub fn require(&self, headers: &HeaderMap, accept: Accept) -> Result<Identity, AuthError> {
-        self.authenticate(headers, accept)?
+    pub fn require(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+        accept: Accept,
+    ) -> Result<Identity, AuthError> {
+        self.authenticate(headers, method, accept)?
             .ok_or(AuthError::MissingToken)
     }
 
@@ -98,27 +150,44 @@ impl Authenticator {
         self.revocations.subscribe()
     }
 
-    fn verify(
+    /// The token a request presents, and how. `Authorization` beats every cookie: with that
+    /// header present (whatever its scheme) cookies are not looked at.
+    fn credential<'a>(
         &self,
-        token: &str,
+        headers: &'a HeaderMap,
         accept: Accept,
-        presentation: Presentation,
-    ) -> Result<Identity, AuthError> {
-        let verified = self.tokens.verify_as(token, accept.types()).map_err(|e| {
-            // Which check failed goes to the log (never the token); the client gets one message.
-            if let TokenError::Invalid(reason) = &e {
-                tracing::debug!(reason, "token refused");
-            }
-            AuthError::from(e)
-        })?;
-        let claims = &verified.claims;
-        if self
-            .revocations
-            .is_revoked(&claims.jti, &claims.sid, verified.user_id)
-        {
-            return Err(AuthError::Revoked);
+    ) -> Result<Option<(&'a str, Presentation)>, AuthError> {
+        if !self.cookies || headers.contains_key(AUTHORIZATION) {
+            return match bearer_token(headers) {
+                Ok(token) => Ok(token.map(|t| (t, Presentation::BearerHeader))),
+                Err(BearerError::MultipleCredentials) => Err(AuthError::MultipleCredentials),
+                Err(BearerError::Malformed) => Err(AuthError::MalformedCredential),
+            };
         }
-        Ok(Identity::from_verified(verified, presentation))
+        Ok(accept
+            .cookies()
+            .iter()
+            .find_map(|name| request_cookie(headers, name))
+            .map(|token| (token, Presentation::Cookie)))
+    }
+}
+
+/// GET, HEAD and OPTIONS change nothing and need no CSRF header (§7.4).
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Exactly one `X-CSRF-TOKEN`, equal (in constant time) to the token's `csrf` claim; a token
+/// without the claim (issued while cookies were off) never passes.
+fn check_csrf(headers: &HeaderMap, claim: Option<&str>) -> Result<(), AuthError> {
+    let mut sent = headers.get_all(X_CSRF_TOKEN).iter();
+    let (Some(value), None, Some(claim)) = (sent.next(), sent.next(), claim) else {
+        return Err(AuthError::CsrfFailed);
+    };
+    if bool::from(value.as_bytes().ct_eq(claim.as_bytes())) {
+        Ok(())
+    } else {
+        Err(AuthError::CsrfFailed)
     }
 }
 
@@ -163,7 +232,10 @@ mod tests {
             auth_time: now,
             expires_at: now + 3600,
         };
-        tokens.issue_access(&account, &session, true, now).unwrap()
+        tokens
+            .issue_access(&account, &session, true, now)
+            .unwrap()
+            .token
     }
 
     fn bearer(value: &str) -> HeaderMap {
@@ -176,19 +248,19 @@ mod tests {
     fn no_credential_is_none_and_a_bad_one_is_an_error() {
         let (auth, _, _) = authenticator();
         assert_eq!(
-            auth.authenticate(&HeaderMap::new(), Accept::Access),
+            auth.authenticate(&HeaderMap::new(), &Method::GET, Accept::Access),
             Ok(None)
         );
         assert_eq!(
-            auth.require(&HeaderMap::new(), Accept::Access),
+            auth.require(&HeaderMap::new(), &Method::GET, Accept::Access),
             Err(AuthError::MissingToken)
         );
         assert!(matches!(
-            auth.authenticate(&bearer("Bearer not.a.token"), Accept::Access),
+            auth.authenticate(&bearer("Bearer not.a.token"), &Method::GET, Accept::Access),
             Err(AuthError::Invalid(_))
         ));
         assert_eq!(
-            auth.authenticate(&bearer("Bearer a b"), Accept::Access),
+            auth.authenticate(&bearer("Bearer a b"), &Method::GET, Accept::Access),
             Err(AuthError::MultipleCredentials)
         );
     }
@@ -197,7 +269,9 @@ mod tests {
     fn a_valid_bearer_token_becomes_an_identity_until_its_session_is_revoked() {
         let (auth, tokens, revocations) = authenticator();
         let headers = bearer(&format!("Bearer {}", access_token(&tokens)));
-        let identity = auth.require(&headers, Accept::Access).unwrap();
+        let identity = auth
+            .require(&headers, &Method::GET, Accept::Access)
+            .unwrap();
         assert_eq!(identity.user_id, 42);
         assert_eq!(identity.username, "alice");
         assert_eq!(identity.roles, ["ops"]);
@@ -206,7 +280,7 @@ mod tests {
         assert_eq!(identity.token_type, TokenType::Access);
         assert_eq!(identity.presentation, Presentation::BearerHeader);
         assert!(matches!(
-            auth.require(&headers, Accept::Refresh),
+            auth.require(&headers, &Method::GET, Accept::Refresh),
             Err(AuthError::Invalid(_))
         ));
         revocations.apply(&[Revocation {
@@ -216,7 +290,7 @@ mod tests {
         }]);
         assert!(auth.is_revoked(&identity));
         assert_eq!(
-            auth.require(&headers, Accept::Access),
+            auth.require(&headers, &Method::GET, Accept::Access),
             Err(AuthError::Revoked)
         );
     }

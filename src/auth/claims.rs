@@ -59,6 +59,10 @@ pub struct Claims {
     /// True only for access tokens issued straight from a password check (access tokens only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fresh: Option<bool>,
+    /// The double-submit CSRF value a cookie-authenticated unsafe request must echo in
+    /// `X-CSRF-TOKEN` (HTTP-API.md §7.4); issued only while cookies are enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csrf: Option<String>,
 }
 
 impl Claims {
@@ -79,6 +83,9 @@ impl Claims {
         }
         if !is_short_id(&self.sid) {
             return Err("sid is not a short base64url string");
+        }
+        if self.csrf.as_deref().is_some_and(|c| !is_short_id(c)) {
+            return Err("csrf is not a short base64url string");
         }
         let identity = [
             self.username.is_some(),
@@ -121,6 +128,19 @@ pub fn new_jti() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The `csrf` claim of a refresh token whose `jti` is `jti`: 128 bits of SHA-256 over it,
+/// base64url. A refresh token re-signed within the reuse grace must carry its claims
+/// unchanged, so its CSRF value follows from the `jti` (itself 128 random bits) instead of
+/// being drawn anew; the hash keeps the `jti` itself out of the script-readable CSRF cookie.
+pub fn refresh_csrf(jti: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"authgate refresh csrf\0")
+        .chain_update(jti.as_bytes())
+        .finalize();
+    URL_SAFE_NO_PAD.encode(digest.get(..16).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -167,6 +187,7 @@ mod tests {
             exp: 2,
             auth_time: 1,
             fresh: None,
+            csrf: None,
         };
         let v = serde_json::to_value(&claims).unwrap();
         let obj = v.as_object().unwrap();

@@ -34,6 +34,9 @@ pub enum AuthError {
     /// The identity lacks a role the route requires.
     #[error("missing a required role")]
     Forbidden,
+    /// A cookie-authenticated unsafe request without the matching `X-CSRF-TOKEN`.
+    #[error("CSRF check failed")]
+    CsrfFailed,
 }
 
 impl From<TokenError> for AuthError {

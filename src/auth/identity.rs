@@ -11,6 +11,8 @@ use super::tokens::Verified;
 pub enum Presentation {
     /// `Authorization: Bearer <token>`.
     BearerHeader,
+    /// A token cookie (`[auth.cookies]`); its CSRF check has passed where one applied.
+    Cookie,
 }
 
 /// A verified, unrevoked identity.

@@ -11,6 +11,7 @@ pub mod accounts_rules;
 pub mod authenticator;
 pub mod bearer;
 pub mod claims;
+pub mod cookies;
 pub mod error;
 pub mod identity;
 pub mod keys;

@@ -156,6 +156,8 @@ mod tests {
             forward_authorization: false,
             websocket: false,
             timeout: Duration::from_secs(30),
+            login_redirect: false,
+            cors: true,
         }
     }
 

@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::claims::{new_jti, Claims, TokenType};
+use super::claims::{new_jti, refresh_csrf, Claims, TokenType};
 use super::keys::{jwt_algorithm, Keys, PublicKey};
 use crate::clock::{claim_time, Clock};
 use crate::config::{TokenAlgorithm, TokensConfig};
@@ -88,6 +88,15 @@ pub struct SessionGrant<'a> {
     pub expires_at: i64,
 }
 
+/// A token just signed, and the `csrf` claim it carries (for the CSRF cookie).
+/// No `Debug`: it holds a token.
+pub struct Signed {
+    /// The JWT.
+    pub token: String,
+    /// Its `csrf` claim; `None` while cookies are disabled.
+    pub csrf: Option<String>,
+}
+
 /// A verified token: its claims and the user id parsed from `sub`, once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -112,6 +121,8 @@ pub struct TokenService {
     leeway: Duration,
     jwks: Option<serde_json::Value>,
     clock: Clock,
+    /// Issue the `csrf` claim (cookies enabled).
+    csrf: bool,
 }
 
 impl fmt::Debug for TokenService {
@@ -166,12 +177,19 @@ impl TokenService {
             leeway: cfg.leeway,
             jwks,
             clock: Clock::system(),
+            csrf: false,
         })
     }
 
     /// The same service reading `clock` for issue times and its own time checks.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The same service issuing a `csrf` claim in every token (`[auth.cookies] enabled`).
+    pub fn with_csrf(mut self, enabled: bool) -> Self {
+        self.csrf = enabled;
         self
     }
 
@@ -184,7 +202,7 @@ impl TokenService {
         session: &SessionGrant<'_>,
         fresh: bool,
         now: i64,
-    ) -> Result<String, IssueError> {
+    ) -> Result<Signed, IssueError> {
         let now_u = claim_time(now);
         let exp = (now_u + self.access_ttl.as_secs()).min(claim_time(session.expires_at));
         let claims = Claims {
@@ -201,8 +219,9 @@ impl TokenService {
             exp,
             auth_time: claim_time(if fresh { now } else { session.auth_time }),
             fresh: Some(fresh),
+            csrf: if self.csrf { Some(new_jti()?) } else { None },
         };
-        self.sign(&claims)
+        self.sign(claims)
     }
 
     /// The refresh token `jti` of `session`, issued at `issued_at`; it expires with the
@@ -212,7 +231,7 @@ impl TokenService {
         session: &SessionGrant<'_>,
         jti: &str,
         issued_at: i64,
-    ) -> Result<String, IssueError> {
+    ) -> Result<Signed, IssueError> {
         let claims = Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -227,14 +246,19 @@ impl TokenService {
             exp: claim_time(session.expires_at),
             auth_time: claim_time(session.auth_time),
             fresh: None,
+            csrf: self.csrf.then(|| refresh_csrf(jti)),
         };
-        self.sign(&claims)
+        self.sign(claims)
     }
 
-    fn sign(&self, claims: &Claims) -> Result<String, IssueError> {
-        self.issue(claims).map_err(|reason| IssueError::Sign {
+    fn sign(&self, claims: Claims) -> Result<Signed, IssueError> {
+        let token = self.issue(&claims).map_err(|reason| IssueError::Sign {
             kind: claims.r#type,
             reason,
+        })?;
+        Ok(Signed {
+            token,
+            csrf: claims.csrf,
         })
     }
 
@@ -618,6 +642,7 @@ mod tests {
             exp: now + service.access_ttl().as_secs(),
             auth_time: now,
             fresh: Some(true),
+            csrf: None,
         }
     }
 

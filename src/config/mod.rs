@@ -59,6 +59,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("tokens", old.tokens != new.tokens),
         ("auth", old.auth != new.auth),
         ("log", old.log != new.log),
+        ("cors", old.cors != new.cors),
     ];
     changed
         .into_iter()
@@ -148,6 +149,14 @@ mod tests {
                 login_limit: LoginLimit {
                     max_failures: 5,
                     window: Duration::from_secs(15 * 60),
+                },
+                cookies: CookieConfig {
+                    enabled: false,
+                    secure: true,
+                    same_site: SameSite::Lax,
+                    domain: None,
+                    redirect_origins: Vec::new(),
+                    tokens_in_body: true,
                 },
             }
         );

@@ -21,6 +21,7 @@ pub(crate) struct RawConfig {
     pub auth: RawAuth,
     pub proxy: RawProxy,
     pub log: RawLog,
+    pub cors: RawCors,
     pub routes: Vec<RawRoute>,
 }
 
@@ -125,6 +126,7 @@ pub(crate) struct RawAuth {
     pub refresh_reuse_grace: String,
     pub argon2: RawArgon2,
     pub login_limit: RawLoginLimit,
+    pub cookies: RawCookies,
 }
 
 impl Default for RawAuth {
@@ -137,6 +139,63 @@ impl Default for RawAuth {
             refresh_reuse_grace: "10s".into(),
             argon2: RawArgon2::default(),
             login_limit: RawLoginLimit::default(),
+            cookies: RawCookies::default(),
+        }
+    }
+}
+
+/// `[auth.cookies]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCookies {
+    pub enabled: bool,
+    pub secure: bool,
+    pub same_site: String,
+    pub domain: Option<String>,
+    pub redirect_origins: Vec<String>,
+    pub tokens_in_body: bool,
+}
+
+impl Default for RawCookies {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            secure: true,
+            same_site: "Lax".into(),
+            domain: None,
+            redirect_origins: Vec::new(),
+            tokens_in_body: true,
+        }
+    }
+}
+
+/// `[cors]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCors {
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age: String,
+}
+
+impl Default for RawCors {
+    fn default() -> Self {
+        let list = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+        Self {
+            allowed_origins: Vec::new(),
+            allowed_methods: list(&["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+            allowed_headers: list(&[
+                "Authorization",
+                "Content-Type",
+                "X-CSRF-TOKEN",
+                "X-Request-Id",
+            ]),
+            expose_headers: list(&["X-Request-Id"]),
+            allow_credentials: false,
+            max_age: "10m".into(),
         }
     }
 }
@@ -254,6 +313,8 @@ pub(crate) struct RawRoute {
     pub forward_authorization: bool,
     pub websocket: bool,
     pub timeout: Option<String>,
+    pub login_redirect: bool,
+    pub cors: bool,
 }
 
 impl Default for RawRoute {
@@ -269,6 +330,8 @@ impl Default for RawRoute {
             forward_authorization: false,
             websocket: true,
             timeout: None,
+            login_redirect: false,
+            cors: true,
         }
     }
 }

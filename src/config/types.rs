@@ -11,6 +11,8 @@ use std::time::Duration;
 use http::{HeaderName, Method, Uri};
 use ipnet::IpNet;
 
+use crate::origin::Origin;
+
 /// The whole validated configuration of one gateway process.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,6 +32,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[log]`: log format and level.
     pub log: LogConfig,
+    /// `[cors]`: cross-origin requests from browsers.
+    pub cors: CorsConfig,
     /// `[[routes]]`: the route table, in file order.
     pub routes: Vec<RouteConfig>,
 }
@@ -162,6 +166,67 @@ pub struct AuthConfig {
     pub argon2: Argon2Settings,
     /// Failed-login limiting.
     pub login_limit: LoginLimit,
+    /// `[auth.cookies]`: tokens in cookies, CSRF, the sign-in page.
+    pub cookies: CookieConfig,
+}
+
+/// `[auth.cookies]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieConfig {
+    /// Tokens also travel in cookies (with the `csrf` claim and double-submit checks).
+    pub enabled: bool,
+    /// The `Secure` attribute.
+    pub secure: bool,
+    /// The `SameSite` attribute.
+    pub same_site: SameSite,
+    /// The `Domain` attribute; none (host-only cookies) unless configured.
+    pub domain: Option<String>,
+    /// Origins the sign-in page may send the browser back to (besides this host's paths).
+    pub redirect_origins: Vec<Origin>,
+    /// Whether login, refresh and step-up answers still carry the tokens in their JSON.
+    pub tokens_in_body: bool,
+}
+
+/// A cookie's `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent only with requests from the same site.
+    Strict,
+    /// Also sent on top-level navigations from other sites (the default).
+    Lax,
+    /// Sent with every request, cross-site ones included (needs `Secure`).
+    None,
+}
+
+/// `[cors]` section. CORS is off while no origin is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// `"*"` was listed: every origin is allowed (never with credentials).
+    pub any_origin: bool,
+    /// The origins allowed, exactly.
+    pub allowed_origins: Vec<Origin>,
+    /// Methods a preflight may ask for.
+    pub allowed_methods: Vec<Method>,
+    /// Request headers a preflight may ask for (sent as configured).
+    pub allowed_headers: Vec<HeaderName>,
+    /// Response headers scripts may read.
+    pub expose_headers: Vec<HeaderName>,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight answer.
+    pub max_age: Duration,
+}
+
+impl CorsConfig {
+    /// Whether CORS is on at all.
+    pub fn enabled(&self) -> bool {
+        self.any_origin || !self.allowed_origins.is_empty()
+    }
+
+    /// Whether `origin` is allowed.
+    pub fn allows(&self, origin: &Origin) -> bool {
+        self.any_origin || self.allowed_origins.contains(origin)
+    }
 }
 
 /// argon2id parameters as configured.
@@ -265,4 +330,8 @@ pub struct RouteConfig {
     pub websocket: bool,
     /// Connect plus response-head timeout.
     pub timeout: Duration,
+    /// A browser refused for lack of a token is sent to the sign-in page instead.
+    pub login_redirect: bool,
+    /// The gateway answers preflights and adds CORS headers here (`false`: the upstream does).
+    pub cors: bool,
 }

@@ -14,14 +14,15 @@ use ipnet::IpNet;
 
 use super::log_level::check_log_level;
 use super::raw::{
-    RawAdmin, RawArgon2, RawAuth, RawConfig, RawIdentityHeaders, RawLog, RawLoginLimit, RawProxy,
-    RawRoute, RawServer, RawStore, RawTokens,
+    RawAdmin, RawArgon2, RawAuth, RawConfig, RawCookies, RawCors, RawIdentityHeaders, RawLog,
+    RawLoginLimit, RawProxy, RawRoute, RawServer, RawStore, RawTokens,
 };
 use super::{
-    AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, IdentityHeaders, LogConfig,
-    LogFormat, LoginLimit, ProxyConfig, RouteAuth, RouteConfig, ServerConfig, StoreConfig,
-    StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig,
+    AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, CookieConfig, CorsConfig,
+    IdentityHeaders, LogConfig, LogFormat, LoginLimit, ProxyConfig, RouteAuth, RouteConfig,
+    SameSite, ServerConfig, StoreConfig, StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig,
 };
+use crate::origin::Origin;
 
 /// Longest accepted duration: longer ones are typos, and would overflow `Instant` arithmetic.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
@@ -67,6 +68,7 @@ pub(crate) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
     let auth = c.auth(raw.auth)?;
     let proxy = c.proxy(raw.proxy)?;
     let log = c.log(raw.log)?;
+    let cors = c.cors(raw.cors)?;
     let routes = c.routes(raw.routes, &auth, &proxy)?;
     Ok(Config {
         source: file.to_path_buf(),
@@ -77,6 +79,7 @@ pub(crate) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
         auth,
         proxy,
         log,
+        cors,
         routes,
     })
 }
@@ -414,7 +417,143 @@ impl Checker<'_> {
             )?,
             argon2: self.argon2(&raw.argon2)?,
             login_limit: self.login_limit(&raw.login_limit)?,
+            cookies: self.cookies(raw.cookies)?,
         })
+    }
+
+    fn cookies(&self, raw: RawCookies) -> Result<CookieConfig, ConfigError> {
+        let same_site = match raw.same_site.as_str() {
+            "Strict" => SameSite::Strict,
+            "Lax" => SameSite::Lax,
+            "None" => SameSite::None,
+            other => {
+                return Err(self.bad(
+                    "auth.cookies.same_site",
+                    other,
+                    "is not a SameSite value; use \"Strict\", \"Lax\" or \"None\"",
+                ))
+            }
+        };
+        if same_site == SameSite::None && !raw.secure {
+            return Err(self.bad(
+                "auth.cookies.same_site",
+                &raw.same_site,
+                "needs secure = true: browsers drop SameSite=None cookies without Secure",
+            ));
+        }
+        if let Some(domain) = &raw.domain {
+            let valid = !domain.is_empty()
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            if !valid {
+                return Err(self.bad(
+                    "auth.cookies.domain",
+                    domain,
+                    "is not a domain name (letters, digits, \".\" and \"-\"), like \"example.com\"",
+                ));
+            }
+        }
+        let redirect_origins = raw
+            .redirect_origins
+            .iter()
+            .enumerate()
+            .map(|(i, o)| self.origin(&format!("auth.cookies.redirect_origins[{i}]"), o))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CookieConfig {
+            enabled: raw.enabled,
+            secure: raw.secure,
+            same_site,
+            domain: raw.domain,
+            redirect_origins,
+            tokens_in_body: raw.tokens_in_body,
+        })
+    }
+
+    /// One origin, `scheme://host[:port]` exactly as a browser's `Origin` header spells it.
+    fn origin(&self, key: &str, text: &str) -> Result<Origin, ConfigError> {
+        if text == "null" {
+            return Err(self.bad(
+                key,
+                text,
+                "is refused: \"null\" is the origin of sandboxed frames, files and \
+                 redirects, which any site can produce",
+            ));
+        }
+        Origin::parse(text).ok_or_else(|| {
+            self.bad(
+                key,
+                text,
+                "is not an origin; write scheme, host and optional port only, like \
+                 \"https://app.example.com\" or \"http://localhost:3000\" (no path, no \"/\" at the end)",
+            )
+        })
+    }
+
+    fn cors(&self, raw: RawCors) -> Result<CorsConfig, ConfigError> {
+        let mut any_origin = false;
+        let mut allowed_origins = Vec::with_capacity(raw.allowed_origins.len());
+        for (i, text) in raw.allowed_origins.iter().enumerate() {
+            let key = format!("cors.allowed_origins[{i}]");
+            if text == "*" {
+                if raw.allow_credentials {
+                    return Err(self.bad(
+                        &key,
+                        text,
+                        "cannot be combined with cors.allow_credentials = true: any site could \
+                         then act with the user's cookies; list the origins instead",
+                    ));
+                }
+                any_origin = true;
+            } else {
+                allowed_origins.push(self.origin(&key, text)?);
+            }
+        }
+        let allowed_methods = raw
+            .allowed_methods
+            .iter()
+            .enumerate()
+            .map(|(i, m)| self.method(&format!("cors.allowed_methods[{i}]"), m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let header_names = |field: &str, names: &[String]| {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+                        self.bad(
+                            &format!("cors.{field}[{i}]"),
+                            n,
+                            "is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(CorsConfig {
+            any_origin,
+            allowed_origins,
+            allowed_methods,
+            allowed_headers: header_names("allowed_headers", &raw.allowed_headers)?,
+            expose_headers: header_names("expose_headers", &raw.expose_headers)?,
+            allow_credentials: raw.allow_credentials,
+            max_age: self.duration("cors.max_age", &raw.max_age, Zero::Allowed)?,
+        })
+    }
+
+    /// An uppercase HTTP method name.
+    fn method(&self, key: &str, text: &str) -> Result<Method, ConfigError> {
+        let method = Method::from_bytes(text.as_bytes())
+            .map_err(|_| self.bad(key, text, "is not an HTTP method name"))?;
+        let upper = text.to_ascii_uppercase();
+        if *text != upper {
+            return Err(self.bad(
+                key,
+                text,
+                format!("must be uppercase: methods match exactly, so write {upper:?}"),
+            ));
+        }
+        Ok(method)
     }
 
     fn argon2(&self, raw: &RawArgon2) -> Result<Argon2Settings, ConfigError> {
@@ -615,6 +754,13 @@ impl Checker<'_> {
             Some(t) => self.duration(&key("timeout"), t, Zero::Refused)?,
             None => proxy.timeout,
         };
+        if raw.login_redirect && !auth.cookies.enabled {
+            return Err(self.err(
+                &key("login_redirect"),
+                Some("true".into()),
+                "needs [auth.cookies] enabled = true: the sign-in page signs in with cookies",
+            ));
+        }
         Ok(RouteConfig {
             prefix,
             upstream,
@@ -626,6 +772,8 @@ impl Checker<'_> {
             forward_authorization: raw.forward_authorization,
             websocket: raw.websocket,
             timeout,
+            login_redirect: raw.login_redirect,
+            cors: raw.cors,
         })
     }
 
@@ -771,16 +919,7 @@ impl Checker<'_> {
         let mut methods: Vec<Method> = Vec::with_capacity(texts.len());
         for (k, text) in texts.iter().enumerate() {
             let key = format!("routes[{i}].methods[{k}]");
-            let method = Method::from_bytes(text.as_bytes())
-                .map_err(|_| self.bad(&key, text, "is not an HTTP method name"))?;
-            let upper = text.to_ascii_uppercase();
-            if *text != upper {
-                return Err(self.bad(
-                    &key,
-                    text,
-                    format!("must be uppercase: methods match exactly, so write {upper:?}"),
-                ));
-            }
+            let method = self.method(&key, text)?;
             if let Some(j) = methods.iter().position(|m| *m == method) {
                 return Err(self.bad(
                     &key,

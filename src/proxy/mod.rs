@@ -92,7 +92,8 @@ impl Proxy {
     fn authorize<B>(&self, route: &Route, req: &Request<B>) -> Result<Option<Identity>, ApiError> {
         let policy = route.policy();
         let identity = if policy.reads_credentials() {
-            self.auth.authenticate(req.headers(), Accept::Access)?
+            self.auth
+                .authenticate(req.headers(), req.method(), Accept::Access)?
         } else {
             None
         };

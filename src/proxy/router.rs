@@ -264,6 +264,8 @@ mod tests {
             forward_authorization: false,
             websocket: true,
             timeout: Duration::from_secs(30),
+            login_redirect: false,
+            cors: true,
         }
     }
 

@@ -9,6 +9,7 @@
 mod accounts;
 mod passwords;
 mod sessions;
+mod signin;
 mod users;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::auth::authenticator::{Accept, Authenticator};
 use crate::auth::identity::Identity;
 use crate::auth::tokens::TokenService;
 use crate::clock::Clock;
+use crate::config::CookieConfig;
 use crate::error::ApiError;
 use crate::server::context::RequestContext;
 use crate::server::request_body;
@@ -32,10 +34,15 @@ use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::telemetry;
 pub use passwords::Passwords;
+use signin::Browser;
 
 /// The settings of `[auth]` and `[server]` the endpoints read (fixed until a restart).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EndpointSettings {
+    /// The auth prefix (`/auth`): the refresh cookie's Path, the sign-in form's action.
+    pub prefix: String,
+    /// `[auth.cookies]`: tokens in cookies, the sign-in page.
+    pub cookies: CookieConfig,
     /// Whether `POST {prefix}/register` is open.
     pub allow_registration: bool,
     /// Shortest accepted password, in Unicode scalar values.
@@ -52,6 +59,8 @@ pub struct Endpoints {
     sessions: Sessions,
     passwords: Passwords,
     settings: EndpointSettings,
+    /// Cookies and the sign-in page; `None` while cookies are disabled.
+    browser: Option<Browser>,
     clock: Clock,
 }
 
@@ -134,6 +143,7 @@ impl Endpoints {
         settings: EndpointSettings,
         clock: Clock,
     ) -> Self {
+        let browser = Browser::new(&settings.cookies, &settings.prefix);
         Self {
             auth,
             tokens,
@@ -141,6 +151,7 @@ impl Endpoints {
             sessions,
             passwords,
             settings,
+            browser,
             clock,
         }
     }
@@ -159,6 +170,13 @@ impl Endpoints {
         };
         telemetry::record_route(endpoint.name());
         let mut result = self.serve(req, ctx, endpoint, id).await;
+        if let (Endpoint::Logout, Some(browser)) = (endpoint, &self.browser) {
+            // Every logout answer clears the cookies, a refusal included (§7.4): a browser
+            // holding a revoked or broken session is signed out either way.
+            let mut res = result.unwrap_or_else(ApiError::into_response);
+            browser.clear_cookies(res.headers_mut());
+            result = Ok(res);
+        }
         // Error answers are closed by the public service when a body is left unread; a
         // success of an endpoint that ignores bodies leaves one unread too.
         if let Ok(res) = &mut result {
@@ -180,6 +198,7 @@ impl Endpoints {
         match (endpoint, method) {
             (Endpoint::Register, Method::POST) => self.register(req).await,
             (Endpoint::Login, Method::POST) => self.login(req, ctx).await,
+            (Endpoint::Login, Method::GET) if self.serves_page(&req) => self.sign_in_page(&req),
             (Endpoint::Refresh, Method::POST) => self.refresh(&req).await,
             (Endpoint::Fresh, Method::POST) => self.fresh(req, ctx).await,
             (Endpoint::Logout, Method::POST) => self.logout(&req).await,
@@ -199,7 +218,15 @@ impl Endpoints {
 
     /// The verified, unrevoked access-token identity of a request.
     fn access_identity<B>(&self, req: &Request<B>) -> Result<Identity, ApiError> {
-        Ok(self.auth.require(req.headers(), Accept::Access)?)
+        Ok(self
+            .auth
+            .require(req.headers(), req.method(), Accept::Access)?)
+    }
+
+    /// Whether a `GET` of the login endpoint gets the sign-in page: cookies enabled and an
+    /// `Accept` that wants HTML (otherwise it stays a `405`).
+    fn serves_page<B>(&self, req: &Request<B>) -> bool {
+        self.browser.is_some() && crate::server::accept::wants_html(req.headers())
     }
 
     /// The request's body as `T` (JSON or form), at most `max_body` bytes.

@@ -5,6 +5,7 @@
 //!
 //! What a public request *means* is not decided here: each listener is given a [`Handler`].
 
+pub mod accept;
 pub mod admin;
 pub mod context;
 pub mod drain;

@@ -37,6 +37,11 @@ pub async fn read<T: DeserializeOwned>(
     decode(encoding, &bytes)
 }
 
+/// Whether the body is declared `application/x-www-form-urlencoded` (a sign-in page post).
+pub fn is_form(headers: &HeaderMap) -> bool {
+    matches!(encoding(headers), Ok(Encoding::Form))
+}
+
 fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     let value = headers
         .get(CONTENT_TYPE)

@@ -22,7 +22,7 @@ use crate::auth::claims::new_jti;
 use crate::auth::error::AuthError;
 use crate::auth::identity::Identity;
 use crate::auth::revocation::RevocationIndex;
-use crate::auth::tokens::{AccountGrant, IssueError, SessionGrant, TokenService};
+use crate::auth::tokens::{AccountGrant, IssueError, SessionGrant, Signed, TokenService};
 use crate::clock::{claim_time, secs, Clock};
 use crate::store::{Session, Store, StoreError, User};
 use operations::RefreshOutcome;
@@ -56,11 +56,17 @@ pub struct SessionRules {
 pub struct Issued {
     /// The new access token.
     pub access_token: String,
+    /// The access token's `csrf` claim (cookies enabled).
+    pub access_csrf: Option<String>,
     /// The session's refresh token, when the operation hands one out.
     pub refresh_token: Option<String>,
+    /// The refresh token's `csrf` claim (cookies enabled, refresh token handed out).
+    pub refresh_csrf: Option<String>,
     /// The access token's real lifetime in seconds: shorter than `access_ttl` when the
     /// session ends sooner.
     pub expires_in: u64,
+    /// The refresh token's remaining lifetime in seconds: until the session ends.
+    pub refresh_expires_in: u64,
 }
 
 /// The session domain; built once and shared by the account endpoints.
@@ -253,7 +259,7 @@ impl Sessions {
         session: &Session,
         fresh: bool,
         now: i64,
-    ) -> Result<String, IssueError> {
+    ) -> Result<Signed, IssueError> {
         let account = AccountGrant {
             user_id: user.id,
             username: &user.username,
@@ -267,14 +273,21 @@ impl Sessions {
         &self,
         session: &Session,
         now: i64,
-        access_token: String,
-        refresh_token: Option<String>,
+        access: Signed,
+        refresh: Option<Signed>,
     ) -> Issued {
         let until_session_end = claim_time(session.expires_at.saturating_sub(now));
+        let (refresh_token, refresh_csrf) = match refresh {
+            Some(r) => (Some(r.token), r.csrf),
+            None => (None, None),
+        };
         Issued {
-            access_token,
+            access_token: access.token,
+            access_csrf: access.csrf,
             refresh_token,
+            refresh_csrf,
             expires_in: self.tokens.access_ttl().as_secs().min(until_session_end),
+            refresh_expires_in: until_session_end,
         }
     }
 }

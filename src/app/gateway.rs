@@ -5,8 +5,9 @@
 //! request id, works out the client address from the current `[proxy] trusted_proxies`, and
 //! opens the request span; inside it, `respond` turns errors into responses, records metrics
 //! and writes the access line. The inner step (`dispatch`) checks `Host`, normalises the path
-//! once and hands the request either to the account endpoints (under the auth prefix) or to
-//! the proxy.
+//! once, answers CORS preflights (`cors`) and hands the request either to the account
+//! endpoints (under the auth prefix) or to the proxy. Every answer to an allowed origin gets
+//! its CORS headers on the way out, except on routes with `cors = false`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use http::{Request, Response};
 use hyper::body::{Body as _, Incoming};
 use tracing::Instrument;
 
+use super::cors::Cors;
 use crate::auth::limiter::client_ip;
 use crate::error::{ApiError, ErrorCode};
 use crate::path::{normalize, under_prefix};
@@ -36,16 +38,38 @@ pub struct Gateway {
     endpoints: Endpoints,
     proxy: Proxy,
     auth_prefix: String,
+    /// `[cors]`; `None` while CORS is off.
+    cors: Option<Cors>,
     drain: Arc<Drain>,
     metrics: Arc<Metrics>,
 }
 
+/// What dispatch hands back to the outer step.
+struct Dispatched {
+    result: Result<Response<Body>, ApiError>,
+    route: RouteLabel,
+    /// Whether the answer gets CORS headers (not on `cors = false` routes, not on a
+    /// preflight answer, which has its own).
+    cors: bool,
+}
+
+impl Dispatched {
+    fn new(result: Result<Response<Body>, ApiError>, route: RouteLabel) -> Self {
+        Self {
+            result,
+            route,
+            cors: true,
+        }
+    }
+}
+
 impl Gateway {
-    /// Serves `auth_prefix` with `endpoints` and everything else with `proxy`.
+    /// Serves `auth_prefix` with `endpoints` and everything else with `proxy`, applying `cors`.
     pub fn new(
         endpoints: Endpoints,
         proxy: Proxy,
         auth_prefix: String,
+        cors: Option<Cors>,
         drain: Arc<Drain>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -53,6 +77,7 @@ impl Gateway {
             endpoints,
             proxy,
             auth_prefix,
+            cors,
             drain,
             metrics,
         }
@@ -72,17 +97,28 @@ impl Gateway {
         let has_body = req.version() < http::Version::HTTP_2 && !req.body().is_end_stream();
         let rid = known.request_id.clone();
         let started = known.started;
-        let (result, route) = if self.drain.is_draining() {
+        let cors_origin = self
+            .cors
+            .as_ref()
+            .and_then(|c| c.allowed_origin(req.headers()));
+        let Dispatched {
+            result,
+            route,
+            cors,
+        } = if self.drain.is_draining() {
             let err = ApiError::Unavailable {
                 retry_after: 5,
                 close: true,
             };
-            (Err(err), RouteLabel::Static("-"))
+            Dispatched::new(Err(err), RouteLabel::Static("-"))
         } else {
             self.dispatch(req, conn, known).await
         };
         let latency = started.elapsed();
         let mut res = result.unwrap_or_else(ApiError::into_response);
+        if let (Some(rules), Some(origin), true) = (&self.cors, cors_origin, cors) {
+            rules.decorate(res.headers_mut(), origin);
+        }
         let error_code = res.extensions().get::<ErrorCode>().map(|c| c.0);
         if error_code.is_some() && has_body {
             // The body was not read: say that the connection closes.
@@ -102,22 +138,35 @@ impl Gateway {
         res
     }
 
-    async fn dispatch(
-        &self,
-        req: Request<Incoming>,
-        conn: ConnInfo,
-        known: Known,
-    ) -> (Result<Response<Body>, ApiError>, RouteLabel) {
+    async fn dispatch(&self, req: Request<Incoming>, conn: ConnInfo, known: Known) -> Dispatched {
         if let Err(e) = check_host(&req) {
-            return (Err(e), RouteLabel::Static("-"));
+            return Dispatched::new(Err(e), RouteLabel::Static("-"));
         }
         let path = match normalize(req.uri().path()) {
             Ok(p) => p,
             Err(e) => {
                 let err = ApiError::InvalidRequest(format!("bad path: {e}").into());
-                return (Err(err), RouteLabel::Static("-"));
+                return Dispatched::new(Err(err), RouteLabel::Static("-"));
             }
         };
+        let under_auth = under_prefix(&path, &self.auth_prefix).is_some();
+        let cors = self.cors.as_ref().filter(|_| {
+            // A route with `cors = false` leaves CORS to its upstream, preflights included.
+            under_auth
+                || known
+                    .table
+                    .router
+                    .route_for(&path)
+                    .is_none_or(|r| r.config().cors)
+        });
+        if let Some(answer) = cors.and_then(|c| c.preflight(req.method(), req.headers())) {
+            return Dispatched {
+                result: answer,
+                route: RouteLabel::Static("cors:preflight"),
+                cors: false,
+            };
+        }
+        let cors = cors.is_some();
         let ctx = RequestContext {
             conn,
             path,
@@ -126,9 +175,18 @@ impl Gateway {
         };
         if let Some(rest) = under_prefix(&ctx.path, &self.auth_prefix) {
             let (result, name) = self.endpoints.handle(req, &ctx, rest).await;
-            return (result, RouteLabel::Static(name));
+            return Dispatched {
+                result,
+                route: RouteLabel::Static(name),
+                cors,
+            };
         }
-        self.proxy.handle(req, ctx, &known.table).await
+        let (result, route) = self.proxy.handle(req, ctx, &known.table).await;
+        Dispatched {
+            result,
+            route,
+            cors,
+        }
     }
 }
 

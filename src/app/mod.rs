@@ -9,6 +9,7 @@
 //! [`App::shutdown_handle`] and [`App::reload_handle`], and tests call them directly.
 
 mod background;
+pub mod cors;
 mod follower;
 pub mod gateway;
 mod reload;
@@ -185,6 +186,7 @@ impl App {
             endpoints,
             proxy,
             config.auth.prefix.clone(),
+            cors::Cors::new(&config.cors),
             drain.clone(),
             metrics.clone(),
         );

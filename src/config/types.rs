@@ -207,7 +207,7 @@ pub struct CorsConfig {
     pub allowed_origins: Vec<Origin>,
     /// Methods a preflight may ask for.
     pub allowed_methods: Vec<Method>,
-    /// Request headers a preflight may ask for (sent as configured).
+    /// Request headers a preflight may ask for.
     pub allowed_headers: Vec<HeaderName>,
     /// Response headers scripts may read.
     pub expose_headers: Vec<HeaderName>,

@@ -1189,6 +1189,60 @@ mod tests {
     }
 
     #[test]
+    fn cookie_and_cors_rules_are_checked() {
+        refused(
+            "[cors]\nallowed_origins = [\"*\"]\nallow_credentials = true\n",
+            "cors.allowed_origins[0]",
+            "allow_credentials",
+        );
+        refused(
+            "[cors]\nallowed_origins = [\"https://a.example\", \"null\"]\n",
+            "cors.allowed_origins[1]",
+            "sandboxed",
+        );
+        refused(
+            "[auth.cookies]\nredirect_origins = [\"null\"]\n",
+            "auth.cookies.redirect_origins[0]",
+            "sandboxed",
+        );
+        refused(
+            "[auth.cookies]\nredirect_origins = [\"https://a.example/\"]\n",
+            "auth.cookies.redirect_origins[0]",
+            "is not an origin",
+        );
+        refused(
+            "[auth.cookies]\nsecure = false\nsame_site = \"None\"\n",
+            "auth.cookies.same_site",
+            "secure = true",
+        );
+        refused(
+            "[auth.cookies]\nsame_site = \"lax\"\n",
+            "auth.cookies.same_site",
+            "SameSite",
+        );
+        refused(
+            &route("auth = \"token\"\nlogin_redirect = true"),
+            "routes[0].login_redirect",
+            "[auth.cookies] enabled = true",
+        );
+        refused(
+            "[cors]\nallowed_methods = [\"get\"]\n",
+            "cors.allowed_methods[0]",
+            "uppercase",
+        );
+        let ok = parse(
+            "[auth.cookies]\nenabled = true\n[cors]\nallowed_origins = [\"*\"]\n\
+             [[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:9000\"\n\
+             auth = \"token\"\nlogin_redirect = true\ncors = false\n",
+        )
+        .unwrap();
+        assert!(ok.cors.any_origin && ok.cors.enabled());
+        assert!(ok.routes[0].login_redirect && !ok.routes[0].cors);
+        let off = parse(ROUTE).map(|c| c.cors.enabled());
+        assert!(matches!(off, Err(_) | Ok(false)));
+    }
+
+    #[test]
     fn postgres_urls_are_refused_as_not_built_yet() {
         assert_eq!(
             message("[store]\nurl = \"postgres://u@h/db\"\n"),

@@ -47,6 +47,10 @@ pub struct Setup {
     pub auth: String,
     /// Extra lines for `[proxy]`.
     pub proxy: String,
+    /// Extra lines for `[auth.cookies]`.
+    pub cookies: String,
+    /// Extra lines for `[cors]`.
+    pub cors: String,
     /// `[[routes]]` tables; `None` means the default routes to the echo upstream. Every
     /// [`ECHO`] in the text is replaced by the echo upstream's address.
     pub routes: Option<String>,
@@ -74,8 +78,12 @@ secret_file = "{dir}/jwt-secret"
 {tokens}
 [auth]
 {auth}
+[auth.cookies]
+{cookies}
 [proxy]
 {proxy}
+[cors]
+{cors}
 [log]
 level = "warn"
 
@@ -86,6 +94,8 @@ level = "warn"
             tokens = self.tokens,
             auth = self.auth,
             proxy = self.proxy,
+            cookies = self.cookies,
+            cors = self.cors,
         )
     }
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod accounts;
+mod browsers;
 mod demo;
 // The echo upstream, the oracle of what the gateway forwards: the demo's own file, compiled
 // into this test binary (the library does not export it).

@@ -1,0 +1,862 @@
+//! Browsers (HTTP-API.md §7.4): tokens in cookies with their attributes, the `csrf` claim and
+//! double-submit checks in the §7.2 order, which cookie authenticates which endpoint, header
+//! beats cookie, logout clearing, `tokens_in_body`, the sign-in page (open redirects, login
+//! CSRF, byte-identical failures), and CORS preflights and headers.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use cookie::time::Duration as CookieDuration;
+use cookie::{Cookie, SameSite};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, Response, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::{assert_error, claims, Setup, TestApp, PASSWORD};
+
+pub const ACCESS: &str = "access_token_cookie";
+pub const REFRESH: &str = "refresh_token_cookie";
+pub const CSRF_ACCESS: &str = "csrf_access_token";
+pub const CSRF_REFRESH: &str = "csrf_refresh_token";
+
+/// Cookies on, CORS for `http://app.example` with credentials.
+pub fn browser_setup(cookies: &str) -> Setup {
+    Setup {
+        cookies: format!("enabled = true\n{cookies}"),
+        cors: "allowed_origins = [\"http://app.example\"]\nallow_credentials = true".into(),
+        ..Setup::default()
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every `Set-Cookie` of a response, parsed, by name (each name at most once).
+pub fn set_cookies(headers: &HeaderMap) -> HashMap<String, Cookie<'static>> {
+    let mut out = HashMap::new();
+    for v in headers.get_all("set-cookie") {
+        let c = Cookie::parse(v.to_str().unwrap().to_owned()).unwrap();
+        let name = c.name().to_owned();
+        assert!(out.insert(name.clone(), c).is_none(), "{name} set twice");
+    }
+    out
+}
+
+/// The cookies a browser would hold after `res`, as `name=value` pairs.
+struct Jar(HashMap<String, String>);
+
+impl Jar {
+    fn from(res: &Response) -> Jar {
+        Jar(set_cookies(res.headers())
+            .into_iter()
+            .map(|(n, c)| (n, c.value().to_owned()))
+            .collect())
+    }
+
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).map(String::as_str).unwrap_or_default()
+    }
+
+    /// A `Cookie` header with the named cookies.
+    fn header(&self, names: &[&str]) -> String {
+        names
+            .iter()
+            .map(|n| format!("{n}={}", self.get(n)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+async fn sign_in(app: &TestApp, name: &str) -> (Response, Jar) {
+    let r = app.register(name, PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app.login_raw(name, PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let jar = Jar::from(&r);
+    (r, jar)
+}
+
+fn with_cookie(app: &TestApp, method: Method, path: &str, cookie: &str) -> reqwest::RequestBuilder {
+    app.request(method, path, None).header("cookie", cookie)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_sets_four_cookies_with_their_attributes_and_the_csrf_claims() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    let (r, _) = sign_in(&app, "cookie.alice").await;
+    let cookies = set_cookies(r.headers());
+    let body: Value = r.json().await.unwrap();
+    let (access, refresh) = (
+        body["access_token"].as_str().unwrap(),
+        body["refresh_token"].as_str().unwrap(),
+    );
+    let expires_in = body["expires_in"].as_i64().unwrap();
+    assert_eq!(cookies.len(), 4, "{cookies:?}");
+    for (name, value, path, http_only) in [
+        (ACCESS, access, "/", true),
+        (REFRESH, refresh, "/auth", true),
+    ] {
+        let c = &cookies[name];
+        assert_eq!(c.value(), value, "{name}");
+        assert_eq!(c.path(), Some(path), "{name}");
+        assert_eq!(c.http_only(), Some(http_only), "{name}");
+    }
+    let access_claims = claims(access);
+    let refresh_claims = claims(refresh);
+    for (name, claims) in [
+        (CSRF_ACCESS, &access_claims),
+        (CSRF_REFRESH, &refresh_claims),
+    ] {
+        let c = &cookies[name];
+        assert_eq!(c.path(), Some("/"), "{name}: readable by pages anywhere");
+        assert_ne!(c.http_only(), Some(true), "{name}: readable by scripts");
+        let csrf = claims["csrf"].as_str().unwrap();
+        assert_eq!(c.value(), csrf, "{name} is the token's csrf claim");
+        let bits = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(csrf)
+            .unwrap()
+            .len()
+            * 8;
+        assert!(bits >= 128, "{name}: {bits} bits");
+    }
+    assert_ne!(access_claims["csrf"], refresh_claims["csrf"]);
+    for c in cookies.values() {
+        assert_eq!(c.secure(), Some(true), "{}", c.name());
+        assert_eq!(c.same_site(), Some(SameSite::Lax), "{}", c.name());
+        assert_eq!(c.domain(), None, "{}: host-only by default", c.name());
+    }
+    assert_eq!(
+        cookies[ACCESS].max_age(),
+        Some(CookieDuration::seconds(expires_in))
+    );
+    assert_eq!(
+        cookies[CSRF_ACCESS].max_age(),
+        Some(CookieDuration::seconds(expires_in))
+    );
+    let refresh_life =
+        refresh_claims["exp"].as_i64().unwrap() - refresh_claims["iat"].as_i64().unwrap();
+    for name in [REFRESH, CSRF_REFRESH] {
+        let age = cookies[name].max_age().unwrap().whole_seconds();
+        assert!(
+            (refresh_life - 2..=refresh_life).contains(&age),
+            "{name}: {age} vs {refresh_life}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configured_attributes_and_tokens_in_body_false() {
+    let app = TestApp::spawn_with(browser_setup(
+        "secure = false\nsame_site = \"Strict\"\ndomain = \"example.com\"\ntokens_in_body = false",
+    ))
+    .await;
+    let (r, jar) = sign_in(&app, "cookie.bob").await;
+    let cookies = set_cookies(r.headers());
+    for c in cookies.values() {
+        assert_eq!(c.secure(), None, "{}", c.name());
+        assert_eq!(c.same_site(), Some(SameSite::Strict), "{}", c.name());
+        assert_eq!(c.domain(), Some("example.com"), "{}", c.name());
+    }
+    assert_eq!(header(r.headers(), "cache-control"), "no-store");
+    let body: Value = r.json().await.unwrap();
+    assert!(body.get("access_token").is_none(), "{body}");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    assert!(body["expires_in"].as_u64().unwrap() > 0);
+    // The cookies alone carry the session, refresh included.
+    let r = with_cookie(&app, Method::POST, "/auth/refresh", &jar.header(&[REFRESH]))
+        .header("x-csrf-token", jar.get(CSRF_REFRESH))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        set_cookies(r.headers()).len(),
+        4,
+        "rotation hands out a new refresh cookie"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert!(body.get("access_token").is_none(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_cookies_enabled_tokens_carry_no_csrf_and_cookies_are_no_credential() {
+    let app = TestApp::spawn().await;
+    let r = app.register("plain", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app.login_raw("plain", PASSWORD).await;
+    assert!(r.headers().get("set-cookie").is_none());
+    let body: Value = r.json().await.unwrap();
+    let access = body["access_token"].as_str().unwrap();
+    assert!(claims(access).get("csrf").is_none());
+    let r = with_cookie(&app, Method::GET, "/api/x", &format!("{ACCESS}={access}"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cookie_authenticates_and_every_unsafe_method_needs_the_csrf_header() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    let (_, jar) = sign_in(&app, "csrf.carol").await;
+    let cookie = jar.header(&[ACCESS, CSRF_ACCESS]);
+    for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
+        let r = with_cookie(&app, method.clone(), "/api/x", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{method} needs no CSRF header");
+    }
+    let r = with_cookie(&app, Method::GET, "/api/x", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = r.json().await.unwrap();
+    let user = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "x-auth-username")
+        .map(|h| h[1].clone());
+    assert_eq!(user, Some(Value::from("csrf.carol")));
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        let r = with_cookie(&app, method.clone(), "/api/x", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+        let r = with_cookie(&app, method.clone(), "/api/x", &cookie)
+            .header("x-csrf-token", jar.get(CSRF_REFRESH))
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+        let r = with_cookie(&app, method.clone(), "/api/x", &cookie)
+            .header("x-csrf-token", jar.get(CSRF_ACCESS))
+            .header("x-csrf-token", jar.get(CSRF_ACCESS))
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+        let r = with_cookie(&app, method.clone(), "/api/x", &cookie)
+            .header("x-csrf-token", jar.get(CSRF_ACCESS))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{method} with the CSRF header");
+    }
+    // The account endpoints too.
+    let r = with_cookie(&app, Method::GET, "/auth/me", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = with_cookie(&app, Method::DELETE, "/auth/me", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn csrf_comes_after_revocation_and_before_freshness_and_method() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    let (_, jar) = sign_in(&app, "order.dave").await;
+    let cookie = jar.header(&[ACCESS]);
+    // Refreshed: a not-fresh access token in the cookie.
+    let r = with_cookie(&app, Method::POST, "/auth/refresh", &jar.header(&[REFRESH]))
+        .header("x-csrf-token", jar.get(CSRF_REFRESH))
+        .send()
+        .await
+        .unwrap();
+    let stale = Jar::from(&r);
+    let stale_cookie = stale.header(&[ACCESS]);
+    // /admin needs a fresh token; /ops a role and GET only: CSRF is reported first.
+    for path in ["/admin/x", "/ops/x"] {
+        let r = with_cookie(&app, Method::POST, path, &stale_cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+    }
+    let r = with_cookie(&app, Method::POST, "/admin/x", &stale_cookie)
+        .header("x-csrf-token", stale.get(CSRF_ACCESS))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "fresh_token_required").await;
+    // Logged out: revocation is reported before CSRF.
+    let r = with_cookie(&app, Method::POST, "/auth/logout", &cookie)
+        .header("x-csrf-token", jar.get(CSRF_ACCESS))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = with_cookie(&app, Method::POST, "/api/x", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_authorization_header_beats_any_cookie() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    let (r, jar) = sign_in(&app, "header.erin").await;
+    let body: Value = r.json().await.unwrap();
+    let bearer = body["access_token"].as_str().unwrap();
+    let cookie = jar.header(&[ACCESS]);
+    // A bad header is judged alone, even with a good cookie.
+    let r = with_cookie(&app, Method::GET, "/api/x", &cookie)
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let r = with_cookie(&app, Method::GET, "/api/x", &cookie)
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+    // A good header needs no CSRF header, whatever cookie comes along.
+    let r = with_cookie(&app, Method::POST, "/api/x", "access_token_cookie=garbage")
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_of_duplicate_cookie_names_counts() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    let (_, jar) = sign_in(&app, "dup.frank").await;
+    let good = jar.get(ACCESS);
+    let r = with_cookie(
+        &app,
+        Method::GET,
+        "/api/x",
+        &format!("{ACCESS}=bad.to.ken; {ACCESS}={good}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let r = with_cookie(
+        &app,
+        Method::GET,
+        "/api/x",
+        &format!("{ACCESS}={good}; {ACCESS}=bad.to.ken"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_endpoint_reads_its_own_cookie() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    let (_, jar) = sign_in(&app, "which.gina").await;
+    // /auth/refresh: the refresh cookie only.
+    let r = with_cookie(&app, Method::POST, "/auth/refresh", &jar.header(&[ACCESS]))
+        .header("x-csrf-token", jar.get(CSRF_ACCESS))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+    // Everything else: the access cookie only.
+    let r = with_cookie(&app, Method::GET, "/api/x", &jar.header(&[REFRESH]))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+    // /auth/fresh: the access cookie, with its CSRF value.
+    let both = jar.header(&[ACCESS, REFRESH]);
+    let r = with_cookie(&app, Method::POST, "/auth/fresh", &both)
+        .header("x-csrf-token", jar.get(CSRF_REFRESH))
+        .json(&serde_json::json!({ "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+    let r = with_cookie(&app, Method::POST, "/auth/fresh", &both)
+        .header("x-csrf-token", jar.get(CSRF_ACCESS))
+        .json(&serde_json::json!({ "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let stepped = set_cookies(r.headers());
+    assert_eq!(
+        stepped.len(),
+        2,
+        "step-up sets the access pair: {stepped:?}"
+    );
+    assert_eq!(claims(stepped[ACCESS].value())["fresh"], true);
+    // /auth/fresh with only the refresh cookie falls back to it.
+    let r = with_cookie(&app, Method::POST, "/auth/fresh", &jar.header(&[REFRESH]))
+        .header("x-csrf-token", jar.get(CSRF_REFRESH))
+        .json(&serde_json::json!({ "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // /auth/logout with only the refresh cookie ends the session.
+    let r = with_cookie(&app, Method::POST, "/auth/logout", &jar.header(&[REFRESH]))
+        .header("x-csrf-token", jar.get(CSRF_REFRESH))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = with_cookie(&app, Method::GET, "/api/x", &jar.header(&[ACCESS]))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
+}
+
+fn assert_all_cleared(headers: &HeaderMap) {
+    let cookies = set_cookies(headers);
+    assert_eq!(cookies.len(), 4, "{cookies:?}");
+    for (name, path) in [
+        (ACCESS, "/"),
+        (REFRESH, "/auth"),
+        (CSRF_ACCESS, "/"),
+        (CSRF_REFRESH, "/"),
+    ] {
+        let c = &cookies[name];
+        assert_eq!(c.value(), "", "{name}");
+        assert_eq!(c.max_age(), Some(CookieDuration::ZERO), "{name}");
+        assert_eq!(c.path(), Some(path), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_logout_answer_clears_the_four_cookies() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    let (_, jar) = sign_in(&app, "bye.hank").await;
+    let cookie = jar.header(&[ACCESS]);
+    // Refused for CSRF, for no credential, for a revoked one, for the method: cleared anyway.
+    let r = with_cookie(&app, Method::POST, "/auth/logout", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_all_cleared(r.headers());
+    assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+    let r = app
+        .request(Method::POST, "/auth/logout", None)
+        .send()
+        .await
+        .unwrap();
+    assert_all_cleared(r.headers());
+    assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+    let r = app
+        .request(Method::GET, "/auth/logout", None)
+        .send()
+        .await
+        .unwrap();
+    assert_all_cleared(r.headers());
+    assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let r = with_cookie(&app, Method::POST, "/auth/logout", &cookie)
+        .header("x-csrf-token", jar.get(CSRF_ACCESS))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_all_cleared(r.headers());
+    let r = with_cookie(&app, Method::POST, "/auth/logout", &cookie)
+        .header("x-csrf-token", jar.get(CSRF_ACCESS))
+        .send()
+        .await
+        .unwrap();
+    assert_all_cleared(r.headers());
+    assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
+}
+
+// ---------------------------------------------------------------- the sign-in page
+
+fn html(app: &TestApp, path: &str, accept: &str) -> reqwest::RequestBuilder {
+    app.request(Method::GET, path, None)
+        .header("accept", accept)
+}
+
+const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_login_serves_the_page_to_browsers_only() {
+    let app = TestApp::spawn_with(browser_setup(
+        "redirect_origins = [\"https://app.example.com\", \"http://localhost:3000\"]",
+    ))
+    .await;
+    let r = html(&app, "/auth/login?rd=/app%3Fx%3D1", BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        header(r.headers(), "content-type"),
+        "text/html; charset=utf-8"
+    );
+    assert_eq!(
+        header(r.headers(), "content-security-policy"),
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' \
+         https://app.example.com http://localhost:3000"
+    );
+    assert_eq!(header(r.headers(), "x-frame-options"), "DENY");
+    let page = r.text().await.unwrap();
+    for part in [
+        "<html lang=\"en\">",
+        "<h1>Sign in</h1>",
+        "<form method=\"post\" action=\"/auth/login\">",
+        "<input type=\"hidden\" name=\"rd\" value=\"/app?x=1\">",
+        "<label for=\"username\">",
+        "autocomplete=\"username\"",
+        "<label for=\"password\">",
+        "autocomplete=\"current-password\"",
+    ] {
+        assert!(page.contains(part), "{part} in {page}");
+    }
+    assert!(!page.contains("<script"), "no JavaScript");
+    assert!(!page.contains("src="), "no external assets");
+    assert!(!page.contains("href="), "no external assets");
+    // rd is escaped.
+    let r = html(
+        &app,
+        "/auth/login?rd=%22%3E%3Cscript%3Ealert(1)%3C/script%3E",
+        "text/html",
+    )
+    .send()
+    .await
+    .unwrap();
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("value=\"&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\""),
+        "{page}"
+    );
+    // Other Accept values keep the 405.
+    for accept in [
+        "application/json",
+        "*/*",
+        "text/html;q=0.5, application/json",
+    ] {
+        let r = html(&app, "/auth/login", accept).send().await.unwrap();
+        assert_eq!(header(r.headers(), "allow"), "POST", "{accept}");
+        assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    }
+    let r = app
+        .request(Method::GET, "/auth/login", None)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_cookies_get_login_is_405_even_for_browsers() {
+    let app = TestApp::spawn().await;
+    let r = html(&app, "/auth/login", BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+}
+
+/// A form-encoded `POST /auth/login`.
+fn form(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    app.request(Method::POST, "/auth/login", None)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(fields).unwrap())
+}
+
+async fn page_post(
+    app: &TestApp,
+    user: &str,
+    password: &str,
+    rd: &str,
+    origin: Option<&str>,
+) -> Response {
+    let mut req = form(
+        app,
+        &[("username", user), ("password", password), ("rd", rd)],
+    );
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_post_redirects_to_rd_with_cookies_and_no_tokens() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    assert_eq!(
+        app.register("page.ivy", PASSWORD).await.status(),
+        StatusCode::CREATED
+    );
+    let r = page_post(&app, "page.ivy", PASSWORD, "/app/home?tab=1", None).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(r.headers(), "location"), "/app/home?tab=1");
+    assert_eq!(header(r.headers(), "cache-control"), "no-store");
+    let cookies = set_cookies(r.headers());
+    assert_eq!(cookies.len(), 4);
+    let jar = Jar::from(&r);
+    assert!(r.bytes().await.unwrap().is_empty(), "no tokens in the body");
+    let r = with_cookie(&app, Method::GET, "/api/x", &jar.header(&[ACCESS]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // A JSON login with rd is an API login, and a form login without rd too.
+    let r = app
+        .request(Method::POST, "/auth/login", None)
+        .json(&serde_json::json!({ "username": "page.ivy", "password": PASSWORD, "rd": "/x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = form(&app, &[("username", "page.ivy"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["access_token"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rd_may_only_lead_to_this_host_or_a_redirect_origin() {
+    let app = TestApp::spawn_with(browser_setup(
+        "redirect_origins = [\"https://app.example.com\"]",
+    ))
+    .await;
+    assert_eq!(
+        app.register("rd.jack", PASSWORD).await.status(),
+        StatusCode::CREATED
+    );
+    let table = [
+        ("/app", "/app"),
+        ("/app/x?y=%2F", "/app/x?y=%2F"),
+        (
+            "https://app.example.com/dash",
+            "https://app.example.com/dash",
+        ),
+        ("https://app.example.com", "https://app.example.com"),
+        ("", "/"),
+        ("//evil.example", "/"),
+        ("//evil.example/app", "/"),
+        ("/\\evil.example", "/"),
+        ("\\\\evil.example", "/"),
+        ("https:evil.example", "/"),
+        ("https:/evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("http://app.example.com/", "/"),
+        ("https://app.example.com.evil.example/", "/"),
+        ("https://app.example.com@evil.example/", "/"),
+        ("/%2F%2Fevil.example", "/"),
+        ("/%2f%2fevil.example", "/"),
+        ("/%5Cevil.example", "/"),
+        ("/%252F%252Fevil.example", "/"),
+        ("/\t/evil.example", "/"),
+        ("/\n/evil.example", "/"),
+        ("/\r\n/evil.example", "/"),
+        ("\t//evil.example", "/"),
+        ("/%09/evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+        ("evil.example", "/"),
+    ];
+    for (rd, location) in table {
+        let r = page_post(&app, "rd.jack", PASSWORD, rd, None).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{rd:?}");
+        assert_eq!(header(r.headers(), "location"), location, "{rd:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_page_post_is_the_page_again_with_the_same_bytes_for_any_bad_credentials() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    assert_eq!(
+        app.register("fail.kate", PASSWORD).await.status(),
+        StatusCode::CREATED
+    );
+    let wrong = page_post(&app, "fail.kate", "wrong password!", "/app", None).await;
+    let unknown = page_post(&app, "nobody.here", "wrong password!", "/app", None).await;
+    let mut bodies = Vec::new();
+    for r in [wrong, unknown] {
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            header(r.headers(), "content-type"),
+            "text/html; charset=utf-8"
+        );
+        assert!(header(r.headers(), "www-authenticate").starts_with("Bearer realm=\"authgate\""));
+        assert_eq!(header(r.headers(), "x-frame-options"), "DENY");
+        assert!(r.headers().get("set-cookie").is_none());
+        let length = header(r.headers(), "content-length");
+        let body = r.bytes().await.unwrap();
+        assert_eq!(length, body.len().to_string());
+        bodies.push(body);
+    }
+    assert_eq!(bodies[0], bodies[1], "byte-identical pages");
+    let page = String::from_utf8(bodies[0].to_vec()).unwrap();
+    assert!(
+        page.contains("role=\"alert\">Invalid username or password.</p>"),
+        "{page}"
+    );
+    assert!(page.contains("name=\"rd\" value=\"/app\""));
+    assert!(!page.contains("fail.kate") && !page.contains("nobody.here"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_csrf_a_page_post_from_a_foreign_origin_is_refused() {
+    let app = TestApp::spawn_with(browser_setup(
+        "redirect_origins = [\"https://app.example.com\"]",
+    ))
+    .await;
+    assert_eq!(
+        app.register("origin.liam", PASSWORD).await.status(),
+        StatusCode::CREATED
+    );
+    let this_host = format!("http://{}", app.addr);
+    let other_scheme = format!("https://{}", app.addr);
+    let other_port = format!("http://127.0.0.1:{}", app.addr.port() + 1);
+    for origin in [&this_host, &other_scheme, "https://app.example.com"] {
+        let r = page_post(&app, "origin.liam", PASSWORD, "/", Some(origin)).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{origin}");
+    }
+    for origin in ["https://evil.example", "null", other_port.as_str()] {
+        let r = page_post(&app, "origin.liam", PASSWORD, "/", Some(origin)).await;
+        assert!(r.headers().get("set-cookie").is_none());
+        assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+    }
+}
+
+// ---------------------------------------------------------------- CORS
+
+fn preflight(app: &TestApp, path: &str, origin: &str, method: &str) -> reqwest::RequestBuilder {
+    app.request(Method::OPTIONS, path, None)
+        .header("origin", origin)
+        .header("access-control-request-method", method)
+        .header("access-control-request-headers", "x-csrf-token")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflights_from_allowed_origins_are_answered_by_the_gateway_on_any_path() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    for path in [
+        "/api/x",
+        "/admin/x",
+        "/auth/login",
+        "/auth/refresh",
+        "/nowhere",
+    ] {
+        let r = preflight(&app, path, "http://app.example", "POST")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT, "{path}");
+        let h = r.headers();
+        assert_eq!(
+            header(h, "access-control-allow-origin"),
+            "http://app.example"
+        );
+        assert_eq!(
+            header(h, "access-control-allow-methods"),
+            "GET, HEAD, POST, PUT, PATCH, DELETE"
+        );
+        assert_eq!(
+            header(h, "access-control-allow-headers"),
+            "authorization, content-type, x-csrf-token, x-request-id"
+        );
+        assert_eq!(header(h, "access-control-max-age"), "600");
+        assert_eq!(header(h, "access-control-allow-credentials"), "true");
+        assert_eq!(header(h, "vary"), "Origin");
+        assert!(r.bytes().await.unwrap().is_empty(), "{path}: not forwarded");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflights_from_other_origins_or_for_other_methods_are_refused_without_cors_headers() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    for (origin, method) in [
+        ("https://evil.example", "POST"),
+        ("http://app.example:8080", "POST"),
+        ("null", "GET"),
+        ("http://app.example", "TRACE"),
+        ("http://app.example", "CONNECT"),
+    ] {
+        let r = preflight(&app, "/api/x", origin, method)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !r.headers()
+                .keys()
+                .any(|k| k.as_str().starts_with("access-control-")),
+            "{origin} {method}: {:?}",
+            r.headers()
+        );
+        assert_error(r, StatusCode::FORBIDDEN, "cors_forbidden").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateways_own_answers_to_allowed_origins_carry_cors_headers() {
+    let app = TestApp::spawn_with(browser_setup("")).await;
+    let r = app
+        .request(Method::GET, "/api/x", None)
+        .header("origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    let h = r.headers();
+    assert_eq!(
+        header(h, "access-control-allow-origin"),
+        "http://app.example"
+    );
+    assert_eq!(header(h, "access-control-allow-credentials"), "true");
+    assert_eq!(header(h, "access-control-expose-headers"), "x-request-id");
+    assert_eq!(header(h, "vary"), "Origin");
+    assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+    let (_, jar) = sign_in(&app, "cors.mia").await;
+    let r = with_cookie(&app, Method::GET, "/auth/me", &jar.header(&[ACCESS]))
+        .header("origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        header(r.headers(), "access-control-allow-origin"),
+        "http://app.example"
+    );
+    // Other origins get nothing.
+    let r = app
+        .request(Method::GET, "/api/x", None)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r
+        .headers()
+        .keys()
+        .any(|k| k.as_str().starts_with("access-control-")));
+    assert!(r.headers().get("vary").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_cors_options_preflights_are_not_answered_by_the_gateway() {
+    let app = TestApp::spawn().await;
+    let r = preflight(&app, "/api/x", "http://app.example", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r
+        .headers()
+        .keys()
+        .any(|k| k.as_str().starts_with("access-control-")));
+    assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+}

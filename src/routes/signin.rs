@@ -10,8 +10,8 @@
 //! the page never echoes the username.
 
 use http::header::{
-    HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION,
-    SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, SET_COOKIE,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use http::{HeaderMap, Response, StatusCode};
 use percent_encoding::percent_decode_str;
@@ -152,7 +152,8 @@ impl Browser {
         headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        // No `Referrer-Policy: no-referrer`: under it Chromium sends the form post with
+        // `Origin: null`, which the login CSRF check must refuse.
         if let Some(e) = error {
             e.add_headers(headers);
             res.extensions_mut().insert(ErrorCode(e.code()));
@@ -160,9 +161,6 @@ impl Browser {
         res
     }
 }
-
-/// `Referrer-Policy` (not among `http`'s constants).
-const REFERRER_POLICY: HeaderName = HeaderName::from_static("referrer-policy");
 
 /// Which failures of a page post are shown on the page (the rest stay §1 JSON).
 pub fn shown_on_page(e: &ApiError) -> bool {

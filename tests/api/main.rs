@@ -5,6 +5,7 @@
 
 mod accounts;
 mod browsers;
+mod chromium;
 mod demo;
 // The echo upstream, the oracle of what the gateway forwards: the demo's own file, compiled
 // into this test binary (the library does not export it).
@@ -17,3 +18,4 @@ mod server;
 mod sessions;
 mod telemetry;
 mod tools;
+mod webdriver;

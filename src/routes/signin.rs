@@ -179,9 +179,9 @@ fn page_message(e: &ApiError) -> &'static str {
 }
 
 /// A path on this host, and nothing a browser (or a server behind it that decodes once
-/// more) could read as another host: plain visible ASCII without `\\`, starting with one `/`;
+/// more) could read as another host: plain visible ASCII without `\`, starting with one `/`;
 /// and every percent-decoding of it (`/%2F%2Fevil.example`, `/%09/evil.example`) still starts
-/// with one `/` not followed by `\\`, and holds no control character.
+/// with one `/` not followed by `\`, and holds no control character.
 fn is_local_path(rd: &str) -> bool {
     if !rd.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
         return false;

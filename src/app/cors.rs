@@ -5,9 +5,10 @@
 //! A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is answered here,
 //! before dispatch, without a token and never forwarded: `204` with the configured lists for an
 //! allowed origin asking for an allowed method, `403 cors_forbidden` without any CORS header
-//! otherwise. Other answers to an allowed origin lose every `Access-Control-*` header an
-//! upstream sent and get the gateway's. A route with `cors = false` is left alone entirely
-//! (its upstream does CORS; the public service skips both steps there).
+//! otherwise. Every other answer loses the `Access-Control-*` headers an upstream sent — the
+//! gateway alone decides who may read — and an answer to an allowed origin gets the gateway's.
+//! A route with `cors = false` is left alone entirely (its upstream does CORS; the public
+//! service skips both steps there).
 
 use http::header::{
     HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
@@ -103,9 +104,9 @@ impl Cors {
         Some(Ok(res))
     }
 
-    /// Makes `headers` (of an answer to the allowed `origin`) carry the gateway's CORS
-    /// headers and no others.
-    pub fn decorate(&self, headers: &mut HeaderMap, origin: HeaderValue) {
+    /// Makes `headers` carry the gateway's CORS headers for `origin` (an allowed origin, or
+    /// `None` for any other) and none an upstream sent.
+    pub fn decorate(&self, headers: &mut HeaderMap, origin: Option<HeaderValue>) {
         let upstream: Vec<HeaderName> = headers
             .keys()
             .filter(|n| n.as_str().starts_with("access-control-"))
@@ -114,6 +115,9 @@ impl Cors {
         for name in upstream {
             headers.remove(name);
         }
+        let Some(origin) = origin else {
+            return;
+        };
         headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         if self.config.allow_credentials {
             headers.insert(
@@ -218,7 +222,14 @@ mod tests {
             ("access-control-max-age", "99"),
             ("vary", "Accept-Encoding"),
         ]);
-        c.decorate(&mut h, HeaderValue::from_static("https://app.example.com"));
+        let mut other = h.clone();
+        c.decorate(&mut other, None);
+        assert!(other.get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+        assert_eq!(other.len(), 1, "only Vary stays: {other:?}");
+        c.decorate(
+            &mut h,
+            Some(HeaderValue::from_static("https://app.example.com")),
+        );
         assert_eq!(h[ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
         assert!(h.get(ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
         assert!(h.get(ACCESS_CONTROL_MAX_AGE).is_none());

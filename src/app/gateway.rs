@@ -116,8 +116,8 @@ impl Gateway {
         };
         let latency = started.elapsed();
         let mut res = result.unwrap_or_else(ApiError::into_response);
-        if let (Some(rules), Some(origin), true) = (&self.cors, cors_origin, cors) {
-            rules.decorate(res.headers_mut(), origin);
+        if let (Some(rules), true) = (&self.cors, cors) {
+            rules.decorate(res.headers_mut(), cors_origin);
         }
         let error_code = res.extensions().get::<ErrorCode>().map(|c| c.0);
         if error_code.is_some() && has_body {

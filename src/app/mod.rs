@@ -31,6 +31,7 @@ use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenService;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
+use crate::proxy::browser::BrowserRules;
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
 use crate::routes::{EndpointSettings, Endpoints, Passwords};
@@ -179,6 +180,7 @@ impl App {
             auth,
             &tokens,
             table.clone(),
+            BrowserRules::new(&config),
             shutdown.clone(),
             clock.clone(),
         );

@@ -3,12 +3,15 @@
 //! `router` is the compiled route table and `table` everything a reload swaps with it;
 //! `headers` rewrites request and response headers in the order HTTP-API.md §6 fixes;
 //! `client` is the pooled upstream client; `forward` sends the request and streams the answer
-//! back; `websocket` tunnels upgraded connections. [`Proxy::handle`] is the line between them:
-//! route, authenticate (`auth::authenticator`), decide (`auth::policy`), forward.
+//! back; `websocket` tunnels upgraded connections; `browser` holds the rules for browsers
+//! (cookies kept from upstreams, WebSocket origins, `login_redirect`, `cors = false`
+//! preflights). [`Proxy::handle`] is the line between them: route, authenticate
+//! (`auth::authenticator`), decide (`auth::policy`), forward.
 //!
 //! The proxy shares the authenticator and the token service with the account endpoints
 //! (`routes/`) and imports nothing of theirs.
 
+pub mod browser;
 pub mod client;
 pub mod forward;
 pub mod headers;
@@ -31,7 +34,9 @@ use crate::error::ApiError;
 use crate::server::context::{RequestContext, RouteLabel};
 use crate::server::response::Body;
 use crate::telemetry;
+use browser::{is_preflight, BrowserRules};
 use forward::forward;
+use headers::is_websocket_upgrade;
 use router::Route;
 use table::{ProxyTable, TableSlot};
 use websocket::Tunnels;
@@ -41,16 +46,19 @@ pub struct Proxy {
     auth: Arc<Authenticator>,
     table: Arc<TableSlot>,
     tunnels: Tunnels,
+    browser: BrowserRules,
     clock: Clock,
 }
 
 impl Proxy {
-    /// A proxy authenticating with `auth`, routing by the table in `table`; tunnels allow
-    /// the token service's leeway and close when `shutdown` fires.
+    /// A proxy authenticating with `auth`, routing by the table in `table`, treating
+    /// browsers by `browser`; tunnels allow the token service's leeway and close when
+    /// `shutdown` fires.
     pub fn new(
         auth: Arc<Authenticator>,
         tokens: &TokenService,
         table: Arc<TableSlot>,
+        browser: BrowserRules,
         shutdown: CancellationToken,
         clock: Clock,
     ) -> Self {
@@ -59,6 +67,7 @@ impl Proxy {
             auth,
             table,
             tunnels,
+            browser,
             clock,
         }
     }
@@ -81,16 +90,35 @@ impl Proxy {
         let label = table.label(route);
         telemetry::record_route(label.as_str());
         let result = match self.authorize(route, &req) {
-            Ok(identity) => forward(&self.tunnels, table, route, req, &ctx, identity).await,
-            Err(e) => Err(e),
+            Ok(identity) => {
+                let mut req = req;
+                self.browser.strip_cookies(route, req.headers_mut());
+                forward(&self.tunnels, table, route, req, &ctx, identity).await
+            }
+            Err(e) => match self.browser.login_redirect(route, &req, &e) {
+                Some(redirect) => Ok(redirect),
+                None => Err(e),
+            },
         };
         (result, label)
     }
 
     /// Authentication, then the route's policy (§4/§6 order: every 401 and 403 before 405).
     /// Public routes never read `Authorization`.
+    /// On a `cors = false` route a preflight is a public request (its upstream answers it).
+    /// A cookie-authenticated WebSocket upgrade must come from an allowed `Origin`.
     fn authorize<B>(&self, route: &Route, req: &Request<B>) -> Result<Option<Identity>, ApiError> {
         let policy = route.policy();
+        if !route.config().cors && is_preflight(req.method(), req.headers()) {
+            if !policy.allows(req.method()) {
+                let allow = policy
+                    .allow()
+                    .cloned()
+                    .unwrap_or(http::HeaderValue::from_static(""));
+                return Err(ApiError::MethodNotAllowed { allow });
+            }
+            return Ok(None);
+        }
         let identity = if policy.reads_credentials() {
             self.auth
                 .authenticate(req.headers(), req.method(), Accept::Access)?
@@ -98,6 +126,10 @@ impl Proxy {
             None
         };
         policy::decide(policy, req.method(), identity.as_ref(), &self.clock)?;
+        if route.config().websocket && is_websocket_upgrade(req.headers()) {
+            self.browser
+                .check_websocket_origin(req, identity.as_ref())?;
+        }
         Ok(identity)
     }
 }

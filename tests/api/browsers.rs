@@ -860,3 +860,382 @@ async fn without_cors_options_preflights_are_not_answered_by_the_gateway() {
         .any(|k| k.as_str().starts_with("access-control-")));
     assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
 }
+
+// ---------------------------------------------------------------- proxied requests
+
+/// An upstream answering every request `200 ok` with CORS headers of its own.
+async fn cors_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\
+                          Access-Control-Allow-Origin: *\r\n\
+                          Access-Control-Allow-Credentials: true\r\n\
+                          Access-Control-Allow-Methods: DELETE\r\n\
+                          Vary: Accept-Encoding\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn echoed_values(echo: &Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0] == name)
+        .map(|h| h[1].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn access_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut v: Vec<_> = headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("access-control-"))
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+const PROXY_ROUTES: &str = r#"
+[[routes]]
+prefix = "/open"
+upstream = "http://{echo}"
+auth = "public"
+
+[[routes]]
+prefix = "/creds"
+upstream = "http://{echo}"
+auth = "token"
+forward_authorization = true
+
+[[routes]]
+prefix = "/own-cors"
+upstream = "http://{echo}"
+auth = "token"
+cors = false
+
+[[routes]]
+prefix = "/app"
+upstream = "http://{echo}"
+auth = "token"
+login_redirect = true
+"#;
+
+fn proxy_setup(upstream: Option<std::net::SocketAddr>) -> Setup {
+    let mut routes = format!("{}{PROXY_ROUTES}", crate::helpers::DEFAULT_ROUTES);
+    if let Some(up) = upstream {
+        routes.push_str(&format!(
+            "\n[[routes]]\nprefix = \"/up\"\nupstream = \"http://{up}\"\nauth = \"public\"\n\
+             \n[[routes]]\nprefix = \"/up-own\"\nupstream = \"http://{up}\"\nauth = \"public\"\ncors = false\n"
+        ));
+    }
+    Setup {
+        routes: Some(routes),
+        ..browser_setup("")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateways_cookies_never_reach_an_upstream_unless_the_route_forwards_credentials() {
+    let app = TestApp::spawn_with(proxy_setup(None)).await;
+    let (_, jar) = sign_in(&app, "strip.nina").await;
+    let cookie = format!(
+        "theme=dark; {}; lang=en",
+        jar.header(&[ACCESS, CSRF_ACCESS, REFRESH, CSRF_REFRESH])
+    );
+    for path in ["/api/x", "/open/x"] {
+        let r = with_cookie(&app, Method::GET, path, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let echo: Value = r.json().await.unwrap();
+        assert_eq!(
+            echoed_values(&echo, "cookie"),
+            ["theme=dark; lang=en"],
+            "{path}"
+        );
+    }
+    let only = with_cookie(&app, Method::GET, "/api/x", &jar.header(&[ACCESS]))
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = only.json().await.unwrap();
+    assert!(echoed_values(&echo, "cookie").is_empty(), "{echo}");
+    let r = with_cookie(&app, Method::GET, "/creds/x", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echoed_values(&echo, "cookie"), [cookie]);
+
+    // Without cookie mode the names are nobody's: an upstream's own cookies pass.
+    let plain = TestApp::spawn().await;
+    let r = with_cookie(
+        &plain,
+        Method::GET,
+        "/public/x",
+        "access_token_cookie=theirs; a=1",
+    )
+    .send()
+    .await
+    .unwrap();
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(
+        echoed_values(&echo, "cookie"),
+        ["access_token_cookie=theirs; a=1"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxied_answers_get_the_gateways_cors_headers_instead_of_the_upstreams() {
+    let up = cors_upstream().await;
+    let app = TestApp::spawn_with(proxy_setup(Some(up))).await;
+    let r = app
+        .request(Method::GET, "/up/x", None)
+        .header("origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        access_headers(r.headers()),
+        [
+            ("access-control-allow-credentials".into(), "true".into()),
+            (
+                "access-control-allow-origin".into(),
+                "http://app.example".into()
+            ),
+            (
+                "access-control-expose-headers".into(),
+                "x-request-id".into()
+            ),
+        ]
+    );
+    let vary: Vec<_> = r
+        .headers()
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(vary, ["Accept-Encoding", "Origin"]);
+    // Another origin, or none: the upstream's CORS headers are gone all the same.
+    for origin in [Some("https://evil.example"), None] {
+        let mut req = app.request(Method::GET, "/up/x", None);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(access_headers(r.headers()).is_empty(), "{origin:?}");
+    }
+    // A cors = false route passes the upstream's headers and adds none.
+    let r = app
+        .request(Method::GET, "/up-own/x", None)
+        .header("origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        access_headers(r.headers()),
+        [
+            ("access-control-allow-credentials".into(), "true".into()),
+            ("access-control-allow-methods".into(), "DELETE".into()),
+            ("access-control-allow-origin".into(), "*".into()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_cors_false_route_preflights_are_forwarded_as_public_requests() {
+    let app = TestApp::spawn_with(proxy_setup(None)).await;
+    for origin in ["http://app.example", "https://evil.example"] {
+        let r = preflight(&app, "/own-cors/x", origin, "DELETE")
+            .header("x-auth-user-id", "7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{origin}: the upstream answered"
+        );
+        assert!(access_headers(r.headers()).is_empty());
+        let echo: Value = r.json().await.unwrap();
+        assert_eq!(echo["method"], "OPTIONS");
+        assert!(
+            echoed_values(&echo, "x-auth-user-id").is_empty(),
+            "no identity"
+        );
+    }
+    // Other requests there still need a token, and get no CORS headers.
+    let r = app
+        .request(Method::GET, "/own-cors/x", None)
+        .header("origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(access_headers(r.headers()).is_empty());
+    assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_redirect_sends_browsers_without_a_token_to_the_sign_in_page() {
+    let app = TestApp::spawn_with(proxy_setup(None)).await;
+    let redirected = [
+        BROWSER_ACCEPT,
+        "text/html",
+        "application/json, text/html",
+        "text/html;q=0.9, application/json;q=0.9",
+    ];
+    for accept in redirected {
+        let r = html(&app, "/app/orders/1?tab=a%20b&x=1", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FOUND, "{accept}");
+        assert_eq!(
+            header(r.headers(), "location"),
+            "/auth/login?rd=%2Fapp%2Forders%2F1%3Ftab%3Da%2520b%26x%3D1",
+            "{accept}"
+        );
+    }
+    for accept in [
+        "application/json",
+        "*/*",
+        "text/html;q=0.5, application/json",
+        "",
+    ] {
+        let r = html(&app, "/app/x", accept).send().await.unwrap();
+        assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+    }
+    // Only GET; only on login_redirect routes; a bad cookie is a 401 too.
+    let r = app
+        .request(Method::POST, "/app/x", None)
+        .header("accept", BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+    let r = html(&app, "/api/x", BROWSER_ACCEPT).send().await.unwrap();
+    assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
+    let r = html(&app, "/app/x", BROWSER_ACCEPT)
+        .header("cookie", "access_token_cookie=expired.or.bad")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    // The page the redirect names takes the browser back after signing in.
+    let (_, jar) = sign_in(&app, "redirect.olga").await;
+    let r = html(&app, "/app/x", BROWSER_ACCEPT)
+        .header("cookie", jar.header(&[ACCESS]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = page_post(
+        &app,
+        "redirect.olga",
+        PASSWORD,
+        "/app/orders/1?tab=a%20b&x=1",
+        None,
+    )
+    .await;
+    assert_eq!(
+        header(r.headers(), "location"),
+        "/app/orders/1?tab=a%20b&x=1"
+    );
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_open(
+    app: &TestApp,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/ws/", app.addr)
+        .into_client_request()
+        .unwrap();
+    for (n, v) in headers {
+        let name = reqwest::header::HeaderName::from_bytes(n.as_bytes()).unwrap();
+        req.headers_mut().insert(name, v.parse().unwrap());
+    }
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("handshake within 10 s")
+    .map(|(ws, _)| ws)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cookie_authenticated_websockets_need_an_allowed_origin() {
+    let ws = crate::proxy::ws_echo_upstream().await;
+    let app = TestApp::spawn_with(Setup {
+        routes: Some(format!(
+            "[[routes]]\nprefix = \"/ws\"\nupstream = \"http://{ws}\"\nauth = \"token\"\n"
+        )),
+        ..browser_setup("")
+    })
+    .await;
+    let (r, jar) = sign_in(&app, "ws.pat").await;
+    let body: Value = r.json().await.unwrap();
+    let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
+    let cookie = jar.header(&[ACCESS]);
+    let this_host = format!("http://{}", app.addr);
+    let behind_tls = format!("https://{}", app.addr);
+    for origin in [
+        this_host.as_str(),
+        behind_tls.as_str(),
+        "http://app.example",
+    ] {
+        let opened = ws_open(&app, &[("cookie", &cookie), ("origin", origin)]).await;
+        assert!(opened.is_ok(), "{origin}: {opened:?}");
+    }
+    let other_port = format!("http://127.0.0.1:{}", app.addr.port() + 1);
+    for origin in [
+        Some("https://evil.example"),
+        Some("null"),
+        Some(other_port.as_str()),
+        None,
+    ] {
+        let mut headers = vec![("cookie", cookie.as_str())];
+        if let Some(o) = origin {
+            headers.push(("origin", o));
+        }
+        match ws_open(&app, &headers).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                assert_eq!(res.status(), StatusCode::FORBIDDEN, "{origin:?}");
+                let body: Value = serde_json::from_slice(res.body().as_deref().unwrap()).unwrap();
+                assert_eq!(body["error"], "forbidden");
+            }
+            other => panic!("{origin:?}: {other:?}"),
+        }
+    }
+    // A bearer header is no ambient credential: no Origin rule.
+    let opened = ws_open(
+        &app,
+        &[
+            ("authorization", &bearer),
+            ("origin", "https://evil.example"),
+        ],
+    )
+    .await;
+    assert!(opened.is_ok(), "{opened:?}");
+}

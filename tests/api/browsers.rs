@@ -12,7 +12,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{assert_error, claims, Setup, TestApp, PASSWORD};
+use crate::helpers::{assert_error, claims, header, Setup, TestApp, PASSWORD};
 
 pub const ACCESS: &str = "access_token_cookie";
 pub const REFRESH: &str = "refresh_token_cookie";
@@ -26,14 +26,6 @@ pub fn browser_setup(cookies: &str) -> Setup {
         cors: "allowed_origins = [\"http://app.example\"]\nallow_credentials = true".into(),
         ..Setup::default()
     }
-}
-
-fn header(headers: &HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Every `Set-Cookie` of a response, parsed, by name (each name at most once).
@@ -70,6 +62,21 @@ impl Jar {
             .collect::<Vec<_>>()
             .join("; ")
     }
+}
+
+/// A request with `cookie`, and `X-CSRF-TOKEN: csrf` when given.
+async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+) -> Response {
+    let mut req = with_cookie(app, method, path, cookie);
+    if let Some(value) = csrf {
+        req = req.header("x-csrf-token", value);
+    }
+    req.send().await.unwrap()
 }
 
 async fn sign_in(app: &TestApp, name: &str) -> (Response, Jar) {
@@ -168,11 +175,14 @@ async fn configured_attributes_and_tokens_in_body_false() {
     assert!(body.get("refresh_token").is_none(), "{body}");
     assert!(body["expires_in"].as_u64().unwrap() > 0);
     // The cookies alone carry the session, refresh included.
-    let r = with_cookie(&app, Method::POST, "/auth/refresh", &jar.header(&[REFRESH]))
-        .header("x-csrf-token", jar.get(CSRF_REFRESH))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &app,
+        Method::POST,
+        "/auth/refresh",
+        &jar.header(&[REFRESH]),
+        Some(jar.get(CSRF_REFRESH)),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         set_cookies(r.headers()).len(),
@@ -193,10 +203,14 @@ async fn without_cookies_enabled_tokens_carry_no_csrf_and_cookies_are_no_credent
     let body: Value = r.json().await.unwrap();
     let access = body["access_token"].as_str().unwrap();
     assert!(claims(access).get("csrf").is_none());
-    let r = with_cookie(&app, Method::GET, "/api/x", &format!("{ACCESS}={access}"))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &app,
+        Method::GET,
+        "/api/x",
+        &format!("{ACCESS}={access}"),
+        None,
+    )
+    .await;
     assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
 }
 
@@ -206,16 +220,10 @@ async fn a_cookie_authenticates_and_every_unsafe_method_needs_the_csrf_header() 
     let (_, jar) = sign_in(&app, "csrf.carol").await;
     let cookie = jar.header(&[ACCESS, CSRF_ACCESS]);
     for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
-        let r = with_cookie(&app, method.clone(), "/api/x", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = send(&app, method.clone(), "/api/x", &cookie, None).await;
         assert_eq!(r.status(), StatusCode::OK, "{method} needs no CSRF header");
     }
-    let r = with_cookie(&app, Method::GET, "/api/x", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&app, Method::GET, "/api/x", &cookie, None).await;
     let echo: Value = r.json().await.unwrap();
     let user = echo["headers"]
         .as_array()
@@ -225,41 +233,38 @@ async fn a_cookie_authenticates_and_every_unsafe_method_needs_the_csrf_header() 
         .map(|h| h[1].clone());
     assert_eq!(user, Some(Value::from("csrf.carol")));
     for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
-        let r = with_cookie(&app, method.clone(), "/api/x", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = send(&app, method.clone(), "/api/x", &cookie, None).await;
         assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
-        let r = with_cookie(&app, method.clone(), "/api/x", &cookie)
-            .header("x-csrf-token", jar.get(CSRF_REFRESH))
-            .send()
-            .await
-            .unwrap();
+        let r = send(
+            &app,
+            method.clone(),
+            "/api/x",
+            &cookie,
+            Some(jar.get(CSRF_REFRESH)),
+        )
+        .await;
         assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
         let r = with_cookie(&app, method.clone(), "/api/x", &cookie)
             .header("x-csrf-token", jar.get(CSRF_ACCESS))
-            .header("x-csrf-token", jar.get(CSRF_ACCESS))
-            .send()
-            .await
-            .unwrap();
-        assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
-        let r = with_cookie(&app, method.clone(), "/api/x", &cookie)
             .header("x-csrf-token", jar.get(CSRF_ACCESS))
             .send()
             .await
             .unwrap();
+        assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+        let r = send(
+            &app,
+            method.clone(),
+            "/api/x",
+            &cookie,
+            Some(jar.get(CSRF_ACCESS)),
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::OK, "{method} with the CSRF header");
     }
     // The account endpoints too.
-    let r = with_cookie(&app, Method::GET, "/auth/me", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&app, Method::GET, "/auth/me", &cookie, None).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = with_cookie(&app, Method::DELETE, "/auth/me", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&app, Method::DELETE, "/auth/me", &cookie, None).await;
     assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
 }
 
@@ -269,38 +274,41 @@ async fn csrf_comes_after_revocation_and_before_freshness_and_method() {
     let (_, jar) = sign_in(&app, "order.dave").await;
     let cookie = jar.header(&[ACCESS]);
     // Refreshed: a not-fresh access token in the cookie.
-    let r = with_cookie(&app, Method::POST, "/auth/refresh", &jar.header(&[REFRESH]))
-        .header("x-csrf-token", jar.get(CSRF_REFRESH))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &app,
+        Method::POST,
+        "/auth/refresh",
+        &jar.header(&[REFRESH]),
+        Some(jar.get(CSRF_REFRESH)),
+    )
+    .await;
     let stale = Jar::from(&r);
     let stale_cookie = stale.header(&[ACCESS]);
     // /admin needs a fresh token; /ops a role and GET only: CSRF is reported first.
     for path in ["/admin/x", "/ops/x"] {
-        let r = with_cookie(&app, Method::POST, path, &stale_cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = send(&app, Method::POST, path, &stale_cookie, None).await;
         assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
     }
-    let r = with_cookie(&app, Method::POST, "/admin/x", &stale_cookie)
-        .header("x-csrf-token", stale.get(CSRF_ACCESS))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &app,
+        Method::POST,
+        "/admin/x",
+        &stale_cookie,
+        Some(stale.get(CSRF_ACCESS)),
+    )
+    .await;
     assert_error(r, StatusCode::UNAUTHORIZED, "fresh_token_required").await;
     // Logged out: revocation is reported before CSRF.
-    let r = with_cookie(&app, Method::POST, "/auth/logout", &cookie)
-        .header("x-csrf-token", jar.get(CSRF_ACCESS))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &app,
+        Method::POST,
+        "/auth/logout",
+        &cookie,
+        Some(jar.get(CSRF_ACCESS)),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = with_cookie(&app, Method::POST, "/api/x", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&app, Method::POST, "/api/x", &cookie, None).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
 }
 
@@ -365,17 +373,17 @@ async fn each_endpoint_reads_its_own_cookie() {
     let app = TestApp::spawn_with(browser_setup("")).await;
     let (_, jar) = sign_in(&app, "which.gina").await;
     // /auth/refresh: the refresh cookie only.
-    let r = with_cookie(&app, Method::POST, "/auth/refresh", &jar.header(&[ACCESS]))
-        .header("x-csrf-token", jar.get(CSRF_ACCESS))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &app,
+        Method::POST,
+        "/auth/refresh",
+        &jar.header(&[ACCESS]),
+        Some(jar.get(CSRF_ACCESS)),
+    )
+    .await;
     assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
     // Everything else: the access cookie only.
-    let r = with_cookie(&app, Method::GET, "/api/x", &jar.header(&[REFRESH]))
-        .send()
-        .await
-        .unwrap();
+    let r = send(&app, Method::GET, "/api/x", &jar.header(&[REFRESH]), None).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "missing_token").await;
     // /auth/fresh: the access cookie, with its CSRF value.
     let both = jar.header(&[ACCESS, REFRESH]);
@@ -409,16 +417,16 @@ async fn each_endpoint_reads_its_own_cookie() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // /auth/logout with only the refresh cookie ends the session.
-    let r = with_cookie(&app, Method::POST, "/auth/logout", &jar.header(&[REFRESH]))
-        .header("x-csrf-token", jar.get(CSRF_REFRESH))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &app,
+        Method::POST,
+        "/auth/logout",
+        &jar.header(&[REFRESH]),
+        Some(jar.get(CSRF_REFRESH)),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = with_cookie(&app, Method::GET, "/api/x", &jar.header(&[ACCESS]))
-        .send()
-        .await
-        .unwrap();
+    let r = send(&app, Method::GET, "/api/x", &jar.header(&[ACCESS]), None).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
 }
 
@@ -444,10 +452,7 @@ async fn every_logout_answer_clears_the_four_cookies() {
     let (_, jar) = sign_in(&app, "bye.hank").await;
     let cookie = jar.header(&[ACCESS]);
     // Refused for CSRF, for no credential, for a revoked one, for the method: cleared anyway.
-    let r = with_cookie(&app, Method::POST, "/auth/logout", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&app, Method::POST, "/auth/logout", &cookie, None).await;
     assert_all_cleared(r.headers());
     assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
     let r = app
@@ -464,18 +469,24 @@ async fn every_logout_answer_clears_the_four_cookies() {
         .unwrap();
     assert_all_cleared(r.headers());
     assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
-    let r = with_cookie(&app, Method::POST, "/auth/logout", &cookie)
-        .header("x-csrf-token", jar.get(CSRF_ACCESS))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &app,
+        Method::POST,
+        "/auth/logout",
+        &cookie,
+        Some(jar.get(CSRF_ACCESS)),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_all_cleared(r.headers());
-    let r = with_cookie(&app, Method::POST, "/auth/logout", &cookie)
-        .header("x-csrf-token", jar.get(CSRF_ACCESS))
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        &app,
+        Method::POST,
+        "/auth/logout",
+        &cookie,
+        Some(jar.get(CSRF_ACCESS)),
+    )
+    .await;
     assert_all_cleared(r.headers());
     assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
 }
@@ -607,10 +618,7 @@ async fn a_page_post_redirects_to_rd_with_cookies_and_no_tokens() {
     assert_eq!(cookies.len(), 4);
     let jar = Jar::from(&r);
     assert!(r.bytes().await.unwrap().is_empty(), "no tokens in the body");
-    let r = with_cookie(&app, Method::GET, "/api/x", &jar.header(&[ACCESS]))
-        .send()
-        .await
-        .unwrap();
+    let r = send(&app, Method::GET, "/api/x", &jar.header(&[ACCESS]), None).await;
     assert_eq!(r.status(), StatusCode::OK);
     // A JSON login with rd is an API login, and a form login without rd too.
     let r = app
@@ -957,10 +965,7 @@ async fn the_gateways_cookies_never_reach_an_upstream_unless_the_route_forwards_
         jar.header(&[ACCESS, CSRF_ACCESS, REFRESH, CSRF_REFRESH])
     );
     for path in ["/api/x", "/open/x"] {
-        let r = with_cookie(&app, Method::GET, path, &cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = send(&app, Method::GET, path, &cookie, None).await;
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         let echo: Value = r.json().await.unwrap();
         assert_eq!(
@@ -969,16 +974,10 @@ async fn the_gateways_cookies_never_reach_an_upstream_unless_the_route_forwards_
             "{path}"
         );
     }
-    let only = with_cookie(&app, Method::GET, "/api/x", &jar.header(&[ACCESS]))
-        .send()
-        .await
-        .unwrap();
+    let only = send(&app, Method::GET, "/api/x", &jar.header(&[ACCESS]), None).await;
     let echo: Value = only.json().await.unwrap();
     assert!(echoed_values(&echo, "cookie").is_empty(), "{echo}");
-    let r = with_cookie(&app, Method::GET, "/creds/x", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send(&app, Method::GET, "/creds/x", &cookie, None).await;
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echoed_values(&echo, "cookie"), [cookie]);
 

@@ -348,6 +348,15 @@ pub struct Tokens {
     pub refresh: String,
 }
 
+/// The first value of header `name` as text, or "" when absent.
+pub fn header(headers: &reqwest::header::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Asserts the §1 error shape and returns the body.
 pub async fn assert_error(res: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(res.status(), status, "status for {code}");

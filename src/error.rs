@@ -55,10 +55,16 @@ pub enum ApiError {
         /// Value of the `Allow` header.
         allow: HeaderValue,
     },
+    /// 408: an auth endpoint's request body moved no byte for `body_timeout`.
+    RequestTimeout,
     /// 409: the username exists (case-insensitively).
     UsernameTaken,
     /// 413: body over `max_body`.
     PayloadTooLarge,
+    /// 414: request-target over 8 KiB.
+    UriTooLong,
+    /// 431: header section over `max_header_bytes` or `max_headers`; the message says which.
+    HeadersTooLarge(&'static str),
     /// 415: body neither JSON nor form-urlencoded.
     UnsupportedMediaType,
     /// 429: too many failed logins; retry after this many seconds.
@@ -95,8 +101,11 @@ impl ApiError {
             Self::Forbidden | Self::RegistrationDisabled => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UsernameTaken => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
@@ -120,8 +129,11 @@ impl ApiError {
             Self::RegistrationDisabled => "registration_disabled",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
             Self::UsernameTaken => "username_taken",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge(_) => "headers_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
             Self::BadGateway => "bad_gateway",
@@ -146,8 +158,11 @@ impl ApiError {
             Self::RegistrationDisabled => "Registration is disabled.",
             Self::NotFound => "Not found.",
             Self::MethodNotAllowed { .. } => "Method not allowed.",
+            Self::RequestTimeout => "The request body stopped arriving.",
             Self::UsernameTaken => "That username is taken.",
             Self::PayloadTooLarge => "Request body is too large.",
+            Self::UriTooLong => "The request-target is longer than 8 KiB.",
+            Self::HeadersTooLarge(m) => m,
             Self::UnsupportedMediaType => {
                 "Body must be application/json or application/x-www-form-urlencoded."
             }
@@ -215,6 +230,10 @@ impl ApiError {
                 if close {
                     headers.insert(CONNECTION, HeaderValue::from_static("close"));
                 }
+            }
+            // Where the stalled body stands is unknown: the connection cannot be reused.
+            Self::RequestTimeout => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -21,6 +21,7 @@ use crate::proxy::Proxy;
 use crate::routes::Endpoints;
 use crate::server::context::{RequestContext, RouteLabel};
 use crate::server::drain::Drain;
+use crate::server::limits::HeadLimits;
 use crate::server::request_id::{request_id, X_REQUEST_ID};
 use crate::server::response::{close_connection, Body};
 use crate::server::{ConnInfo, Handler};
@@ -34,6 +35,7 @@ pub struct Gateway {
     auth_prefix: String,
     drain: Arc<Drain>,
     metrics: Arc<Metrics>,
+    limits: HeadLimits,
 }
 
 impl Gateway {
@@ -51,7 +53,17 @@ impl Gateway {
             auth_prefix,
             drain,
             metrics,
+            limits: HeadLimits {
+                max_header_bytes: usize::MAX,
+                max_headers: usize::MAX,
+            },
         }
+    }
+
+    /// Checks every request's head against `limits` first (`414`, `431`).
+    pub fn with_limits(mut self, limits: HeadLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     async fn dispatch(
@@ -60,6 +72,9 @@ impl Gateway {
         conn: ConnInfo,
         request_id: HeaderValue,
     ) -> (Result<Response<Body>, ApiError>, RouteLabel) {
+        if let Err(e) = self.limits.check(&req) {
+            return (Err(e), RouteLabel::Static("-"));
+        }
         if let Err(e) = check_host(&req) {
             return (Err(e), RouteLabel::Static("-"));
         }

@@ -35,6 +35,7 @@ use crate::proxy::Proxy;
 use crate::routes::{EndpointSettings, Endpoints, Passwords};
 use crate::server::admin::AdminService;
 use crate::server::drain::Drain;
+use crate::server::limits::HeadLimits;
 use crate::server::{accept_loop, tls, ServeOptions};
 use crate::sessions::{SessionRules, Sessions};
 use crate::store::{SqliteStore, Store};
@@ -42,6 +43,9 @@ use crate::telemetry::metrics::Metrics;
 use background::Background;
 use gateway::Gateway;
 pub use reload::ReloadHandle;
+
+/// Connections the admin listener serves at once (probes and scrapes).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// How long a login may wait for an argon2 slot before it is answered `503`.
 const HASH_QUEUE_WAIT: Duration = Duration::from_secs(2);
@@ -164,6 +168,7 @@ impl App {
                 allow_registration: config.auth.allow_registration,
                 min_password_length: config.auth.min_password_length,
                 max_body: config.server.max_body,
+                body_timeout: config.server.body_timeout,
             },
             clock.clone(),
         );
@@ -180,7 +185,8 @@ impl App {
             config.auth.prefix.clone(),
             drain.clone(),
             metrics.clone(),
-        );
+        )
+        .with_limits(head_limits(&config));
         let admin_service =
             AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone());
         let background = Background {
@@ -272,12 +278,13 @@ impl App {
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let header_timeout = config.server.request_header_timeout;
         let admin_done = admin.map(|listener| {
-            spawn_admin(
-                listener,
-                admin_service,
+            let opts = ServeOptions {
                 header_timeout,
-                stop_background.clone(),
-            )
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                tls: None,
+                limits: head_limits(&config),
+            };
+            spawn_admin(listener, admin_service, opts, stop_background.clone())
         });
         // Tests (and operators) read the bound ports from this line.
         tracing::info!(
@@ -291,6 +298,7 @@ impl App {
             header_timeout,
             max_connections: config.server.max_connections,
             tls,
+            limits: head_limits(&config),
         };
         accept_loop(public, opts, gateway, &graceful, shutdown).await;
 
@@ -371,19 +379,22 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartError> {
         .map_err(|e| StartError::Runtime(format!("{key}: cannot listen on {addr}: {e}")))
 }
 
+/// `[server]`'s header limits.
+fn head_limits(config: &Config) -> HeadLimits {
+    HeadLimits {
+        max_header_bytes: config.server.max_header_bytes,
+        max_headers: config.server.max_headers,
+    }
+}
+
 fn spawn_admin(
     listener: TcpListener,
     service: Arc<AdminService>,
-    header_timeout: Duration,
+    opts: ServeOptions,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
-        let opts = ServeOptions {
-            header_timeout,
-            max_connections: 64,
-            tls: None,
-        };
         accept_loop(listener, opts, service, &graceful, stop).await;
         let _ = tokio::time::timeout(Duration::from_millis(500), graceful.shutdown()).await;
     })

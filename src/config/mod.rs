@@ -105,6 +105,9 @@ mod tests {
                 shutdown_grace: Duration::from_secs(30),
                 tls: None,
                 max_connections: 10000,
+                body_timeout: Duration::from_secs(10),
+                max_header_bytes: 65536,
+                max_headers: 100,
             }
         );
         assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9090")));

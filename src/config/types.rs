@@ -49,6 +49,12 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Accepted connections beyond this wait in the kernel backlog.
     pub max_connections: usize,
+    /// How long an auth endpoint's request body may move no byte before it is answered `408`.
+    pub body_timeout: Duration,
+    /// Largest request header section: names plus values plus 32 bytes a field (HTTP/2's count).
+    pub max_header_bytes: usize,
+    /// Most header fields a request may carry (pseudo-headers not counted).
+    pub max_headers: usize,
 }
 
 /// PEM files for the public listener's TLS.

@@ -25,6 +25,16 @@ use super::{
 /// Longest accepted duration: longer ones are typos, and would overflow `Instant` arithmetic.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
+/// Bounds of `server.max_header_bytes`: below 1 KiB ordinary requests fail; above 1 MiB one
+/// pending request head could hold that much memory per connection (HTTP/2 decodes up to four
+/// times the advertised limit before giving up on a connection).
+const MIN_HEADER_BYTES: i64 = 1024;
+const MAX_HEADER_BYTES: i64 = 1024 * 1024;
+
+/// Upper bound of `server.max_headers`: the HTTP/1 parser allocates room for twice this many
+/// fields for every request.
+const MAX_HEADERS: i64 = 1000;
+
 /// Upper bound of `min_password_length`: passwords are limited to 1024 bytes.
 const MAX_PASSWORD_LENGTH: i64 = 1024;
 
@@ -211,6 +221,14 @@ impl Checker<'_> {
                 1,
                 i64::MAX,
             )?,
+            body_timeout: self.duration("server.body_timeout", &raw.body_timeout, Zero::Refused)?,
+            max_header_bytes: self.usize(
+                "server.max_header_bytes",
+                raw.max_header_bytes,
+                MIN_HEADER_BYTES,
+                MAX_HEADER_BYTES,
+            )?,
+            max_headers: self.usize("server.max_headers", raw.max_headers, 1, MAX_HEADERS)?,
         })
     }
 
@@ -1000,6 +1018,44 @@ mod tests {
             "[server]\nmax_connections = -3\n",
             "server.max_connections",
             "at least 1",
+        );
+    }
+
+    #[test]
+    fn header_limits_and_body_timeout_are_checked_with_their_bounds() {
+        let c =
+            parse("[server]\nmax_header_bytes = 1024\nmax_headers = 1\nbody_timeout = \"250ms\"\n")
+                .expect("valid");
+        assert_eq!(c.server.max_header_bytes, 1024);
+        assert_eq!(c.server.max_headers, 1);
+        assert_eq!(c.server.body_timeout, Duration::from_millis(250));
+        assert_eq!(
+            message("[server]\nmax_header_bytes = 1023\n"),
+            "f.toml: server.max_header_bytes: 1023 must be between 1024 and 1048576"
+        );
+        refused(
+            "[server]\nmax_header_bytes = 2000000\n",
+            "server.max_header_bytes",
+            "between 1024 and 1048576",
+        );
+        refused(
+            "[server]\nmax_headers = 0\n",
+            "server.max_headers",
+            "between 1 and 1000",
+        );
+        refused(
+            "[server]\nmax_headers = 1001\n",
+            "server.max_headers",
+            "between 1 and 1000",
+        );
+        assert_eq!(
+            message("[server]\nbody_timeout = \"0s\"\n"),
+            "f.toml: server.body_timeout: \"0s\" must be longer than zero"
+        );
+        refused(
+            "[server]\nbody_timeout = \"ten\"\n",
+            "server.body_timeout",
+            "not a duration",
         );
     }
 

@@ -41,6 +41,8 @@ pub struct EndpointSettings {
     pub min_password_length: usize,
     /// Largest accepted request body, in bytes.
     pub max_body: usize,
+    /// Longest wait for the next piece of a request body (`408` beyond).
+    pub body_timeout: std::time::Duration,
 }
 
 /// The account endpoints and what they use; built once.
@@ -200,10 +202,15 @@ impl Endpoints {
         Ok(self.auth.require(req.headers(), Accept::Access)?)
     }
 
-    /// The request's body as `T` (JSON or form), at most `max_body` bytes.
+    /// The request's body as `T` (JSON or form), at most `max_body` bytes, none of them more
+    /// than `body_timeout` after the last.
     async fn read_body<T: DeserializeOwned>(&self, req: Request<Incoming>) -> Result<T, ApiError> {
         let (parts, body) = req.into_parts();
-        request_body::read(&parts.headers, body, self.settings.max_body).await
+        let limits = request_body::BodyLimits {
+            max_body: self.settings.max_body,
+            timeout: self.settings.body_timeout,
+        };
+        request_body::read(&parts.headers, body, limits).await
     }
 }
 

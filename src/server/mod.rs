@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod context;
 pub mod drain;
+pub mod limits;
 pub mod request_body;
 pub mod request_id;
 pub mod response;
@@ -73,6 +74,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// TLS configuration, swapped on reload; `None` for plain TCP.
     pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    /// Header limits: the protocol layer's hard caps are set above them.
+    pub limits: limits::HeadLimits,
 }
 
 /// Accepts connections on `listener` until `stop` fires, serving each with `handler`.
@@ -86,7 +89,7 @@ pub async fn accept_loop<H: Handler>(
     graceful: &GracefulShutdown,
     stop: CancellationToken,
 ) {
-    let builder = Arc::new(http_builder(opts.header_timeout));
+    let builder = Arc::new(http_builder(&opts));
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     loop {
         // Taking a slot before accepting leaves connections beyond the cap in the backlog.
@@ -172,19 +175,25 @@ async fn serve_conn<H: Handler>(
 }
 
 /// The HTTP/1.1 + HTTP/2 connection builder. The timer is what makes the header timeout
-/// real: without one hyper silently ignores it.
-fn http_builder(header_timeout: Duration) -> Builder<TokioExecutor> {
+/// real: without one hyper silently ignores it. The header caps bound what a pending request
+/// head can hold, above the limits the gateway checks itself (see [`limits`]).
+fn http_builder(opts: &ServeOptions) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = builder.http1();
+    http1
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .keep_alive(true);
+        .header_read_timeout(opts.header_timeout)
+        .keep_alive(true)
+        .max_buf_size(opts.limits.http1_buffer());
+    if let Some(fields) = opts.limits.http1_fields() {
+        http1.max_headers(fields);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .max_header_list_size(opts.limits.http2_header_list());
     builder
 }
 

@@ -11,6 +11,7 @@ mod demo;
 mod echo;
 mod helpers;
 mod lifecycle;
+mod limits;
 mod proxy;
 mod server;
 mod sessions;

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +33,7 @@ use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
 use crate::routes::{EndpointSettings, Endpoints, Passwords};
 use crate::server::admin::AdminService;
+use crate::server::connection::Connections;
 use crate::server::drain::Drain;
 use crate::server::limits::HeadLimits;
 use crate::server::{accept_loop, tls, ServeOptions};
@@ -280,6 +280,7 @@ impl App {
         let admin_done = admin.map(|listener| {
             let opts = ServeOptions {
                 header_timeout,
+                send_timeout: config.server.body_timeout,
                 max_connections: ADMIN_MAX_CONNECTIONS,
                 tls: None,
                 limits: head_limits(&config),
@@ -293,14 +294,15 @@ impl App {
             tls = tls.is_some(),
             "authgate serving"
         );
-        let graceful = GracefulShutdown::new();
+        let connections = Connections::new();
         let opts = ServeOptions {
             header_timeout,
+            send_timeout: config.server.body_timeout,
             max_connections: config.server.max_connections,
             tls,
             limits: head_limits(&config),
         };
-        accept_loop(public, opts, gateway, &graceful, shutdown).await;
+        accept_loop(public, opts, gateway, &connections, shutdown).await;
 
         // The listener is dropped: new connections are refused from here on.
         drain.start();
@@ -309,7 +311,7 @@ impl App {
         tracing::info!(in_flight = drain.in_flight(), grace = ?grace, "draining");
         let idle = drain.wait_idle(grace).await;
         let left = deadline.saturating_duration_since(Instant::now());
-        let closed = tokio::time::timeout(left, graceful.shutdown())
+        let closed = tokio::time::timeout(left, connections.shutdown())
             .await
             .is_ok();
         let in_flight = drain.in_flight();
@@ -394,8 +396,8 @@ fn spawn_admin(
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
-        accept_loop(listener, opts, service, &graceful, stop).await;
-        let _ = tokio::time::timeout(Duration::from_millis(500), graceful.shutdown()).await;
+        let connections = Connections::new();
+        accept_loop(listener, opts, service, &connections, stop).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), connections.shutdown()).await;
     })
 }

@@ -72,16 +72,22 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The whole body may take this many timeouts: a body trickling a byte just within the
+/// timeout would otherwise hold its connection for `max_body` timeouts.
+const WHOLE_BODY_TIMEOUTS: u32 = 3;
+
 /// The body's bytes, at most `max_body` of them, each frame arriving within the timeout of
-/// the one before: a body trickling one byte at a time keeps moving and is bounded by
-/// `max_body`; one that stops is `408`. (Trailers are read and dropped.)
+/// the one before and all of them within [`WHOLE_BODY_TIMEOUTS`] timeouts; otherwise `408`.
+/// (Trailers are read and dropped.)
 async fn collect<B>(mut body: B, limits: BodyLimits) -> Result<Bytes, ApiError>
 where
     B: Body<Data = Bytes> + Unpin,
 {
+    let deadline = tokio::time::Instant::now() + limits.timeout * WHOLE_BODY_TIMEOUTS;
     let mut bytes = BytesMut::new();
     loop {
-        let frame = match tokio::time::timeout(limits.timeout, body.frame()).await {
+        let next = deadline.min(tokio::time::Instant::now() + limits.timeout);
+        let frame = match tokio::time::timeout_at(next, body.frame()).await {
             Err(_) => return Err(ApiError::RequestTimeout),
             Ok(None) => return Ok(bytes.freeze()),
             Ok(Some(Err(_))) => {
@@ -259,6 +265,44 @@ mod tests {
     async fn a_body_that_stops_moving_is_a_request_timeout() {
         let res = collect(stalling(&[b"{", b"\"a"]), LIMITS).await;
         assert_eq!(res, Err(ApiError::RequestTimeout));
+    }
+
+    /// A body that yields a byte each time it is polled, waking itself after `every`.
+    struct Trickling {
+        every: Duration,
+        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+
+    impl Body for Trickling {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            use std::future::Future as _;
+            let every = self.every;
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+            std::task::ready!(timer.as_mut().poll(cx));
+            self.timer = None;
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b" ")))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_keeps_trickling_is_cut_after_three_timeouts() {
+        let limits = BodyLimits {
+            max_body: 1 << 20,
+            timeout: Duration::from_millis(40),
+        };
+        let body = Trickling {
+            every: Duration::from_millis(5),
+            timer: None,
+        };
+        assert_eq!(collect(body, limits).await, Err(ApiError::RequestTimeout));
     }
 
     #[tokio::test]

@@ -15,4 +15,5 @@ mod limits;
 mod proxy;
 mod server;
 mod sessions;
+mod slow_clients;
 mod tools;

@@ -53,8 +53,9 @@ pub struct Connections {
     gone: Notify,
 }
 
-/// Held by a connection's task for as long as it lives.
-struct Tracked {
+/// Counts one connection as live until dropped; its [`ConnectionSlot`] holds it, so an
+/// upgraded connection's tunnel counts too.
+pub(super) struct Tracked {
     set: Arc<Connections>,
 }
 
@@ -69,13 +70,14 @@ impl Connections {
         self.live.load(Ordering::Acquire)
     }
 
-    fn track(self: &Arc<Self>) -> Tracked {
+    pub(super) fn track(self: &Arc<Self>) -> Tracked {
         self.live.fetch_add(1, Ordering::AcqRel);
         Tracked { set: self.clone() }
     }
 
     /// Asks every connection to finish (HTTP/1: after the answer in progress; HTTP/2: `GOAWAY`,
-    /// open streams finish) and waits until all are gone. The caller bounds the wait.
+    /// open streams finish) and waits until all are gone, upgraded ones included (their
+    /// tunnels close on the gateway's own shutdown signal). The caller bounds the wait.
     pub async fn shutdown(&self) {
         self.stop.cancel();
         loop {
@@ -117,7 +119,6 @@ pub(super) async fn serve<H: Handler>(
     handler: Arc<H>,
     set: Arc<Connections>,
 ) {
-    let _tracked = set.track();
     let Accepted {
         stream,
         peer,

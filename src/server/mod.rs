@@ -45,9 +45,10 @@ pub struct ConnInfo {
     pub slot: ConnectionSlot,
 }
 
-/// A share of one accepted connection's slot; the slot frees when the last share drops.
+/// A share of one accepted connection's slot; the slot frees, and the connection stops
+/// counting as live for a shutdown, when the last share drops.
 #[derive(Clone)]
-pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<(OwnedSemaphorePermit, connection::Tracked)>);
 
 impl std::fmt::Debug for ConnectionSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,7 +117,7 @@ pub async fn accept_loop<H: Handler>(
         let conn = Accepted {
             stream,
             peer,
-            slot: ConnectionSlot(Arc::new(permit)),
+            slot: ConnectionSlot(Arc::new((permit, connections.track()))),
             tls: opts.tls.as_ref().map(|t| t.load_full()),
             header_timeout: opts.header_timeout,
             send_timeout: opts.send_timeout,

@@ -17,3 +17,4 @@ mod server;
 mod sessions;
 mod slow_clients;
 mod tools;
+mod websocket_close;

@@ -30,6 +30,7 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::server::context::{RequestContext, RouteLabel};
 use crate::server::response::Body;
+use crate::telemetry;
 use forward::forward;
 use router::Route;
 use table::{ProxyTable, TableSlot};
@@ -78,6 +79,7 @@ impl Proxy {
             return (Err(ApiError::NotFound), RouteLabel::Static("-"));
         };
         let label = table.label(route);
+        telemetry::record_route(label.as_str());
         let result = match self.authorize(route, &req) {
             Ok(identity) => forward(&self.tunnels, table, route, req, &ctx, identity).await,
             Err(e) => Err(e),

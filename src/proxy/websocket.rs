@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use frames::{close_frame, FrameTracker, Towards};
 
@@ -72,7 +73,8 @@ impl Tunnels {
         });
         let auth = self.auth.clone();
         let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
+        // The tunnel outlives the request; its lines still carry the request's span.
+        let tunnel = async move {
             let _slot = slot;
             let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
                 tracing::debug!("upgrade did not complete");
@@ -90,10 +92,11 @@ impl Tunnels {
                     () = shutdown.cancelled() => Ending::Shutdown,
                 }
             };
-            let outcome = tunnel(TokioIo::new(client), TokioIo::new(upstream), ended).await;
+            let outcome = relay(TokioIo::new(client), TokioIo::new(upstream), ended).await;
             let user_id = watch.as_ref().map(|w| w.identity.user_id);
-            tracing::info!(?user_id, reason = outcome, "upgraded connection ended");
-        });
+            tracing::info!(user_id, reason = outcome, "upgraded connection ended");
+        };
+        tokio::spawn(tunnel.in_current_span());
     }
 }
 
@@ -137,7 +140,7 @@ const BUFFER: usize = 16 * 1024;
 /// Copies frames both ways until a peer closes (`"closed"`) or `ended` says why the gateway
 /// closes the tunnel; then closes it the WebSocket way within [`CLOSE_GRACE`] (`"cut"` when
 /// that ran out). Returns what the log says.
-async fn tunnel<C, U>(client: C, upstream: U, ended: impl Future<Output = Ending>) -> &'static str
+async fn relay<C, U>(client: C, upstream: U, ended: impl Future<Output = Ending>) -> &'static str
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,

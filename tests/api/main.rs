@@ -16,5 +16,6 @@ mod proxy;
 mod server;
 mod sessions;
 mod slow_clients;
+mod telemetry;
 mod tools;
 mod websocket_close;

@@ -94,6 +94,28 @@ fn many_headers(n: usize) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `GET /public/x` over HTTP/2 with `headers`.
+async fn h2_get(app: &TestApp, headers: &[(String, String)]) -> reqwest::Response {
+    let mut req = h2_client().get(app.url("/public/x"));
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    let res = req.send().await.unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    res
+}
+
+/// Asserts the gateway's own 431: §1 JSON with a request id.
+async fn assert_431(res: reqwest::Response) {
+    assert!(res.headers().contains_key("x-request-id"));
+    crate::helpers::assert_error(
+        res,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+    )
+    .await;
+}
+
 fn as_pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
     headers
         .iter()
@@ -129,27 +151,10 @@ async fn a_single_header_over_max_header_bytes_is_431_on_http1_and_http2() {
     let cookie = "c".repeat(65_536);
     let res = raw_request(app.addr, "GET", "/public/x", &[("cookie", &cookie)]).await;
     assert_raw_error(&res, 431, "headers_too_large");
-    let res = h2_client()
-        .get(app.url("/public/x"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.version(), reqwest::Version::HTTP_2);
-    assert!(res.headers().contains_key("x-request-id"));
-    crate::helpers::assert_error(
-        res,
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "headers_too_large",
-    )
-    .await;
+    let cookie_field = |value: &str| vec![("cookie".to_owned(), value.to_owned())];
+    assert_431(h2_get(&app, &cookie_field(&cookie)).await).await;
     // Within the limit over HTTP/2 (which used to stop at 16 KiB).
-    let res = h2_client()
-        .get(app.url("/public/x"))
-        .header("cookie", &big)
-        .send()
-        .await
-        .unwrap();
+    let res = h2_get(&app, &cookie_field(&big)).await;
     assert_eq!(res.status(), StatusCode::OK);
     app.stop().await;
 }
@@ -166,35 +171,12 @@ async fn header_limits_are_configurable_and_count_alike_on_both_protocols() {
     let fields: Vec<(String, String)> = (0..8).map(|i| (format!("x{i}"), value.clone())).collect();
     let res = raw_request(app.addr, "GET", "/public/x", &as_pairs(&fields)).await;
     assert_raw_error(&res, 431, "headers_too_large");
-    let mut h2 = h2_client().get(app.url("/public/x"));
-    for (n, v) in &fields {
-        h2 = h2.header(n, v);
-    }
-    let res = h2.send().await.unwrap();
-    crate::helpers::assert_error(
-        res,
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "headers_too_large",
-    )
-    .await;
+    assert_431(h2_get(&app, &fields).await).await;
     // 11 fields over HTTP/2: ten of ours and reqwest's `accept` (pseudo-headers not counted).
-    let mut h2 = h2_client().get(app.url("/public/x"));
-    for (n, v) in many_headers(10) {
-        h2 = h2.header(n, v);
-    }
-    let res = h2.send().await.unwrap();
-    crate::helpers::assert_error(
-        res,
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "headers_too_large",
-    )
-    .await;
+    assert_431(h2_get(&app, &many_headers(10)).await).await;
     // 10 fields pass on both (HTTP/1.1: eight, `Host` and `Connection`).
-    let mut h2 = h2_client().get(app.url("/public/x"));
-    for (n, v) in many_headers(9) {
-        h2 = h2.header(n, v);
-    }
-    assert_eq!(h2.send().await.unwrap().status(), StatusCode::OK);
+    let res = h2_get(&app, &many_headers(9)).await;
+    assert_eq!(res.status(), StatusCode::OK);
     let res = raw_request(app.addr, "GET", "/public/x", &as_pairs(&many_headers(8))).await;
     assert_eq!(res.status, 200, "{}", res.text());
     app.stop().await;

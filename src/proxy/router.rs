@@ -258,12 +258,16 @@ mod tests {
             upstream: upstream.parse().unwrap(),
             auth: RouteAuth::Token,
             fresh_max_age: None,
+            fresh_methods: Vec::new(),
             roles: Vec::new(),
             methods: None,
             strip_prefix: false,
             forward_authorization: false,
             websocket: true,
             timeout: Duration::from_secs(30),
+            upstream_protocol: crate::config::UpstreamProtocol::Http1,
+            preserve_host: false,
+            idle_timeout: Duration::from_secs(300),
         }
     }
 

@@ -17,6 +17,7 @@ use hyper::body::{Body as _, Incoming};
 use crate::auth::limiter::client_ip;
 use crate::error::ApiError;
 use crate::path::{normalize, under_prefix};
+use crate::proxy::grpc::is_grpc_request;
 use crate::proxy::Proxy;
 use crate::routes::Endpoints;
 use crate::server::context::{RequestContext, RouteLabel};
@@ -96,6 +97,7 @@ impl Handler for Gateway {
         let uri = req.uri().clone();
         // HTTP/2 resets just the stream when a body is left unread; HTTP/1 loses the connection.
         let has_body = req.version() < http::Version::HTTP_2 && !req.body().is_end_stream();
+        let grpc = is_grpc_request(req.version(), req.headers());
         let (result, route) = if self.drain.is_draining() {
             let err = ApiError::Unavailable {
                 retry_after: 5,
@@ -110,7 +112,12 @@ impl Handler for Gateway {
             Ok(res) => (res, None),
             Err(e) => {
                 let code = e.code();
-                (e.into_response(), Some(code))
+                // gRPC calls refused on the proxied side get gRPC's answer (HTTP-API.md §7.1).
+                if grpc && !route.is_endpoint() {
+                    (e.into_grpc_response(), Some(code))
+                } else {
+                    (e.into_response(), Some(code))
+                }
             }
         };
         if error_code.is_some() && has_body {

@@ -756,8 +756,10 @@ async fn hop_by_hop_and_forwarding_headers_are_rewritten() {
             ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
             ("X-Custom-Hop", "1"),
             ("Keep-Alive", "timeout=5"),
-            ("TE", "trailers"),
+            ("TE", "trailers, deflate;q=0.5"),
             ("Trailer", "X-Checksum"),
+            ("X-Forwarded-Prefix", "/evil"),
+            ("Via", "1.0 corporate-proxy"),
             ("Proxy-Authorization", "Basic dXNlcjpwYXNz"),
             ("Proxy-Connection", "keep-alive"),
             ("X-Forwarded-For", "203.0.113.7"),
@@ -781,8 +783,6 @@ async fn hop_by_hop_and_forwarding_headers_are_rewritten() {
         "http2-settings",
         "x-custom-hop",
         "keep-alive",
-        "te",
-        "trailer",
         "proxy-authorization",
         "proxy-connection",
         "forwarded",
@@ -804,6 +804,15 @@ async fn hop_by_hop_and_forwarding_headers_are_rewritten() {
     assert_eq!(echo_header(&v, "x-forwarded-host"), "client.example:8443");
     assert_eq!(echo_header(&v, "host"), echo_authority);
     assert_eq!(echo_header(&v, "x-kept"), "yes");
+    // Changed by HTTP-API.md §7.1: `TE: trailers` (only that value) and `Trailer` pass; the
+    // client's X-Forwarded-Prefix never does; Via gets the gateway's entry after the client's.
+    assert_eq!(echo_header(&v, "te"), "trailers");
+    assert_eq!(echo_header(&v, "trailer"), "X-Checksum");
+    assert!(echo_headers(&v, "x-forwarded-prefix").is_empty());
+    assert_eq!(
+        echo_headers(&v, "via"),
+        ["1.0 corporate-proxy", "1.1 authgate"]
+    );
     assert_eq!(echo_header(&v, "x-request-id"), "client-chose-this-1");
     assert_eq!(res.header("x-request-id"), Some("client-chose-this-1"));
 

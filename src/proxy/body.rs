@@ -89,14 +89,20 @@ pub struct UploadBody {
     phase_tx: watch::Sender<Phase>,
     fault: Arc<OnceLock<ClientFault>>,
     gate: Option<ContinueGate>,
+    /// The upstream answered an `Expect: 100-continue` without asking for the body.
+    withheld: bool,
+    /// Hide the length, so an HTTP/1.1 upstream gets a chunked body that can carry trailers.
+    hide_length: bool,
 }
 
 impl UploadBody {
-    /// Wraps `inner` with `idle_timeout`, waiting for `gate` before the first read.
+    /// Wraps `inner` with `idle_timeout`, waiting for `gate` before the first read; with
+    /// `hide_length` its length is not announced (see [`UploadBody::size_hint`]).
     pub fn new(
         inner: Incoming,
         idle_timeout: Duration,
         gate: Option<ContinueGate>,
+        hide_length: bool,
     ) -> (UploadBody, UploadWatch) {
         let (phase_tx, phase_rx) = watch::channel(Phase::Waiting);
         let fault = Arc::new(OnceLock::new());
@@ -107,6 +113,8 @@ impl UploadBody {
             phase_tx,
             fault: fault.clone(),
             gate,
+            withheld: false,
+            hide_length,
         };
         let watch = UploadWatch {
             phase: phase_rx,
@@ -137,9 +145,17 @@ impl HttpBody for UploadBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if this.withheld {
+            return Poll::Ready(None);
+        }
         if let Some(gate) = &mut this.gate {
-            ready!(Pin::new(gate).poll(cx));
+            let open = ready!(Pin::new(gate).poll(cx));
             this.gate = None;
+            if open == Continue::Answered {
+                // The upstream answered without asking for the body: it is never read.
+                this.withheld = true;
+                return Poll::Ready(None);
+            }
             this.idle.touch();
         }
         if this.phase == Phase::Waiting {
@@ -173,16 +189,32 @@ impl HttpBody for UploadBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.withheld || self.inner.is_end_stream()
     }
 
+    /// The client's length, unless hidden: a message that declares trailers (`Trailer`) goes
+    /// chunked to an HTTP/1.1 peer, which a `Content-Length` would prevent.
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        if self.hide_length {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 
-/// Holds an `Expect: 100-continue` upload back until the upstream answers `100 Continue`, the
-/// exchange ends without one, or [`CONTINUE_FALLBACK`] passes.
+/// Whether a [`ContinueGate`] lets the body through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continue {
+    /// The upstream said `100 Continue`, or did not answer within [`CONTINUE_FALLBACK`].
+    Send,
+    /// The upstream gave its final answer first: the body is not wanted.
+    Answered,
+}
+
+/// Holds an `Expect: 100-continue` upload back until the upstream answers `100 Continue`
+/// ([`Continue::Send`], as when [`CONTINUE_FALLBACK`] passes first), or gives its final
+/// answer without one ([`Continue::Answered`]: hyper drops the hook with the exchange).
 pub struct ContinueGate {
     continued: oneshot::Receiver<()>,
     fallback: Pin<Box<Sleep>>,
@@ -208,14 +240,15 @@ impl ContinueGate {
 }
 
 impl Future for ContinueGate {
-    type Output = ();
+    type Output = Continue;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // A dropped sender (the exchange is over) opens the gate too.
-        if Pin::new(&mut self.continued).poll(cx).is_ready() {
-            return Poll::Ready(());
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Continue> {
+        match Pin::new(&mut self.continued).poll(cx) {
+            Poll::Ready(Ok(())) => return Poll::Ready(Continue::Send),
+            Poll::Ready(Err(_)) => return Poll::Ready(Continue::Answered),
+            Poll::Pending => {}
         }
-        self.fallback.as_mut().poll(cx)
+        self.fallback.as_mut().poll(cx).map(|()| Continue::Send)
     }
 }
 
@@ -224,14 +257,17 @@ impl Future for ContinueGate {
 pub struct DownloadBody {
     inner: Incoming,
     idle: IdleTimer,
+    hide_length: bool,
 }
 
 impl DownloadBody {
-    /// Wraps `inner` with `idle_timeout`.
-    pub fn new(inner: Incoming, idle_timeout: Duration) -> DownloadBody {
+    /// Wraps `inner` with `idle_timeout`; with `hide_length` its length is not announced
+    /// (as for [`UploadBody`]).
+    pub fn new(inner: Incoming, idle_timeout: Duration, hide_length: bool) -> DownloadBody {
         DownloadBody {
             inner,
             idle: IdleTimer::new(idle_timeout),
+            hide_length,
         }
     }
 }
@@ -271,7 +307,11 @@ impl HttpBody for DownloadBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        if self.hide_length {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 

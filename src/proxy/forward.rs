@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use http::header::{HeaderValue, AUTHORIZATION, EXPECT, HOST};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, EXPECT, HOST, TRAILER};
 use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
@@ -60,7 +60,9 @@ pub async fn forward(
         UpstreamProtocol::H2c if !websocket => Version::HTTP_2,
         _ => Version::HTTP_11,
     };
-    let (upstream_req, upload) = upstream_request(parts, body, route, gate_wanted);
+    let trailers_declared = declares_trailers(&mut parts.headers);
+    let (upstream_req, upload) =
+        upstream_request(parts, body, route, gate_wanted, trailers_declared);
 
     let client = table.clients.for_route(route, websocket);
     let mut res = send(client, route, upstream_req, upload).await?;
@@ -86,7 +88,8 @@ pub async fn forward(
     } else {
         Version::HTTP_11
     };
-    let body = DownloadBody::new(body, route.config().idle_timeout);
+    let trailers_declared = declares_trailers(&mut parts.headers);
+    let body = DownloadBody::new(body, route.config().idle_timeout, trailers_declared);
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
@@ -134,6 +137,18 @@ fn wants_continue_gate(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+/// Whether a message declares trailers (`Trailer`). If so its `Content-Length` goes: a body of
+/// known length cannot carry trailers over HTTP/1.1 (an HTTP/2 peer may send both), so the
+/// message is forwarded chunked and its trailers follow.
+fn declares_trailers(headers: &mut http::HeaderMap) -> bool {
+    if headers.contains_key(TRAILER) {
+        headers.remove(CONTENT_LENGTH);
+        true
+    } else {
+        false
+    }
+}
+
 /// The upstream request with its body: none for a bodiless request, otherwise the client's
 /// body watched for idleness and faults (and gated for `Expect: 100-continue`).
 fn upstream_request(
@@ -141,6 +156,7 @@ fn upstream_request(
     body: Incoming,
     route: &Route,
     gate_wanted: bool,
+    hide_length: bool,
 ) -> (Request<Body>, Option<UploadWatch>) {
     if body.is_end_stream() {
         let empty = Empty::new().map_err(|never| match never {}).boxed();
@@ -148,7 +164,7 @@ fn upstream_request(
     }
     let mut head = Request::from_parts(parts, ());
     let gate = gate_wanted.then(|| ContinueGate::on(&mut head));
-    let (body, watch) = UploadBody::new(body, route.config().idle_timeout, gate);
+    let (body, watch) = UploadBody::new(body, route.config().idle_timeout, gate, hide_length);
     let (parts, ()) = head.into_parts();
     (Request::from_parts(parts, body.boxed()), Some(watch))
 }

@@ -5,12 +5,14 @@
 
 mod accounts;
 mod demo;
+mod grpc;
 // The echo upstream, the oracle of what the gateway forwards: the demo's own file, compiled
 // into this test binary (the library does not export it).
 #[path = "../../src/cli/echo_upstream.rs"]
 mod echo;
 mod helpers;
 mod lifecycle;
+mod protocols;
 mod proxy;
 mod server;
 mod sessions;

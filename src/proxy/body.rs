@@ -315,11 +315,15 @@ impl HttpBody for DownloadBody {
     }
 }
 
-/// `idle_timeout` of one body: the time of the last frame, and a timer armed only while the
-/// body waits (a body that is always ready never touches the timer wheel).
+/// `idle_timeout` of one body: when it last moved, and a timer armed only while the body
+/// waits. The clock is read only when the body has to wait after moving, so a body that is
+/// always ready (a small answer in one frame) costs no clock read and no timer at all.
 struct IdleTimer {
     limit: Duration,
-    last: Instant,
+    /// When the body was last seen moving; `None` until it first has to wait.
+    last: Option<Instant>,
+    /// A frame passed since `last` was taken.
+    moved: bool,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -327,19 +331,28 @@ impl IdleTimer {
     fn new(limit: Duration) -> IdleTimer {
         IdleTimer {
             limit,
-            last: Instant::now(),
+            last: None,
+            moved: false,
             sleep: None,
         }
     }
 
     /// A byte moved.
     fn touch(&mut self) {
-        self.last = Instant::now();
+        self.moved = true;
     }
 
-    /// Whether `limit` has passed since the last frame; registers `cx` to wake when it does.
+    /// Whether `limit` has passed since the body last moved; registers `cx` to wake when it
+    /// does. Called when the body has nothing to give.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = self.last + self.limit;
+        let last = match self.last {
+            Some(last) if !self.moved => last,
+            _ => {
+                self.moved = false;
+                *self.last.insert(Instant::now())
+            }
+        };
+        let deadline = last + self.limit;
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

@@ -195,11 +195,7 @@ impl HttpBody for UploadBody {
     /// The client's length, unless hidden: a message that declares trailers (`Trailer`) goes
     /// chunked to an HTTP/1.1 peer, which a `Content-Length` would prevent.
     fn size_hint(&self) -> SizeHint {
-        if self.hide_length {
-            SizeHint::default()
-        } else {
-            self.inner.size_hint()
-        }
+        length_hint(&self.inner, self.hide_length)
     }
 }
 
@@ -307,11 +303,16 @@ impl HttpBody for DownloadBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.hide_length {
-            SizeHint::default()
-        } else {
-            self.inner.size_hint()
-        }
+        length_hint(&self.inner, self.hide_length)
+    }
+}
+
+/// `inner`'s length, or none when it is to be hidden (a message declaring trailers).
+fn length_hint(inner: &Incoming, hide: bool) -> SizeHint {
+    if hide {
+        SizeHint::default()
+    } else {
+        inner.size_hint()
     }
 }
 

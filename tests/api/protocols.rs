@@ -8,7 +8,6 @@
 //! raw sockets (where an HTTP client would tidy the bytes up). The probe upstream answers
 //! HTTP/1.1 and h2c on one port and reports what it received, trailers included.
 
-use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -20,7 +19,6 @@ use http_body_util::channel::Channel;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,8 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::{assert_error, claims, raw_exchange, raw_request, with_routes, TestApp};
 use crate::proxy::{
-    bearer, echo_header, echo_headers, echoed, recording_upstream, ws_connect, ws_echo_upstream,
-    ws_roundtrip,
+    bearer, echo_header, echo_headers, echoed, recording_upstream, serve, ws_connect,
+    ws_echo_upstream, ws_roundtrip,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -192,31 +190,6 @@ async fn read_one(stream: &mut TcpStream) -> (String, String) {
 // Upstreams
 // ---------------------------------------------------------------------------------------------
 
-/// Serves `answer` on a fresh port, HTTP/1.1 and h2c (prior knowledge) alike.
-async fn serve_any<F, Fut>(answer: F) -> SocketAddr
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<TestBody>> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let fut = answer(req);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 fn pairs(headers: &HeaderMap) -> Vec<[String; 2]> {
     headers
         .iter()
@@ -233,7 +206,7 @@ fn pairs(headers: &HeaderMap) -> Vec<[String; 2]> {
 /// authority, headers, body_bytes, trailers}` in a body of unknown length, followed by the
 /// trailers `x-sum` (the body bytes received) and `x-from` (announced in `Trailer`).
 async fn probe_upstream() -> SocketAddr {
-    serve_any(|req: Request<Incoming>| async move {
+    serve(|req: Request<Incoming>| async move {
         let (parts, body) = req.into_parts();
         let (body_bytes, trailers) = match body.collect().await {
             Ok(c) => {

@@ -79,11 +79,14 @@ pub async fn held_upstream() -> (SocketAddr, Release) {
 // Small upstreams
 // ---------------------------------------------------------------------------------------------
 
-/// Serves `answer` for every request on a fresh port; returns the address.
-pub(crate) async fn serve<F, Fut>(answer: F) -> SocketAddr
+/// Serves `answer` for every request on a fresh port, HTTP/1.1 and h2c (prior knowledge)
+/// alike; returns the address.
+pub(crate) async fn serve<F, Fut, B>(answer: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

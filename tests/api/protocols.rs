@@ -349,10 +349,20 @@ async fn every_client_version_reaches_every_upstream_version_and_gets_the_gatewa
     }
 }
 
+/// A child process killed (and waited for) when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Python's `http.server` (HTTP/1.0, the connection closed after each answer) serving
 /// `hello.txt`; killed on drop.
 struct PythonHttpServer {
-    child: Child,
+    _child: KillOnDrop,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -388,17 +398,10 @@ impl PythonHttpServer {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {line:?}"));
         PythonHttpServer {
-            child,
+            _child: KillOnDrop(child),
             port,
             _dir: dir,
         }
-    }
-}
-
-impl Drop for PythonHttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -537,6 +540,60 @@ async fn cookies_of_an_http2_client_reach_an_http11_upstream_as_one_field() {
         .unwrap();
     let v = collect(h2(app.addr, req).await).await.json();
     assert_eq!(echo_header(&v, "cookie"), "a=1; b=2; c=3");
+}
+
+/// A Flask app behind Werkzeug's `ProxyFix` (trusting one proxy for host, proto and prefix),
+/// answering `/cookies` with the cookies it read and the external URL it builds for itself.
+const FLASK_APP: &str = r#"
+import sys
+from flask import Flask, jsonify, request, url_for
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.serving import make_server
+app = Flask("behind")
+app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
+@app.route("/cookies")
+def cookies():
+    return jsonify(cookies=request.cookies, url=url_for("cookies", _external=True))
+server = make_server("127.0.0.1", 0, app, threaded=True)
+print("PORT", server.port, flush=True)
+server.serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flask_app_reads_joined_cookies_and_builds_urls_under_the_stripped_prefix() {
+    let mut child = KillOnDrop(
+        Command::new(crate::tools::python())
+            .args(["-u", "-c", FLASK_APP])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the Flask app starts"),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .strip_prefix("PORT ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the Flask app said {line:?}"));
+    let app = TestApp::spawn_with(with_routes(&format!(
+        "[[routes]]\nprefix = \"/flask\"\nupstream = \"http://127.0.0.1:{port}\"\nauth = \"public\"\nstrip_prefix = true\n"
+    )))
+    .await;
+    let req = h2_req(&app, Method::GET, "/flask/cookies")
+        .header("cookie", "session=abc")
+        .header("cookie", "theme=dark")
+        .body(empty())
+        .unwrap();
+    let a = collect(h2(app.addr, req).await).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let v = a.json();
+    assert_eq!(
+        v["cookies"],
+        serde_json::json!({"session": "abc", "theme": "dark"})
+    );
+    assert_eq!(v["url"], format!("http://{}/flask/cookies", app.addr));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -858,6 +915,62 @@ async fn an_upload_longer_than_the_route_timeout_is_not_cut() {
     sending.await.unwrap();
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     assert_eq!(a.json()["body_bytes"], 40);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_route_timeout_runs_again_once_the_body_is_sent() {
+    let (held, _release) = crate::proxy::held_upstream().await;
+    let app = TestApp::spawn_with(with_routes(&format!(
+        "[[routes]]\nprefix = \"/held\"\nupstream = \"http://{held}\"\nauth = \"public\"\ntimeout = \"1s\"\n"
+    )))
+    .await;
+    let res = app
+        .client
+        .post(app.url("/held/x"))
+        .body("a body the upstream never answers")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, StatusCode::GATEWAY_TIMEOUT, "gateway_timeout").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_on_an_auto_route_gets_an_http11_connection_though_h2_is_offered() {
+    // Offers h2 and http/1.1 by ALPN.
+    let (cert_pem, _, tls) = crate::proxy::localhost_tls();
+    // A WebSocket echo over TLS that would pick h2 if the client offered it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                use futures_util::{SinkExt, StreamExt};
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert_pem).unwrap();
+    let mut setup = with_routes(&format!(
+        "[[routes]]\nprefix = \"/wss\"\nupstream = \"https://localhost:{port}\"\nauth = \"public\"\n"
+    ));
+    setup.proxy = format!("upstream_ca_file = \"{}\"", ca.display());
+    let app = TestApp::spawn_with(setup).await;
+    let mut socket = ws_connect(app.addr, "/wss", None).await.unwrap();
+    ws_roundtrip(&mut socket, "over http/1.1").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -60,7 +60,7 @@ pub async fn forward(
         UpstreamProtocol::H2c if !websocket => Version::HTTP_2,
         _ => Version::HTTP_11,
     };
-    let trailers_declared = declares_trailers(&mut parts.headers);
+    let trailers_declared = !body.is_end_stream() && declares_trailers(&mut parts.headers);
     let (upstream_req, upload) =
         upstream_request(parts, body, route, gate_wanted, trailers_declared);
 
@@ -88,7 +88,7 @@ pub async fn forward(
     } else {
         Version::HTTP_11
     };
-    let trailers_declared = declares_trailers(&mut parts.headers);
+    let trailers_declared = !body.is_end_stream() && declares_trailers(&mut parts.headers);
     let body = DownloadBody::new(body, route.config().idle_timeout, trailers_declared);
     Ok(Response::from_parts(parts, body.boxed()))
 }
@@ -137,9 +137,9 @@ fn wants_continue_gate(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
-/// Whether a message declares trailers (`Trailer`). If so its `Content-Length` goes: a body of
-/// known length cannot carry trailers over HTTP/1.1 (an HTTP/2 peer may send both), so the
-/// message is forwarded chunked and its trailers follow.
+/// Whether a message (with a body) declares trailers (`Trailer`). If so its `Content-Length`
+/// goes: a body of known length cannot carry trailers over HTTP/1.1 (an HTTP/2 peer may send
+/// both), so the message is forwarded chunked and its trailers follow.
 fn declares_trailers(headers: &mut http::HeaderMap) -> bool {
     if headers.contains_key(TRAILER) {
         headers.remove(CONTENT_LENGTH);

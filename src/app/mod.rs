@@ -9,11 +9,12 @@
 //! [`App::shutdown_handle`] and [`App::reload_handle`], and tests call them directly.
 
 mod background;
+mod follower;
 pub mod gateway;
 mod reload;
+mod ticker;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,10 +27,9 @@ use crate::auth::authenticator::Authenticator;
 use crate::auth::keys::{load_keys, KeyLoad};
 use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::PasswordHasher;
-use crate::auth::revocation::RevocationIndex;
 use crate::auth::tokens::TokenService;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, StoreUrl};
+use crate::config::{Config, ConfigError};
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
 use crate::routes::{EndpointSettings, Endpoints, Passwords};
@@ -37,9 +37,10 @@ use crate::server::admin::AdminService;
 use crate::server::drain::Drain;
 use crate::server::{accept_loop, tls, ServeOptions};
 use crate::sessions::{SessionRules, Sessions};
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use background::Background;
+use follower::RevocationFollower;
 use gateway::Gateway;
 pub use reload::ReloadHandle;
 
@@ -80,7 +81,6 @@ pub struct App {
     shutdown: CancellationToken,
     public: TcpListener,
     admin: Option<TcpListener>,
-    log_cursor: i64,
 }
 
 impl App {
@@ -97,10 +97,8 @@ impl App {
             tls::server_config(files, &config.source)?;
         }
         ProxyTable::build(config)?;
-        match &config.store.url {
-            StoreUrl::Sqlite(path) => SqliteStore::check(path)
-                .map_err(|e| store_config_error(config, path, &e.to_string()))?,
-        }
+        crate::store::check(&config.store.url)
+            .map_err(|e| store_config_error(config, &e.to_string()))?;
         Ok(())
     }
 
@@ -129,7 +127,10 @@ impl App {
         let store = crate::store::open(&config.store.url)
             .await
             .map_err(StartError::Runtime)?;
-        let (revocations, log_cursor) = load_revocations(store.as_ref(), &clock).await?;
+        let follower = RevocationFollower::start(store.clone(), clock.now(), tokens.leeway())
+            .await
+            .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
+        let revocations = follower.index();
         let hasher = build_hasher(&config).await?;
         let limiter = Arc::new(LoginLimiter::new(config.auth.login_limit));
 
@@ -184,6 +185,7 @@ impl App {
         let admin_service =
             AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone());
         let background = Background {
+            follower,
             store: store.clone(),
             revocations,
             limiter,
@@ -204,7 +206,6 @@ impl App {
             shutdown,
             public,
             admin,
-            log_cursor,
         })
     }
 
@@ -264,11 +265,10 @@ impl App {
             shutdown,
             public,
             admin,
-            log_cursor,
             ..
         } = self;
         let stop_background = CancellationToken::new();
-        background.spawn(log_cursor, stop_background.clone());
+        background.spawn(stop_background.clone());
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let header_timeout = config.server.request_header_timeout;
         let admin_done = admin.map(|listener| {
@@ -318,24 +318,6 @@ impl App {
     }
 }
 
-/// The revocation index as the store has it now, and the log position the poller resumes
-/// from. The cursor is read before the live entries, so nothing committed in between is
-/// missed (entries seen twice are applied idempotently).
-async fn load_revocations(
-    store: &dyn Store,
-    clock: &Clock,
-) -> Result<(Arc<RevocationIndex>, i64), StartError> {
-    let unreadable = |e| StartError::Runtime(format!("cannot read the revocation log: {e}"));
-    let cursor = store.last_seq().await.map_err(unreadable)?;
-    let live = store
-        .live_revocations(clock.now())
-        .await
-        .map_err(unreadable)?;
-    let index = Arc::new(RevocationIndex::new());
-    index.apply(&live);
-    Ok((index, cursor))
-}
-
 /// The password hasher with max(1, cores − 1) permits. Building it computes the dummy hash:
 /// one argon2 run, on the blocking pool.
 async fn build_hasher(config: &Config) -> Result<PasswordHasher, StartError> {
@@ -356,11 +338,11 @@ fn env_secret() -> Option<Vec<u8>> {
     std::env::var_os("AUTHGATE_JWT_SECRET").map(|v| v.into_vec())
 }
 
-fn store_config_error(config: &Config, path: &Path, reason: &str) -> ConfigError {
+fn store_config_error(config: &Config, reason: &str) -> ConfigError {
     ConfigError::new(
         &config.source,
         "store.url",
-        Some(format!("{:?}", format!("sqlite://{}", path.display()))),
+        Some(format!("{:?}", config.store.url.to_string())),
         reason.to_owned(),
     )
 }

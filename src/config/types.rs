@@ -83,6 +83,15 @@ pub enum StoreUrl {
     Sqlite(PathBuf),
 }
 
+/// The URL as an operator would write it, for messages (never holds a password).
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+        }
+    }
+}
+
 /// Signing algorithm of issued tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenAlgorithm {
@@ -211,7 +220,8 @@ pub struct IdentityHeaders {
 pub struct LogConfig {
     /// Human-readable or JSON lines.
     pub format: LogFormat,
-    /// A tracing-subscriber filter directive such as `info` or `authgate=debug`.
+    /// A level or a list of `level` and `target=level` entries, checked by
+    /// [`check_log_level`](super::check_log_level) and without blanks around entries.
     pub level: String,
 }
 

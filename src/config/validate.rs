@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{HeaderName, Method, Uri};
 use ipnet::IpNet;
 
+use super::log_level::check_log_level;
 use super::raw::{
     RawAdmin, RawArgon2, RawAuth, RawConfig, RawIdentityHeaders, RawLog, RawLoginLimit, RawProxy,
     RawRoute, RawServer, RawStore, RawTokens,
@@ -549,23 +550,9 @@ impl Checker<'_> {
                 ))
             }
         };
-        if raw.level.trim().is_empty() {
-            return Err(self.bad("log.level", &raw.level, "is empty; use e.g. \"info\""));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.level) {
-            return Err(self.bad(
-                "log.level",
-                &raw.level,
-                format!(
-                    "is not a log filter ({e}); use a level like \"info\" or directives like \
-                     \"authgate=debug,info\""
-                ),
-            ));
-        }
-        Ok(LogConfig {
-            format,
-            level: raw.level,
-        })
+        let level =
+            check_log_level(&raw.level).map_err(|e| self.bad("log.level", &raw.level, e))?;
+        Ok(LogConfig { format, level })
     }
 
     fn routes(
@@ -1491,9 +1478,15 @@ mod tests {
         refused(
             "[log]\nlevel = \"authgate=loud\"\n",
             "log.level",
-            "not a log filter",
+            "the level \"loud\", which is not a level",
         );
         refused("[log]\nlevel = \"\"\n", "log.level", "is empty");
+        assert_eq!(
+            message("[log]\nlevel = \"warning\"\n"),
+            "f.toml: log.level: \"warning\" is not a level (did you mean \"warn\"?); use one of \
+             trace, debug, info, warn, error, or a list of levels and target=level entries like \
+             \"info,authgate::proxy=debug\""
+        );
         let config =
             parse("[log]\nformat = \"json\"\nlevel = \"authgate=debug,info\"\n").expect("valid");
         assert_eq!(config.log.format, LogFormat::Json);

@@ -36,6 +36,7 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::server::context::{RequestContext, RouteLabel};
 use crate::server::response::Body;
+use crate::telemetry;
 use forward::forward;
 use router::Route;
 use table::{ProxyTable, TableSlot};
@@ -84,6 +85,7 @@ impl Proxy {
             return (Err(ApiError::NotFound), RouteLabel::Static("-"));
         };
         let label = table.label(route);
+        telemetry::record_route(label.as_str());
         if let Err(e) = checks::check_transfer_encoding(req.headers()) {
             return (Err(e), label);
         }

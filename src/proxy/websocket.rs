@@ -11,6 +11,7 @@ use std::time::Duration;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::auth::authenticator::Authenticator;
 use crate::auth::identity::Identity;
@@ -60,7 +61,8 @@ impl Tunnels {
         });
         let auth = self.auth.clone();
         let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
+        // The tunnel outlives the request; its lines still carry the request's span.
+        let tunnel = async move {
             let _slot = slot;
             let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
                 tracing::debug!("upgrade did not complete");
@@ -83,8 +85,9 @@ impl Tunnels {
                 () = shutdown.cancelled() => "shutdown",
             };
             let user_id = watch.as_ref().map(|w| w.identity.user_id);
-            tracing::info!(?user_id, reason, "upgraded connection ended");
-        });
+            tracing::info!(user_id, reason, "upgraded connection ended");
+        };
+        tokio::spawn(tunnel.in_current_span());
     }
 }
 

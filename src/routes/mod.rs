@@ -30,6 +30,7 @@ use crate::server::request_body;
 use crate::server::response::{close_connection, full, Body};
 use crate::sessions::Sessions;
 use crate::store::Store;
+use crate::telemetry;
 pub use passwords::Passwords;
 
 /// The settings of `[auth]` and `[server]` the endpoints read (fixed until a restart).
@@ -156,6 +157,7 @@ impl Endpoints {
         let Some((endpoint, id)) = Endpoint::find(sub_path) else {
             return (Err(ApiError::NotFound), "auth:-");
         };
+        telemetry::record_route(endpoint.name());
         let mut result = self.serve(req, ctx, endpoint, id).await;
         // Error answers are closed by the public service when a body is left unread; a
         // success of an endpoint that ignores bodies leaves one unread too.

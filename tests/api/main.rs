@@ -16,4 +16,5 @@ mod protocols;
 mod proxy;
 mod server;
 mod sessions;
+mod telemetry;
 mod tools;

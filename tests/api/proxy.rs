@@ -183,7 +183,7 @@ async fn switching_upstream() -> SocketAddr {
 }
 
 /// A WebSocket upstream that sends every text and binary message back.
-pub(crate) async fn ws_echo_upstream() -> SocketAddr {
+pub async fn ws_echo_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

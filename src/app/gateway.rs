@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::auth::limiter::client_ip;
 use crate::error::ApiError;
 use crate::path::{normalize, under_prefix};
+use crate::proxy::grpc::is_grpc_request;
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
 use crate::routes::Endpoints;
@@ -82,6 +83,7 @@ impl Gateway {
         let uri = req.uri().clone();
         // HTTP/2 resets just the stream when a body is left unread; HTTP/1 loses the connection.
         let has_body = req.version() < http::Version::HTTP_2 && !req.body().is_end_stream();
+        let grpc = is_grpc_request(req.version(), req.headers());
         let rid = known.request_id.clone();
         let started = known.started;
         let (result, route) = if self.drain.is_draining() {
@@ -98,7 +100,12 @@ impl Gateway {
             Ok(res) => (res, None),
             Err(e) => {
                 let code = e.code();
-                (e.into_response(), Some(code))
+                // gRPC calls refused on the proxied side get gRPC's answer (HTTP-API.md §7.1).
+                if grpc && !route.is_endpoint() {
+                    (e.into_grpc_response(), Some(code))
+                } else {
+                    (e.into_response(), Some(code))
+                }
             }
         };
         if error_code.is_some() && has_body {

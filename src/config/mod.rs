@@ -167,6 +167,7 @@ mod tests {
                 },
                 trusted_proxies: Vec::new(),
                 upstream_ca_file: None,
+                idle_timeout: Duration::from_secs(5 * 60),
             }
         );
         assert_eq!(
@@ -202,6 +203,14 @@ mod tests {
         assert_eq!(api.upstream.to_string(), "https://api.internal/v1");
         assert!(api.strip_prefix && api.forward_authorization);
         assert_eq!(api.timeout, Duration::from_secs(30));
+        assert_eq!(api.idle_timeout, Duration::from_secs(5 * 60));
+        assert_eq!(
+            api.upstream_protocol,
+            UpstreamProtocol::Auto,
+            "https default"
+        );
+        assert_eq!(c.routes[0].upstream_protocol, UpstreamProtocol::Http1);
+        assert!(!api.preserve_host && api.fresh_methods.is_empty());
     }
 
     #[test]

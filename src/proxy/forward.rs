@@ -31,6 +31,7 @@ use super::websocket::Tunnels;
 use crate::auth::identity::Identity;
 use crate::config::UpstreamProtocol;
 use crate::error::ApiError;
+use crate::server::connection::SendTimeout;
 use crate::server::context::RequestContext;
 use crate::server::request_id::X_REQUEST_ID;
 use crate::server::response::Body;
@@ -89,7 +90,11 @@ pub async fn forward(
         Version::HTTP_11
     };
     let trailers_declared = !body.is_end_stream() && declares_trailers(&mut parts.headers);
-    let body = DownloadBody::new(body, route.config().idle_timeout, trailers_declared);
+    let idle = route.config().idle_timeout;
+    // A client that stops reading a proxied answer is cut after the route's idle_timeout,
+    // not the listener's default (body_timeout): streamed answers may pause legitimately.
+    parts.extensions.insert(SendTimeout(idle));
+    let body = DownloadBody::new(body, idle, trailers_declared);
     Ok(Response::from_parts(parts, body.boxed()))
 }
 

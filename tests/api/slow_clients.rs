@@ -186,6 +186,8 @@ async fn slow_readers_cannot_hold_the_connection_cap() {
     ));
     setup.server =
         "max_connections = 4\nrequest_header_timeout = \"1s\"\nbody_timeout = \"1s\"".into();
+    // A proxied answer's reader is held to the route's idle_timeout.
+    setup.proxy = "idle_timeout = \"1s\"".into();
     let app = TestApp::spawn_with(setup).await;
     const GIB: u64 = 1 << 30;
     let mut readers = Vec::new();

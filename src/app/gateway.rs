@@ -4,10 +4,10 @@
 //! The outer step ([`Gateway::handle`]) counts the request for draining, keeps or makes the
 //! request id, works out the client address from the current `[proxy] trusted_proxies`, and
 //! opens the request span; inside it, `respond` turns errors into responses, records metrics
-//! and writes the access line. The inner step (`dispatch`) checks `Host`, normalises the path
-//! once, answers CORS preflights (`cors`) and hands the request either to the account
-//! endpoints (under the auth prefix) or to the proxy. Every answer to an allowed origin gets
-//! its CORS headers on the way out, except on routes with `cors = false`.
+//! and writes the access line. The inner step (`dispatch`) checks the head's limits (`414`,
+//! `431`) and `Host`, normalises the path once, answers CORS preflights (`cors`) and hands the
+//! request either to the account endpoints (under the auth prefix) or to the proxy. Every
+//! answer gets its CORS headers on the way out, except on routes with `cors = false`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,11 +22,13 @@ use super::cors::Cors;
 use crate::auth::limiter::client_ip;
 use crate::error::{ApiError, ErrorCode};
 use crate::path::{normalize, under_prefix};
+use crate::proxy::grpc::is_grpc_request;
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
 use crate::routes::Endpoints;
 use crate::server::context::{RequestContext, RouteLabel};
 use crate::server::drain::Drain;
+use crate::server::limits::HeadLimits;
 use crate::server::request_id::{request_id, X_REQUEST_ID};
 use crate::server::response::{close_connection, Body};
 use crate::server::{ConnInfo, Handler};
@@ -42,6 +44,7 @@ pub struct Gateway {
     cors: Option<Cors>,
     drain: Arc<Drain>,
     metrics: Arc<Metrics>,
+    limits: HeadLimits,
 }
 
 /// What dispatch hands back to the outer step.
@@ -80,7 +83,17 @@ impl Gateway {
             cors,
             drain,
             metrics,
+            limits: HeadLimits {
+                max_header_bytes: usize::MAX,
+                max_headers: usize::MAX,
+            },
         }
+    }
+
+    /// Checks every request's head against `limits` first (`414`, `431`).
+    pub fn with_limits(mut self, limits: HeadLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Everything after the request id and the client address are known, inside the request
@@ -95,6 +108,7 @@ impl Gateway {
         let uri = req.uri().clone();
         // HTTP/2 resets just the stream when a body is left unread; HTTP/1 loses the connection.
         let has_body = req.version() < http::Version::HTTP_2 && !req.body().is_end_stream();
+        let grpc = is_grpc_request(req.version(), req.headers());
         let rid = known.request_id.clone();
         let started = known.started;
         let cors_origin = self
@@ -115,10 +129,16 @@ impl Gateway {
             self.dispatch(req, conn, known).await
         };
         let latency = started.elapsed();
-        let mut res = result.unwrap_or_else(ApiError::into_response);
+        let mut res = match result {
+            Ok(res) => res,
+            // gRPC calls refused on the proxied side get gRPC's answer (HTTP-API.md §7.1).
+            Err(e) if grpc && !route.is_endpoint() => e.into_grpc_response(),
+            Err(e) => e.into_response(),
+        };
         if let (Some(rules), true) = (&self.cors, cors) {
             rules.decorate(res.headers_mut(), cors_origin);
         }
+        // Set by every error answer, however rendered (`ErrorCode`).
         let error_code = res.extensions().get::<ErrorCode>().map(|c| c.0);
         if error_code.is_some() && has_body {
             // The body was not read: say that the connection closes.
@@ -139,6 +159,9 @@ impl Gateway {
     }
 
     async fn dispatch(&self, req: Request<Incoming>, conn: ConnInfo, known: Known) -> Dispatched {
+        if let Err(e) = self.limits.check(&req) {
+            return Dispatched::new(Err(e), RouteLabel::Static("-"));
+        }
         if let Err(e) = check_host(&req) {
             return Dispatched::new(Err(e), RouteLabel::Static("-"));
         }

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +35,9 @@ use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
 use crate::routes::{EndpointSettings, Endpoints, Passwords};
 use crate::server::admin::AdminService;
+use crate::server::connection::Connections;
 use crate::server::drain::Drain;
+use crate::server::limits::HeadLimits;
 use crate::server::{accept_loop, tls, ServeOptions};
 use crate::sessions::{SessionRules, Sessions};
 use crate::store::Store;
@@ -45,6 +46,9 @@ use background::Background;
 use follower::RevocationFollower;
 use gateway::Gateway;
 pub use reload::ReloadHandle;
+
+/// Connections the admin listener serves at once (probes and scrapes).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// How long a login may wait for an argon2 slot before it is answered `503`.
 const HASH_QUEUE_WAIT: Duration = Duration::from_secs(2);
@@ -173,6 +177,7 @@ impl App {
                 allow_registration: config.auth.allow_registration,
                 min_password_length: config.auth.min_password_length,
                 max_body: config.server.max_body,
+                body_timeout: config.server.body_timeout,
             },
             clock.clone(),
         );
@@ -191,7 +196,8 @@ impl App {
             cors::Cors::new(&config.cors),
             drain.clone(),
             metrics.clone(),
-        );
+        )
+        .with_limits(head_limits(&config));
         let admin_service =
             AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone());
         let background = Background {
@@ -282,12 +288,14 @@ impl App {
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let header_timeout = config.server.request_header_timeout;
         let admin_done = admin.map(|listener| {
-            spawn_admin(
-                listener,
-                admin_service,
+            let opts = ServeOptions {
                 header_timeout,
-                stop_background.clone(),
-            )
+                send_timeout: config.server.body_timeout,
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                tls: None,
+                limits: head_limits(&config),
+            };
+            spawn_admin(listener, admin_service, opts, stop_background.clone())
         });
         // Tests (and operators) read the bound ports from this line.
         tracing::info!(
@@ -296,13 +304,15 @@ impl App {
             tls = tls.is_some(),
             "authgate serving"
         );
-        let graceful = GracefulShutdown::new();
+        let connections = Connections::new();
         let opts = ServeOptions {
             header_timeout,
+            send_timeout: config.server.body_timeout,
             max_connections: config.server.max_connections,
             tls,
+            limits: head_limits(&config),
         };
-        accept_loop(public, opts, gateway, &graceful, shutdown).await;
+        accept_loop(public, opts, gateway, &connections, shutdown).await;
 
         // The listener is dropped: new connections are refused from here on.
         drain.start();
@@ -311,7 +321,7 @@ impl App {
         tracing::info!(in_flight = drain.in_flight(), grace = ?grace, "draining");
         let idle = drain.wait_idle(grace).await;
         let left = deadline.saturating_duration_since(Instant::now());
-        let closed = tokio::time::timeout(left, graceful.shutdown())
+        let closed = tokio::time::timeout(left, connections.shutdown())
             .await
             .is_ok();
         let in_flight = drain.in_flight();
@@ -363,20 +373,23 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartError> {
         .map_err(|e| StartError::Runtime(format!("{key}: cannot listen on {addr}: {e}")))
 }
 
+/// `[server]`'s header limits.
+fn head_limits(config: &Config) -> HeadLimits {
+    HeadLimits {
+        max_header_bytes: config.server.max_header_bytes,
+        max_headers: config.server.max_headers,
+    }
+}
+
 fn spawn_admin(
     listener: TcpListener,
     service: Arc<AdminService>,
-    header_timeout: Duration,
+    opts: ServeOptions,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
-        let opts = ServeOptions {
-            header_timeout,
-            max_connections: 64,
-            tls: None,
-        };
-        accept_loop(listener, opts, service, &graceful, stop).await;
-        let _ = tokio::time::timeout(Duration::from_millis(500), graceful.shutdown()).await;
+        let connections = Connections::new();
+        accept_loop(listener, opts, service, &connections, stop).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), connections.shutdown()).await;
     })
 }

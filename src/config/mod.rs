@@ -109,6 +109,9 @@ mod tests {
                 shutdown_grace: Duration::from_secs(30),
                 tls: None,
                 max_connections: 10000,
+                body_timeout: Duration::from_secs(10),
+                max_header_bytes: 65536,
+                max_headers: 100,
             }
         );
         assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9090")));
@@ -173,6 +176,7 @@ mod tests {
                 },
                 trusted_proxies: Vec::new(),
                 upstream_ca_file: None,
+                idle_timeout: Duration::from_secs(5 * 60),
             }
         );
         assert_eq!(
@@ -208,6 +212,14 @@ mod tests {
         assert_eq!(api.upstream.to_string(), "https://api.internal/v1");
         assert!(api.strip_prefix && api.forward_authorization);
         assert_eq!(api.timeout, Duration::from_secs(30));
+        assert_eq!(api.idle_timeout, Duration::from_secs(5 * 60));
+        assert_eq!(
+            api.upstream_protocol,
+            UpstreamProtocol::Auto,
+            "https default"
+        );
+        assert_eq!(c.routes[0].upstream_protocol, UpstreamProtocol::Http1);
+        assert!(!api.preserve_host && api.fresh_methods.is_empty());
     }
 
     #[test]

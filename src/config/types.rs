@@ -53,6 +53,12 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Accepted connections beyond this wait in the kernel backlog.
     pub max_connections: usize,
+    /// How long an auth endpoint's request body may move no byte before it is answered `408`.
+    pub body_timeout: Duration,
+    /// Largest request header section: names plus values plus 32 bytes a field (HTTP/2's count).
+    pub max_header_bytes: usize,
+    /// Most header fields a request may carry (pseudo-headers not counted).
+    pub max_headers: usize,
 }
 
 /// PEM files for the public listener's TLS.
@@ -260,6 +266,9 @@ pub struct ProxyConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Extra CA certificate(s) for https upstreams.
     pub upstream_ca_file: Option<PathBuf>,
+    /// Default of a route's `idle_timeout`: a proxied body that moves no byte for this long
+    /// is ended.
+    pub idle_timeout: Duration,
 }
 
 /// Header names the gateway sets on authenticated requests.
@@ -301,10 +310,35 @@ pub enum LogFormat {
 pub enum RouteAuth {
     /// No token needed; a token, if sent, is ignored.
     Public,
+    /// No token: forwarded anonymously; a valid access token: forwarded with identity
+    /// headers; a bad one: refused as on a `token` route.
+    Optional,
     /// A valid access token.
     Token,
     /// A valid fresh access token.
     Fresh,
+}
+
+/// The HTTP version the gateway speaks to a route's upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS too, offering only `http/1.1` by ALPN); the default for `http://`.
+    Http1,
+    /// HTTP/2 with prior knowledge in clear text (what gRPC servers speak); `http://` only.
+    H2c,
+    /// ALPN picks `h2` or `http/1.1`; `https://` only, and its default.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::H2c => "h2c",
+            Self::Auto => "auto",
+        }
+    }
 }
 
 /// One `[[routes]]` entry.
@@ -316,8 +350,11 @@ pub struct RouteConfig {
     pub upstream: Uri,
     /// Token policy.
     pub auth: RouteAuth,
-    /// `fresh` routes only: the token's `auth_time` must be within this age.
+    /// `fresh` routes, and the `fresh_methods` of `token` routes: the token's `auth_time`
+    /// must be within this age.
     pub fresh_max_age: Option<Duration>,
+    /// `token` routes only: methods that need a fresh token (empty: none).
+    pub fresh_methods: Vec<Method>,
     /// Roles the token must all hold.
     pub roles: Vec<String>,
     /// Allowed methods; `None` means all.
@@ -326,10 +363,16 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     /// Forward the client's `Authorization` header.
     pub forward_authorization: bool,
-    /// Allow WebSocket upgrades.
+    /// Allow WebSocket upgrades (never on `h2c` routes).
     pub websocket: bool,
-    /// Connect plus response-head timeout.
+    /// Connect plus the wait for the response head once the request body has been sent.
     pub timeout: Duration,
+    /// The HTTP version spoken to the upstream.
+    pub upstream_protocol: UpstreamProtocol,
+    /// Send the client's host as `Host` instead of the upstream's authority.
+    pub preserve_host: bool,
+    /// A proxied body (either way) that moves no byte for this long is ended.
+    pub idle_timeout: Duration,
     /// A browser refused for lack of a token is sent to the sign-in page instead.
     pub login_redirect: bool,
     /// The gateway answers preflights and adds CORS headers here (`false`: the upstream does).

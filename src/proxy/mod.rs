@@ -2,18 +2,24 @@
 //!
 //! `router` is the compiled route table and `table` everything a reload swaps with it;
 //! `headers` rewrites request and response headers in the order HTTP-API.md §6 fixes;
-//! `client` is the pooled upstream client; `forward` sends the request and streams the answer
-//! back; `websocket` tunnels upgraded connections; `browser` holds the rules for browsers
-//! (cookies kept from upstreams, WebSocket origins, `login_redirect`, `cors = false`
-//! preflights). [`Proxy::handle`] is the line between them: route, authenticate
+//! `client` holds the pooled upstream clients (HTTP/1.1, h2c, ALPN); `forward` sends the
+//! request and streams the answer back through `body` (timeouts, client faults, trailers);
+//! `websocket` tunnels upgraded connections; `checks` refuses request shapes before any token
+//! is read; `grpc` recognises the calls whose refusals are answered the gRPC way; `browser`
+//! holds the rules for browsers (cookies kept from upstreams, WebSocket origins,
+//! `login_redirect`, `cors = false` preflights). [`Proxy::handle`] is the line between them:
+//! route, check, authenticate
 //! (`auth::authenticator`), decide (`auth::policy`), forward.
 //!
 //! The proxy shares the authenticator and the token service with the account endpoints
 //! (`routes/`) and imports nothing of theirs.
 
+mod body;
 pub mod browser;
+mod checks;
 pub mod client;
 pub mod forward;
+pub mod grpc;
 pub mod headers;
 pub mod router;
 pub mod table;
@@ -89,6 +95,15 @@ impl Proxy {
         };
         let label = table.label(route);
         telemetry::record_route(label.as_str());
+        if let Err(e) = checks::check_transfer_encoding(req.headers()) {
+            return (Err(e), label);
+        }
+        if let Some(res) = checks::options_for_the_gateway(route, &req) {
+            return (Ok(res), label);
+        }
+        if let Err(e) = checks::check_query(route, req.uri().query()) {
+            return (Err(e), label);
+        }
         let result = match self.authorize(route, &req) {
             Ok(identity) => {
                 let mut req = req;
@@ -103,19 +118,18 @@ impl Proxy {
         (result, label)
     }
 
-    /// Authentication, then the route's policy (§4/§6 order: every 401 and 403 before 405).
-    /// Public routes never read `Authorization`.
-    /// On a `cors = false` route a preflight is a public request (its upstream answers it).
-    /// A cookie-authenticated WebSocket upgrade must come from an allowed `Origin`.
+    /// Authentication, then the route's policy (§7.2 order: every 401 and 403 before 405).
+    /// Public routes never read `Authorization`; on optional ones no credential is anonymous
+    /// and a bad one is refused as anywhere else. On a `cors = false` route a preflight is a
+    /// public request (its upstream answers it). A cookie-authenticated WebSocket upgrade must
+    /// come from an allowed `Origin`.
     fn authorize<B>(&self, route: &Route, req: &Request<B>) -> Result<Option<Identity>, ApiError> {
         let policy = route.policy();
         if !route.config().cors && is_preflight(req.method(), req.headers()) {
             if !policy.allows(req.method()) {
-                let allow = policy
-                    .allow()
-                    .cloned()
-                    .unwrap_or(http::HeaderValue::from_static(""));
-                return Err(ApiError::MethodNotAllowed { allow });
+                return Err(ApiError::MethodNotAllowed {
+                    allow: policy.allow_header(),
+                });
             }
             return Ok(None);
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
-use super::client::{build_client, UpstreamClient};
+use super::client::UpstreamClients;
 use super::headers::HeaderRewriter;
 use super::router::{Route, Router};
 use crate::config::{Config, ConfigError, ProxyConfig};
@@ -24,8 +24,8 @@ pub struct ProxyTable {
     pub config: ProxyConfig,
     /// Identity-header handling.
     pub rewriter: HeaderRewriter,
-    /// The pooled upstream client.
-    pub client: UpstreamClient,
+    /// The pooled upstream clients.
+    pub clients: UpstreamClients,
     /// Route prefixes as shared strings for log labels (index = route index).
     labels: Vec<Arc<str>>,
 }
@@ -35,7 +35,11 @@ impl ProxyTable {
     pub fn build(config: &Config) -> Result<ProxyTable, ConfigError> {
         let router = Router::new(&config.routes)
             .map_err(|e| ConfigError::new(&config.source, "routes", None, e.to_string()))?;
-        let client = build_client(config.proxy.upstream_ca_file.as_deref(), &config.source)?;
+        let clients = UpstreamClients::build(
+            router.routes(),
+            config.proxy.upstream_ca_file.as_deref(),
+            &config.source,
+        )?;
         let labels = router
             .routes()
             .iter()
@@ -45,7 +49,7 @@ impl ProxyTable {
             rewriter: HeaderRewriter::new(&config.proxy.identity_headers),
             config: config.proxy.clone(),
             router,
-            client,
+            clients,
             labels,
         })
     }

@@ -49,6 +49,8 @@ pub struct EndpointSettings {
     pub min_password_length: usize,
     /// Largest accepted request body, in bytes.
     pub max_body: usize,
+    /// Longest wait for the next piece of a request body (`408` beyond).
+    pub body_timeout: std::time::Duration,
 }
 
 /// The account endpoints and what they use; built once.
@@ -229,10 +231,15 @@ impl Endpoints {
         self.browser.is_some() && crate::server::accept::wants_html(req.headers())
     }
 
-    /// The request's body as `T` (JSON or form), at most `max_body` bytes.
+    /// The request's body as `T` (JSON or form), at most `max_body` bytes, none of them more
+    /// than `body_timeout` after the last.
     async fn read_body<T: DeserializeOwned>(&self, req: Request<Incoming>) -> Result<T, ApiError> {
         let (parts, body) = req.into_parts();
-        request_body::read(&parts.headers, body, self.settings.max_body).await
+        let limits = request_body::BodyLimits {
+            max_body: self.settings.max_body,
+            timeout: self.settings.body_timeout,
+        };
+        request_body::read(&parts.headers, body, limits).await
     }
 }
 

@@ -1238,3 +1238,45 @@ async fn cookie_authenticated_websockets_need_an_allowed_origin() {
     .await;
     assert!(opened.is_ok(), "{opened:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cookie_websocket_is_closed_with_1008_when_its_session_logs_out() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ws = crate::proxy::ws_echo_upstream().await;
+    let app = TestApp::spawn_with(Setup {
+        routes: Some(format!(
+            "[[routes]]\nprefix = \"/ws\"\nupstream = \"http://{ws}\"\nauth = \"token\"\n"
+        )),
+        ..browser_setup("")
+    })
+    .await;
+    let (_, jar) = sign_in(&app, "ws.quinn").await;
+    let cookie = jar.header(&[ACCESS]);
+    let origin = format!("http://{}", app.addr);
+    let mut socket = ws_open(&app, &[("cookie", &cookie), ("origin", &origin)])
+        .await
+        .unwrap();
+    socket.send(Message::text("hello")).await.unwrap();
+    let echo = socket.next().await.unwrap().unwrap();
+    assert_eq!(echo, Message::text("hello"));
+    let r = send(
+        &app,
+        Method::POST,
+        "/auth/logout",
+        &cookie,
+        Some(jar.get(CSRF_ACCESS)),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+        .await
+        .expect("closed in time");
+    match closed {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 1008);
+            assert_eq!(frame.reason, "token revoked");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -7,15 +7,20 @@ mod accounts;
 mod browsers;
 mod chromium;
 mod demo;
+mod grpc;
 // The echo upstream, the oracle of what the gateway forwards: the demo's own file, compiled
 // into this test binary (the library does not export it).
 #[path = "../../src/cli/echo_upstream.rs"]
 mod echo;
 mod helpers;
 mod lifecycle;
+mod limits;
+mod protocols;
 mod proxy;
 mod server;
 mod sessions;
+mod slow_clients;
 mod telemetry;
 mod tools;
 mod webdriver;
+mod websocket_close;

@@ -186,14 +186,12 @@ async fn pump<R, W>(
         if let Some(e) = ending.filter(|_| frames.at_boundary()) {
             break e;
         }
+        // Biased: the order to close is seen before bytes read after it. The other direction
+        // writes its close frame as soon as it sees the order, and the peer's reply to that
+        // (a close frame) must not be passed on ahead of ours: two close frames make a browser
+        // fail the connection (1006) instead of reporting our code.
         let n = tokio::select! {
-            r = src.read(&mut buf) => match r {
-                Ok(0) | Err(_) => {
-                    let _ = dst.shutdown().await;
-                    return;
-                }
-                Ok(n) => n,
-            },
+            biased;
             changed = close.changed(), if watching && ending.is_none() => {
                 match changed {
                     Ok(()) => ending = *close.borrow_and_update(),
@@ -202,6 +200,13 @@ async fn pump<R, W>(
                 }
                 continue;
             }
+            r = src.read(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    let _ = dst.shutdown().await;
+                    return;
+                }
+                Ok(n) => n,
+            },
         };
         let data = &buf[..n];
         // Once closing, only the rest of the frame in flight is passed on.
@@ -215,6 +220,12 @@ async fn pump<R, W>(
             return;
         }
     };
+    // A close frame already passed this way (the peer closed first): one is all a side gets,
+    // and that peer sends nothing more.
+    if frames.closed() {
+        let _ = dst.shutdown().await;
+        return;
+    }
     let frame = close_frame(ending.code(), ending.reason(), towards);
     if dst.write_all(&frame).await.is_ok() && dst.flush().await.is_ok() {
         let _ = dst.shutdown().await;

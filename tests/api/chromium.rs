@@ -73,7 +73,8 @@ ws.onmessage = async m => {
   const r = await fetch("/auth/logout", { method: "POST", headers: { "X-CSRF-TOKEN": csrf.split("=")[1] } });
   seen.logout = r.status;
 };
-ws.onclose = e => done({ ...seen, code: e.code, reason: e.reason });
+ws.onerror = () => { seen.error = true; };
+ws.onclose = e => done({ ...seen, code: e.code, reason: e.reason, clean: e.wasClean });
 "#;
 
 async fn fetch(browser: &Browser, url: &str, method: &str, csrf: bool) -> Value {
@@ -128,6 +129,8 @@ auth = "token"
     browser.type_into(&password, PASSWORD).await;
     let submit = browser.find("button[type=submit]").await;
     browser.click(&submit).await;
+    // The landing page's heading appears once the navigation the click started is done.
+    browser.find("#where").await;
     assert_eq!(browser.url().await, format!("{gw}/app/home"));
     let heading = browser
         .run_async(
@@ -174,7 +177,9 @@ auth = "token"
     assert_eq!(closed["opened"], true, "{closed}");
     assert_eq!(closed["echo"], "hello", "{closed}");
     assert_eq!(closed["logout"], 200, "{closed}");
-    assert!(closed["code"].is_number(), "{closed}");
+    assert_eq!(closed["code"], 1008, "{closed}");
+    assert_eq!(closed["reason"], "token revoked", "{closed}");
+    assert!(closed.get("error").is_none(), "{closed}");
 
     browser.quit().await;
 }

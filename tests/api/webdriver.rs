@@ -78,8 +78,11 @@ impl Browser {
             "--window-size=900,760",
             &format!("--user-data-dir={}", browser._profile.path().display()),
         ];
+        // Finding an element waits up to 15 s for it to appear (WebDriver's implicit wait):
+        // how a test waits for a navigation a click started, without polling of its own.
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
+            "timeouts": { "implicit": 15000 },
             "goog:chromeOptions": { "binary": chromium(), "args": args },
         }}});
         let session = browser.call("POST", "/session", Some(caps)).await;
@@ -123,7 +126,7 @@ impl Browser {
             .to_owned()
     }
 
-    /// The element `css` selects (it must exist).
+    /// The element `css` selects, waiting for it to appear (it must, within 15 s).
     pub async fn find(&self, css: &str) -> String {
         let v = self
             .call(

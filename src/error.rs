@@ -238,6 +238,10 @@ impl From<AuthError> for ApiError {
             AuthError::Revoked => ApiError::TokenRevoked,
             AuthError::FreshRequired { max_age } => ApiError::FreshTokenRequired { max_age },
             AuthError::Forbidden => ApiError::Forbidden,
+            AuthError::Unavailable => ApiError::Unavailable {
+                retry_after: 1,
+                close: false,
+            },
         }
     }
 }
@@ -259,6 +263,13 @@ impl From<StoreError> for ApiError {
             StoreError::UsernameTaken => ApiError::UsernameTaken,
             StoreError::Busy => {
                 tracing::warn!("store busy");
+                ApiError::Unavailable {
+                    retry_after: 1,
+                    close: false,
+                }
+            }
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "store unavailable");
                 ApiError::Unavailable {
                     retry_after: 1,
                     close: false,

@@ -29,7 +29,7 @@ use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenService;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreUrl};
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
 use crate::routes::{EndpointSettings, Endpoints, Passwords};
@@ -124,15 +124,22 @@ impl App {
             None => None,
         };
         let table = Arc::new(ArcSwap::from_pointee(ProxyTable::build(&config)?));
-        let store = crate::store::open(&config.store.url)
+        let store = crate::store::open(&config.store)
             .await
             .map_err(StartError::Runtime)?;
-        let follower = RevocationFollower::start(store.clone(), clock.now(), tokens.leeway())
-            .await
-            .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
+        // Only replicas sharing PostgreSQL fail closed when out of sync (§6); an SQLite
+        // gateway reads a log on its own disk.
+        let max_staleness = match config.store.url {
+            StoreUrl::Postgres(_) => Some(config.store.max_staleness),
+            StoreUrl::Sqlite(_) => None,
+        };
+        let follower =
+            RevocationFollower::start(store.clone(), clock.now(), tokens.leeway(), max_staleness)
+                .await
+                .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
         let revocations = follower.index();
         let hasher = build_hasher(&config).await?;
-        let limiter = Arc::new(LoginLimiter::new(config.auth.login_limit));
+        let limiter = LoginLimiter::new(store.clone(), config.auth.login_limit, clock.clone());
 
         let public = bind(config.server.listen, "server.listen").await?;
         let admin = match config.admin.listen {

@@ -60,7 +60,8 @@ impl Authenticator {
     /// The identity the request's credential proves; `Ok(None)` when it presents none.
     ///
     /// Order (HTTP-API.md §2): the credential's framing, then signature, `exp`/`nbf`, `iss`,
-    /// `aud`, type and claim shape, then revocation. Freshness and roles are the policy's.
+    /// `aud`, type and claim shape, then revocation — or [`AuthError::Unavailable`] when the
+    /// revocation index is stale. Freshness and roles are the policy's.
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
@@ -109,6 +110,11 @@ impl Authenticator {
             AuthError::from(e)
         })?;
         let claims = &verified.claims;
+        // A stale replica cannot tell whether a well-signed token was revoked elsewhere:
+        // it fails closed. Checked before the index so "in sync" covers what is read next.
+        if self.revocations.is_stale() {
+            return Err(AuthError::Unavailable);
+        }
         if self
             .revocations
             .is_revoked(&claims.jti, &claims.sid, verified.user_id)
@@ -206,6 +212,25 @@ mod tests {
             auth.require(&headers, Accept::Refresh),
             Err(AuthError::Invalid(_))
         ));
+        // A stale index vouches for nothing: 503, until it is in sync again.
+        revocations.set_stale(true);
+        assert_eq!(
+            auth.require(&headers, Accept::Access),
+            Err(AuthError::Unavailable)
+        );
+        assert!(
+            matches!(
+                auth.require(&bearer("Bearer not.a.token"), Accept::Access),
+                Err(AuthError::Invalid(_))
+            ),
+            "a bad token is still refused as such"
+        );
+        assert_eq!(
+            auth.require(&HeaderMap::new(), Accept::Access),
+            Err(AuthError::MissingToken)
+        );
+        revocations.set_stale(false);
+        assert!(auth.require(&headers, Accept::Access).is_ok());
         revocations.apply(&[Revocation {
             seq: 1,
             kind: RevocationKind::Session("session-1".into()),

@@ -113,6 +113,7 @@ mod tests {
             StoreConfig {
                 url: StoreUrl::Sqlite(PathBuf::from("data/authgate.db")),
                 max_staleness: Duration::from_secs(10),
+                pool_size: 16,
             }
         );
         assert_eq!(
@@ -144,6 +145,8 @@ mod tests {
                 },
                 login_limit: LoginLimit {
                     max_failures: 5,
+                    user_max_failures: 20,
+                    address_max_failures: 20,
                     window: Duration::from_secs(15 * 60),
                 },
             }

@@ -71,14 +71,18 @@ impl Default for RawAdmin {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawStore {
     pub url: String,
-    pub max_staleness: String,
+    /// PostgreSQL only; `None` when the file does not set it (default 10 s).
+    pub max_staleness: Option<String>,
+    /// PostgreSQL only; `None` when the file does not set it (default 16).
+    pub pool_size: Option<i64>,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         Self {
             url: "sqlite://data/authgate.db".into(),
-            max_staleness: "10s".into(),
+            max_staleness: None,
+            pool_size: None,
         }
     }
 }
@@ -165,6 +169,8 @@ impl Default for RawArgon2 {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawLoginLimit {
     pub max_failures: i64,
+    pub user_max_failures: i64,
+    pub address_max_failures: i64,
     pub window: String,
 }
 
@@ -172,6 +178,8 @@ impl Default for RawLoginLimit {
     fn default() -> Self {
         Self {
             max_failures: 5,
+            user_max_failures: 20,
+            address_max_failures: 20,
             window: "15m".into(),
         }
     }

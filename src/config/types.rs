@@ -72,8 +72,23 @@ pub struct AdminConfig {
 pub struct StoreConfig {
     /// Which store, and where.
     pub url: StoreUrl,
-    /// PostgreSQL only: how stale a replica may be before authenticated routes fail closed.
+    /// PostgreSQL only (10 s otherwise unused): how long a replica may go without confirming
+    /// it is in sync with the revocation log before authenticated routes fail closed (503).
     pub max_staleness: Duration,
+    /// PostgreSQL only (16 otherwise unused): pooled connections per replica, besides the one
+    /// that listens for revocation notifications.
+    pub pool_size: usize,
+}
+
+impl StoreConfig {
+    /// The store at `url` with the defaults of the other keys (for tools and tests).
+    pub fn with_url(url: StoreUrl) -> StoreConfig {
+        StoreConfig {
+            url,
+            max_staleness: Duration::from_secs(10),
+            pool_size: 16,
+        }
+    }
 }
 
 /// A parsed `[store] url`.
@@ -81,6 +96,8 @@ pub struct StoreConfig {
 pub enum StoreUrl {
     /// An embedded SQLite database file (relative paths resolved against the working directory).
     Sqlite(PathBuf),
+    /// A PostgreSQL database shared by several replicas.
+    Postgres(PostgresUrl),
 }
 
 /// The URL as an operator would write it, for messages (never holds a password).
@@ -88,8 +105,65 @@ impl std::fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            StoreUrl::Postgres(url) => url.fmt(f),
         }
     }
+}
+
+/// A `postgres://` URL as written, already checked to parse as a connection string. It may
+/// hold a password, so `Display` and `Debug` show it with the user information and any
+/// `password=` parameter replaced by `***`; only [`PostgresUrl::connection_string`] gives the
+/// real text, to the code that connects.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// Wraps a URL that validation has checked.
+    pub(crate) fn new(text: String) -> Self {
+        PostgresUrl(text)
+    }
+
+    /// The URL with its password: for connecting only, never for messages.
+    pub fn connection_string(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresUrl({:?})", redact_url(&self.0))
+    }
+}
+
+/// `url` fit for a message: the user information of its authority (`user:password@`) replaced
+/// by `***@`, and the value of a `password` query parameter by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let mut out = match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
+    };
+    if let Some(query_start) = out.find('?') {
+        let (head, query) = out.split_at(query_start + 1);
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", redacted.join("&"));
+    }
+    out
 }
 
 /// Signing algorithm of issued tokens.
@@ -178,9 +252,15 @@ pub struct Argon2Settings {
 /// `[auth] login_limit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginLimit {
-    /// Failures answered with 401 before further attempts get 429.
+    /// Failures of one username from one client address (the pair) answered with 401 before
+    /// further attempts of that pair get 429.
     pub max_failures: u32,
-    /// Fixed window counted from the first failure.
+    /// Failures of one username from any address before every attempt on it gets 429.
+    pub user_max_failures: u32,
+    /// Failures from one client address for any username before every attempt from it gets
+    /// 429.
+    pub address_max_failures: u32,
+    /// Fixed window, one per counter, counted from its first failure.
     pub window: Duration,
 }
 

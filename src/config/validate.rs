@@ -16,10 +16,11 @@ use super::raw::{
     RawAdmin, RawArgon2, RawAuth, RawConfig, RawIdentityHeaders, RawLog, RawLoginLimit, RawProxy,
     RawRoute, RawServer, RawStore, RawTokens,
 };
+use super::types::redact_url;
 use super::{
     AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, IdentityHeaders, LogConfig,
-    LogFormat, LoginLimit, ProxyConfig, RouteAuth, RouteConfig, ServerConfig, StoreConfig,
-    StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig,
+    LogFormat, LoginLimit, PostgresUrl, ProxyConfig, RouteAuth, RouteConfig, ServerConfig,
+    StoreConfig, StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig,
 };
 
 /// Longest accepted duration: longer ones are typos, and would overflow `Instant` arithmetic.
@@ -27,6 +28,9 @@ const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// Upper bound of `min_password_length`: passwords are limited to 1024 bytes.
 const MAX_PASSWORD_LENGTH: i64 = 1024;
+
+/// More connections per replica than PostgreSQL's default `max_connections` is a typo.
+const MAX_POOL_SIZE: i64 = 1000;
 
 /// Headers the gateway sets, strips or relies on itself; an identity header must not be one.
 const RESERVED_HEADERS: &[&str] = &[
@@ -98,7 +102,7 @@ impl Checker<'_> {
     /// An error about a URL value, quoted with any user information (`user:password@`)
     /// replaced by `***@`: a password in a URL must not reach a terminal or a log.
     fn bad_url(&self, key: &str, url: &str, reason: impl Into<String>) -> ConfigError {
-        self.err(key, Some(format!("{:?}", redact_userinfo(url))), reason)
+        self.err(key, Some(format!("{:?}", redact_url(url))), reason)
     }
 
     /// An error about a key that must be present but is not.
@@ -234,37 +238,52 @@ impl Checker<'_> {
     }
 
     fn store(&self, raw: RawStore) -> Result<StoreConfig, ConfigError> {
+        let url = self.store_url(&raw.url)?;
+        let defaults = StoreConfig::with_url(url.clone());
+        let postgres = matches!(url, StoreUrl::Postgres(_));
+        let only_postgres = |key: &str, value: String| {
+            self.err(
+                key,
+                Some(value),
+                "applies only to a postgres:// store (several replicas); remove it for SQLite",
+            )
+        };
+        let max_staleness = match &raw.max_staleness {
+            None => defaults.max_staleness,
+            Some(text) if !postgres => {
+                return Err(only_postgres("store.max_staleness", format!("{text:?}")))
+            }
+            Some(text) => self.duration("store.max_staleness", text, Zero::Refused)?,
+        };
+        let pool_size = match raw.pool_size {
+            None => defaults.pool_size,
+            Some(n) if !postgres => return Err(only_postgres("store.pool_size", n.to_string())),
+            Some(n) => usize::try_from(self.int("store.pool_size", n, 1, MAX_POOL_SIZE)?)
+                .unwrap_or(defaults.pool_size),
+        };
         Ok(StoreConfig {
-            url: self.store_url(&raw.url)?,
-            max_staleness: self.duration(
-                "store.max_staleness",
-                &raw.max_staleness,
-                Zero::Refused,
-            )?,
+            url,
+            max_staleness,
+            pool_size,
         })
     }
 
     /// `sqlite://` followed by the path itself: a URL parser would make `data` of
-    /// `sqlite://data/authgate.db` a host name.
+    /// `sqlite://data/authgate.db` a host name. `postgres://` is checked as a connection
+    /// string, offline: nothing connects here.
     fn store_url(&self, url: &str) -> Result<StoreUrl, ConfigError> {
         const KEY: &str = "store.url";
         let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
         match scheme.to_ascii_lowercase().as_str() {
             "sqlite" => {}
-            "postgres" | "postgresql" => {
-                return Err(self.bad_url(
-                    KEY,
-                    url,
-                    "asks for PostgreSQL, whose support is not built yet in this version of \
-                     authgate; use sqlite://REL/PATH or sqlite:///ABS/PATH",
-                ))
-            }
+            "postgres" | "postgresql" => return self.postgres_url(url),
             _ => {
                 return Err(self.bad_url(
                     KEY,
                     url,
                     "is not a supported store URL; use sqlite://REL/PATH (relative to the \
-                     working directory) or sqlite:///ABS/PATH (absolute)",
+                     working directory), sqlite:///ABS/PATH (absolute) or \
+                     postgres://USER@HOST/DATABASE",
                 ))
             }
         }
@@ -283,6 +302,51 @@ impl Checker<'_> {
             ));
         }
         Ok(StoreUrl::Sqlite(PathBuf::from(rest)))
+    }
+
+    /// A PostgreSQL URL that tokio-postgres parses, names a host and a database, and asks for
+    /// no TLS this build cannot give (connections are plain: loopback or a private network).
+    fn postgres_url(&self, url: &str) -> Result<StoreUrl, ConfigError> {
+        const KEY: &str = "store.url";
+        let parsed: tokio_postgres::Config = url.parse().map_err(|e| {
+            self.bad_url(
+                KEY,
+                url,
+                format!(
+                    "is not a PostgreSQL URL ({e}); write postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+                ),
+            )
+        })?;
+        if parsed.get_hosts().is_empty() {
+            return Err(self.bad_url(
+                KEY,
+                url,
+                "names no host; write postgres://USER@HOST[:PORT]/DATABASE",
+            ));
+        }
+        if parsed.get_dbname().is_none_or(str::is_empty) {
+            return Err(self.bad_url(
+                KEY,
+                url,
+                "names no database; write postgres://USER@HOST[:PORT]/DATABASE",
+            ));
+        }
+        if parsed.get_user().is_none_or(str::is_empty) {
+            return Err(self.bad_url(
+                KEY,
+                url,
+                "names no user; write postgres://USER@HOST[:PORT]/DATABASE",
+            ));
+        }
+        if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(self.bad_url(
+                KEY,
+                url,
+                "asks for TLS (sslmode=require), which this build does not speak to PostgreSQL; \
+                 connect over loopback or a private network with sslmode=disable or prefer",
+            ));
+        }
+        Ok(StoreUrl::Postgres(PostgresUrl::new(url.to_owned())))
     }
 
     fn tokens(&self, raw: RawTokens) -> Result<TokensConfig, ConfigError> {
@@ -445,6 +509,16 @@ impl Checker<'_> {
     fn login_limit(&self, raw: &RawLoginLimit) -> Result<LoginLimit, ConfigError> {
         Ok(LoginLimit {
             max_failures: self.u32("auth.login_limit.max_failures", raw.max_failures, 1)?,
+            user_max_failures: self.u32(
+                "auth.login_limit.user_max_failures",
+                raw.user_max_failures,
+                1,
+            )?,
+            address_max_failures: self.u32(
+                "auth.login_limit.address_max_failures",
+                raw.address_max_failures,
+                1,
+            )?,
             window: self.duration("auth.login_limit.window", &raw.window, Zero::Refused)?,
         })
     }
@@ -868,18 +942,6 @@ fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c)
 }
 
-/// `url` with the user information of its authority (`user:password@`) replaced by `***@`.
-fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::expect_used, clippy::unwrap_used)]
 mod tests {
@@ -937,7 +999,7 @@ mod tests {
             "zero",
         );
         refused(
-            "[store]\nmax_staleness = \"0s\"\n",
+            "[store]\nurl = \"postgres://u@h/db\"\nmax_staleness = \"0s\"\n",
             "store.max_staleness",
             "zero",
         );
@@ -1052,28 +1114,118 @@ mod tests {
 
     #[test]
     fn passwords_in_urls_never_reach_the_message() {
-        let m = message("[store]\nurl = \"postgres://app:s3cretPW@db/auth\"\n");
+        let m = message("[store]\nurl = \"postgres://app:s3cretPW@db/auth?sslmode=require\"\n");
         assert!(!m.contains("s3cretPW"), "{m}");
-        assert!(m.contains("\"postgres://***@db/auth\""), "{m}");
+        assert!(
+            m.contains("\"postgres://***@db/auth?sslmode=require\""),
+            "{m}"
+        );
         let m = message(
             "[[routes]]\nprefix = \"/a\"\nupstream = \"http://u:pw123@h:1/x\"\nauth = \"token\"\n",
         );
         assert!(!m.contains("pw123"), "{m}");
-        assert_eq!(redact_userinfo("http://h/a@b"), "http://h/a@b");
+        assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
+        let m = message(
+            "[store]\nurl = \"postgres://h/db?user=u&password=qwerty99&sslmode=require\"\n",
+        );
+        assert!(!m.contains("qwerty99"), "{m}");
+        assert!(
+            m.contains("\"postgres://h/db?user=u&password=***&sslmode=require\""),
+            "{m}"
+        );
     }
 
     #[test]
-    fn postgres_urls_are_refused_as_not_built_yet() {
+    fn a_valid_postgres_url_never_shows_its_password() {
+        let c = parse("[store]\nurl = \"postgres://app:s3cretPW@db:5433/auth\"\n").expect("valid");
+        let StoreUrl::Postgres(url) = &c.store.url else {
+            panic!("{:?}", c.store.url);
+        };
         assert_eq!(
-            message("[store]\nurl = \"postgres://u@h/db\"\n"),
-            "f.toml: store.url: \"postgres://***@h/db\" asks for PostgreSQL, whose support is not \
-             built yet in this version of authgate; use sqlite://REL/PATH or sqlite:///ABS/PATH"
+            url.connection_string(),
+            "postgres://app:s3cretPW@db:5433/auth"
+        );
+        for shown in [
+            format!("{url}"),
+            format!("{url:?}"),
+            format!("{:?}", c.store),
+            c.store.url.to_string(),
+        ] {
+            assert!(!shown.contains("s3cretPW"), "{shown}");
+            assert!(shown.contains("postgres://***@db:5433/auth"), "{shown}");
+        }
+        assert_eq!(c.store.max_staleness, Duration::from_secs(10));
+        assert_eq!(c.store.pool_size, 16);
+        let c = parse(
+            "[store]\nurl = \"postgresql://u@h/db\"\nmax_staleness = \"2s\"\npool_size = 4\n",
+        )
+        .expect("valid");
+        assert_eq!(c.store.max_staleness, Duration::from_secs(2));
+        assert_eq!(c.store.pool_size, 4);
+    }
+
+    #[test]
+    fn postgres_urls_must_name_host_user_and_database_and_ask_no_tls() {
+        for (url, reason) in [
+            ("postgres://u@h", "names no database"),
+            ("postgres://u@h/", "names no database"),
+            ("postgres:///db?user=u", "names no host"),
+            ("postgres://h/db", "names no user"),
+            ("postgres://u@h/db?sslmode=require", "TLS"),
+            (
+                "postgres://u@h/db?sslmode=verify-full",
+                "is not a PostgreSQL URL",
+            ),
+            ("postgres://u@h:notaport/db", "is not a PostgreSQL URL"),
+            ("postgres://u@h/db?bogus=1", "is not a PostgreSQL URL"),
+        ] {
+            refused(&format!("[store]\nurl = \"{url}\"\n"), "store.url", reason);
+        }
+    }
+
+    #[test]
+    fn max_staleness_and_pool_size_are_errors_with_sqlite() {
+        refused(
+            "[store]\nmax_staleness = \"10s\"\n",
+            "store.max_staleness",
+            "only to a postgres:// store",
         );
         refused(
-            "[store]\nurl = \"postgresql://h/db\"\n",
-            "store.url",
-            "not built yet",
+            "[store]\nurl = \"sqlite://a.db\"\npool_size = 16\n",
+            "store.pool_size",
+            "only to a postgres:// store",
         );
+        refused(
+            "[store]\nurl = \"postgres://u@h/db\"\npool_size = 0\n",
+            "store.pool_size",
+            "between 1 and 1000",
+        );
+    }
+
+    #[test]
+    fn the_three_login_limit_tiers_default_and_must_be_positive() {
+        let c = parse("").expect("valid");
+        assert_eq!(c.auth.login_limit.max_failures, 5);
+        assert_eq!(c.auth.login_limit.user_max_failures, 20);
+        assert_eq!(c.auth.login_limit.address_max_failures, 20);
+        let c =
+            parse("[auth]\nlogin_limit = { user_max_failures = 7, address_max_failures = 9 }\n")
+                .expect("valid");
+        assert_eq!(
+            (
+                c.auth.login_limit.max_failures,
+                c.auth.login_limit.user_max_failures,
+                c.auth.login_limit.address_max_failures
+            ),
+            (5, 7, 9)
+        );
+        for key in ["max_failures", "user_max_failures", "address_max_failures"] {
+            refused(
+                &format!("[auth]\nlogin_limit = {{ {key} = 0 }}\n"),
+                &format!("auth.login_limit.{key}"),
+                "between 1 and",
+            );
+        }
     }
 
     #[test]

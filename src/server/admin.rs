@@ -1,5 +1,6 @@
-//! The operator listener's service: `/healthz` (process up), `/readyz` (store reachable, not
-//! draining) and `/metrics` (Prometheus text). Never served on the public port.
+//! The operator listener's service: `/healthz` (process up), `/readyz` (store reachable,
+//! revocations in sync, not draining) and `/metrics` (Prometheus text). Never served on the
+//! public port.
 
 use std::sync::Arc;
 
@@ -52,6 +53,10 @@ impl AdminService {
     async fn readiness(&self) -> (StatusCode, &'static str) {
         if self.drain.is_draining() {
             return (StatusCode::SERVICE_UNAVAILABLE, "draining");
+        }
+        // A stale replica refuses authenticated requests: a load balancer should skip it.
+        if self.revocations.is_stale() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "revocations not in sync");
         }
         match self.store.ping().await {
             Ok(()) => (StatusCode::OK, "ready"),

@@ -50,6 +50,10 @@ pub struct Setup {
     /// `[[routes]]` tables; `None` means the default routes to the echo upstream. Every
     /// [`ECHO`] in the text is replaced by the echo upstream's address.
     pub routes: Option<String>,
+    /// The `[store]` lines; `None` means an SQLite file in the data folder.
+    pub store: Option<String>,
+    /// The HS256 secret file; `None` means one in the data folder. Replicas share one.
+    pub secret_file: Option<PathBuf>,
 }
 
 impl Setup {
@@ -59,6 +63,14 @@ impl Setup {
             Some(routes) => routes.replace(ECHO, &echo.to_string()),
             None => default_routes(echo),
         };
+        let store = match &self.store {
+            Some(store) => store.clone(),
+            None => format!("url = \"sqlite://{}/authgate.db\"", dir.display()),
+        };
+        let secret_file = match &self.secret_file {
+            Some(file) => file.clone(),
+            None => dir.join("jwt-secret"),
+        };
         format!(
             r#"[server]
 listen = "127.0.0.1:0"
@@ -67,10 +79,10 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 
 [store]
-url = "sqlite://{dir}/authgate.db"
+{store}
 
 [tokens]
-secret_file = "{dir}/jwt-secret"
+secret_file = "{secret_file}"
 {tokens}
 [auth]
 {auth}
@@ -81,7 +93,7 @@ level = "warn"
 
 {routes}
 "#,
-            dir = dir.display(),
+            secret_file = secret_file.display(),
             server = self.server,
             tokens = self.tokens,
             auth = self.auth,

@@ -1,5 +1,6 @@
-//! Integration tests: the real server on port 0, real upstreams, real SQLite files, real
-//! HTTP clients. One binary, one file per behaviour area.
+//! Integration tests: the real server on port 0, real upstreams, real SQLite files (and
+//! PostgreSQL databases for several replicas), real HTTP clients. One binary, one file per
+//! behaviour area.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,7 +12,10 @@ mod demo;
 mod echo;
 mod helpers;
 mod lifecycle;
+#[path = "../support/postgres.rs"]
+mod pg;
 mod proxy;
+mod replicas;
 mod server;
 mod sessions;
 mod tools;

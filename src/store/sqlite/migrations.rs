@@ -60,6 +60,19 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE revocations RENAME COLUMN expires_at TO covers_until;
     ",
+    // 3: failed-login counters, shared by every process on the database. `username` is empty
+    // for a per-address counter, `address` for a per-username one. Times in milliseconds.
+    "
+    CREATE TABLE login_counters (
+        username      TEXT    NOT NULL,
+        address       TEXT    NOT NULL,
+        window_start  INTEGER NOT NULL,
+        failures      INTEGER NOT NULL,
+        pending       INTEGER NOT NULL,
+        pending_until INTEGER NOT NULL,
+        PRIMARY KEY (username, address)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build creates and understands.

@@ -21,6 +21,9 @@
 # Settings (flags win over the environment):
 #   CALLGRIND_REQUESTS=2000 CALLGRIND_ROUTES="token public" CALLGRIND_WARMUP=200
 #   AUTHGATE_BIN=PATH   measure that binary instead of building this checkout
+#   BENCH_STORE=sqlite  or postgres: the gateway's store (a database made for the run on
+#                       $BENCH_PG_URL's server, see benches/lib.sh); the per-request count must
+#                       not change with it, only the idle loop's (the revocation feed's polls)
 set -euo pipefail
 # shellcheck source=benches/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -63,6 +66,7 @@ bench_start_upstream
 # Start-up under valgrind is slow (the binary's symbols are read first).
 GATEWAY_START_TIMEOUT=300 bench_start_gateway \
   valgrind --tool=callgrind --callgrind-out-file="$BENCH_WORK/callgrind.out"
+# shellcheck disable=SC2119 # the gateway bench_start_gateway started
 bench_login
 
 csv=$BENCH_RESULTS/callgrind.csv

@@ -2,6 +2,7 @@
 # Loopback load benchmark: authgate beside nginx and haproxy as plain reverse proxies, in one run.
 #
 #   benches/load.sh [-t THREADS] [-c CONNECTIONS] [-d DURATION] [-r ROUNDS] [-w WARMUP]
+#                   [-s sqlite|postgres|both]
 #
 # Starts, on 127.0.0.1 only: an upstream (nginx answering a small static JSON body), nginx and
 # haproxy as reverse proxies with keep-alive to that upstream (their own instances, so their CPU
@@ -16,9 +17,18 @@
 # Results: a table on stdout, and runs.csv (one row per wrk run), summary.csv, summary.json and
 # the raw wrk output in target/bench/load-DATE/ ($BENCH_RESULTS_DIR instead of target/bench).
 #
+# The store (-s, BENCH_STORE): the gateway keeps its users and revocations in SQLite (default) or
+# in a PostgreSQL database made for the run on $BENCH_PG_URL's server (default
+# $AUTHGATE_TEST_PG_URL, else postgres://postgres@127.0.0.1:5432/test; dropped at the end).
+# `both` starts a second gateway on PostgreSQL beside the SQLite one and adds its targets
+# public_pg and token_pg, measured in the same alternating rounds: the request path reads
+# tokens and revocations from memory, so token and token_pg should match within noise.
+#
 # Settings (flags win over the environment):
 #   BENCH_THREADS=1 BENCH_CONNECTIONS=32 BENCH_DURATION=5s BENCH_ROUNDS=5 BENCH_WARMUP=1s
+#   BENCH_STORE=sqlite
 #   BENCH_TARGETS="upstream nginx haproxy public token"   subset or order; must include nginx
+#                 (with -s both: "upstream nginx haproxy public token public_pg token_pg")
 #   PROXY_WORKERS=auto    nginx worker_processes and haproxy nbthread (auto: one per core)
 #   UPSTREAM_WORKERS=1    worker_processes of the upstream nginx
 #   AUTHGATE_BIN=PATH     measure that binary instead of building this checkout
@@ -39,20 +49,27 @@ CONNECTIONS=${BENCH_CONNECTIONS:-32}
 DURATION=${BENCH_DURATION:-5s}
 ROUNDS=${BENCH_ROUNDS:-5}
 WARMUP=${BENCH_WARMUP:-1s}
-TARGETS=${BENCH_TARGETS:-upstream nginx haproxy public token}
+STORE=${BENCH_STORE:-sqlite}
 PROXY_WORKERS=${PROXY_WORKERS:-auto}
 
-while getopts "t:c:d:r:w:h" opt; do
+while getopts "t:c:d:r:w:s:h" opt; do
   case $opt in
     t) THREADS=$OPTARG ;;
     c) CONNECTIONS=$OPTARG ;;
     d) DURATION=$OPTARG ;;
     r) ROUNDS=$OPTARG ;;
     w) WARMUP=$OPTARG ;;
+    s) STORE=$OPTARG ;;
     h) bench_usage; exit 0 ;;
     *) bench_usage >&2; exit 64 ;;
   esac
 done
+case $STORE in
+  sqlite | postgres) DEFAULT_TARGETS="upstream nginx haproxy public token" ;;
+  both) DEFAULT_TARGETS="upstream nginx haproxy public token public_pg token_pg" ;;
+  *) die "-s must be sqlite, postgres or both" ;;
+esac
+TARGETS=${BENCH_TARGETS:-$DEFAULT_TARGETS}
 [[ " $TARGETS " == *" nginx "* ]] || die "BENCH_TARGETS must include nginx: ratios are to nginx"
 ((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
 
@@ -110,8 +127,15 @@ start_all() {
   [[ " $TARGETS " == *" haproxy "* ]] && start_haproxy
   if [[ " $TARGETS " == *" public "* || " $TARGETS " == *" token "* ]]; then
     # shellcheck disable=SC2119 # no wrapper: the gateway runs as it is
-    bench_start_gateway
+    BENCH_STORE=${STORE/both/sqlite} bench_start_gateway
     bench_login
+  fi
+  if [[ " $TARGETS " == *" public_pg "* || " $TARGETS " == *" token_pg "* ]]; then
+    bench_start_named_gateway gateway_pg postgres
+    local token=${ACCESS_TOKEN:-}
+    bench_login "$GATEWAY_PG_PORT"
+    ACCESS_TOKEN_PG=$ACCESS_TOKEN
+    ACCESS_TOKEN=$token
   fi
 }
 
@@ -125,6 +149,12 @@ target_token() {
   TARGET_URL=http://127.0.0.1:$GATEWAY_PORT/api/orders/1
   TARGET_HEADER="Authorization: Bearer $ACCESS_TOKEN"
   TARGET_PID=$GATEWAY_PID
+}
+target_public_pg() { TARGET_URL=http://127.0.0.1:$GATEWAY_PG_PORT/public/orders/1; TARGET_HEADER=; TARGET_PID=$GATEWAY_PG_PID; }
+target_token_pg() {
+  TARGET_URL=http://127.0.0.1:$GATEWAY_PG_PORT/api/orders/1
+  TARGET_HEADER="Authorization: Bearer $ACCESS_TOKEN_PG"
+  TARGET_PID=$GATEWAY_PG_PID
 }
 
 # --- CPU accounting, with shell builtins only (no fork between the readings and wrk) ----------
@@ -241,6 +271,7 @@ cat >"$BENCH_RESULTS/meta.json" <<JSON
   "wrk": {"threads": $THREADS, "connections": $CONNECTIONS, "duration": "$DURATION", "warmup": "$WARMUP"},
   "rounds": $ROUNDS,
   "targets": "$TARGETS",
+  "store": "$STORE",
   "proxy_workers": "$PROXY_WORKERS",
   "upstream_workers": "${UPSTREAM_WORKERS:-1}",
   "cores": $(nproc),

@@ -46,6 +46,8 @@ pub(super) struct RevocationFollower {
     /// When the last successful read started; watched by the staleness watchdog.
     confirmed: watch::Sender<Instant>,
     max_staleness: Option<Duration>,
+    /// Since when reads fail, so a store that is down is logged once, not every poll.
+    failing_since: Option<Instant>,
 }
 
 impl RevocationFollower {
@@ -70,6 +72,7 @@ impl RevocationFollower {
             cursor: start.cursor,
             confirmed,
             max_staleness,
+            failing_since: None,
         })
     }
 
@@ -115,9 +118,24 @@ impl RevocationFollower {
                     continue;
                 },
             }
-            if let Err(e) = self.catch_up().await {
-                tracing::warn!(error = %e, "cannot read the revocation log");
+            let read = self.catch_up().await;
+            self.log_outcome(read.map(|_| ()));
+        }
+    }
+
+    /// Logs when reading the log starts failing and when it works again, not every poll.
+    fn log_outcome(&mut self, read: Result<(), StoreError>) {
+        match (read, self.failing_since) {
+            (Err(e), None) => {
+                tracing::warn!(error = %e, "cannot read the revocation log; retrying every poll");
+                self.failing_since = Some(Instant::now());
             }
+            (Err(e), Some(_)) => tracing::debug!(error = %e, "cannot read the revocation log"),
+            (Ok(()), Some(since)) => {
+                tracing::info!(failed_for = ?since.elapsed(), "reading the revocation log again");
+                self.failing_since = None;
+            }
+            (Ok(()), None) => {}
         }
     }
 }

@@ -41,7 +41,9 @@ impl AdminService {
     }
 
     fn metrics(&self) -> Response<Body> {
-        let text = self.metrics.render(self.revocations.sizes());
+        let text = self
+            .metrics
+            .render(self.revocations.sizes(), self.revocations.is_stale());
         let mut res = Response::new(full(text));
         res.headers_mut().insert(
             CONTENT_TYPE,

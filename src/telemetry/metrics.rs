@@ -114,6 +114,7 @@ pub struct Metrics {
     auth_failures: Family<ReasonLabels, Counter>,
     upstream_errors: Family<UpstreamLabels, Counter>,
     revocations: Family<KindLabels, Gauge>,
+    stale: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -142,6 +143,7 @@ impl Metrics {
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
         let revocations = Family::<KindLabels, Gauge>::default();
+        let stale = Gauge::default();
         registry.register(
             "requests",
             "Requests answered, by matched route and status",
@@ -167,6 +169,12 @@ impl Metrics {
             "Entries in the in-memory revocation index, by kind",
             revocations.clone(),
         );
+        registry.register(
+            "revocations_stale",
+            "1 while the revocation index is not confirmed in sync with the store (a PostgreSQL \
+             replica past max_staleness: authenticated requests answer 503), else 0",
+            stale.clone(),
+        );
         Self {
             registry,
             requests,
@@ -174,6 +182,7 @@ impl Metrics {
             auth_failures,
             upstream_errors,
             revocations,
+            stale,
         }
     }
 
@@ -215,8 +224,9 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition text, with the revocation sizes as of now.
-    pub fn render(&self, sizes: RevocationSizes) -> String {
+    /// The exposition text, with the revocation sizes and staleness as of now.
+    pub fn render(&self, sizes: RevocationSizes, stale: bool) -> String {
+        self.stale.set(i64::from(stale));
         for (kind, n) in [
             ("session", sizes.sessions),
             ("user", sizes.users),
@@ -253,11 +263,14 @@ mod tests {
         );
         let e = ApiError::BadGateway;
         m.record(api, e.status(), Duration::from_millis(1), Some(e.code()));
-        let text = m.render(RevocationSizes {
-            sessions: 2,
-            users: 1,
-            tokens: 0,
-        });
+        let text = m.render(
+            RevocationSizes {
+                sessions: 2,
+                users: 1,
+                tokens: 0,
+            },
+            true,
+        );
         assert!(
             text.contains(r#"authgate_requests_total{route="/api",status="200"} 1"#),
             "{text}"
@@ -274,6 +287,7 @@ mod tests {
             text.contains(r#"authgate_revocation_entries{kind="session"} 2"#),
             "{text}"
         );
+        assert!(text.contains("authgate_revocations_stale 1"), "{text}");
         assert!(
             text.contains("authgate_request_duration_seconds_bucket{"),
             "{text}"

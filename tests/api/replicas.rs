@@ -156,6 +156,15 @@ async fn until_revoked(app: &TestApp, token: &str, within: Duration) {
     assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
 }
 
+/// `GET path` on `app`'s admin listener.
+async fn admin_get(app: &TestApp, path: &str) -> Response {
+    app.client
+        .get(format!("http://{}{path}", app.admin))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn refresh_on(app: &TestApp, refresh: &str) -> Response {
     app.refresh(refresh).await
 }
@@ -425,12 +434,7 @@ async fn a_replica_cut_off_longer_than_max_staleness_fails_closed_then_recovers(
     let revoked = a.user("gus").await;
     let valid = a.login("gus").await;
     assert_eq!(status(&b, "/api/x", &valid.access).await, StatusCode::OK);
-    let ready = b
-        .client
-        .get(format!("http://{}/readyz", b.admin))
-        .send()
-        .await
-        .unwrap();
+    let ready = admin_get(&b, "/readyz").await;
     assert_eq!(ready.status(), StatusCode::OK);
 
     proxy.set_cut(true);
@@ -461,13 +465,13 @@ async fn a_replica_cut_off_longer_than_max_staleness_fails_closed_then_recovers(
         "missing_token",
     )
     .await;
-    let ready = b
-        .client
-        .get(format!("http://{}/readyz", b.admin))
-        .send()
-        .await
-        .unwrap();
+    let ready = admin_get(&b, "/readyz").await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let metrics = admin_get(&b, "/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("authgate_revocations_stale 1"),
+        "{metrics}"
+    );
     // Logins need the store: 503, not a wrong answer.
     let r = b.login_raw("gus", PASSWORD).await;
     assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
@@ -477,13 +481,13 @@ async fn a_replica_cut_off_longer_than_max_staleness_fails_closed_then_recovers(
     // Back in sync: what was revoked while cut off is refused, nothing was lost.
     let r = b.get("/api/x", Some(&revoked.access)).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
-    let ready = b
-        .client
-        .get(format!("http://{}/readyz", b.admin))
-        .send()
-        .await
-        .unwrap();
+    let ready = admin_get(&b, "/readyz").await;
     assert_eq!(ready.status(), StatusCode::OK);
+    let metrics = admin_get(&b, "/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("authgate_revocations_stale 0"),
+        "{metrics}"
+    );
     assert_eq!(b.login_raw("gus", PASSWORD).await.status(), StatusCode::OK);
 }
 

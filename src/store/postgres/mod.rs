@@ -455,30 +455,31 @@ async fn clear_failures(tx: &impl GenericClient, username: &str) -> Result<usize
     Ok(count(cleared))
 }
 
-/// `counters` in the order every writer locks them.
-fn in_lock_order<T: Clone>(counters: &[(CounterKey, T)]) -> Vec<(CounterKey, T)> {
-    let mut sorted = counters.to_vec();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    sorted
+/// Locks `keys` in key order — the order every writer locks counters in, so none waits on
+/// another in a cycle — and reads them; the readings come back in `keys`' own order.
+async fn lock_counters(
+    tx: &impl GenericClient,
+    keys: &[&CounterKey],
+) -> Result<Vec<StoredCounter>, StoreError> {
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|&i| keys[i]);
+    let mut stored = vec![StoredCounter::default(); keys.len()];
+    for i in order {
+        stored[i] = lock_counter(tx, keys[i]).await?;
+    }
+    Ok(stored)
 }
 
 impl PostgresStore {
     async fn reserve_once(&self, reserve: &LoginReserve) -> Result<Reservation, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
-        let mut stored = Vec::with_capacity(reserve.counters.len());
-        for (key, index) in in_lock_order(&indexed(&reserve.counters)) {
-            stored.push((index, key.clone(), lock_counter(&tx, &key).await?));
-        }
-        // Back to the request's order.
-        stored.sort_by_key(|(index, _, _)| *index);
-        let readings: Vec<_> = stored
-            .iter()
-            .map(|(_, _, s)| reserve.times.read(s))
-            .collect();
+        let keys: Vec<&CounterKey> = reserve.counters.iter().map(|(key, _)| key).collect();
+        let stored = lock_counters(&tx, &keys).await?;
+        let readings: Vec<_> = stored.iter().map(|s| reserve.times.read(s)).collect();
         let admitted = reserve.admits(&readings);
         if admitted {
-            for (_, key, s) in &stored {
+            for (key, s) in keys.iter().zip(&stored) {
                 write_counter(&tx, key, &reserve.reserved(s)).await?;
             }
         }
@@ -489,10 +490,10 @@ impl PostgresStore {
     async fn finish_once(&self, finish: &LoginFinish) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
-        let keys: Vec<(CounterKey, ())> = finish.counters.iter().map(|k| (k.clone(), ())).collect();
-        for (key, ()) in in_lock_order(&keys) {
-            let stored = lock_counter(&tx, &key).await?;
-            write_counter(&tx, &key, &finish.applied(&stored)).await?;
+        let keys: Vec<&CounterKey> = finish.counters.iter().collect();
+        let stored = lock_counters(&tx, &keys).await?;
+        for (key, s) in keys.iter().zip(&stored) {
+            write_counter(&tx, key, &finish.applied(s)).await?;
         }
         if let LoginOutcome::Succeeded { clear_username } = &finish.outcome {
             clear_failures(&tx, clear_username).await?;
@@ -507,15 +508,6 @@ impl PostgresStore {
         tx.commit().await.map_err(map_err)?;
         Ok(cleared)
     }
-}
-
-/// Each counter key with its position in the request.
-fn indexed(counters: &[(CounterKey, u32)]) -> Vec<(CounterKey, usize)> {
-    counters
-        .iter()
-        .enumerate()
-        .map(|(i, (key, _))| (key.clone(), i))
-        .collect()
 }
 
 /// Runs `attempt` until it does not lose a deadlock or serialisation race, [`ATTEMPTS`] times

@@ -278,6 +278,20 @@ bench_login() {
     || die "login failed"
 }
 
+# bench_wrk_done_lua: the `done` function of a wrk script, printing one machine-readable line
+# at the end besides wrk's report: "RESULT requests duration_us p50_us p99_us non_2xx_3xx
+# socket_errors".
+bench_wrk_done_lua() {
+  cat <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+LUA
+}
+
 # The results folder of this run: $BENCH_RESULTS_DIR/NAME-DATE (default target/bench/).
 bench_results_dir() {
   BENCH_RESULTS=${BENCH_RESULTS_DIR:-$BENCH_ROOT/target/bench}/$1-$(date +%Y%m%d-%H%M%S)

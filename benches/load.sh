@@ -194,14 +194,7 @@ machine_ticks() {
 # wrk prints one machine-readable line at the end besides its usual report: "RESULT requests
 # duration_us p50_us p99_us non_2xx_3xx socket_errors".
 write_wrk_script() {
-  cat >"$BENCH_WORK/report.lua" <<'LUA'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d %d %d\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout))
-end
-LUA
+  bench_wrk_done_lua >"$BENCH_WORK/report.lua"
 }
 
 # run_wrk TARGET DURATION OUT: one wrk run against TARGET, its output in OUT.

@@ -61,19 +61,16 @@ auth_lines() {
 }
 
 write_wrk_script() {
-  cat >"$BENCH_WORK/login.lua" <<LUA
+  {
+    cat <<LUA
 local users = $USERS
 request = function()
   local body = string.format('{"username":"user%d","password":"benchmark password"}', math.random(users))
   return wrk.format("POST", "/auth/login", {["Content-Type"] = "application/json"}, body)
 end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d %d %d\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout))
-end
 LUA
+    bench_wrk_done_lua
+  } >"$BENCH_WORK/login.lua"
 }
 
 # register PORT: USERS users on the gateway at PORT.

@@ -55,6 +55,23 @@ pub fn check(url: &StoreUrl) -> Result<(), StoreError> {
     }
 }
 
+/// Refuses a database whose schema `version` is not one of this build's `0..=latest`: one
+/// written by a newer build means tables this one does not understand.
+pub(crate) fn ensure_known_version(version: i64, latest: i64) -> Result<(), StoreError> {
+    if version > latest {
+        return Err(StoreError::Schema(format!(
+            "the database has schema version {version}, but this build of authgate only knows \
+             versions up to {latest}; run a newer authgate"
+        )));
+    }
+    if version < 0 {
+        return Err(StoreError::Schema(format!(
+            "the database has an invalid schema version {version}"
+        )));
+    }
+    Ok(())
+}
+
 /// The future every [`Store`] method returns; boxed so the trait stays dyn-compatible.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 

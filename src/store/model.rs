@@ -11,6 +11,47 @@ pub enum RevocationKind {
     Token(String),
 }
 
+impl RevocationKind {
+    /// The kind and value columns a store keeps an entry in.
+    pub(crate) fn encode(&self) -> (&'static str, String) {
+        match self {
+            RevocationKind::Session(sid) => ("session", sid.clone()),
+            RevocationKind::User(id) => ("user", id.to_string()),
+            RevocationKind::Token(jti) => ("token", jti.clone()),
+        }
+    }
+}
+
+impl Revocation {
+    /// The entry a store's row holds: the inverse of [`RevocationKind::encode`].
+    pub(crate) fn decode(
+        seq: i64,
+        kind: &str,
+        value: String,
+        covers_until: i64,
+    ) -> Result<Revocation, super::StoreError> {
+        use super::StoreError::Internal;
+        let kind =
+            match kind {
+                "session" => RevocationKind::Session(value),
+                "token" => RevocationKind::Token(value),
+                "user" => RevocationKind::User(value.parse().map_err(|_| {
+                    Internal(format!("revocation entry {seq} names no valid user id"))
+                })?),
+                _ => {
+                    return Err(Internal(format!(
+                        "revocation entry {seq} has an unknown kind"
+                    )))
+                }
+            };
+        Ok(Revocation {
+            seq,
+            kind,
+            covers_until,
+        })
+    }
+}
+
 /// One row of the revocation log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {

@@ -317,6 +317,17 @@ impl TestApp {
         }
     }
 
+    /// `POST /auth/login` for `name` as if from `ip`: an `X-Forwarded-For` the gateway
+    /// believes when the test peer (127.0.0.1) is in `trusted_proxies`.
+    pub async fn login_from(&self, name: &str, ip: &str, password: &str) -> Response {
+        self.request(reqwest::Method::POST, "/auth/login", None)
+            .header("x-forwarded-for", ip)
+            .json(&serde_json::json!({ "username": name, "password": password }))
+            .send()
+            .await
+            .expect("login request")
+    }
+
     /// `POST /auth/logout` with `token`.
     pub async fn logout(&self, token: &str) -> Response {
         self.client
@@ -376,6 +387,18 @@ pub async fn assert_error(res: Response, status: StatusCode, code: &str) -> Valu
     assert_eq!(body["error"], code, "body: {body}");
     assert!(body["message"].is_string());
     body
+}
+
+/// Asserts a `429 rate_limited` with a `Retry-After` of 1 s to the 15-minute window.
+pub async fn assert_limited(res: Response) {
+    let retry: u64 = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=900).contains(&retry), "Retry-After: {retry}");
+    assert_error(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 }
 
 /// The decoded claims of a JWT (no verification: for looking at what the gateway issued).

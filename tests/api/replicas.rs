@@ -14,14 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::helpers::{
-    assert_error, client, user_cli_async, Process, Setup, TestApp, Tokens, PASSWORD,
+    assert_error, assert_limited, client, user_cli_async, Process, Setup, TestApp, Tokens, PASSWORD,
 };
 use crate::pg::TestDatabase;
 
@@ -579,26 +579,6 @@ async fn a_refresh_race_across_replicas_outside_the_grace_is_reuse_and_ends_the_
 
 // ---------------------------------------------------------------- failed-login limits
 
-/// `POST /auth/login` on `app` as if from `ip` (the test peer is a trusted proxy).
-async fn login_from(app: &TestApp, name: &str, ip: &str, password: &str) -> Response {
-    app.request(Method::POST, "/auth/login", None)
-        .header("x-forwarded-for", ip)
-        .json(&json!({ "username": name, "password": password }))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn assert_limited(r: Response) {
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=900).contains(&retry), "Retry-After: {retry}");
-    assert_error(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
-}
-
 async fn assert_wrong(r: Response) {
     assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 }
@@ -620,36 +600,34 @@ async fn three_tiers(a: &TestApp, b: &TestApp) {
     a.register("kai", PASSWORD).await;
     a.register("lea", PASSWORD).await;
     // Pair (2): one failure on each replica closes kai at .1, on both...
-    assert_wrong(login_from(a, "kai", "203.0.113.1", "wrong").await).await;
-    assert_wrong(login_from(b, "kai", "203.0.113.1", "wrong").await).await;
-    assert_limited(login_from(a, "kai", "203.0.113.1", PASSWORD).await).await;
-    assert_limited(login_from(b, "kai", "203.0.113.1", PASSWORD).await).await;
+    assert_wrong(a.login_from("kai", "203.0.113.1", "wrong").await).await;
+    assert_wrong(b.login_from("kai", "203.0.113.1", "wrong").await).await;
+    assert_limited(a.login_from("kai", "203.0.113.1", PASSWORD).await).await;
+    assert_limited(b.login_from("kai", "203.0.113.1", PASSWORD).await).await;
     // ...not kai elsewhere, which succeeds and clears kai's counts, pair included.
     assert_eq!(
-        login_from(b, "kai", "203.0.113.2", PASSWORD).await.status(),
+        b.login_from("kai", "203.0.113.2", PASSWORD).await.status(),
         StatusCode::OK
     );
     assert_eq!(
-        login_from(a, "kai", "203.0.113.1", PASSWORD).await.status(),
+        a.login_from("kai", "203.0.113.1", PASSWORD).await.status(),
         StatusCode::OK
     );
     // User (3): failures from three addresses over both replicas close kai everywhere.
     for (app, ip) in [(a, "203.0.113.3"), (b, "203.0.113.4"), (a, "203.0.113.5")] {
-        assert_wrong(login_from(app, "kai", ip, "wrong").await).await;
+        assert_wrong(app.login_from("kai", ip, "wrong").await).await;
     }
-    assert_limited(login_from(b, "kai", "203.0.113.6", PASSWORD).await).await;
+    assert_limited(b.login_from("kai", "203.0.113.6", PASSWORD).await).await;
     // Address (4): .9 tries four names once each over both replicas...
     for (i, name) in ["n1", "n2", "n3", "n4"].into_iter().enumerate() {
         let app = if i % 2 == 0 { a } else { b };
-        assert_wrong(login_from(app, name, "203.0.113.9", "wrong").await).await;
+        assert_wrong(app.login_from(name, "203.0.113.9", "wrong").await).await;
     }
     // ...and is closed for every name there, lea with her password too; lea elsewhere is not.
-    assert_limited(login_from(a, "lea", "203.0.113.9", PASSWORD).await).await;
-    assert_limited(login_from(b, "lea", "203.0.113.9", PASSWORD).await).await;
+    assert_limited(a.login_from("lea", "203.0.113.9", PASSWORD).await).await;
+    assert_limited(b.login_from("lea", "203.0.113.9", PASSWORD).await).await;
     assert_eq!(
-        login_from(b, "lea", "203.0.113.10", PASSWORD)
-            .await
-            .status(),
+        b.login_from("lea", "203.0.113.10", PASSWORD).await.status(),
         StatusCode::OK
     );
     // `user unlock` from the CLI opens kai again on both replicas.
@@ -660,11 +638,11 @@ async fn three_tiers(a: &TestApp, b: &TestApp) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        login_from(a, "kai", "203.0.113.6", PASSWORD).await.status(),
+        a.login_from("kai", "203.0.113.6", PASSWORD).await.status(),
         StatusCode::OK
     );
     assert_eq!(
-        login_from(b, "kai", "203.0.113.7", PASSWORD).await.status(),
+        b.login_from("kai", "203.0.113.7", PASSWORD).await.status(),
         StatusCode::OK
     );
 }

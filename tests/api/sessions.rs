@@ -10,8 +10,8 @@ use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, claims, client, user_cli_async, write_binary_config, Process, Setup, TestApp,
-    Tokens, PASSWORD,
+    assert_error, assert_limited, claims, client, user_cli_async, write_binary_config, Process,
+    Setup, TestApp, Tokens, PASSWORD,
 };
 
 /// Three failures per username-and-address pair; the per-username and per-address tiers keep
@@ -485,13 +485,6 @@ async fn step_up_with_the_password_gives_a_fresh_token_in_the_same_session() {
 
 // ---------------------------------------------------------------- login limiting
 
-/// Asserts a 429 with a `Retry-After` of at most the window.
-async fn assert_limited(res: Response) {
-    let retry: u64 = header(res.headers(), "retry-after").parse().unwrap();
-    assert!((1..=900).contains(&retry), "Retry-After: {retry}");
-    assert_error(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn after_max_failures_logins_are_429_even_with_the_right_password() {
     let app = TestApp::spawn_with(setup_auth(LIMIT_3)).await;
@@ -627,16 +620,6 @@ async fn one_username_is_limited_across_addresses_until_a_success_clears_it() {
     assert_limited(login_from("192.0.2.7", PASSWORD).await.unwrap()).await;
 }
 
-/// `POST /auth/login` for `name` as if from `ip` (the test peer is a trusted proxy).
-async fn login_from(app: &TestApp, name: &str, ip: &str, password: &str) -> Response {
-    app.request(Method::POST, "/auth/login", None)
-        .header("x-forwarded-for", ip)
-        .json(&json!({ "username": name, "password": password }))
-        .send()
-        .await
-        .unwrap()
-}
-
 fn behind_a_proxy(login_limit: &str) -> Setup {
     Setup {
         auth: login_limit.into(),
@@ -651,15 +634,17 @@ async fn typos_from_one_address_lock_that_address_out_of_that_account_only() {
     app.register("zoe", PASSWORD).await;
     app.register("yuri", PASSWORD).await;
     for _ in 0..3 {
-        let r = login_from(&app, "zoe", "198.51.100.1", "not the password").await;
+        let r = app
+            .login_from("zoe", "198.51.100.1", "not the password")
+            .await;
         assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
     // The pair is full: even the right password from there waits out the window...
-    assert_limited(login_from(&app, "ZOE", "198.51.100.1", PASSWORD).await).await;
+    assert_limited(app.login_from("ZOE", "198.51.100.1", PASSWORD).await).await;
     // ...while the owner elsewhere, and others at that address, get in.
-    let r = login_from(&app, "zoe", "198.51.100.2", PASSWORD).await;
+    let r = app.login_from("zoe", "198.51.100.2", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = login_from(&app, "yuri", "198.51.100.1", PASSWORD).await;
+    let r = app.login_from("yuri", "198.51.100.1", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -673,25 +658,25 @@ async fn each_tier_limits_at_its_own_count() {
     app.register("ada", PASSWORD).await;
     // Pair: two failures close ada at .1, not ada at .2.
     for _ in 0..2 {
-        let r = login_from(&app, "ada", "203.0.113.1", "wrong password").await;
+        let r = app.login_from("ada", "203.0.113.1", "wrong password").await;
         assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
-    assert_limited(login_from(&app, "ada", "203.0.113.1", "wrong password").await).await;
+    assert_limited(app.login_from("ada", "203.0.113.1", "wrong password").await).await;
     // User: two more from .2 make four for ada: closed from anywhere.
     for _ in 0..2 {
-        let r = login_from(&app, "ada", "203.0.113.2", "wrong password").await;
+        let r = app.login_from("ada", "203.0.113.2", "wrong password").await;
         assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
-    assert_limited(login_from(&app, "ada", "203.0.113.3", PASSWORD).await).await;
+    assert_limited(app.login_from("ada", "203.0.113.3", PASSWORD).await).await;
     // Address: .9 tries six names once each (no pair or user tier is reached)...
     for name in ["n1", "n2", "n3", "n4", "n5", "n6"] {
-        let r = login_from(&app, name, "203.0.113.9", "wrong password").await;
+        let r = app.login_from(name, "203.0.113.9", "wrong password").await;
         assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
     // ...and is closed for every name, a registered one with its password too.
     app.register("bea", PASSWORD).await;
-    assert_limited(login_from(&app, "bea", "203.0.113.9", PASSWORD).await).await;
-    let r = login_from(&app, "bea", "203.0.113.10", PASSWORD).await;
+    assert_limited(app.login_from("bea", "203.0.113.9", PASSWORD).await).await;
+    let r = app.login_from("bea", "203.0.113.10", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -703,11 +688,11 @@ async fn user_unlock_lets_a_locked_out_owner_in_at_once() {
     .await;
     app.register("cleo", PASSWORD).await;
     for ip in ["192.0.2.50", "192.0.2.50", "192.0.2.51"] {
-        let r = login_from(&app, "cleo", ip, "wrong password").await;
+        let r = app.login_from("cleo", ip, "wrong password").await;
         assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
-    assert_limited(login_from(&app, "cleo", "192.0.2.50", PASSWORD).await).await;
-    assert_limited(login_from(&app, "cleo", "192.0.2.52", PASSWORD).await).await;
+    assert_limited(app.login_from("cleo", "192.0.2.50", PASSWORD).await).await;
+    assert_limited(app.login_from("cleo", "192.0.2.52", PASSWORD).await).await;
 
     let out = user_cli_async(&app.config_path, &["user", "unlock", "CLEO"], None).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -719,7 +704,7 @@ async fn user_unlock_lets_a_locked_out_owner_in_at_once() {
     assert!(stdout.contains("failed-login counts cleared"), "{stdout}");
     // Both the username's own count and its pairs are cleared.
     for ip in ["192.0.2.50", "192.0.2.52"] {
-        let r = login_from(&app, "cleo", ip, PASSWORD).await;
+        let r = app.login_from("cleo", ip, PASSWORD).await;
         assert_eq!(r.status(), StatusCode::OK, "from {ip}");
     }
 }

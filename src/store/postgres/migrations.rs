@@ -118,16 +118,5 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
 
 /// Refuses a database written by a newer build: its meaning of the tables is unknown here.
 fn ensure_known(version: i64) -> Result<(), StoreError> {
-    if version > LATEST_VERSION {
-        return Err(StoreError::Schema(format!(
-            "the database has schema version {version}, but this build of authgate only knows \
-             versions up to {LATEST_VERSION}; run a newer authgate"
-        )));
-    }
-    if version < 0 {
-        return Err(StoreError::Schema(format!(
-            "the database has an invalid schema version {version}"
-        )));
-    }
-    Ok(())
+    crate::store::ensure_known_version(version, LATEST_VERSION)
 }

@@ -271,39 +271,6 @@ async fn revoke_swept_sessions(
 
 // ---- revocation log ----
 
-fn encode_kind(kind: &RevocationKind) -> (&'static str, String) {
-    match kind {
-        RevocationKind::Session(sid) => ("session", sid.clone()),
-        RevocationKind::User(id) => ("user", id.to_string()),
-        RevocationKind::Token(jti) => ("token", jti.clone()),
-    }
-}
-
-fn decode_entry(
-    seq: i64,
-    kind: &str,
-    value: String,
-    covers_until: i64,
-) -> Result<Revocation, StoreError> {
-    let kind = match kind {
-        "session" => RevocationKind::Session(value),
-        "token" => RevocationKind::Token(value),
-        "user" => RevocationKind::User(value.parse().map_err(|_| {
-            StoreError::Internal(format!("revocation entry {seq} names no valid user id"))
-        })?),
-        _ => {
-            return Err(StoreError::Internal(format!(
-                "revocation entry {seq} has an unknown kind"
-            )))
-        }
-    };
-    Ok(Revocation {
-        seq,
-        kind,
-        covers_until,
-    })
-}
-
 /// Appends entries in order and announces them with one `NOTIFY`, delivered to listeners only
 /// if and when the calling transaction commits.
 async fn append_revocations(
@@ -312,7 +279,7 @@ async fn append_revocations(
 ) -> Result<Vec<Revocation>, StoreError> {
     let mut appended = Vec::with_capacity(entries.len());
     for (kind, covers_until) in entries {
-        let (kind_text, value) = encode_kind(&kind);
+        let (kind_text, value) = kind.encode();
         let seq: i64 = rows(
             tx,
             "INSERT INTO revocations (kind, value, covers_until) VALUES ($1, $2, $3)
@@ -358,7 +325,7 @@ async fn feed_rows(
             continue; // the LEFT JOIN's row when nothing matched
         };
         let kind: String = row.get(2);
-        let entry = decode_entry(seq, &kind, row.get(3), row.get(4))?;
+        let entry = Revocation::decode(seq, &kind, row.get(3), row.get(4))?;
         entries.push((entry, row.get(5)));
     }
     Ok((xmin, entries))

@@ -85,18 +85,7 @@ pub(crate) fn version(conn: &Connection) -> rusqlite::Result<i64> {
 
 /// Refuses a database written by a newer build: its meaning of the tables is unknown here.
 pub(crate) fn ensure_known(version: i64) -> Result<(), StoreError> {
-    if version > LATEST_VERSION {
-        return Err(StoreError::Schema(format!(
-            "the database has schema version {version}, but this build of authgate only knows \
-             versions up to {LATEST_VERSION}; run a newer authgate"
-        )));
-    }
-    if version < 0 {
-        return Err(StoreError::Schema(format!(
-            "the database has an invalid schema version {version}"
-        )));
-    }
-    Ok(())
+    crate::store::ensure_known_version(version, LATEST_VERSION)
 }
 
 /// Applies every migration the database lacks, one transaction each.

@@ -597,45 +597,12 @@ fn update_auth_time(tx: &Connection, sid: &str, now: i64) -> Result<bool, StoreE
 
 // ---- revocation log ----
 
-fn encode_kind(kind: &RevocationKind) -> (&'static str, String) {
-    match kind {
-        RevocationKind::Session(sid) => ("session", sid.clone()),
-        RevocationKind::User(id) => ("user", id.to_string()),
-        RevocationKind::Token(jti) => ("token", jti.clone()),
-    }
-}
-
-fn decode_entry(
-    seq: i64,
-    kind: &str,
-    value: String,
-    covers_until: i64,
-) -> Result<Revocation, StoreError> {
-    let kind = match kind {
-        "session" => RevocationKind::Session(value),
-        "token" => RevocationKind::Token(value),
-        "user" => RevocationKind::User(value.parse().map_err(|_| {
-            StoreError::Internal(format!("revocation entry {seq} names no valid user id"))
-        })?),
-        _ => {
-            return Err(StoreError::Internal(format!(
-                "revocation entry {seq} has an unknown kind"
-            )))
-        }
-    };
-    Ok(Revocation {
-        seq,
-        kind,
-        covers_until,
-    })
-}
-
 fn append_revocation(
     tx: &Connection,
     kind: &RevocationKind,
     covers_until: i64,
 ) -> Result<Revocation, StoreError> {
-    let (kind_text, value) = encode_kind(kind);
+    let (kind_text, value) = kind.encode();
     let seq = tx
         .prepare_cached(
             "INSERT INTO revocations (kind, value, covers_until) VALUES (?1, ?2, ?3)
@@ -671,7 +638,7 @@ fn entries_where(
         })
         .map_err(map_err)?;
     rows.into_iter()
-        .map(|(seq, kind, value, covers_until)| decode_entry(seq, &kind, value, covers_until))
+        .map(|(seq, kind, value, covers_until)| Revocation::decode(seq, &kind, value, covers_until))
         .collect()
 }
 

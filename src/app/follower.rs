@@ -5,9 +5,9 @@
 //! It owns the reader's side of the feed in one place: the start (the entries in force and a
 //! cursor from one snapshot, so nothing falls in a gap), the cursor, and the loop that
 //! catches up every [`POLL`] — and at once whenever the store signals that another writer
-//! announced entries (PostgreSQL's `NOTIFY`) or that it is listening again after a lost
-//! connection. The feed stays the one source of entries: a missed announcement only delays an
-//! entry to the next poll.
+//! announced entries (PostgreSQL's `NOTIFY`, which carries them: they are applied before the
+//! read) or that it is listening again after a lost connection. The feed stays what the index
+//! is confirmed against: a missed announcement only delays an entry to the next poll.
 //!
 //! With a staleness limit (PostgreSQL: `max_staleness`), a watchdog marks the index stale
 //! when no read of the feed has succeeded for that long — authenticated requests then fail
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::ticker::Ticker;
 use crate::auth::revocation::RevocationIndex;
 use crate::sessions::rules::expired_by;
-use crate::store::{FeedCursor, FeedSignals, Store, StoreError};
+use crate::store::{FeedCursor, FeedSignal, FeedSignals, Store, StoreError};
 
 /// How often the feed is read for entries written by other processes (§6: within 1 s), when
 /// nothing signals them sooner.
@@ -112,10 +112,15 @@ impl RevocationFollower {
         loop {
             tokio::select! {
                 more = ticker.next() => if !more { return },
-                signal = next_signal(&mut signals) => if signal.is_none() {
-                    // The store stopped signalling: polling alone from here on.
-                    signals = None;
-                    continue;
+                signal = next_signal(&mut signals) => match signal {
+                    // Committed and durable: into the index before the feed is even read.
+                    Some(FeedSignal::Appended(entries)) => self.index.apply(&entries),
+                    Some(FeedSignal::Listening) => {}
+                    None => {
+                        // The store stopped signalling: polling alone from here on.
+                        signals = None;
+                        continue;
+                    }
                 },
             }
             let read = self.catch_up().await;
@@ -141,9 +146,9 @@ impl RevocationFollower {
 }
 
 /// The next store signal, or never when the store has none.
-async fn next_signal(signals: &mut Option<FeedSignals>) -> Option<()> {
+async fn next_signal(signals: &mut Option<FeedSignals>) -> Option<FeedSignal> {
     match signals {
-        Some(signals) => signals.recv().await.map(|_| ()),
+        Some(signals) => signals.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -86,13 +86,14 @@ impl FeedCursor {
 }
 
 /// A wake-up for a follower of the feed (see [`Store::feed_signals`](super::Store::feed_signals)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedSignal {
     /// Announcements are heard (again): anything announced before may have been missed, so
     /// read the feed now.
     Listening,
-    /// Another writer announced an entry: read the feed now.
-    Appended,
+    /// A writer committed these entries and announced them: apply them now (they are
+    /// durable), and read the feed, which delivers them again in order.
+    Appended(Vec<Revocation>),
 }
 
 /// The receiving end of a store's [`FeedSignal`]s; dropping it stops the listening.

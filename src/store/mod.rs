@@ -214,10 +214,11 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
 
-    /// Wake-ups for a follower of the revocation feed, when other writers announce their
-    /// entries (PostgreSQL: `NOTIFY` in the writing transaction, heard on a dedicated
-    /// `LISTEN` connection). `None` when the store has none and followers poll (SQLite).
-    /// Signals only say when to read the feed; the feed stays the one source of entries.
+    /// Announcements for a follower of the revocation feed, when writers announce their
+    /// entries (PostgreSQL: a `NOTIFY` carrying the entry in the writing transaction, heard on
+    /// a dedicated `LISTEN` connection). `None` when the store has none and followers poll
+    /// (SQLite). An announced entry is committed; the feed still delivers it, in order, and
+    /// stays what a follower confirms itself against.
     fn feed_signals(&self) -> Option<FeedSignals> {
         None
     }

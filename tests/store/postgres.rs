@@ -123,8 +123,11 @@ async fn revocations_are_announced_when_committed_and_after_every_reconnect() {
         revoked: false,
     };
     writer.create_session(&session).await.unwrap();
-    writer.revoke_session("s1", 1_001).await.unwrap().unwrap();
-    assert_eq!(signals.recv().await, Some(FeedSignal::Appended));
+    let entry = writer.revoke_session("s1", 1_001).await.unwrap().unwrap();
+    assert_eq!(
+        signals.recv().await,
+        Some(FeedSignal::Appended(vec![entry]))
+    );
 
     // The server ends the listening connection: the listener connects again and says so.
     let killed: i64 = db
@@ -144,8 +147,29 @@ async fn revocations_are_announced_when_committed_and_after_every_reconnect() {
     let mut session = session;
     session.sid = "s2".into();
     writer.create_session(&session).await.unwrap();
-    writer.revoke_session("s2", 1_002).await.unwrap().unwrap();
-    assert_eq!(signals.recv().await, Some(FeedSignal::Appended));
+    let entry = writer.revoke_session("s2", 1_002).await.unwrap().unwrap();
+    assert_eq!(
+        signals.recv().await,
+        Some(FeedSignal::Appended(vec![entry]))
+    );
+
+    // Nothing is announced before its transaction commits, nor by one that rolls back.
+    let mut client = db.db.client().await;
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "SELECT pg_notify('authgate_revocations', '9 session 9 rolled-back')",
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    session.sid = "s3".into();
+    writer.create_session(&session).await.unwrap();
+    let entry = writer.revoke_session("s3", 1_003).await.unwrap().unwrap();
+    assert_eq!(
+        signals.recv().await,
+        Some(FeedSignal::Appended(vec![entry]))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,11 +2,13 @@
 //! outside the pool (a pooled connection never delivers notifications, and `LISTEN` is
 //! per-session), whose [`Connection::poll_message`] this task polls itself.
 //!
-//! Writers `NOTIFY` on [`CHANNEL`] in the transaction that appends revocation entries, so an
-//! announcement arrives only once its entries are committed. The task turns each into a
-//! [`FeedSignal::Appended`], and every (re)connection into [`FeedSignal::Listening`] — the
-//! follower then reads the feed, catching up on whatever was announced while nobody listened.
-//! It reconnects with a capped backoff and stops when the receiver is dropped.
+//! Writers `NOTIFY` on [`CHANNEL`] in the transaction that appends revocation entries, one
+//! notification per entry carrying it ([`announcement`]), so an announcement arrives only once
+//! its entry is committed. The task turns each into a [`FeedSignal::Appended`] with the entry
+//! — the follower applies it without a round trip to the database, then reads the feed — and
+//! every (re)connection into [`FeedSignal::Listening`]: the follower then reads the feed,
+//! catching up on whatever was announced while nobody listened. It reconnects with a capped
+//! backoff and stops when the receiver is dropped.
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::{AsyncMessage, Connection, NoTls, Socket};
 
-use crate::store::{FeedSignal, FeedSignals};
+use crate::store::{FeedSignal, FeedSignals, Revocation};
 
 /// The notification channel of the revocation log.
 pub(super) const CHANNEL: &str = "authgate_revocations";
@@ -23,8 +25,28 @@ pub(super) const CHANNEL: &str = "authgate_revocations";
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Signals are wake-ups: a few queued are as good as many.
-const QUEUE: usize = 4;
+/// Announcements queued for the follower; beyond this they are dropped (their entries come
+/// with the next read of the feed, at most one poll later).
+const QUEUE: usize = 1024;
+
+/// The payload announcing `entry`: `SEQ KIND COVERS_UNTIL VALUE` (the value last: it is the
+/// only free-form part). Well under PostgreSQL's 8000-byte payload limit: ids are at most 128
+/// characters.
+pub(super) fn announcement(entry: &Revocation) -> String {
+    let (kind, value) = entry.kind.encode();
+    format!("{} {kind} {} {value}", entry.seq, entry.covers_until)
+}
+
+/// The entry an [`announcement`] carries; `None` for a payload this build does not read
+/// (the feed delivers the entry anyway).
+fn announced(payload: &str) -> Option<Revocation> {
+    let mut parts = payload.splitn(4, ' ');
+    let seq = parts.next()?.parse().ok()?;
+    let kind = parts.next()?;
+    let covers_until = parts.next()?.parse().ok()?;
+    let value = parts.next()?;
+    Revocation::decode(seq, kind, value.to_owned(), covers_until).ok()
+}
 
 /// Starts listening on a connection of its own made from `config`.
 pub(super) fn spawn(config: tokio_postgres::Config) -> FeedSignals {
@@ -69,7 +91,7 @@ async fn listen_once(
     backoff: &mut Duration,
 ) -> Result<(), ListenError> {
     let (client, connection) = config.connect(NoTls).await?;
-    let (heard, mut notes) = mpsc::channel::<()>(QUEUE);
+    let (heard, mut notes) = mpsc::channel::<Option<Revocation>>(QUEUE);
     let driver = tokio::spawn(drive(connection, heard));
     // Aborts the driver (closing the connection) however this function ends.
     let _abort = AbortOnDrop(driver.abort_handle());
@@ -83,11 +105,11 @@ async fn listen_once(
         tokio::select! {
             () = tx.closed() => return Ok(()),
             note = notes.recv() => {
-                if note.is_none() {
+                let Some(entry) = note else {
                     break;
-                }
-                // A full queue already holds a wake-up: this one adds nothing.
-                let _ = tx.try_send(FeedSignal::Appended);
+                };
+                // A full queue: the follower is behind, and reads the feed anyway.
+                let _ = tx.try_send(FeedSignal::Appended(entry.into_iter().collect()));
             }
         }
     }
@@ -111,17 +133,43 @@ impl Drop for AbortOnDrop {
 /// notification; ends with the connection's error, or `Ok` when it closed.
 async fn drive(
     mut connection: Connection<Socket, NoTlsStream>,
-    heard: mpsc::Sender<()>,
+    heard: mpsc::Sender<Option<Revocation>>,
 ) -> Result<(), tokio_postgres::Error> {
     loop {
         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-            Some(Ok(AsyncMessage::Notification(_))) => {
-                // A full queue already holds a wake-up.
-                let _ = heard.try_send(());
+            Some(Ok(AsyncMessage::Notification(note))) => {
+                let _ = heard.try_send(announced(note.payload()));
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e),
             None => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // ok: tests fail loudly
+mod tests {
+    use super::*;
+    use crate::store::RevocationKind;
+
+    #[test]
+    fn an_announcement_carries_its_entry_of_every_kind() {
+        for kind in [
+            RevocationKind::Session("s-1_x".into()),
+            RevocationKind::Token("a b".into()),
+            RevocationKind::User(42),
+        ] {
+            let entry = Revocation {
+                seq: 7,
+                kind,
+                covers_until: 1_900_000_000,
+            };
+            assert_eq!(announced(&announcement(&entry)), Some(entry));
+        }
+        assert_eq!(announced(""), None);
+        assert_eq!(announced("7 session"), None);
+        assert_eq!(announced("x session 1 s"), None);
+        assert_eq!(announced("7 gremlin 1 s"), None);
     }
 }

@@ -271,8 +271,8 @@ async fn revoke_swept_sessions(
 
 // ---- revocation log ----
 
-/// Appends entries in order and announces them with one `NOTIFY`, delivered to listeners only
-/// if and when the calling transaction commits.
+/// Appends entries in order and announces each with a `NOTIFY` carrying it, delivered to
+/// listeners only if and when the calling transaction commits.
 async fn append_revocations(
     tx: &impl GenericClient,
     entries: Vec<(RevocationKind, i64)>,
@@ -296,8 +296,14 @@ async fn append_revocations(
             covers_until,
         });
     }
-    if !appended.is_empty() {
-        execute(tx, "SELECT pg_notify($1, '')", &[&listener::CHANNEL]).await?;
+    for entry in &appended {
+        let payload = listener::announcement(entry);
+        execute(
+            tx,
+            "SELECT pg_notify($1, $2)",
+            &[&listener::CHANNEL, &payload],
+        )
+        .await?;
     }
     Ok(appended)
 }

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Instructions per request under valgrind's callgrind: the request path's cost as a count that
+# repeats on a noisy shared machine, where wall time and CPU time do not.
+#
+#   benches/callgrind.sh [-n REQUESTS] [-r "token public"] [-w WARMUP]
+#
+# Starts, on 127.0.0.1 only, the upstream (nginx answering a small static JSON body) and the
+# gateway under `valgrind --tool=callgrind` (release build of this checkout, or $AUTHGATE_BIN:
+# any build works, its code is not changed) with a temp config and SQLite file and the admin
+# listener off; registers and logs in a user for a token. Then, per route, one keep-alive
+# connection (a Python http.client loop, another process, so not counted) sends WARMUP requests,
+# and loops of N, N again and 2N requests, each loop framed by `callgrind_control -z` (zero) and
+# `-d` (dump); a last loop sends nothing for as long as the first loop took, to show what the
+# gateway's background timers cost. Every answer must be 200.
+#
+# Reports Ir (instructions executed, all threads) per request for each loop, the spread of the
+# two N loops, the marginal cost (Ir(2N) − Ir(N)) ÷ N, and the idle loop's Ir. Results: a table
+# on stdout, callgrind.csv and the dumps (for callgrind_annotate) in target/bench/callgrind-DATE/
+# ($BENCH_RESULTS_DIR instead of target/bench).
+#
+# Settings (flags win over the environment):
+#   CALLGRIND_REQUESTS=2000 CALLGRIND_ROUTES="token public" CALLGRIND_WARMUP=200
+#   AUTHGATE_BIN=PATH   measure that binary instead of building this checkout
+set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+REQUESTS=${CALLGRIND_REQUESTS:-2000}
+ROUTES=${CALLGRIND_ROUTES:-token public}
+WARMUP=${CALLGRIND_WARMUP:-200}
+
+while getopts "n:r:w:h" opt; do
+  case $opt in
+    n) REQUESTS=$OPTARG ;;
+    r) ROUTES=$OPTARG ;;
+    w) WARMUP=$OPTARG ;;
+    h) bench_usage; exit 0 ;;
+    *) bench_usage >&2; exit 64 ;;
+  esac
+done
+
+# The path each route is measured on, and whether it needs the token.
+route_path() {
+  case $1 in
+    token) echo /api/orders/1 ;;
+    public) echo /public/orders/1 ;;
+    *) die "unknown route $1 (token, public)" ;;
+  esac
+}
+
+# The total Ir of one callgrind dump file.
+dump_ir() {
+  awk '/^(summary|totals):/ { print $2; exit }' "$1"
+}
+
+bench_need_debs valgrind:valgrind nginx:nginx curl:curl
+bench_init
+bench_results_dir callgrind
+bench_gateway_bin
+for route in $ROUTES; do route_path "$route" >/dev/null; done
+
+bench_start_upstream
+# Start-up under valgrind is slow (the binary's symbols are read first).
+GATEWAY_START_TIMEOUT=300 bench_start_gateway \
+  valgrind --tool=callgrind --callgrind-out-file="$BENCH_WORK/callgrind.out"
+bench_login
+
+csv=$BENCH_RESULTS/callgrind.csv
+echo "route,loop,requests,seconds,ir,ir_per_request" >"$csv"
+dumps=0
+for route in $ROUTES; do
+  token_args=()
+  [[ $route == token ]] && token_args=(--token "$ACCESS_TOKEN")
+  echo "$route route: warm-up $WARMUP, loops of $REQUESTS, $REQUESTS, $((2 * REQUESTS)) requests and an idle one" >&2
+  loop=0
+  while read -r _ n seconds; do
+    dumps=$((dumps + 1))
+    loop=$((loop + 1))
+    dump=$BENCH_WORK/callgrind.out.$dumps
+    [[ -f $dump ]] || die "callgrind wrote no dump $dump"
+    ir=$(dump_ir "$dump")
+    cp "$dump" "$BENCH_RESULTS/callgrind.out.$route.$loop"
+    awk -v r="$route" -v l="$loop" -v n="$n" -v s="$seconds" -v ir="$ir" \
+      'BEGIN { printf "%s,%d,%d,%s,%d,%s\n", r, l, n, s, ir, n ? sprintf("%.0f", ir / n) : "" }' >>"$csv"
+  done < <(python3 "$BENCH_ROOT/benches/callgrind_client.py" "$GATEWAY_PORT" "$GATEWAY_PID" \
+    "$(route_path "$route")" "${token_args[@]}" --warmup "$WARMUP" \
+    --loop "$REQUESTS" --loop "$REQUESTS" --loop $((2 * REQUESTS)) --idle)
+  ((loop == 4)) || die "the $route client stopped after $loop loops"
+done
+
+python3 - "$csv" "$GATEWAY_BIN" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+print(f"callgrind, gateway {sys.argv[2]}: instructions (Ir, all threads) per request\n")
+print(f"  {'route':<7} {'loop':>5} {'requests':>8} {'Ir':>14} {'Ir/request':>11}")
+for route in dict.fromkeys(r["route"] for r in rows):
+    loops = [r for r in rows if r["route"] == route]
+    for r in loops:
+        per = r["ir_per_request"] or "(idle)"
+        print(f"  {route:<7} {r['loop']:>5} {int(r['requests']):>8} {int(r['ir']):>14,} {per:>11}")
+    a, b, double, idle = loops
+    pa, pb = float(a["ir_per_request"]), float(b["ir_per_request"])
+    n = int(a["requests"])
+    marginal = (int(double["ir"]) - (int(a["ir"]) + int(b["ir"])) / 2) / n
+    print(f"  {route}: Ir/request {pa:,.0f} and {pb:,.0f} (spread {abs(pa - pb) / min(pa, pb):.2%}); "
+          f"{2 * n} requests: {float(double['ir_per_request']):,.0f}; marginal (Ir(2N) - Ir(N)) / N: "
+          f"{marginal:,.0f}; idle for {float(idle['seconds']):.1f} s: {int(idle['ir']):,} Ir "
+          f"({int(idle['ir']) / int(a['ir']):.2%} of a loop of {n})\n")
+PY
+echo "results: $BENCH_RESULTS"

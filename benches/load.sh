@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# Loopback load benchmark: authgate beside nginx and haproxy as plain reverse proxies, in one run.
+#
+#   benches/load.sh [-t THREADS] [-c CONNECTIONS] [-d DURATION] [-r ROUNDS] [-w WARMUP]
+#
+# Starts, on 127.0.0.1 only: an upstream (nginx answering a small static JSON body), nginx and
+# haproxy as reverse proxies with keep-alive to that upstream (their own instances, so their CPU
+# is read apart from the upstream's), and the gateway (release build of this checkout, or
+# $AUTHGATE_BIN) with a public route and a token route to the same upstream. Then wrk runs
+# ROUNDS alternating rounds over the targets (A B C D E, A B C D E, ...) and the script reports,
+# per target, the median req/s, p50 and p99 latency, and the CPU time per request of the proxy's
+# processes (utime+stime from /proc/PID/stat of the master and its workers, before and after
+# each run, ÷ requests); and each figure's ratio to nginx's in the same round, as the median
+# ratio and its min–max over the rounds.
+#
+# Results: a table on stdout, and runs.csv (one row per wrk run), summary.csv, summary.json and
+# the raw wrk output in target/bench/load-DATE/ ($BENCH_RESULTS_DIR instead of target/bench).
+#
+# Settings (flags win over the environment):
+#   BENCH_THREADS=1 BENCH_CONNECTIONS=32 BENCH_DURATION=5s BENCH_ROUNDS=5 BENCH_WARMUP=1s
+#   BENCH_TARGETS="upstream nginx haproxy public token"   subset or order; must include nginx
+#   PROXY_WORKERS=auto    nginx worker_processes and haproxy nbthread (auto: one per core)
+#   UPSTREAM_WORKERS=1    worker_processes of the upstream nginx
+#   AUTHGATE_BIN=PATH     measure that binary instead of building this checkout
+#   AUTHGATE_BENCH_LOG=warn   the gateway's [log] level
+#
+# Installs wrk, nginx and haproxy from Debian when a command is missing (needs root then).
+# Every process it starts is stopped on exit, Ctrl-C or failure.
+#
+# A new target: a start_NAME function (if it needs its own server) called from start_all, and a
+# target_NAME function that sets TARGET_URL, TARGET_HEADER and TARGET_PID; then add NAME to
+# BENCH_TARGETS' default.
+set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+THREADS=${BENCH_THREADS:-1}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+DURATION=${BENCH_DURATION:-5s}
+ROUNDS=${BENCH_ROUNDS:-5}
+WARMUP=${BENCH_WARMUP:-1s}
+TARGETS=${BENCH_TARGETS:-upstream nginx haproxy public token}
+PROXY_WORKERS=${PROXY_WORKERS:-auto}
+
+while getopts "t:c:d:r:w:h" opt; do
+  case $opt in
+    t) THREADS=$OPTARG ;;
+    c) CONNECTIONS=$OPTARG ;;
+    d) DURATION=$OPTARG ;;
+    r) ROUNDS=$OPTARG ;;
+    w) WARMUP=$OPTARG ;;
+    h) bench_usage; exit 0 ;;
+    *) bench_usage >&2; exit 64 ;;
+  esac
+done
+[[ " $TARGETS " == *" nginx "* ]] || die "BENCH_TARGETS must include nginx: ratios are to nginx"
+((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
+
+# --- the servers -------------------------------------------------------------------------------
+
+# nginx as a plain reverse proxy to the upstream, upstream connections kept alive.
+start_nginx() {
+  NGINX_PORT=$(bench_free_port)
+  bench_nginx NGINX_PID nginx "$NGINX_PORT" "$PROXY_WORKERS" <<NGINX
+  upstream backend {
+    server 127.0.0.1:$UPSTREAM_PORT;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+NGINX
+}
+
+# haproxy as a plain reverse proxy; `http-reuse always` shares idle upstream connections between
+# clients as nginx's keepalive pool and the gateway's client pool do.
+start_haproxy() {
+  local cfg=$BENCH_WORK/haproxy.cfg nbthread=''
+  HAPROXY_PORT=$(bench_free_port)
+  [[ $PROXY_WORKERS == auto ]] || nbthread="nbthread $PROXY_WORKERS"
+  cat >"$cfg" <<HAPROXY
+global
+  maxconn 4096
+  $nbthread
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend bench
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend upstream
+backend upstream
+  server upstream 127.0.0.1:$UPSTREAM_PORT
+HAPROXY
+  bench_spawn HAPROXY_PID "$BENCH_WORK/haproxy.log" haproxy -db -f "$cfg"
+  bench_wait_http "$HAPROXY_PORT" "$HAPROXY_PID" 20
+}
+
+start_all() {
+  bench_start_upstream
+  [[ " $TARGETS " == *" nginx "* ]] && start_nginx
+  [[ " $TARGETS " == *" haproxy "* ]] && start_haproxy
+  if [[ " $TARGETS " == *" public "* || " $TARGETS " == *" token "* ]]; then
+    # shellcheck disable=SC2119 # no wrapper: the gateway runs as it is
+    bench_start_gateway
+    bench_login
+  fi
+}
+
+# --- the targets: each sets TARGET_URL, TARGET_HEADER (may be empty) and TARGET_PID -----------
+
+target_upstream() { TARGET_URL=http://127.0.0.1:$UPSTREAM_PORT/api/orders/1; TARGET_HEADER=; TARGET_PID=$UPSTREAM_PID; }
+target_nginx() { TARGET_URL=http://127.0.0.1:$NGINX_PORT/api/orders/1; TARGET_HEADER=; TARGET_PID=$NGINX_PID; }
+target_haproxy() { TARGET_URL=http://127.0.0.1:$HAPROXY_PORT/api/orders/1; TARGET_HEADER=; TARGET_PID=$HAPROXY_PID; }
+target_public() { TARGET_URL=http://127.0.0.1:$GATEWAY_PORT/public/orders/1; TARGET_HEADER=; TARGET_PID=$GATEWAY_PID; }
+target_token() {
+  TARGET_URL=http://127.0.0.1:$GATEWAY_PORT/api/orders/1
+  TARGET_HEADER="Authorization: Bearer $ACCESS_TOKEN"
+  TARGET_PID=$GATEWAY_PID
+}
+
+# --- CPU accounting, with shell builtins only (no fork between the readings and wrk) ----------
+
+# Sets TICKS to utime+stime of process $1 (all its threads) and of its children (nginx workers).
+tree_ticks() {
+  local root=$1 kids='' pid line
+  local -a f
+  TICKS=0
+  read -r kids <"/proc/$root/task/$root/children" || true
+  for pid in $root $kids; do
+    read -r line <"/proc/$pid/stat" || continue
+    read -r -a f <<<"${line##*) }"
+    TICKS=$((TICKS + f[11] + f[12]))
+  done
+}
+
+# Sets WAITED_TICKS to the CPU time of this shell's reaped children: the wrk that just ran.
+waited_ticks() {
+  local line
+  local -a f
+  read -r line <"/proc/$$/stat"
+  read -r -a f <<<"${line##*) }"
+  WAITED_TICKS=$((f[13] + f[14]))
+}
+
+# Sets BUSY_TICKS to the whole machine's busy time (all cores) and STEAL_TICKS to its steal.
+machine_ticks() {
+  local user nice system irq softirq steal
+  read -r _ user nice system _ _ irq softirq steal _ </proc/stat
+  BUSY_TICKS=$((user + nice + system + irq + softirq + steal))
+  STEAL_TICKS=$steal
+}
+
+# --- one wrk run -------------------------------------------------------------------------------
+
+# wrk prints one machine-readable line at the end besides its usual report: "RESULT requests
+# duration_us p50_us p99_us non_2xx_3xx socket_errors".
+write_wrk_script() {
+  cat >"$BENCH_WORK/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+LUA
+}
+
+# run_wrk TARGET DURATION OUT: one wrk run against TARGET, its output in OUT.
+run_wrk() {
+  local args=(-t"$THREADS" -c"$CONNECTIONS" -d"$2" --latency -s "$BENCH_WORK/report.lua")
+  [[ -n $TARGET_HEADER ]] && args+=(-H "$TARGET_HEADER")
+  wrk "${args[@]}" "$TARGET_URL" >"$3"
+}
+
+# measure ROUND TARGET: one recorded run; appends a row to runs.csv.
+measure() {
+  local round=$1 target=$2 out
+  "target_$target"
+  out=$BENCH_RESULTS/wrk/round$round-$target.txt
+  local p0 u0 w0 b0 s0 p1 u1 w1 b1 s1
+  machine_ticks; b0=$BUSY_TICKS; s0=$STEAL_TICKS
+  waited_ticks; w0=$WAITED_TICKS
+  tree_ticks "$TARGET_PID"; p0=$TICKS
+  tree_ticks "$UPSTREAM_PID"; u0=$TICKS
+  run_wrk "$target" "$DURATION" "$out"
+  bench_check_alive
+  waited_ticks; w1=$WAITED_TICKS
+  tree_ticks "$TARGET_PID"; p1=$TICKS
+  tree_ticks "$UPSTREAM_PID"; u1=$TICKS
+  machine_ticks; b1=$BUSY_TICKS; s1=$STEAL_TICKS
+
+  local result requests duration_us p50_us p99_us non2xx socket_errors
+  result=$(grep '^RESULT ' "$out") || die "no result from wrk for $target (see $out)"
+  read -r _ requests duration_us p50_us p99_us non2xx socket_errors <<<"$result"
+  ((non2xx == 0)) || die "$target answered $non2xx requests with an error status (see $out)"
+  ((socket_errors == 0)) || echo "warning: $target: $socket_errors socket errors" >&2
+  ((requests > 0)) || die "$target served no request"
+
+  local proxy=$((p1 - p0)) upstream=$((u1 - u0)) client=$((w1 - w0)) busy=$((b1 - b0))
+  # Everything the machine did besides this run's client, proxy and upstream: other helpers'
+  # builds, the kernel's own work not charged to a process.
+  local ours=$((client + proxy + upstream))
+  [[ $TARGET_PID == "$UPSTREAM_PID" ]] && ours=$((client + proxy))
+  awk -v r="$round" -v t="$target" -v n="$requests" -v d="$duration_us" -v p50="$p50_us" \
+    -v p99="$p99_us" -v px="$proxy" -v up="$upstream" -v cl="$client" -v other=$((busy - ours)) \
+    -v steal=$((s1 - s0)) -v hz="$CLK_TCK" -v se="$socket_errors" 'BEGIN {
+      us = 1e6 / hz; secs = d / 1e6
+      printf "%d,%s,%d,%.3f,%.1f,%d,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%d\n", r, t, n, secs, n / secs,
+        p50, p99, px * us / n, up * us / n, cl * us / n, 100 * other / hz / secs,
+        100 * steal / hz / secs, se
+    }' >>"$BENCH_RESULTS/runs.csv"
+}
+
+# --- main --------------------------------------------------------------------------------------
+
+bench_need_debs wrk:wrk nginx:nginx haproxy:haproxy curl:curl
+bench_init
+bench_results_dir load
+bench_gateway_bin
+CLK_TCK=$(getconf CLK_TCK)
+write_wrk_script
+start_all
+
+mkdir -p "$BENCH_RESULTS/wrk"
+echo "round,target,requests,seconds,rps,p50_us,p99_us,proxy_cpu_us_per_req,upstream_cpu_us_per_req,client_cpu_us_per_req,other_cpu_pct,steal_pct,socket_errors" \
+  >"$BENCH_RESULTS/runs.csv"
+cat >"$BENCH_RESULTS/meta.json" <<JSON
+{
+  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "gateway_bin": "$GATEWAY_BIN",
+  "commit": "$(git -C "$BENCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
+  "wrk": {"threads": $THREADS, "connections": $CONNECTIONS, "duration": "$DURATION", "warmup": "$WARMUP"},
+  "rounds": $ROUNDS,
+  "targets": "$TARGETS",
+  "proxy_workers": "$PROXY_WORKERS",
+  "upstream_workers": "${UPSTREAM_WORKERS:-1}",
+  "cores": $(nproc),
+  "nginx": "$(nginx -v 2>&1 | sed 's/.*\///')",
+  "haproxy": "$(haproxy -v | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p')",
+  "loadavg_start": "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+JSON
+
+echo "warm-up: $WARMUP per target" >&2
+for target in $TARGETS; do
+  "target_$target"
+  # Each target must reach the upstream: an error or the proxy's own answer would be cheaper.
+  curl -sf ${TARGET_HEADER:+-H "$TARGET_HEADER"} "$TARGET_URL" | grep -q '"from":"upstream"' \
+    || die "$target ($TARGET_URL) does not answer with the upstream's body"
+  run_wrk "$target" "$WARMUP" /dev/null
+  bench_check_alive
+done
+for ((round = 1; round <= ROUNDS; round++)); do
+  echo "round $round/$ROUNDS: $TARGETS" >&2
+  for target in $TARGETS; do
+    measure "$round" "$target"
+  done
+done
+
+python3 "$BENCH_ROOT/benches/load_report.py" "$BENCH_RESULTS"
+echo "results: $BENCH_RESULTS"

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Summarises a benches/load.sh results folder: python3 benches/load_report.py RESULTS_DIR.
+
+Reads runs.csv (one row per wrk run), prints the table and writes summary.csv and summary.json
+beside it. Each figure's ratio to nginx is taken within a round (same minute, same background
+load) and then summarised over the rounds as median and min–max: comparing medians of separate
+runs would mix in the drift of a shared machine.
+"""
+
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+BASELINE = "nginx"
+# (column in runs.csv, label, unit, format)
+METRICS = [
+    ("rps", "req/s", "", "{:,.0f}"),
+    ("p50_us", "p50", "µs", "{:,.0f}"),
+    ("p99_us", "p99", "µs", "{:,.0f}"),
+    ("proxy_cpu_us_per_req", "CPU/req", "µs", "{:.1f}"),
+]
+# Recorded for context, without a ratio.
+CONTEXT = [
+    ("upstream_cpu_us_per_req", "upstream CPU/req", "µs", "{:.1f}"),
+    ("client_cpu_us_per_req", "wrk CPU/req", "µs", "{:.1f}"),
+    ("other_cpu_pct", "other load", "% of a core", "{:.0f}"),
+]
+
+
+def read_runs(path):
+    """Rows of runs.csv as {round: {target: row}}, numbers as floats, and the target order."""
+    rounds, order = {}, []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            target = row["target"]
+            if target not in order:
+                order.append(target)
+            values = {k: float(v) for k, v in row.items() if k not in ("round", "target")}
+            rounds.setdefault(int(row["round"]), {})[target] = values
+    return rounds, order
+
+
+def summarise(rounds, order):
+    """Per target and metric: the median over rounds, and the median, min and max of the
+    per-round ratio to the baseline target."""
+    summary = {}
+    for target in order:
+        entry = {}
+        for column, *_ in METRICS + CONTEXT:
+            values = [r[target][column] for r in rounds.values() if target in r]
+            entry[column] = {"median": statistics.median(values), "runs": values}
+        for column, *_ in METRICS:
+            ratios = [
+                r[target][column] / r[BASELINE][column]
+                for r in rounds.values()
+                if target in r and BASELINE in r and r[BASELINE][column] > 0
+            ]
+            if ratios:
+                entry[column]["ratio"] = {
+                    "median": statistics.median(ratios),
+                    "min": min(ratios),
+                    "max": max(ratios),
+                    "runs": ratios,
+                }
+        summary[target] = entry
+    return summary
+
+
+def number(fmt, value):
+    """value formatted, without the "-0" that rounding a tiny negative (tick jitter) gives."""
+    text = fmt.format(value)
+    return text[1:] if text.startswith("-") and float(text.replace(",", "")) == 0 else text
+
+
+def print_table(title, header, rows):
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    print(title)
+    for i, row in enumerate([header] + rows):
+        cells = [str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(zip(row, widths))]
+        print("  " + "  ".join(cells))
+        if i == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+    print()
+
+
+def print_report(summary, order, meta):
+    wrk = meta.get("wrk", {})
+    print(
+        f"wrk -t{wrk.get('threads')} -c{wrk.get('connections')} -d{wrk.get('duration')}, "
+        f"{meta.get('rounds')} alternating rounds, {meta.get('cores')} cores, "
+        f"nginx {meta.get('nginx')}, haproxy {meta.get('haproxy')}, gateway {meta.get('gateway_bin')}\n"
+    )
+    header = ["target"] + [f"{label} {unit}".strip() for _, label, unit, _ in METRICS + CONTEXT]
+    rows = [
+        [t] + [number(fmt, summary[t][c]["median"]) for c, _, _, fmt in METRICS + CONTEXT] for t in order
+    ]
+    print_table("Medians over the rounds (CPU/req: the target's own processes, user+sys)", header, rows)
+    header = ["target"] + [label for _, label, _, _ in METRICS]
+    rows = []
+    for t in order:
+        cells = [t]
+        for c, *_ in METRICS:
+            r = summary[t][c].get("ratio")
+            cells.append(f"{r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f})" if r else "-")
+        rows.append(cells)
+    print_table(f"Ratio to {BASELINE} in the same round: median (min–max over the rounds)", header, rows)
+
+
+def write_summary(folder, summary, order, meta):
+    (folder / "summary.json").write_text(
+        json.dumps({"meta": meta, "baseline": BASELINE, "targets": order, "summary": summary}, indent=2)
+        + "\n"
+    )
+    with open(folder / "summary.csv", "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["target", "metric", "median", "ratio_median", "ratio_min", "ratio_max"])
+        for t in order:
+            for c, *_ in METRICS + CONTEXT:
+                r = summary[t][c].get("ratio", {})
+                out.writerow(
+                    [t, c, f"{summary[t][c]['median']:.3f}"]
+                    + [f"{r[k]:.4f}" if r else "" for k in ("median", "min", "max")]
+                )
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    folder = Path(sys.argv[1])
+    rounds, order = read_runs(folder / "runs.csv")
+    if not rounds:
+        sys.exit(f"{folder}/runs.csv holds no run")
+    meta_file = folder / "meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    summary = summarise(rounds, order)
+    print_report(summary, order, meta)
+    write_summary(folder, summary, order, meta)
+
+
+if __name__ == "__main__":
+    main()

@@ -48,6 +48,12 @@ pub enum ApiError {
     Forbidden,
     /// 403: registration is switched off.
     RegistrationDisabled,
+    /// 403 `forbidden`: a peer outside `[forward_auth] allowed_peers` asked for a decision.
+    PeerNotAllowed,
+    /// 403 with the code and message of the refusal inside: the forward-auth endpoint answers
+    /// what would be a 400 or a 405 elsewhere this way (front proxies treat any status but
+    /// 200, 401 and 403 as their own error), keeping the code (HTTP-API.md §7.3).
+    AsForbidden(Box<ApiError>),
     /// 404: no route or endpoint.
     NotFound,
     /// 405: the path exists but not for this method; `allow` lists the methods that do.
@@ -92,7 +98,10 @@ impl ApiError {
             | Self::TokenRevoked
             | Self::FreshTokenRequired { .. }
             | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::RegistrationDisabled => StatusCode::FORBIDDEN,
+            Self::Forbidden
+            | Self::RegistrationDisabled
+            | Self::PeerNotAllowed
+            | Self::AsForbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UsernameTaken => StatusCode::CONFLICT,
@@ -116,8 +125,9 @@ impl ApiError {
             Self::TokenRevoked => "token_revoked",
             Self::FreshTokenRequired { .. } => "fresh_token_required",
             Self::InvalidCredentials => "invalid_credentials",
-            Self::Forbidden => "forbidden",
+            Self::Forbidden | Self::PeerNotAllowed => "forbidden",
             Self::RegistrationDisabled => "registration_disabled",
+            Self::AsForbidden(inner) => inner.code(),
             Self::NotFound => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::UsernameTaken => "username_taken",
@@ -136,6 +146,7 @@ impl ApiError {
     pub fn message(&self) -> Cow<'static, str> {
         Cow::Borrowed(match self {
             Self::InvalidRequest(m) => return m.clone(),
+            Self::AsForbidden(inner) => return inner.message(),
             Self::MissingToken => "A bearer token is required.",
             Self::TokenExpired => "Token has expired.",
             Self::InvalidToken(_) => "Token is invalid.",
@@ -144,6 +155,7 @@ impl ApiError {
             Self::InvalidCredentials => "Invalid username or password.",
             Self::Forbidden => "The token lacks a required role.",
             Self::RegistrationDisabled => "Registration is disabled.",
+            Self::PeerNotAllowed => "This address may not ask for forward-auth decisions.",
             Self::NotFound => "Not found.",
             Self::MethodNotAllowed { .. } => "Method not allowed.",
             Self::UsernameTaken => "That username is taken.",

@@ -18,7 +18,7 @@ use crate::auth::limiter::client_ip;
 use crate::error::ApiError;
 use crate::path::{normalize, under_prefix};
 use crate::proxy::Proxy;
-use crate::routes::Endpoints;
+use crate::routes::{Endpoints, ForwardAuth, VERIFY_PATH};
 use crate::server::context::{RequestContext, RouteLabel};
 use crate::server::drain::Drain;
 use crate::server::request_id::{request_id, X_REQUEST_ID};
@@ -27,28 +27,37 @@ use crate::server::{ConnInfo, Handler};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{self, AccessRecord};
 
+/// The access-log and metrics label of forward-auth decisions.
+const VERIFY_LABEL: &str = "auth:verify";
+
 /// The public service.
 pub struct Gateway {
     endpoints: Endpoints,
     proxy: Proxy,
     auth_prefix: String,
+    /// The decision endpoint and its path (`{auth_prefix}/verify`), when enabled.
+    forward_auth: Option<(ForwardAuth, String)>,
     drain: Arc<Drain>,
     metrics: Arc<Metrics>,
 }
 
 impl Gateway {
-    /// Serves `auth_prefix` with `endpoints` and everything else with `proxy`.
+    /// Serves `auth_prefix` with `endpoints` (and its verify path with `forward_auth`, when
+    /// enabled) and everything else with `proxy`.
     pub fn new(
         endpoints: Endpoints,
         proxy: Proxy,
         auth_prefix: String,
+        forward_auth: Option<ForwardAuth>,
         drain: Arc<Drain>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let forward_auth = forward_auth.map(|f| (f, format!("{auth_prefix}{VERIFY_PATH}")));
         Self {
             endpoints,
             proxy,
             auth_prefix,
+            forward_auth,
             drain,
             metrics,
         }
@@ -60,6 +69,19 @@ impl Gateway {
         conn: ConnInfo,
         request_id: HeaderValue,
     ) -> (Result<Response<Body>, ApiError>, RouteLabel) {
+        // Matched on the path as sent, before normalisation and the Host check: a decision
+        // request's own path is the original path in `path` mode, and a bad one must be
+        // refused as a decision (403), never as this gateway's 400.
+        if let Some((forward_auth, verify_path)) = &self.forward_auth {
+            if let Some(own_path) = under_prefix(req.uri().path(), verify_path) {
+                let table = self.proxy.table();
+                let peer = conn.peer.ip();
+                let result = forward_auth.verify(&req, peer, &request_id, own_path, &*table);
+                self.metrics
+                    .record_decision(result.as_ref().err().map(ApiError::code));
+                return (result, RouteLabel::Static(VERIFY_LABEL));
+            }
+        }
         if let Err(e) = check_host(&req) {
             return (Err(e), RouteLabel::Static("-"));
         }

@@ -9,6 +9,7 @@
 //! [`App::shutdown_handle`] and [`App::reload_handle`], and tests call them directly.
 
 mod background;
+mod decisions;
 pub mod gateway;
 mod reload;
 
@@ -32,7 +33,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError, StoreUrl};
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
-use crate::routes::{EndpointSettings, Endpoints, Passwords};
+use crate::routes::{EndpointSettings, Endpoints, ForwardAuth, Passwords};
 use crate::server::admin::AdminService;
 use crate::server::drain::Drain;
 use crate::server::{accept_loop, tls, ServeOptions};
@@ -167,6 +168,10 @@ impl App {
             },
             clock.clone(),
         );
+        let forward_auth = config
+            .forward_auth
+            .enabled
+            .then(|| ForwardAuth::new(auth.clone(), &config.forward_auth, clock.clone()));
         let proxy = Proxy::new(
             auth,
             &tokens,
@@ -178,6 +183,7 @@ impl App {
             endpoints,
             proxy,
             config.auth.prefix.clone(),
+            forward_auth,
             drain.clone(),
             metrics.clone(),
         );

@@ -21,6 +21,7 @@ pub(crate) struct RawConfig {
     pub auth: RawAuth,
     pub proxy: RawProxy,
     pub log: RawLog,
+    pub forward_auth: RawForwardAuth,
     pub routes: Vec<RawRoute>,
 }
 
@@ -236,6 +237,27 @@ impl Default for RawLog {
         Self {
             format: "pretty".into(),
             level: "info".into(),
+        }
+    }
+}
+
+/// `[forward_auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawForwardAuth {
+    pub enabled: bool,
+    pub source: String,
+    pub allowed_peers: Vec<String>,
+    pub default_auth: String,
+}
+
+impl Default for RawForwardAuth {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            source: "x-forwarded".into(),
+            allowed_peers: vec!["127.0.0.1/32".into(), "::1/128".into()],
+            default_auth: "token".into(),
         }
     }
 }

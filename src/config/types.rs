@@ -30,6 +30,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[log]`: log format and level.
     pub log: LogConfig,
+    /// `[forward_auth]`: the decision endpoint for a proxy in front.
+    pub forward_auth: ForwardAuthConfig,
     /// `[[routes]]`: the route table, in file order.
     pub routes: Vec<RouteConfig>,
 }
@@ -206,6 +208,19 @@ pub struct IdentityHeaders {
     pub fresh: HeaderName,
 }
 
+impl IdentityHeaders {
+    /// The five names: user id, username, roles, session id, fresh.
+    pub fn names(&self) -> [&HeaderName; 5] {
+        [
+            &self.user_id,
+            &self.username,
+            &self.roles,
+            &self.session_id,
+            &self.fresh,
+        ]
+    }
+}
+
 /// `[log]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -222,6 +237,33 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line.
     Json,
+}
+
+/// `[forward_auth]` section: `{auth prefix}/verify` answers "may this request pass?" for a
+/// proxy already in front (nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`,
+/// Envoy `ext_authz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuthConfig {
+    /// Whether the decision endpoint answers at all (off: it is an unknown endpoint, 404).
+    pub enabled: bool,
+    /// Where the original method and URI are read from; one source, never a fall-through.
+    pub source: ForwardAuthSource,
+    /// TCP peers that may ask (never a forwarded address).
+    pub allowed_peers: Vec<IpNet>,
+    /// The policy of a path no route matches.
+    pub default_auth: RouteAuth,
+}
+
+/// Where the decision endpoint reads the original request's method and URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAuthSource {
+    /// `X-Forwarded-Method` and `X-Forwarded-Uri` (Traefik, Caddy: they overwrite client copies).
+    XForwarded,
+    /// `X-Original-Method` and `X-Original-URI` (nginx, whose configuration must set both).
+    XOriginal,
+    /// The verify request's own method, and its path after the verify prefix (Envoy
+    /// `ext_authz` with `path_prefix`).
+    Path,
 }
 
 /// Who may pass a route.
@@ -266,7 +308,9 @@ pub struct RouteConfig {
     /// Path prefix, starting with `/` and not ending in `/` (except `/` itself).
     pub prefix: String,
     /// Absolute http(s) URL of the upstream; a path in it is prepended to forwarded paths.
-    pub upstream: Uri,
+    /// `None` only on a route used for forward-auth decisions alone (proxied requests to it
+    /// are answered 404).
+    pub upstream: Option<Uri>,
     /// Token policy.
     pub auth: RouteAuth,
     /// `fresh` routes, and the `fresh_methods` of `token` routes: the token's `auth_time`

@@ -13,13 +13,14 @@ use http::{HeaderName, Method, Uri};
 use ipnet::IpNet;
 
 use super::raw::{
-    RawAdmin, RawArgon2, RawAuth, RawConfig, RawIdentityHeaders, RawLog, RawLoginLimit, RawProxy,
-    RawRoute, RawServer, RawStore, RawTokens,
+    RawAdmin, RawArgon2, RawAuth, RawConfig, RawForwardAuth, RawIdentityHeaders, RawLog,
+    RawLoginLimit, RawProxy, RawRoute, RawServer, RawStore, RawTokens,
 };
 use super::{
-    AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, IdentityHeaders, LogConfig,
-    LogFormat, LoginLimit, ProxyConfig, RouteAuth, RouteConfig, ServerConfig, StoreConfig,
-    StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig, UpstreamProtocol,
+    AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, ForwardAuthConfig,
+    ForwardAuthSource, IdentityHeaders, LogConfig, LogFormat, LoginLimit, ProxyConfig, RouteAuth,
+    RouteConfig, ServerConfig, StoreConfig, StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig,
+    UpstreamProtocol,
 };
 
 /// Longest accepted duration: longer ones are typos, and would overflow `Instant` arithmetic.
@@ -66,7 +67,8 @@ pub(crate) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
     let auth = c.auth(raw.auth)?;
     let proxy = c.proxy(raw.proxy)?;
     let log = c.log(raw.log)?;
-    let routes = c.routes(raw.routes, &auth, &proxy)?;
+    let forward_auth = c.forward_auth(raw.forward_auth)?;
+    let routes = c.routes(raw.routes, &auth, &proxy, &forward_auth)?;
     Ok(Config {
         source: file.to_path_buf(),
         server,
@@ -76,6 +78,7 @@ pub(crate) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
         auth,
         proxy,
         log,
+        forward_auth,
         routes,
     })
 }
@@ -568,15 +571,53 @@ impl Checker<'_> {
         })
     }
 
+    fn forward_auth(&self, raw: RawForwardAuth) -> Result<ForwardAuthConfig, ConfigError> {
+        let source = match raw.source.as_str() {
+            "x-forwarded" => ForwardAuthSource::XForwarded,
+            "x-original" => ForwardAuthSource::XOriginal,
+            "path" => ForwardAuthSource::Path,
+            other => {
+                return Err(self.bad(
+                    "forward_auth.source",
+                    other,
+                    "is not a forward-auth source; use \"x-forwarded\" (Traefik, Caddy), \
+                     \"x-original\" (nginx) or \"path\" (Envoy ext_authz)",
+                ))
+            }
+        };
+        let allowed_peers = raw
+            .allowed_peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.ip_net(&format!("forward_auth.allowed_peers[{i}]"), p))
+            .collect::<Result<Vec<_>, _>>()?;
+        if raw.enabled && allowed_peers.is_empty() {
+            return Err(self.err(
+                "forward_auth.allowed_peers",
+                Some("[]".into()),
+                "is empty, so no proxy may ask for a decision; list your front proxies' \
+                 addresses, like [\"127.0.0.1/32\"]",
+            ));
+        }
+        let default_auth = self.route_auth("forward_auth.default_auth", Some(&raw.default_auth))?;
+        Ok(ForwardAuthConfig {
+            enabled: raw.enabled,
+            source,
+            allowed_peers,
+            default_auth,
+        })
+    }
+
     fn routes(
         &self,
         raw: Vec<RawRoute>,
         auth: &AuthConfig,
         proxy: &ProxyConfig,
+        forward_auth: &ForwardAuthConfig,
     ) -> Result<Vec<RouteConfig>, ConfigError> {
         let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
         for (i, r) in raw.into_iter().enumerate() {
-            let route = self.route(i, r, auth, proxy)?;
+            let route = self.route(i, r, auth, proxy, forward_auth)?;
             if let Some(j) = routes.iter().position(|o| o.prefix == route.prefix) {
                 return Err(self.bad(
                     &format!("routes[{i}].prefix"),
@@ -595,24 +636,34 @@ impl Checker<'_> {
         raw: RawRoute,
         auth: &AuthConfig,
         proxy: &ProxyConfig,
+        forward_auth: &ForwardAuthConfig,
     ) -> Result<RouteConfig, ConfigError> {
         let key = |k: &str| format!("routes[{i}].{k}");
-        let prefix = self.route_prefix(&key("prefix"), raw.prefix, &auth.prefix)?;
+        let prefix = self.route_prefix(&key("prefix"), raw.prefix.clone(), &auth.prefix)?;
         let upstream = match &raw.upstream {
-            Some(u) => self.upstream(&key("upstream"), u)?,
+            Some(u) => Some(self.upstream(&key("upstream"), u)?),
+            None if forward_auth.enabled => {
+                self.no_forwarding_keys(i, &raw)?;
+                None
+            }
             None => {
                 return Err(self.missing(
                     &key("upstream"),
                     "is required: the http(s) URL requests are forwarded to, like \
-                     \"http://127.0.0.1:9000\"",
+                     \"http://127.0.0.1:9000\"; only with [forward_auth] enabled = true may a \
+                     route that serves forward-auth decisions alone leave it out",
                 ))
             }
         };
-        let upstream_protocol = self.upstream_protocol(
-            &key("upstream_protocol"),
-            raw.upstream_protocol.as_deref(),
-            &upstream,
-        )?;
+        let upstream_protocol = match &upstream {
+            Some(upstream) => self.upstream_protocol(
+                &key("upstream_protocol"),
+                raw.upstream_protocol.as_deref(),
+                upstream,
+            )?,
+            // Never used: nothing is forwarded on a decision-only route.
+            None => UpstreamProtocol::Http1,
+        };
         let websocket = match raw.websocket {
             Some(true) if upstream_protocol == UpstreamProtocol::H2c => {
                 return Err(self.err(
@@ -667,6 +718,41 @@ impl Checker<'_> {
             preserve_host: raw.preserve_host,
             idle_timeout,
         })
+    }
+
+    /// A route without `upstream` only serves forward-auth decisions: a key that only shapes
+    /// forwarding would be silently ignored there, so it is refused.
+    fn no_forwarding_keys(&self, i: usize, raw: &RawRoute) -> Result<(), ConfigError> {
+        let set = [
+            ("strip_prefix", raw.strip_prefix.then(|| "true".to_owned())),
+            (
+                "forward_authorization",
+                raw.forward_authorization.then(|| "true".to_owned()),
+            ),
+            ("websocket", raw.websocket.map(|w| w.to_string())),
+            ("timeout", raw.timeout.as_ref().map(|t| format!("{t:?}"))),
+            (
+                "upstream_protocol",
+                raw.upstream_protocol.as_ref().map(|p| format!("{p:?}")),
+            ),
+            (
+                "preserve_host",
+                raw.preserve_host.then(|| "true".to_owned()),
+            ),
+            (
+                "idle_timeout",
+                raw.idle_timeout.as_ref().map(|t| format!("{t:?}")),
+            ),
+        ];
+        match set.into_iter().find(|(_, value)| value.is_some()) {
+            Some((name, value)) => Err(self.err(
+                &format!("routes[{i}].{name}"),
+                value,
+                "only shapes forwarding, and this route has no upstream (it serves forward-auth \
+                 decisions alone); remove it or add an upstream",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// `http1` (default for `http://`), `h2c` (`http://` only) or `auto` (default for
@@ -1589,13 +1675,14 @@ mod tests {
         let at = |upstream: &str| {
             format!("[[routes]]\nprefix = \"/a\"\nupstream = \"{upstream}\"\nauth = \"public\"\n")
         };
-        let r = only_route(&at("https://h.example:8443/base/"));
-        assert_eq!(r.upstream.to_string(), "https://h.example:8443/base");
-        assert_eq!(r.upstream.path(), "/base");
-        let r = only_route(&at("http://127.0.0.1:9000/"));
-        assert_eq!(r.upstream.host(), Some("127.0.0.1"));
-        assert_eq!(r.upstream.port_u16(), Some(9000));
-        assert_eq!(r.upstream.path(), "/");
+        let upstream = |text: &str| only_route(&at(text)).upstream.expect("an upstream");
+        let u = upstream("https://h.example:8443/base/");
+        assert_eq!(u.to_string(), "https://h.example:8443/base");
+        assert_eq!(u.path(), "/base");
+        let u = upstream("http://127.0.0.1:9000/");
+        assert_eq!(u.host(), Some("127.0.0.1"));
+        assert_eq!(u.port_u16(), Some(9000));
+        assert_eq!(u.path(), "/");
     }
 
     #[test]
@@ -1687,6 +1774,93 @@ mod tests {
             &route("auth = \"optional\"\nfresh_methods = [\"DELETE\"]"),
             "routes[0].fresh_methods",
             "this route's auth is \"optional\"",
+        );
+    }
+
+    #[test]
+    fn forward_auth_keys_are_checked_and_name_the_key() {
+        let c = parse(
+            "[forward_auth]\nenabled = true\nsource = \"x-original\"\n\
+             allowed_peers = [\"10.0.0.0/8\", \"::1\"]\ndefault_auth = \"public\"\n",
+        )
+        .expect("valid");
+        assert!(c.forward_auth.enabled);
+        assert_eq!(c.forward_auth.source, ForwardAuthSource::XOriginal);
+        assert_eq!(c.forward_auth.default_auth, RouteAuth::Public);
+        let peers: Vec<String> = c
+            .forward_auth
+            .allowed_peers
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(peers, ["10.0.0.0/8", "::1/128"]);
+        let path = parse("[forward_auth]\nsource = \"path\"\n").expect("valid");
+        assert_eq!(path.forward_auth.source, ForwardAuthSource::Path);
+        assert_eq!(
+            message("[forward_auth]\nsource = \"x-forwarded-uri\"\n"),
+            "f.toml: forward_auth.source: \"x-forwarded-uri\" is not a forward-auth source; use \
+             \"x-forwarded\" (Traefik, Caddy), \"x-original\" (nginx) or \"path\" (Envoy \
+             ext_authz)"
+        );
+        refused(
+            "[forward_auth]\nallowed_peers = [\"10.0.0.300/8\"]\n",
+            "forward_auth.allowed_peers[0]",
+            "is not an IP network",
+        );
+        refused(
+            "[forward_auth]\nenabled = true\nallowed_peers = []\n",
+            "forward_auth.allowed_peers",
+            "no proxy may ask",
+        );
+        parse("[forward_auth]\nallowed_peers = []\n").expect("harmless while disabled");
+        refused(
+            "[forward_auth]\ndefault_auth = \"deny\"\n",
+            "forward_auth.default_auth",
+            "is not a route policy",
+        );
+        refused(
+            "[forward_auth]\nenable = true\n",
+            "forward_auth.enable",
+            "unknown key",
+        );
+    }
+
+    #[test]
+    fn upstream_may_be_left_out_only_with_forward_auth_and_no_forwarding_keys() {
+        let decision = "[[routes]]\nprefix = \"/d\"\nauth = \"token\"\nroles = [\"ops\"]\n";
+        assert_eq!(
+            message(decision),
+            "f.toml: routes[0].upstream: is required: the http(s) URL requests are forwarded \
+             to, like \"http://127.0.0.1:9000\"; only with [forward_auth] enabled = true may a \
+             route that serves forward-auth decisions alone leave it out"
+        );
+        let enabled = format!("[forward_auth]\nenabled = true\n{decision}");
+        let r = only_route(&enabled);
+        assert_eq!(r.upstream, None);
+        assert_eq!(
+            (r.auth, r.roles.as_slice()),
+            (RouteAuth::Token, &["ops".to_owned()][..])
+        );
+        for (line, key) in [
+            ("strip_prefix = true", "strip_prefix"),
+            ("forward_authorization = true", "forward_authorization"),
+            ("websocket = false", "websocket"),
+            ("timeout = \"5s\"", "timeout"),
+            ("upstream_protocol = \"http1\"", "upstream_protocol"),
+            ("preserve_host = true", "preserve_host"),
+            ("idle_timeout = \"1m\"", "idle_timeout"),
+        ] {
+            refused(
+                &format!("{enabled}{line}\n"),
+                &format!("routes[0].{key}"),
+                "only shapes forwarding, and this route has no upstream",
+            );
+        }
+        // The policy keys still follow their rules on a decision route.
+        refused(
+            &format!("{enabled}fresh_max_age = \"5m\"\n"),
+            "routes[0].fresh_max_age",
+            "only applies to",
         );
     }
 

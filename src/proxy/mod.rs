@@ -22,7 +22,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::authenticator::{Accept, Authenticator};
+use crate::auth::authenticator::Authenticator;
 use crate::auth::identity::Identity;
 use crate::auth::policy;
 use crate::auth::tokens::TokenService;
@@ -88,13 +88,13 @@ impl Proxy {
     /// Authentication, then the route's policy (§4/§6 order: every 401 and 403 before 405).
     /// Public routes never read `Authorization`.
     fn authorize<B>(&self, route: &Route, req: &Request<B>) -> Result<Option<Identity>, ApiError> {
-        let policy = route.policy();
-        let identity = if policy.reads_credentials() {
-            self.auth.authenticate(req.headers(), Accept::Access)?
-        } else {
-            None
-        };
-        policy::decide(policy, req.method(), identity.as_ref(), &self.clock)?;
-        Ok(identity)
+        let (method, headers) = (req.method(), req.headers());
+        Ok(policy::authorize(
+            &self.auth,
+            route.policy(),
+            method,
+            headers,
+            &self.clock,
+        )?)
     }
 }

@@ -1,6 +1,8 @@
 //! The endpoints the gateway serves itself under the auth prefix (HTTP-API.md §3): one file
 //! per resource, each handler a method of [`Endpoints`]. Unknown paths answer 404 and wrong
-//! methods 405 before any token is read.
+//! methods 405 before any token is read. The forward-auth decision endpoint (`verify.rs`,
+//! §7.3) is its own [`ForwardAuth`], built only when enabled: it takes any method and any
+//! sub-path, and the route table of the request.
 //!
 //! The endpoints share the authenticator, the token service and the store with the proxy,
 //! own the session domain, the password checks (hasher and login limiter) and their settings,
@@ -10,6 +12,7 @@ mod accounts;
 mod passwords;
 mod sessions;
 mod users;
+mod verify;
 
 use std::sync::Arc;
 
@@ -31,6 +34,7 @@ use crate::server::response::{close_connection, full, Body};
 use crate::sessions::Sessions;
 use crate::store::Store;
 pub use passwords::Passwords;
+pub use verify::{DecisionTable, ForwardAuth, VERIFY_PATH};
 
 /// The settings of `[auth]` and `[server]` the endpoints read (fixed until a restart).
 #[derive(Debug, Clone, Copy)]

@@ -47,6 +47,8 @@ pub struct Setup {
     pub auth: String,
     /// Extra lines for `[proxy]`.
     pub proxy: String,
+    /// Extra lines for `[forward_auth]`.
+    pub forward_auth: String,
     /// `[[routes]]` tables; `None` means the default routes to the echo upstream. Every
     /// [`ECHO`] in the text is replaced by the echo upstream's address.
     pub routes: Option<String>,
@@ -79,6 +81,9 @@ secret_file = "{dir}/jwt-secret"
 [log]
 level = "warn"
 
+[forward_auth]
+{forward_auth}
+
 {routes}
 "#,
             dir = dir.display(),
@@ -86,6 +91,7 @@ level = "warn"
             tokens = self.tokens,
             auth = self.auth,
             proxy = self.proxy,
+            forward_auth = self.forward_auth,
         )
     }
 }

@@ -9,6 +9,7 @@ mod demo;
 // into this test binary (the library does not export it).
 #[path = "../../src/cli/echo_upstream.rs"]
 mod echo;
+mod forward_auth;
 mod helpers;
 mod lifecycle;
 mod proxy;

@@ -10,6 +10,7 @@ mod demo;
 #[path = "../../src/cli/echo_upstream.rs"]
 mod echo;
 mod forward_auth;
+mod front_proxy;
 mod helpers;
 mod lifecycle;
 mod proxy;

@@ -165,7 +165,8 @@ NGINX
 
 # bench_gateway_config PORT: a gateway config in the temp dir with a public route (/public) and
 # a token route (/api) to the upstream; prints its path. The admin listener is off, logs warn
-# and above only (as nginx's access log is off), shutdown is immediate.
+# and above only (as nginx's access log is off), shutdown is immediate. $BENCH_GATEWAY_TOML,
+# when set, is added before the routes (e.g. a [forward_auth] section).
 bench_gateway_config() {
   local port=$1 file=$BENCH_WORK/authgate.toml
   cat >"$file" <<TOML
@@ -181,6 +182,7 @@ secret_file = "$BENCH_WORK/gateway/jwt-secret"
 access_ttl = "12h"
 [log]
 level = "${AUTHGATE_BENCH_LOG:-warn}"
+${BENCH_GATEWAY_TOML:-}
 [[routes]]
 prefix = "/public"
 upstream = "http://127.0.0.1:$UPSTREAM_PORT"

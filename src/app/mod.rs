@@ -4,7 +4,9 @@
 //!
 //! Building wires the parts together: one token service, revocation index, authenticator and
 //! store shared by the account endpoints (`routes/`) and the proxy (`proxy/`), which own the
-//! rest of what they use; the public service ([`gateway`]) sits above both. `App` never
+//! rest of what they use; the public service ([`gateway`]) sits above both, and hands
+//! forward-auth decisions (when `[forward_auth]` is enabled) to `routes::ForwardAuth` with the
+//! proxy's table of the request seen through `decisions`. `App` never
 //! listens for signals itself: the binary turns SIGTERM/SIGHUP into calls on
 //! [`App::shutdown_handle`] and [`App::reload_handle`], and tests call them directly.
 

@@ -64,13 +64,28 @@ async fn ask_with(
     token: Option<&str>,
 ) -> Response {
     let mut req = client.get(app.url("/auth/verify"));
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
+    send_with(req, headers).await
+}
+
+/// `req` with `headers` added, sent.
+async fn send_with(mut req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> Response {
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
     req.send().await.expect("verify request")
+}
+
+/// `method path` (a verify path) with `headers` and no token.
+async fn ask_at(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    send_with(app.client.request(method, app.url(path)), headers).await
 }
 
 /// The identity headers of an answer, by name (absent ones left out).
@@ -343,28 +358,19 @@ async fn only_the_configured_source_is_read_never_another() {
     .await;
     assert_error(res, StatusCode::UNAUTHORIZED, "missing_token").await;
     // The verify request's own method and path mean nothing in this mode.
-    let res = app
-        .client
-        .post(app.url("/auth/verify/public/x"))
-        .header("x-forwarded-method", "GET")
-        .header("x-forwarded-uri", "/api/x")
-        .send()
-        .await
-        .unwrap();
+    let asked = [("x-forwarded-method", "GET"), ("x-forwarded-uri", "/api/x")];
+    let res = ask_at(&app, reqwest::Method::POST, "/auth/verify/public/x", &asked).await;
     assert_error(res, StatusCode::UNAUTHORIZED, "missing_token").await;
 
     // Envoy mode: the headers are never read, only the verify request's own method and path.
     let app = TestApp::spawn_with(enabled("source = \"path\"")).await;
     let res = ask(&app, "GET", "/public/x", None).await;
     assert_error(res, StatusCode::FORBIDDEN, "invalid_request").await;
-    let res = app
-        .client
-        .get(app.url("/auth/verify/api/x"))
-        .header("x-forwarded-method", "GET")
-        .header("x-forwarded-uri", "/public/x")
-        .send()
-        .await
-        .unwrap();
+    let spoof = [
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/public/x"),
+    ];
+    let res = ask_at(&app, reqwest::Method::GET, "/auth/verify/api/x", &spoof).await;
     assert_error(res, StatusCode::UNAUTHORIZED, "missing_token").await;
 }
 

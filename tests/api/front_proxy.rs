@@ -7,14 +7,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{binary, client, Setup, TestApp};
+use crate::helpers::{binary, client, stderr_lines, Setup, TestApp};
 use crate::tools;
 
 /// Decision-only routes (no upstream: the front proxy forwards) like the tests elsewhere use.
@@ -151,26 +150,6 @@ impl Drop for FrontProxy {
     }
 }
 
-/// The child's stderr, line by line, read on a thread (it keeps draining so the child never
-/// blocks on a full pipe).
-fn stderr_lines(child: &mut Child) -> Receiver<String> {
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                // Nobody listens any more; keep reading so the pipe never fills.
-                continue;
-            }
-        }
-    });
-    rx
-}
-
 /// The example nginx.conf made runnable here: its addresses replaced, and temp files, pid
 /// and logs in `dir` instead of root-owned default paths.
 fn nginx_config(app: &TestApp, port: u16, dir: &Path) -> PathBuf {
@@ -283,6 +262,34 @@ async fn user_id(app: &TestApp, token: &str) -> String {
     me["id"].as_i64().unwrap().to_string()
 }
 
+/// A `DELETE` with `username`'s valid `token` through `proxy` reaches the upstream with the
+/// identity the gateway decided, copied by the proxy over the client's own copy; returns the
+/// headers the upstream saw.
+async fn assert_identity_reaches_upstream(
+    app: &TestApp,
+    proxy: &FrontProxy,
+    username: &str,
+    token: &str,
+) -> Vec<(String, String)> {
+    let id = user_id(app, token).await;
+    let res = client()
+        .delete(proxy.url("/api/orders/1?x=1"))
+        .bearer_auth(token)
+        .header("X-Auth-User-Id", "999")
+        .header("X-Auth-Roles", "admin")
+        .send()
+        .await
+        .unwrap();
+    let seen = upstream_saw(res).await;
+    assert_eq!(values(&seen, "x-auth-user-id"), [id.as_str()]);
+    assert_eq!(values(&seen, "x-auth-username"), [username]);
+    // No roles: empty, which nginx sends as no header and Caddy as an empty one.
+    let roles = values(&seen, "x-auth-roles");
+    assert!(roles.iter().all(|r| r.is_empty()), "{roles:?}");
+    assert_eq!(values(&seen, "x-auth-fresh"), ["true"]);
+    seen
+}
+
 /// A refreshed (not fresh) access token of the session of `refresh`.
 async fn refreshed(app: &TestApp, refresh: &str) -> String {
     let v: Value = app.refresh(refresh).await.json().await.unwrap();
@@ -295,21 +302,7 @@ async fn nginx_auth_request_lets_through_what_the_gateway_allows_with_its_identi
     let nginx = start_nginx(&app);
     let c = client();
     let tokens = app.user("alice").await;
-    let id = user_id(&app, &tokens.access).await;
-
-    // A valid token reaches the upstream, with the identity copied by nginx; a client's own
-    // copy is replaced.
-    let res = c
-        .delete(nginx.url("/api/orders/1?x=1"))
-        .bearer_auth(&tokens.access)
-        .header("X-Auth-User-Id", "999")
-        .send()
-        .await
-        .unwrap();
-    let seen = upstream_saw(res).await;
-    assert_eq!(values(&seen, "x-auth-user-id"), [id.as_str()]);
-    assert_eq!(values(&seen, "x-auth-username"), ["alice"]);
-    assert_eq!(values(&seen, "x-auth-fresh"), ["true"]);
+    let seen = assert_identity_reaches_upstream(&app, &nginx, "alice", &tokens.access).await;
     assert_eq!(values(&seen, "x-request-id").len(), 1);
 
     // The account endpoints work through nginx; the decision endpoint is not reachable.
@@ -433,18 +426,7 @@ async fn caddy_forward_auth_lets_through_what_the_gateway_allows_and_nothing_spo
     let caddy = start_caddy(&app);
     let c = client();
     let tokens = app.user("carol").await;
-    let id = user_id(&app, &tokens.access).await;
-
-    let res = c
-        .patch(caddy.url("/api/orders/1"))
-        .bearer_auth(&tokens.access)
-        .header("X-Auth-User-Id", "999")
-        .send()
-        .await
-        .unwrap();
-    let seen = upstream_saw(res).await;
-    assert_eq!(values(&seen, "x-auth-user-id"), [id.as_str()]);
-    assert_eq!(values(&seen, "x-auth-username"), ["carol"]);
+    assert_identity_reaches_upstream(&app, &caddy, "carol", &tokens.access).await;
 
     // Refusals come back with the gateway's status and §1 body (Caddy relays the answer).
     let res = c

@@ -415,19 +415,7 @@ impl Process {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn authgate");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = stderr_lines(&mut child);
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
@@ -462,6 +450,24 @@ impl Process {
     pub fn wait(&mut self) -> Option<i32> {
         self.child.wait().expect("wait for the gateway").code()
     }
+}
+
+/// The child's piped stderr, line by line, read on a thread that keeps draining it after
+/// the receiver is gone, so the child never blocks on a full pipe.
+pub fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // Nobody listening any more is no reason to stop reading.
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 impl Drop for Process {

@@ -70,7 +70,7 @@ fn index_with(n: usize) -> RevocationIndex {
         .map(|i| Revocation {
             seq: i as i64 + 1,
             kind: RevocationKind::Session(format!("revoked-session-{i}")),
-            expires_at: i64::MAX,
+            covers_until: i64::MAX,
         })
         .collect();
     index.apply(&entries);

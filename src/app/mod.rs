@@ -12,16 +12,16 @@
 
 mod background;
 mod decisions;
+mod follower;
 pub mod gateway;
 mod reload;
+mod ticker;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -29,22 +29,27 @@ use crate::auth::authenticator::Authenticator;
 use crate::auth::keys::{load_keys, KeyLoad};
 use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::PasswordHasher;
-use crate::auth::revocation::RevocationIndex;
 use crate::auth::tokens::TokenService;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, StoreUrl};
+use crate::config::{Config, ConfigError};
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
 use crate::routes::{EndpointSettings, Endpoints, ForwardAuth, Passwords};
 use crate::server::admin::AdminService;
+use crate::server::connection::Connections;
 use crate::server::drain::Drain;
+use crate::server::limits::HeadLimits;
 use crate::server::{accept_loop, tls, ServeOptions};
 use crate::sessions::{SessionRules, Sessions};
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use background::Background;
+use follower::RevocationFollower;
 use gateway::Gateway;
 pub use reload::ReloadHandle;
+
+/// Connections the admin listener serves at once (probes and scrapes).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// How long a login may wait for an argon2 slot before it is answered `503`.
 const HASH_QUEUE_WAIT: Duration = Duration::from_secs(2);
@@ -83,7 +88,6 @@ pub struct App {
     shutdown: CancellationToken,
     public: TcpListener,
     admin: Option<TcpListener>,
-    log_cursor: i64,
 }
 
 impl App {
@@ -100,10 +104,8 @@ impl App {
             tls::server_config(files, &config.source)?;
         }
         ProxyTable::build(config)?;
-        match &config.store.url {
-            StoreUrl::Sqlite(path) => SqliteStore::check(path)
-                .map_err(|e| store_config_error(config, path, &e.to_string()))?,
-        }
+        crate::store::check(&config.store.url)
+            .map_err(|e| store_config_error(config, &e.to_string()))?;
         Ok(())
     }
 
@@ -132,7 +134,10 @@ impl App {
         let store = crate::store::open(&config.store.url)
             .await
             .map_err(StartError::Runtime)?;
-        let (revocations, log_cursor) = load_revocations(store.as_ref(), &clock).await?;
+        let follower = RevocationFollower::start(store.clone(), clock.now(), tokens.leeway())
+            .await
+            .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
+        let revocations = follower.index();
         let hasher = build_hasher(&config).await?;
         let limiter = Arc::new(LoginLimiter::new(config.auth.login_limit));
 
@@ -167,6 +172,7 @@ impl App {
                 allow_registration: config.auth.allow_registration,
                 min_password_length: config.auth.min_password_length,
                 max_body: config.server.max_body,
+                body_timeout: config.server.body_timeout,
             },
             clock.clone(),
         );
@@ -188,10 +194,12 @@ impl App {
             forward_auth,
             drain.clone(),
             metrics.clone(),
-        );
+        )
+        .with_limits(head_limits(&config));
         let admin_service =
             AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone());
         let background = Background {
+            follower,
             store: store.clone(),
             revocations,
             limiter,
@@ -212,7 +220,6 @@ impl App {
             shutdown,
             public,
             admin,
-            log_cursor,
         })
     }
 
@@ -272,20 +279,21 @@ impl App {
             shutdown,
             public,
             admin,
-            log_cursor,
             ..
         } = self;
         let stop_background = CancellationToken::new();
-        background.spawn(log_cursor, stop_background.clone());
+        background.spawn(stop_background.clone());
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let header_timeout = config.server.request_header_timeout;
         let admin_done = admin.map(|listener| {
-            spawn_admin(
-                listener,
-                admin_service,
+            let opts = ServeOptions {
                 header_timeout,
-                stop_background.clone(),
-            )
+                send_timeout: config.server.body_timeout,
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                tls: None,
+                limits: head_limits(&config),
+            };
+            spawn_admin(listener, admin_service, opts, stop_background.clone())
         });
         // Tests (and operators) read the bound ports from this line.
         tracing::info!(
@@ -294,13 +302,15 @@ impl App {
             tls = tls.is_some(),
             "authgate serving"
         );
-        let graceful = GracefulShutdown::new();
+        let connections = Connections::new();
         let opts = ServeOptions {
             header_timeout,
+            send_timeout: config.server.body_timeout,
             max_connections: config.server.max_connections,
             tls,
+            limits: head_limits(&config),
         };
-        accept_loop(public, opts, gateway, &graceful, shutdown).await;
+        accept_loop(public, opts, gateway, &connections, shutdown).await;
 
         // The listener is dropped: new connections are refused from here on.
         drain.start();
@@ -309,7 +319,7 @@ impl App {
         tracing::info!(in_flight = drain.in_flight(), grace = ?grace, "draining");
         let idle = drain.wait_idle(grace).await;
         let left = deadline.saturating_duration_since(Instant::now());
-        let closed = tokio::time::timeout(left, graceful.shutdown())
+        let closed = tokio::time::timeout(left, connections.shutdown())
             .await
             .is_ok();
         let in_flight = drain.in_flight();
@@ -324,24 +334,6 @@ impl App {
             Err(RunError::GraceExpired(in_flight))
         }
     }
-}
-
-/// The revocation index as the store has it now, and the log position the poller resumes
-/// from. The cursor is read before the live entries, so nothing committed in between is
-/// missed (entries seen twice are applied idempotently).
-async fn load_revocations(
-    store: &dyn Store,
-    clock: &Clock,
-) -> Result<(Arc<RevocationIndex>, i64), StartError> {
-    let unreadable = |e| StartError::Runtime(format!("cannot read the revocation log: {e}"));
-    let cursor = store.last_seq().await.map_err(unreadable)?;
-    let live = store
-        .live_revocations(clock.now())
-        .await
-        .map_err(unreadable)?;
-    let index = Arc::new(RevocationIndex::new());
-    index.apply(&live);
-    Ok((index, cursor))
 }
 
 /// The password hasher with max(1, cores − 1) permits. Building it computes the dummy hash:
@@ -364,11 +356,11 @@ fn env_secret() -> Option<Vec<u8>> {
     std::env::var_os("AUTHGATE_JWT_SECRET").map(|v| v.into_vec())
 }
 
-fn store_config_error(config: &Config, path: &Path, reason: &str) -> ConfigError {
+fn store_config_error(config: &Config, reason: &str) -> ConfigError {
     ConfigError::new(
         &config.source,
         "store.url",
-        Some(format!("{:?}", format!("sqlite://{}", path.display()))),
+        Some(format!("{:?}", config.store.url.to_string())),
         reason.to_owned(),
     )
 }
@@ -379,20 +371,23 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartError> {
         .map_err(|e| StartError::Runtime(format!("{key}: cannot listen on {addr}: {e}")))
 }
 
+/// `[server]`'s header limits.
+fn head_limits(config: &Config) -> HeadLimits {
+    HeadLimits {
+        max_header_bytes: config.server.max_header_bytes,
+        max_headers: config.server.max_headers,
+    }
+}
+
 fn spawn_admin(
     listener: TcpListener,
     service: Arc<AdminService>,
-    header_timeout: Duration,
+    opts: ServeOptions,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
-        let opts = ServeOptions {
-            header_timeout,
-            max_connections: 64,
-            tls: None,
-        };
-        accept_loop(listener, opts, service, &graceful, stop).await;
-        let _ = tokio::time::timeout(Duration::from_millis(500), graceful.shutdown()).await;
+        let connections = Connections::new();
+        accept_loop(listener, opts, service, &connections, stop).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), connections.shutdown()).await;
     })
 }

@@ -3,8 +3,8 @@
 //!
 //! Owns the revoked sessions, users and token ids copied from the store's revocation log, and
 //! a generation counter that long-lived connections watch to re-check their token when
-//! something new is revoked. Where the next poll of the log resumes is the poller's business
-//! (see `app.rs`): this process applies its own entries at once, out of log order.
+//! something new is revoked. Where the next read of the log resumes is the follower's
+//! business (`app::follower`): this process applies its own entries at once, out of log order.
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -24,8 +24,8 @@ pub struct RevocationSizes {
     pub tokens: usize,
 }
 
-/// Revoked sessions, users and tokens, each mapped to the time (epoch seconds) after which
-/// the entry can be forgotten. Share it behind an `Arc`.
+/// Revoked sessions, users and tokens, each mapped to the latest `exp` (epoch seconds) of the
+/// tokens its entry covers. Share it behind an `Arc`.
 #[derive(Debug)]
 pub struct RevocationIndex {
     sets: RwLock<Sets>,
@@ -42,11 +42,11 @@ struct Sets {
 impl Sets {
     /// Records one entry, keeping the later expiry; true when the entry was not known before.
     fn insert(&mut self, entry: &Revocation) -> bool {
-        let expires_at = entry.expires_at;
+        let until = entry.covers_until;
         match &entry.kind {
-            RevocationKind::Session(sid) => keep_latest(&mut self.sessions, sid, expires_at),
-            RevocationKind::User(id) => keep_latest(&mut self.users, id, expires_at),
-            RevocationKind::Token(jti) => keep_latest(&mut self.tokens, jti, expires_at),
+            RevocationKind::Session(sid) => keep_latest(&mut self.sessions, sid, until),
+            RevocationKind::User(id) => keep_latest(&mut self.users, id, until),
+            RevocationKind::Token(jti) => keep_latest(&mut self.tokens, jti, until),
         }
     }
 }
@@ -106,14 +106,15 @@ impl RevocationIndex {
             || sets.users.contains_key(&user_id)
     }
 
-    /// Forgets entries whose `expires_at` is before `now` (epoch seconds): every token they
-    /// cover has expired anyway. Returns how many were dropped. Wakes no one.
-    pub fn prune(&self, now: i64) -> usize {
+    /// Forgets entries covering tokens only until before `expired_by` (epoch seconds; the
+    /// session rules put it a leeway before now): every token they cover has expired anyway.
+    /// Returns how many were dropped. Wakes no one.
+    pub fn prune(&self, expired_by: i64) -> usize {
         let mut sets = self.write();
         let before = sizes_of(&sets);
-        sets.sessions.retain(|_, exp| *exp >= now);
-        sets.users.retain(|_, exp| *exp >= now);
-        sets.tokens.retain(|_, exp| *exp >= now);
+        sets.sessions.retain(|_, exp| *exp >= expired_by);
+        sets.users.retain(|_, exp| *exp >= expired_by);
+        sets.tokens.retain(|_, exp| *exp >= expired_by);
         let after = sizes_of(&sets);
         (before.sessions - after.sessions)
             + (before.users - after.users)
@@ -155,11 +156,11 @@ fn sizes_of(sets: &Sets) -> RevocationSizes {
 mod tests {
     use super::*;
 
-    fn entry(seq: i64, kind: RevocationKind, expires_at: i64) -> Revocation {
+    fn entry(seq: i64, kind: RevocationKind, covers_until: i64) -> Revocation {
         Revocation {
             seq,
             kind,
-            expires_at,
+            covers_until,
         }
     }
 

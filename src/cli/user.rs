@@ -13,9 +13,9 @@ use clap::Subcommand;
 use super::exit::{load_config, EXIT_RUNTIME};
 use crate::auth::accounts_rules::{check_password, check_username};
 use crate::auth::password::PasswordHasher;
-use crate::clock::{secs, Clock};
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::sessions::user_revocation_expiry;
+use crate::sessions::operations;
 use crate::store::{Store, StoreError, User};
 
 /// `authgate user ...`: operator commands on the store.
@@ -88,16 +88,12 @@ fn fail(message: String) -> ExitCode {
 async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
     let store = crate::store::open(&config.store.url).await?;
     let now = Clock::system().now();
-    let leeway = secs(config.tokens.leeway);
     match cmd {
         UserCommand::Add { name, roles } => add(config, &store, &name, roles, now).await,
         UserCommand::List => Ok(list(&store.list_users().await.map_err(text)?)),
         UserCommand::Delete { name } => {
             let user = find(&store, &name).await?;
-            let expires =
-                user_revocation_expiry(now, config.tokens.refresh_ttl, config.tokens.leeway);
-            store
-                .delete_user(user.id, now, expires)
+            operations::delete_user(store.as_ref(), user.id, now, config.tokens.refresh_ttl)
                 .await
                 .map_err(text)?;
             Ok(format!(
@@ -132,10 +128,10 @@ async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
         }
         UserCommand::LogoutAll { name } => {
             let user = find(&store, &name).await?;
-            let revoked = store
-                .revoke_user_sessions(user.id, now, leeway)
-                .await
-                .map_err(text)?;
+            let revoked =
+                operations::revoke_all_sessions(store.as_ref(), user.id, now, config.tokens.leeway)
+                    .await
+                    .map_err(text)?;
             Ok(format!(
                 "{}: {} session(s) revoked",
                 user.username,

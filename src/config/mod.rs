@@ -2,10 +2,12 @@
 //!
 //! `types` holds the validated shapes the rest of the gateway reads; `error` the one error
 //! type naming file, key path, value and reason; `raw` the serde mirror of the file with its
-//! defaults; `validate` every rule beyond TOML types. [`load`] and [`parse`] are the way in,
+//! defaults; `validate` every rule beyond TOML types; `log_level` the grammar of `[log] level`
+//! (shared with `RUST_LOG`). [`load`] and [`parse`] are the way in,
 //! [`restart_needed`] tells a reload which sections it cannot apply.
 
 mod error;
+mod log_level;
 mod raw;
 mod types;
 mod validate;
@@ -13,6 +15,7 @@ mod validate;
 use std::path::Path;
 
 pub use error::ConfigError;
+pub use log_level::check_log_level;
 pub use types::*;
 
 /// Reads and validates the configuration file at `path`.
@@ -107,6 +110,9 @@ mod tests {
                 shutdown_grace: Duration::from_secs(30),
                 tls: None,
                 max_connections: 10000,
+                body_timeout: Duration::from_secs(10),
+                max_header_bytes: 65536,
+                max_headers: 100,
             }
         );
         assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9090")));

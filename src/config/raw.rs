@@ -36,6 +36,9 @@ pub(crate) struct RawServer {
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,
     pub max_connections: i64,
+    pub body_timeout: String,
+    pub max_header_bytes: i64,
+    pub max_headers: i64,
 }
 
 impl Default for RawServer {
@@ -48,6 +51,9 @@ impl Default for RawServer {
             tls_cert_file: None,
             tls_key_file: None,
             max_connections: 10000,
+            body_timeout: "10s".into(),
+            max_header_bytes: 65536,
+            max_headers: 100,
         }
     }
 }

@@ -51,6 +51,12 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Accepted connections beyond this wait in the kernel backlog.
     pub max_connections: usize,
+    /// How long an auth endpoint's request body may move no byte before it is answered `408`.
+    pub body_timeout: Duration,
+    /// Largest request header section: names plus values plus 32 bytes a field (HTTP/2's count).
+    pub max_header_bytes: usize,
+    /// Most header fields a request may carry (pseudo-headers not counted).
+    pub max_headers: usize,
 }
 
 /// PEM files for the public listener's TLS.
@@ -83,6 +89,15 @@ pub struct StoreConfig {
 pub enum StoreUrl {
     /// An embedded SQLite database file (relative paths resolved against the working directory).
     Sqlite(PathBuf),
+}
+
+/// The URL as an operator would write it, for messages (never holds a password).
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+        }
+    }
 }
 
 /// Signing algorithm of issued tokens.
@@ -226,7 +241,8 @@ impl IdentityHeaders {
 pub struct LogConfig {
     /// Human-readable or JSON lines.
     pub format: LogFormat,
-    /// A tracing-subscriber filter directive such as `info` or `authgate=debug`.
+    /// A level or a list of `level` and `target=level` entries, checked by
+    /// [`check_log_level`](super::check_log_level) and without blanks around entries.
     pub level: String,
 }
 

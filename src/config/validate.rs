@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{HeaderName, Method, Uri};
 use ipnet::IpNet;
 
+use super::log_level::check_log_level;
 use super::raw::{
     RawAdmin, RawArgon2, RawAuth, RawConfig, RawForwardAuth, RawIdentityHeaders, RawLog,
     RawLoginLimit, RawProxy, RawRoute, RawServer, RawStore, RawTokens,
@@ -25,6 +26,16 @@ use super::{
 
 /// Longest accepted duration: longer ones are typos, and would overflow `Instant` arithmetic.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// Bounds of `server.max_header_bytes`: below 1 KiB ordinary requests fail; above 1 MiB one
+/// pending request head could hold that much memory per connection (HTTP/2 decodes up to four
+/// times the advertised limit before giving up on a connection).
+const MIN_HEADER_BYTES: i64 = 1024;
+const MAX_HEADER_BYTES: i64 = 1024 * 1024;
+
+/// Upper bound of `server.max_headers`: the HTTP/1 parser allocates room for twice this many
+/// fields for every request.
+const MAX_HEADERS: i64 = 1000;
 
 /// Upper bound of `min_password_length`: passwords are limited to 1024 bytes.
 const MAX_PASSWORD_LENGTH: i64 = 1024;
@@ -214,6 +225,14 @@ impl Checker<'_> {
                 1,
                 i64::MAX,
             )?,
+            body_timeout: self.duration("server.body_timeout", &raw.body_timeout, Zero::Refused)?,
+            max_header_bytes: self.usize(
+                "server.max_header_bytes",
+                raw.max_header_bytes,
+                MIN_HEADER_BYTES,
+                MAX_HEADER_BYTES,
+            )?,
+            max_headers: self.usize("server.max_headers", raw.max_headers, 1, MAX_HEADERS)?,
         })
     }
 
@@ -552,23 +571,9 @@ impl Checker<'_> {
                 ))
             }
         };
-        if raw.level.trim().is_empty() {
-            return Err(self.bad("log.level", &raw.level, "is empty; use e.g. \"info\""));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.level) {
-            return Err(self.bad(
-                "log.level",
-                &raw.level,
-                format!(
-                    "is not a log filter ({e}); use a level like \"info\" or directives like \
-                     \"authgate=debug,info\""
-                ),
-            ));
-        }
-        Ok(LogConfig {
-            format,
-            level: raw.level,
-        })
+        let level =
+            check_log_level(&raw.level).map_err(|e| self.bad("log.level", &raw.level, e))?;
+        Ok(LogConfig { format, level })
     }
 
     fn forward_auth(&self, raw: RawForwardAuth) -> Result<ForwardAuthConfig, ConfigError> {
@@ -1264,6 +1269,44 @@ mod tests {
     }
 
     #[test]
+    fn header_limits_and_body_timeout_are_checked_with_their_bounds() {
+        let c =
+            parse("[server]\nmax_header_bytes = 1024\nmax_headers = 1\nbody_timeout = \"250ms\"\n")
+                .expect("valid");
+        assert_eq!(c.server.max_header_bytes, 1024);
+        assert_eq!(c.server.max_headers, 1);
+        assert_eq!(c.server.body_timeout, Duration::from_millis(250));
+        assert_eq!(
+            message("[server]\nmax_header_bytes = 1023\n"),
+            "f.toml: server.max_header_bytes: 1023 must be between 1024 and 1048576"
+        );
+        refused(
+            "[server]\nmax_header_bytes = 2000000\n",
+            "server.max_header_bytes",
+            "between 1024 and 1048576",
+        );
+        refused(
+            "[server]\nmax_headers = 0\n",
+            "server.max_headers",
+            "between 1 and 1000",
+        );
+        refused(
+            "[server]\nmax_headers = 1001\n",
+            "server.max_headers",
+            "between 1 and 1000",
+        );
+        assert_eq!(
+            message("[server]\nbody_timeout = \"0s\"\n"),
+            "f.toml: server.body_timeout: \"0s\" must be longer than zero"
+        );
+        refused(
+            "[server]\nbody_timeout = \"ten\"\n",
+            "server.body_timeout",
+            "not a duration",
+        );
+    }
+
+    #[test]
     fn tls_needs_both_files_and_names_the_missing_one() {
         assert_eq!(
             message("[server]\ntls_cert_file = \"c.pem\"\n"),
@@ -1577,9 +1620,15 @@ mod tests {
         refused(
             "[log]\nlevel = \"authgate=loud\"\n",
             "log.level",
-            "not a log filter",
+            "the level \"loud\", which is not a level",
         );
         refused("[log]\nlevel = \"\"\n", "log.level", "is empty");
+        assert_eq!(
+            message("[log]\nlevel = \"warning\"\n"),
+            "f.toml: log.level: \"warning\" is not a level (did you mean \"warn\"?); use one of \
+             trace, debug, info, warn, error, or a list of levels and target=level entries like \
+             \"info,authgate::proxy=debug\""
+        );
         let config =
             parse("[log]\nformat = \"json\"\nlevel = \"authgate=debug,info\"\n").expect("valid");
         assert_eq!(config.log.format, LogFormat::Json);

@@ -164,6 +164,7 @@ pub struct Route {
     authority: Authority,
     host: HeaderValue,
     base_path: String,
+    forwarded_prefix: Option<HeaderValue>,
 }
 
 impl Route {
@@ -191,6 +192,10 @@ impl Route {
                 prefix: config.prefix.clone(),
             })?,
             base_path: upstream.path().trim_end_matches('/').to_owned(),
+            // `/` strips nothing, so it has no prefix to report.
+            forwarded_prefix: (config.strip_prefix && config.prefix != "/")
+                .then(|| HeaderValue::from_str(&config.prefix).ok())
+                .flatten(),
         })
     }
 
@@ -227,6 +232,22 @@ impl Route {
     /// The `Host` header value to send upstream: the authority without any userinfo.
     pub fn host(&self) -> &HeaderValue {
         &self.host
+    }
+
+    /// The upstream's scheme and authority as a URI (`https://svc:8443/`): where a
+    /// `preserve_host` route's connections go.
+    pub fn upstream_base(&self) -> Uri {
+        let mut parts = Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        Uri::from_parts(parts).unwrap_or_else(|_| self.config.upstream.clone().unwrap_or_default())
+    }
+
+    /// `X-Forwarded-Prefix` for the upstream: the prefix a `strip_prefix` route removes
+    /// (so an application behind it can build its own URLs); `None` otherwise.
+    pub fn forwarded_prefix(&self) -> Option<&HeaderValue> {
+        self.forwarded_prefix.as_ref()
     }
 
     /// Path of the upstream URL without its trailing `/`; empty when the URL has no path.

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
-use super::client::{build_client, UpstreamClient};
+use super::client::UpstreamClients;
 use super::headers::{HeaderRewriter, IdentityValueError, IdentityValues};
 use super::router::{Route, Router};
 use crate::auth::identity::Identity;
@@ -27,8 +27,8 @@ pub struct ProxyTable {
     pub config: ProxyConfig,
     /// Identity-header handling.
     pub rewriter: HeaderRewriter,
-    /// The pooled upstream client.
-    pub client: UpstreamClient,
+    /// The pooled upstream clients.
+    pub clients: UpstreamClients,
     /// Route prefixes as shared strings for log labels (index = route index).
     labels: Vec<Arc<str>>,
 }
@@ -38,7 +38,11 @@ impl ProxyTable {
     pub fn build(config: &Config) -> Result<ProxyTable, ConfigError> {
         let router = Router::new(&config.routes)
             .map_err(|e| ConfigError::new(&config.source, "routes", None, e.to_string()))?;
-        let client = build_client(config.proxy.upstream_ca_file.as_deref(), &config.source)?;
+        let clients = UpstreamClients::build(
+            router.routes(),
+            config.proxy.upstream_ca_file.as_deref(),
+            &config.source,
+        )?;
         // Every route in file order, those without an upstream too, so `route.index()` indexes it.
         let labels = config
             .routes
@@ -49,7 +53,7 @@ impl ProxyTable {
             rewriter: HeaderRewriter::new(&config.proxy.identity_headers),
             config: config.proxy.clone(),
             router,
-            client,
+            clients,
             labels,
         })
     }

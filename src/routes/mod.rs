@@ -33,6 +33,7 @@ use crate::server::request_body;
 use crate::server::response::{close_connection, full, Body};
 use crate::sessions::Sessions;
 use crate::store::Store;
+use crate::telemetry;
 pub use passwords::Passwords;
 pub use verify::{DecisionTable, ForwardAuth, VERIFY_PATH};
 
@@ -45,6 +46,8 @@ pub struct EndpointSettings {
     pub min_password_length: usize,
     /// Largest accepted request body, in bytes.
     pub max_body: usize,
+    /// Longest wait for the next piece of a request body (`408` beyond).
+    pub body_timeout: std::time::Duration,
 }
 
 /// The account endpoints and what they use; built once.
@@ -160,6 +163,7 @@ impl Endpoints {
         let Some((endpoint, id)) = Endpoint::find(sub_path) else {
             return (Err(ApiError::NotFound), "auth:-");
         };
+        telemetry::record_route(endpoint.name());
         let mut result = self.serve(req, ctx, endpoint, id).await;
         // Error answers are closed by the public service when a body is left unread; a
         // success of an endpoint that ignores bodies leaves one unread too.
@@ -204,10 +208,15 @@ impl Endpoints {
         Ok(self.auth.require(req.headers(), Accept::Access)?)
     }
 
-    /// The request's body as `T` (JSON or form), at most `max_body` bytes.
+    /// The request's body as `T` (JSON or form), at most `max_body` bytes, none of them more
+    /// than `body_timeout` after the last.
     async fn read_body<T: DeserializeOwned>(&self, req: Request<Incoming>) -> Result<T, ApiError> {
         let (parts, body) = req.into_parts();
-        request_body::read(&parts.headers, body, self.settings.max_body).await
+        let limits = request_body::BodyLimits {
+            max_body: self.settings.max_body,
+            timeout: self.settings.body_timeout,
+        };
+        request_body::read(&parts.headers, body, limits).await
     }
 }
 

@@ -42,7 +42,16 @@ impl Passwords {
         let attempt = self
             .limiter
             .begin(username, client, Instant::now())
-            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+            .map_err(|retry_after| {
+                // Security events name the account and the address, never the password.
+                tracing::warn!(
+                    username,
+                    client = %client,
+                    retry_after,
+                    "password check refused: too many failures"
+                );
+                ApiError::RateLimited { retry_after }
+            })?;
         let found = self.store.user_by_name(username).await?;
         let hash = found.as_ref().map(|u| u.password_hash.as_str());
         let ok = self.hasher.verify(password, hash).await?;
@@ -53,7 +62,7 @@ impl Passwords {
             }
             _ => {
                 attempt.failed(Instant::now());
-                tracing::info!(reason = "invalid_credentials", "password check failed");
+                tracing::warn!(username, client = %client, "password check failed");
                 Err(ApiError::InvalidCredentials)
             }
         }

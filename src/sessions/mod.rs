@@ -6,9 +6,14 @@
 //! nothing of HTTP: `routes/` parses the request, checks the password, calls in here and
 //! renders the answer. Every revocation goes to the store first (durable), then to memory.
 //!
-//! Still in the SQL of `store/sqlite`: the rotation, grace and reuse decision itself
-//! ([`Store::rotate_refresh`]) and the expiry arithmetic of session revocations; they are to
-//! move here, leaving the store to keep data.
+//! The rules themselves — rotation, grace, reuse, when a session is over, which sessions a
+//! revocation takes and how long its entry stays in force — are pure functions in [`rules`];
+//! [`operations`] applies them to a store (the operator CLI calls those too). The store
+//! keeps data and offers atomic steps (a compare-and-swap of the refresh token, a revocation
+//! with its log entry in one transaction), but decides no policy.
+
+pub mod operations;
+pub mod rules;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +24,9 @@ use crate::auth::identity::Identity;
 use crate::auth::revocation::RevocationIndex;
 use crate::auth::tokens::{AccountGrant, IssueError, SessionGrant, TokenService};
 use crate::clock::{claim_time, secs, Clock};
-use crate::store::{RefreshOutcome, Session, Store, StoreError, User};
+use crate::store::{Session, Store, StoreError, User};
+use operations::RefreshOutcome;
+use rules::RefreshTiming;
 
 /// Why a session operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +102,7 @@ impl Sessions {
             expires_at: now + secs(self.tokens.refresh_ttl()),
             auth_time: now,
             refresh_jti: new_jti().map_err(IssueError::from)?,
-            refresh_issued_at: now,
+            retired_refresh: None,
             revoked: false,
         };
         self.store.create_session(&session).await?;
@@ -126,17 +133,19 @@ impl Sessions {
             return Ok(self.issued(&session, now, access, None));
         }
         let new = new_jti().map_err(IssueError::from)?;
-        let outcome = self
-            .store
-            .rotate_refresh(
-                &refresh.session_id,
-                &refresh.token_id,
-                &new,
-                now,
-                secs(self.rules.refresh_reuse_grace),
-                secs(self.tokens.leeway()),
-            )
-            .await?;
+        let timing = RefreshTiming {
+            grace_secs: secs(self.rules.refresh_reuse_grace),
+            leeway_secs: secs(self.tokens.leeway()),
+        };
+        let outcome = operations::refresh_rotating(
+            self.store.as_ref(),
+            &refresh.session_id,
+            &refresh.token_id,
+            &new,
+            now,
+            timing,
+        )
+        .await?;
         match outcome {
             RefreshOutcome::Rotated(session) | RefreshOutcome::WithinGrace(session) => {
                 if session.user_id != refresh.user_id {
@@ -147,7 +156,7 @@ impl Sessions {
                 let token = self.tokens.issue_refresh(
                     &grant(&session),
                     &session.refresh_jti,
-                    session.refresh_issued_at,
+                    session.refresh_issued_at(),
                 )?;
                 Ok(self.issued(&session, now, access, Some(token)))
             }
@@ -178,11 +187,7 @@ impl Sessions {
     pub async fn logout(&self, identity: &Identity) -> Result<(), SessionError> {
         let revoked = self
             .store
-            .revoke_session(
-                &identity.session_id,
-                self.clock.now(),
-                secs(self.tokens.leeway()),
-            )
+            .revoke_session(&identity.session_id, self.clock.now())
             .await?;
         let Some(revocation) = revoked else {
             return Err(AuthError::Revoked.into());
@@ -200,16 +205,8 @@ impl Sessions {
         new_hash: &str,
         keep_sid: &str,
     ) -> Result<usize, SessionError> {
-        let revoked = self
-            .store
-            .set_password(
-                user_id,
-                new_hash,
-                Some(keep_sid),
-                self.clock.now(),
-                secs(self.tokens.leeway()),
-            )
-            .await?;
+        let sweep = rules::sweep(Some(keep_sid), self.clock.now(), self.tokens.leeway());
+        let revoked = self.store.set_password(user_id, new_hash, sweep).await?;
         self.revocations.apply(&revoked);
         Ok(revoked.len())
     }
@@ -217,10 +214,14 @@ impl Sessions {
     /// Deletes user `id` and revokes every token of theirs (store, then memory). False when
     /// no such user exists.
     pub async fn delete_user(&self, id: i64) -> Result<bool, SessionError> {
-        let now = self.clock.now();
-        let expires_at =
-            user_revocation_expiry(now, self.tokens.refresh_ttl(), self.tokens.leeway());
-        match self.store.delete_user(id, now, expires_at).await? {
+        let deleted = operations::delete_user(
+            self.store.as_ref(),
+            id,
+            self.clock.now(),
+            self.tokens.refresh_ttl(),
+        )
+        .await?;
+        match deleted {
             Some(revoked) => {
                 self.revocations.apply(&revoked);
                 tracing::info!(user_id = id, "user deleted");
@@ -241,7 +242,7 @@ impl Sessions {
     /// The session `sid` while it is neither revoked nor over.
     async fn live_session(&self, sid: &str, now: i64) -> Result<Session, SessionError> {
         match self.store.session(sid).await? {
-            Some(s) if !s.revoked && s.expires_at > now => Ok(s),
+            Some(s) if rules::is_live(&s, now) => Ok(s),
             _ => Err(AuthError::Revoked.into()),
         }
     }
@@ -278,12 +279,6 @@ impl Sessions {
     }
 }
 
-/// When the `User` revocation entry of a user deleted at `now` may be forgotten: no token of
-/// theirs can outlive a session started right now, plus the leeway.
-pub fn user_revocation_expiry(now: i64, refresh_ttl: Duration, leeway: Duration) -> i64 {
-    now + secs(refresh_ttl) + secs(leeway)
-}
-
 fn grant(session: &Session) -> SessionGrant<'_> {
     SessionGrant {
         user_id: session.user_id,
@@ -314,7 +309,7 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
-    fn fixture(rotation: bool) -> Fixture {
+    async fn fixture(rotation: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(TokenAlgorithm::Hs256, dir.path());
         let secret = Some(b"sessions-test-secret-of-enough-bytes!!".to_vec());
@@ -326,8 +321,11 @@ mod tests {
                 .unwrap()
                 .with_clock(clock.clone()),
         );
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("authgate.db")).unwrap());
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("authgate.db"))
+                .await
+                .unwrap(),
+        );
         let rules = SessionRules {
             refresh_rotation: rotation,
             refresh_reuse_grace: Duration::from_secs(0),
@@ -355,7 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn refresh_rotates_until_the_session_ends_on_the_clock() {
-        let f = fixture(true);
+        let f = fixture(true).await;
         let user = f
             .store
             .create_user("alice", "$argon2id$unused", vec![], f.clock.now())
@@ -391,7 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_access_token_never_outlives_its_session() {
-        let f = fixture(false);
+        let f = fixture(false).await;
         let user = f
             .store
             .create_user("bob", "$argon2id$unused", vec![], f.clock.now())

@@ -1,10 +1,17 @@
 //! The store: users, login sessions and the revocation log.
 //!
-//! All SQL lives below this module and runs off the async reactor threads. [`Store`] is the
-//! interface the gateway and the CLI use (as `Arc<dyn Store>`); [`SqliteStore`] is the embedded
-//! implementation. Times are seconds since the epoch and always passed in by the caller, so
-//! tests control them.
+//! [`Store`] is the interface the gateway and the CLI use (as `Arc<dyn Store>`): async, and
+//! data only. It offers atomic data operations (a compare-and-swap of a session's refresh
+//! token, a revocation together with its log entry, a password change together with the
+//! revocations it sweeps) while the session rules that decide when to call them live in
+//! `sessions/`. The revocation log is read as a resumable [`feed`]. Times are seconds since
+//! the epoch and always passed in by the caller, so tests control them.
+//!
+//! All SQL lives below this module and runs off the async reactor threads; [`SqliteStore`] is
+//! the embedded implementation. A new backend goes in a folder beside `sqlite/`, gets a branch
+//! in [`open`] and [`check`], and must pass the conformance suite in `tests/store/`.
 
+pub mod feed;
 mod model;
 mod sqlite;
 
@@ -14,21 +21,26 @@ use std::sync::Arc;
 
 use crate::config::StoreUrl;
 
+pub use feed::{FeedCursor, FeedPage};
 pub use model::*;
 pub use sqlite::SqliteStore;
 
-/// Opens the store `url` names (creating an SQLite file and its folder on first use), on the
-/// blocking pool. The gateway and the operator CLI both open their store here.
+/// Opens the store `url` names (creating an SQLite file and its folder on first use). The
+/// gateway and the operator CLI both open their store here.
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, String> {
     match url {
-        StoreUrl::Sqlite(path) => {
-            let p = path.clone();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&p))
-                .await
-                .map_err(|e| format!("store task failed: {e}"))?
-                .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
-            Ok(Arc::new(store))
-        }
+        StoreUrl::Sqlite(path) => match SqliteStore::open(path).await {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(e) => Err(format!("cannot open the store {}: {e}", path.display())),
+        },
+    }
+}
+
+/// Checks the store `url` names without creating anything (for `check-config`): an existing
+/// database must be one this build can use. Blocking; it runs before any runtime starts.
+pub fn check(url: &StoreUrl) -> Result<(), StoreError> {
+    match url {
+        StoreUrl::Sqlite(path) => SqliteStore::check(path),
     }
 }
 
@@ -86,26 +98,25 @@ pub trait Store: Send + Sync + 'static {
     /// Every user, by id.
     fn list_users(&self) -> StoreFuture<'_, Vec<User>>;
 
-    /// Replaces the password hash and revokes every live session of the user except
-    /// `keep_sid`, in one transaction. Returns the appended `Session` entries (each expiring at
-    /// its session's `expires_at + leeway_secs`). [`StoreError::NotFound`] for an unknown user.
+    /// Replaces the password hash and revokes the user's sessions that `sweep` selects, in one
+    /// transaction (a login racing the change is revoked or starts after it). Returns the
+    /// appended `Session` entries, each covering its session's tokens until the session's
+    /// `expires_at`. [`StoreError::NotFound`] for an unknown user.
     fn set_password<'a>(
         &'a self,
         user_id: i64,
         new_hash: &'a str,
-        keep_sid: Option<&'a str>,
-        now: i64,
-        leeway_secs: i64,
+        sweep: SessionSweep<'a>,
     ) -> StoreFuture<'a, Vec<Revocation>>;
 
-    /// Deletes the user and their roles, marks their sessions revoked and appends a `User(id)`
-    /// entry expiring at `expires_at`, in one transaction. Returns the appended entries, or
-    /// `None` when there is no such user.
+    /// Deletes the user and their roles, marks their sessions revoked at `now` and appends a
+    /// `User(id)` entry covering tokens until `covers_until`, in one transaction. Returns the
+    /// appended entries, or `None` when there is no such user.
     fn delete_user(
         &self,
         id: i64,
         now: i64,
-        expires_at: i64,
+        covers_until: i64,
     ) -> StoreFuture<'_, Option<Vec<Revocation>>>;
 
     /// Grants a role; `true` if the user did not have it yet. [`StoreError::NotFound`] for an
@@ -119,57 +130,54 @@ pub trait Store: Send + Sync + 'static {
     /// Records a new login session.
     fn create_session<'a>(&'a self, session: &'a Session) -> StoreFuture<'a, ()>;
 
-    /// Looks a session up, revoked or not.
+    /// Looks a session up, revoked or not, with its retired refresh token. Reads the latest
+    /// committed state: a token the caller holds was issued after its session row said so.
     fn session<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<Session>>;
 
-    /// Rotates a session's refresh token, atomically: see [`RefreshOutcome`]. A retired token
-    /// is accepted within `grace_secs` of its retirement (`0` disables the grace); a session is
-    /// expired once `now > expires_at + leeway_secs`.
-    fn rotate_refresh<'a>(
+    /// Compare-and-swap of the current refresh token: when session `sid` is not revoked and
+    /// its current refresh `jti` is `expected_jti`, makes `new_jti` current and records
+    /// `expected_jti` as retired at `now` — as one atomic step (SQL:
+    /// `UPDATE … WHERE sid = ? AND refresh_jti = ? AND revoked_at IS NULL`). `true` when it
+    /// swapped. Of concurrent swaps from one `expected_jti`, in this process or any other
+    /// sharing the database, exactly one wins; the losers re-read the session to learn why.
+    fn swap_refresh<'a>(
         &'a self,
         sid: &'a str,
-        presented_jti: &'a str,
+        expected_jti: &'a str,
         new_jti: &'a str,
         now: i64,
-        grace_secs: i64,
-        leeway_secs: i64,
-    ) -> StoreFuture<'a, RefreshOutcome>;
+    ) -> StoreFuture<'a, bool>;
 
     /// Sets the session's `auth_time` (step-up). `false` when the session is unknown or revoked.
     fn set_auth_time<'a>(&'a self, sid: &'a str, now: i64) -> StoreFuture<'a, bool>;
 
-    /// Revokes one session and appends its `Session` entry. `None` when the session is unknown
-    /// or already revoked.
-    fn revoke_session<'a>(
+    /// Revokes one session at `now` and appends its `Session` entry (covering its tokens until
+    /// the session's `expires_at`), in one transaction. `None` when the session is unknown or
+    /// already revoked — of concurrent calls, exactly one gets the entry.
+    fn revoke_session<'a>(&'a self, sid: &'a str, now: i64) -> StoreFuture<'a, Option<Revocation>>;
+
+    /// Revokes the sessions of a user that `sweep` selects and appends their entries, in one
+    /// transaction (CLI `user logout-all`). [`StoreError::NotFound`] for an unknown user.
+    fn revoke_user_sessions<'a>(
         &'a self,
-        sid: &'a str,
-        now: i64,
-        leeway_secs: i64,
-    ) -> StoreFuture<'a, Option<Revocation>>;
-
-    /// Revokes every live session of a user (CLI `user logout-all`). [`StoreError::NotFound`]
-    /// for an unknown user.
-    fn revoke_user_sessions(
-        &self,
         user_id: i64,
-        now: i64,
-        leeway_secs: i64,
-    ) -> StoreFuture<'_, Vec<Revocation>>;
+        sweep: SessionSweep<'a>,
+    ) -> StoreFuture<'a, Vec<Revocation>>;
 
-    /// Log entries with a sequence number above `seq`, in order. Entries commit in sequence
-    /// order, so resuming from the last seen `seq` never skips one.
-    fn revocations_since(&self, seq: i64) -> StoreFuture<'_, Vec<Revocation>>;
+    /// The revocation feed from where `cursor` stands: entries committed since, in `seq`
+    /// order, and the cursor to resume from. Complete whatever order concurrent writers commit
+    /// in (see [`feed`] for the guarantee and what it takes); entries may repeat.
+    fn revocations_since<'a>(&'a self, cursor: &'a FeedCursor) -> StoreFuture<'a, FeedPage>;
 
-    /// The highest sequence number ever appended (`0` for none), pruned entries included.
-    /// Read it before [`Store::live_revocations`] and poll from it to load without a gap.
-    fn last_seq(&self) -> StoreFuture<'_, i64>;
+    /// The start of a reader: the log entries that cover a token expiring after `expired_by`
+    /// (`covers_until > expired_by`), in `seq` order, and a cursor from the same snapshot, so
+    /// that following the feed from it misses nothing committed since.
+    fn live_revocations(&self, expired_by: i64) -> StoreFuture<'_, FeedPage>;
 
-    /// Log entries still in force (`expires_at > now`), in order.
-    fn live_revocations(&self, now: i64) -> StoreFuture<'_, Vec<Revocation>>;
-
-    /// Deletes log entries with `expires_at <= now` and sessions with `expires_at <= now`
-    /// (pass `now - leeway` to keep sessions through the leeway). Returns the rows deleted.
-    fn prune(&self, now: i64) -> StoreFuture<'_, usize>;
+    /// Deletes log entries with `covers_until <= expired_by` and sessions with `expires_at <=
+    /// expired_by`: the session domain passes a time by which no token they concern can still
+    /// verify. Returns the rows deleted.
+    fn prune(&self, expired_by: i64) -> StoreFuture<'_, usize>;
 
     /// Checks that the database answers (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;

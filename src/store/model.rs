@@ -14,13 +14,15 @@ pub enum RevocationKind {
 /// One row of the revocation log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
-    /// Monotonic sequence number in the log; readers resume from the last one they saw.
+    /// The entry's position in the log: unique, and increasing in the order entries were
+    /// appended (not necessarily the order they became visible; see [`FeedCursor`](super::FeedCursor)).
     pub seq: i64,
     /// What is revoked.
     pub kind: RevocationKind,
-    /// Seconds since the epoch after which no token it covers can still be valid, so the
-    /// entry may be pruned (the covered tokens' latest `exp` plus the leeway).
-    pub expires_at: i64,
+    /// The latest `exp` (seconds since the epoch) any token it covers can carry: a fact about
+    /// the covered tokens. Until that time plus the verification leeway a covered token could
+    /// still verify, so the entry stays in force; the session domain decides when it may go.
+    pub covers_until: i64,
 }
 
 /// A user account as callers see it, without the password hash.
@@ -70,27 +72,42 @@ pub struct Session {
     pub auth_time: i64,
     /// The `jti` of the session's current refresh token.
     pub refresh_jti: String,
-    /// When the current refresh token was issued (login or last rotation): re-signing it
-    /// within the reuse grace keeps its claims unchanged.
-    pub refresh_issued_at: i64,
+    /// The refresh token the last rotation retired, if any.
+    pub retired_refresh: Option<RetiredRefresh>,
     /// Whether the session has been revoked.
     pub revoked: bool,
 }
 
-/// What presenting a refresh token to [`Store::rotate_refresh`](super::Store::rotate_refresh) did.
+impl Session {
+    /// When the current refresh token was issued: at the rotation that retired the previous
+    /// one, or at the login. Re-signing it within the reuse grace keeps its claims unchanged.
+    pub fn refresh_issued_at(&self) -> i64 {
+        self.retired_refresh
+            .as_ref()
+            .map_or(self.created_at, |retired| retired.retired_at)
+    }
+}
+
+/// A refresh token that a rotation replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefreshOutcome {
-    /// The presented token was current and is now retired; the session (as updated) carries
-    /// the new `refresh_jti`.
-    Rotated(Session),
-    /// The presented token was retired within the grace period: nothing changed; answer with
-    /// the session's current refresh token (its `refresh_jti`, same `exp`).
-    WithinGrace(Session),
-    /// A retired token came back after the grace period (or an unknown `jti` of the session):
-    /// the session is now revoked and this entry was appended to the log.
-    ReuseDetected(Revocation),
-    /// The session is unknown, already revoked, or expired beyond the leeway.
-    Revoked,
+pub struct RetiredRefresh {
+    /// Its `jti`.
+    pub jti: String,
+    /// When the rotation retired it, seconds since the epoch.
+    pub retired_at: i64,
+}
+
+/// Which sessions of a user a multi-session revocation (password change, logout-all) takes:
+/// the ones not revoked yet, expiring at or after `expiring_from`, except `keep_sid`. The
+/// session domain fills it in; the store only applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSweep<'a> {
+    /// A session to leave alone (the caller's own).
+    pub keep_sid: Option<&'a str>,
+    /// Sessions that expired before this time have no token left that could verify.
+    pub expiring_from: i64,
+    /// The revocation time stamped on the swept sessions.
+    pub revoked_at: i64,
 }
 
 #[cfg(test)]

@@ -53,6 +53,13 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX revocations_by_expiry ON revocations(expires_at);
     ",
+    // 2: a revocation entry records a fact, the latest `exp` of the tokens it covers; the
+    // session domain adds the leeway when it decides what is still in force. Entries written
+    // under version 1 held that `exp` plus the leeway: read as `covers_until` they merely stay
+    // one leeway longer, which is safe.
+    "
+    ALTER TABLE revocations RENAME COLUMN expires_at TO covers_until;
+    ",
 ];
 
 /// The schema version this build creates and understands.
@@ -114,6 +121,23 @@ mod tests {
         // Running again is a no-op.
         migrate(&mut conn).unwrap();
         assert_eq!(version(&conn).unwrap(), LATEST_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_revocation_entry_keeps_its_time_as_covers_until() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO revocations (kind, value, expires_at) VALUES ('session', 's', 5030)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let covers_until: i64 = conn
+            .query_row("SELECT covers_until FROM revocations", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(covers_until, 5030);
     }
 
     #[test]

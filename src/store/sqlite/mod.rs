@@ -5,7 +5,12 @@
 //! runs on tokio's blocking pool. Other processes (the CLI, another gateway) may use the same
 //! file: writes take the lock up front with `BEGIN IMMEDIATE` and wait up to [`BUSY_TIMEOUT`]
 //! for it; WAL lets readers go on meanwhile; `synchronous=FULL` makes every acknowledged
-//! revocation survive a crash.
+//! revocation survive a crash. Serialised writers are also what lets the revocation feed's
+//! cursor be a bare `seq` (see [`feed`](crate::store::feed)). The database file is created
+//! 0600, and SQLite gives its `-wal` and `-shm` the same mode.
+//!
+//! The SQL keeps data and makes each call atomic; it decides no session rule (those are in
+//! `sessions/`).
 
 mod error;
 mod migrations;
@@ -19,8 +24,8 @@ use rusqlite::{
 };
 
 use super::{
-    RefreshOutcome, Revocation, RevocationKind, Session, Store, StoreError, StoreFuture, User,
-    UserWithHash,
+    FeedCursor, FeedPage, RetiredRefresh, Revocation, RevocationKind, Session, SessionSweep, Store,
+    StoreError, StoreFuture, User, UserWithHash,
 };
 use error::{is_unique_violation, map_err};
 
@@ -39,8 +44,14 @@ struct Connections {
 
 impl SqliteStore {
     /// Opens the database at `path`, creating the folder and the file on first start, and
-    /// brings the schema up to date. Blocking: run it on the blocking pool.
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    /// brings the schema up to date, on the blocking pool like every other call.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let path = path.to_owned();
+        on_blocking_pool(move || Self::open_blocking(&path)).await
+    }
+
+    /// [`SqliteStore::open`] on the calling thread.
+    fn open_blocking(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Internal(format!(
@@ -49,6 +60,7 @@ impl SqliteStore {
                 ))
             })?;
         }
+        create_owner_only(path)?;
         let mut writer = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -148,6 +160,28 @@ where
             .await
             .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
     })
+}
+
+/// Creates the database file empty with mode 0600 when it does not exist yet (SQLite makes
+/// an empty file a new database). SQLite would create it 0644; it gives the `-wal` and
+/// `-shm` files the database file's mode, so all three are readable by their owner only
+/// (HTTP-API.md §6). An existing file keeps the mode its owner gave it.
+fn create_owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        // Another process may have created it meanwhile: theirs is 0600 too.
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Internal(format!(
+            "cannot create the store file {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
@@ -341,9 +375,7 @@ fn change_password(
     tx: &Connection,
     user_id: i64,
     new_hash: &str,
-    keep_sid: Option<&str>,
-    now: i64,
-    leeway_secs: i64,
+    sweep: &Sweep,
 ) -> Result<Vec<Revocation>, StoreError> {
     let changed = tx
         .execute(
@@ -354,14 +386,14 @@ fn change_password(
     if changed == 0 {
         return Err(StoreError::NotFound);
     }
-    revoke_live_sessions(tx, user_id, keep_sid, now, leeway_secs)
+    revoke_swept_sessions(tx, user_id, sweep)
 }
 
 fn remove_user(
     tx: &Connection,
     id: i64,
     now: i64,
-    expires_at: i64,
+    covers_until: i64,
 ) -> Result<Option<Vec<Revocation>>, StoreError> {
     // Explicit rather than relying on ON DELETE CASCADE alone (needs foreign_keys=ON).
     tx.execute("DELETE FROM user_roles WHERE user_id = ?1", [id])
@@ -378,7 +410,7 @@ fn remove_user(
         params![id, now],
     )
     .map_err(map_err)?;
-    let entry = append_revocation(tx, &RevocationKind::User(id), expires_at)?;
+    let entry = append_revocation(tx, &RevocationKind::User(id), covers_until)?;
     Ok(Some(vec![entry]))
 }
 
@@ -406,14 +438,7 @@ fn ungrant(tx: &Connection, username: &str, role: &str) -> Result<bool, StoreErr
 
 // ---- sessions ----
 
-/// A session row with the rotation bookkeeping callers do not see.
-struct SessionRow {
-    session: Session,
-    prev_refresh_jti: Option<String>,
-    prev_retired_at: Option<i64>,
-}
-
-fn find_session(conn: &Connection, sid: &str) -> Result<Option<SessionRow>, StoreError> {
+fn find_session(conn: &Connection, sid: &str) -> Result<Option<Session>, StoreError> {
     conn.prepare_cached(
         "SELECT sid, user_id, created_at, expires_at, auth_time, refresh_jti, revoked_at,
                 prev_refresh_jti, prev_retired_at
@@ -421,21 +446,19 @@ fn find_session(conn: &Connection, sid: &str) -> Result<Option<SessionRow>, Stor
     )
     .and_then(|mut stmt| {
         stmt.query_row([sid], |row| {
-            Ok(SessionRow {
-                session: Session {
-                    sid: row.get(0)?,
-                    user_id: row.get(1)?,
-                    created_at: row.get(2)?,
-                    expires_at: row.get(3)?,
-                    auth_time: row.get(4)?,
-                    refresh_jti: row.get(5)?,
-                    refresh_issued_at: row
-                        .get::<_, Option<i64>>(8)?
-                        .unwrap_or(row.get::<_, i64>(2)?),
-                    revoked: row.get::<_, Option<i64>>(6)?.is_some(),
-                },
-                prev_refresh_jti: row.get(7)?,
-                prev_retired_at: row.get(8)?,
+            let prev_jti: Option<String> = row.get(7)?;
+            let prev_retired_at: Option<i64> = row.get(8)?;
+            Ok(Session {
+                sid: row.get(0)?,
+                user_id: row.get(1)?,
+                created_at: row.get(2)?,
+                expires_at: row.get(3)?,
+                auth_time: row.get(4)?,
+                refresh_jti: row.get(5)?,
+                retired_refresh: prev_jti
+                    .zip(prev_retired_at)
+                    .map(|(jti, retired_at)| RetiredRefresh { jti, retired_at }),
+                revoked: row.get::<_, Option<i64>>(6)?.is_some(),
             })
         })
         .optional()
@@ -444,10 +467,11 @@ fn find_session(conn: &Connection, sid: &str) -> Result<Option<SessionRow>, Stor
 }
 
 fn insert_session(tx: &Connection, session: &Session) -> Result<(), StoreError> {
+    let retired = session.retired_refresh.as_ref();
     tx.execute(
         "INSERT INTO sessions (sid, user_id, created_at, expires_at, auth_time, refresh_jti,
-                               revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                               prev_refresh_jti, prev_retired_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             session.sid,
             session.user_id,
@@ -455,6 +479,8 @@ fn insert_session(tx: &Connection, session: &Session) -> Result<(), StoreError> 
             session.expires_at,
             session.auth_time,
             session.refresh_jti,
+            retired.map(|r| &r.jti),
+            retired.map(|r| r.retired_at),
             session.revoked.then_some(session.created_at),
         ],
     )
@@ -462,118 +488,99 @@ fn insert_session(tx: &Connection, session: &Session) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// The parameters of one refresh, grouped to keep the rotation logic readable.
-struct Refresh {
-    sid: String,
-    presented_jti: String,
-    new_jti: String,
-    now: i64,
-    grace_secs: i64,
-    leeway_secs: i64,
-}
-
-fn rotate(tx: &Connection, r: &Refresh) -> Result<RefreshOutcome, StoreError> {
-    let Some(row) = find_session(tx, &r.sid)? else {
-        return Ok(RefreshOutcome::Revoked);
-    };
-    let mut session = row.session;
-    if session.revoked || r.now > session.expires_at.saturating_add(r.leeway_secs) {
-        return Ok(RefreshOutcome::Revoked);
-    }
-    if r.presented_jti == session.refresh_jti {
-        tx.execute(
-            "UPDATE sessions
-             SET prev_refresh_jti = refresh_jti, prev_retired_at = ?2, refresh_jti = ?3
-             WHERE sid = ?1",
-            params![r.sid, r.now, r.new_jti],
-        )
-        .map_err(map_err)?;
-        session.refresh_jti.clone_from(&r.new_jti);
-        session.refresh_issued_at = r.now;
-        return Ok(RefreshOutcome::Rotated(session));
-    }
-    let within_grace = r.grace_secs > 0
-        && row.prev_refresh_jti.as_deref() == Some(r.presented_jti.as_str())
-        && row
-            .prev_retired_at
-            .is_some_and(|retired| r.now.saturating_sub(retired) <= r.grace_secs);
-    if within_grace {
-        return Ok(RefreshOutcome::WithinGrace(session));
-    }
-    // A retired token after the grace, or an older one: someone replays a stolen token.
-    let entry = revoke_session_row(tx, &session, r.now, r.leeway_secs)?;
-    Ok(RefreshOutcome::ReuseDetected(entry))
-}
-
-/// Marks a live session revoked and appends its log entry, which lasts as long as any token
-/// of the session can (`expires_at + leeway`).
-fn revoke_session_row(
+/// The compare-and-swap of the current refresh token; `true` when this call swapped it.
+fn swap_refresh_jti(
     tx: &Connection,
-    session: &Session,
+    sid: &str,
+    expected_jti: &str,
+    new_jti: &str,
     now: i64,
-    leeway_secs: i64,
-) -> Result<Revocation, StoreError> {
-    tx.execute(
-        "UPDATE sessions SET revoked_at = ?2 WHERE sid = ?1 AND revoked_at IS NULL",
-        params![session.sid, now],
-    )
-    .map_err(map_err)?;
-    append_revocation(
-        tx,
-        &RevocationKind::Session(session.sid.clone()),
-        session.expires_at.saturating_add(leeway_secs),
-    )
+) -> Result<bool, StoreError> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE sessions
+             SET prev_refresh_jti = refresh_jti, prev_retired_at = ?4, refresh_jti = ?3
+             WHERE sid = ?1 AND refresh_jti = ?2 AND revoked_at IS NULL",
+        )
+        .and_then(|mut stmt| stmt.execute(params![sid, expected_jti, new_jti, now]))
+        .map_err(map_err)?;
+    Ok(changed == 1)
 }
 
+/// Revokes session `sid` if it is not revoked yet, and appends its entry, which covers the
+/// session's tokens until its `expires_at`. `None` when there was nothing to revoke.
 fn revoke_one_session(
     tx: &Connection,
     sid: &str,
     now: i64,
-    leeway_secs: i64,
 ) -> Result<Option<Revocation>, StoreError> {
-    match find_session(tx, sid)? {
-        Some(row) if !row.session.revoked => {
-            revoke_session_row(tx, &row.session, now, leeway_secs).map(Some)
+    let expires_at: Option<i64> = tx
+        .prepare_cached(
+            "UPDATE sessions SET revoked_at = ?2 WHERE sid = ?1 AND revoked_at IS NULL
+             RETURNING expires_at",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![sid, now], |row| row.get(0))
+                .optional()
+        })
+        .map_err(map_err)?;
+    expires_at
+        .map(|expires_at| {
+            append_revocation(tx, &RevocationKind::Session(sid.to_owned()), expires_at)
+        })
+        .transpose()
+}
+
+/// A [`SessionSweep`] with owned fields, to move onto the blocking pool.
+struct Sweep {
+    keep_sid: Option<String>,
+    expiring_from: i64,
+    revoked_at: i64,
+}
+
+impl From<SessionSweep<'_>> for Sweep {
+    fn from(s: SessionSweep<'_>) -> Self {
+        Sweep {
+            keep_sid: s.keep_sid.map(str::to_owned),
+            expiring_from: s.expiring_from,
+            revoked_at: s.revoked_at,
         }
-        _ => Ok(None),
     }
 }
 
-/// Revokes every session of the user whose tokens can still be valid, except `keep_sid`.
-fn revoke_live_sessions(
+/// Revokes the user's sessions the sweep selects, appending one entry each.
+fn revoke_swept_sessions(
     tx: &Connection,
     user_id: i64,
-    keep_sid: Option<&str>,
-    now: i64,
-    leeway_secs: i64,
+    sweep: &Sweep,
 ) -> Result<Vec<Revocation>, StoreError> {
-    let live: Vec<Session> = {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT sid, user_id, created_at, expires_at, auth_time, refresh_jti
-                 FROM sessions
-                 WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at + ?3 >= ?2
-                   AND (?4 IS NULL OR sid <> ?4)
-                 ORDER BY created_at, sid",
+    let mut swept: Vec<(i64, String, i64)> = tx
+        .prepare_cached(
+            "UPDATE sessions SET revoked_at = ?2
+             WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at >= ?3
+               AND (?4 IS NULL OR sid <> ?4)
+             RETURNING created_at, sid, expires_at",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![
+                    user_id,
+                    sweep.revoked_at,
+                    sweep.expiring_from,
+                    sweep.keep_sid
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
-            .map_err(map_err)?;
-        stmt.query_map(params![user_id, now, leeway_secs, keep_sid], |row| {
-            Ok(Session {
-                sid: row.get(0)?,
-                user_id: row.get(1)?,
-                created_at: row.get(2)?,
-                expires_at: row.get(3)?,
-                auth_time: row.get(4)?,
-                refresh_jti: row.get(5)?,
-                refresh_issued_at: row.get(2)?,
-                revoked: false,
-            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         })
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Session>>>())
-        .map_err(map_err)?
-    };
-    live.iter()
-        .map(|session| revoke_session_row(tx, session, now, leeway_secs))
+        .map_err(map_err)?;
+    // RETURNING has no order: append the entries oldest session first, as logins happened.
+    swept.sort();
+    swept
+        .into_iter()
+        .map(|(_, sid, expires_at)| {
+            append_revocation(tx, &RevocationKind::Session(sid), expires_at)
+        })
         .collect()
 }
 
@@ -601,7 +608,7 @@ fn decode_entry(
     seq: i64,
     kind: &str,
     value: String,
-    expires_at: i64,
+    covers_until: i64,
 ) -> Result<Revocation, StoreError> {
     let kind = match kind {
         "session" => RevocationKind::Session(value),
@@ -618,28 +625,29 @@ fn decode_entry(
     Ok(Revocation {
         seq,
         kind,
-        expires_at,
+        covers_until,
     })
 }
 
 fn append_revocation(
     tx: &Connection,
     kind: &RevocationKind,
-    expires_at: i64,
+    covers_until: i64,
 ) -> Result<Revocation, StoreError> {
     let (kind_text, value) = encode_kind(kind);
     let seq = tx
         .prepare_cached(
-            "INSERT INTO revocations (kind, value, expires_at) VALUES (?1, ?2, ?3) RETURNING seq",
+            "INSERT INTO revocations (kind, value, covers_until) VALUES (?1, ?2, ?3)
+             RETURNING seq",
         )
         .and_then(|mut stmt| {
-            stmt.query_row(params![kind_text, value, expires_at], |row| row.get(0))
+            stmt.query_row(params![kind_text, value, covers_until], |row| row.get(0))
         })
         .map_err(map_err)?;
     Ok(Revocation {
         seq,
         kind: kind.clone(),
-        expires_at,
+        covers_until,
     })
 }
 
@@ -650,7 +658,7 @@ fn entries_where(
     arg: i64,
 ) -> Result<Vec<Revocation>, StoreError> {
     let sql = format!(
-        "SELECT seq, kind, value, expires_at FROM revocations WHERE {filter_sql} ORDER BY seq"
+        "SELECT seq, kind, value, covers_until FROM revocations WHERE {filter_sql} ORDER BY seq"
     );
     let rows = conn
         .prepare_cached(&sql)
@@ -662,7 +670,7 @@ fn entries_where(
         })
         .map_err(map_err)?;
     rows.into_iter()
-        .map(|(seq, kind, value, expires_at)| decode_entry(seq, &kind, value, expires_at))
+        .map(|(seq, kind, value, covers_until)| decode_entry(seq, &kind, value, covers_until))
         .collect()
 }
 
@@ -678,12 +686,15 @@ fn highest_seq(conn: &Connection) -> Result<i64, StoreError> {
     .map_err(map_err)
 }
 
-fn prune_expired(tx: &Connection, now: i64) -> Result<usize, StoreError> {
+fn prune_expired(tx: &Connection, expired_by: i64) -> Result<usize, StoreError> {
     let entries = tx
-        .execute("DELETE FROM revocations WHERE expires_at <= ?1", [now])
+        .execute(
+            "DELETE FROM revocations WHERE covers_until <= ?1",
+            [expired_by],
+        )
         .map_err(map_err)?;
     let sessions = tx
-        .execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])
+        .execute("DELETE FROM sessions WHERE expires_at <= ?1", [expired_by])
         .map_err(map_err)?;
     Ok(entries + sessions)
 }
@@ -717,31 +728,20 @@ impl Store for SqliteStore {
         &'a self,
         user_id: i64,
         new_hash: &'a str,
-        keep_sid: Option<&'a str>,
-        now: i64,
-        leeway_secs: i64,
+        sweep: SessionSweep<'a>,
     ) -> StoreFuture<'a, Vec<Revocation>> {
         let new_hash = new_hash.to_owned();
-        let keep_sid = keep_sid.map(str::to_owned);
-        self.write(move |tx| {
-            change_password(
-                tx,
-                user_id,
-                &new_hash,
-                keep_sid.as_deref(),
-                now,
-                leeway_secs,
-            )
-        })
+        let sweep = Sweep::from(sweep);
+        self.write(move |tx| change_password(tx, user_id, &new_hash, &sweep))
     }
 
     fn delete_user(
         &self,
         id: i64,
         now: i64,
-        expires_at: i64,
+        covers_until: i64,
     ) -> StoreFuture<'_, Option<Vec<Revocation>>> {
-        self.write(move |tx| remove_user(tx, id, now, expires_at))
+        self.write(move |tx| remove_user(tx, id, now, covers_until))
     }
 
     fn grant_role<'a>(&'a self, username: &'a str, role: &'a str) -> StoreFuture<'a, bool> {
@@ -761,27 +761,18 @@ impl Store for SqliteStore {
 
     fn session<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<Session>> {
         let sid = sid.to_owned();
-        self.read(move |tx| Ok(find_session(tx, &sid)?.map(|row| row.session)))
+        self.read(move |tx| find_session(tx, &sid))
     }
 
-    fn rotate_refresh<'a>(
+    fn swap_refresh<'a>(
         &'a self,
         sid: &'a str,
-        presented_jti: &'a str,
+        expected_jti: &'a str,
         new_jti: &'a str,
         now: i64,
-        grace_secs: i64,
-        leeway_secs: i64,
-    ) -> StoreFuture<'a, RefreshOutcome> {
-        let refresh = Refresh {
-            sid: sid.to_owned(),
-            presented_jti: presented_jti.to_owned(),
-            new_jti: new_jti.to_owned(),
-            now,
-            grace_secs,
-            leeway_secs,
-        };
-        self.write(move |tx| rotate(tx, &refresh))
+    ) -> StoreFuture<'a, bool> {
+        let (sid, expected, new) = (sid.to_owned(), expected_jti.to_owned(), new_jti.to_owned());
+        self.write(move |tx| swap_refresh_jti(tx, &sid, &expected, &new, now))
     }
 
     fn set_auth_time<'a>(&'a self, sid: &'a str, now: i64) -> StoreFuture<'a, bool> {
@@ -789,44 +780,53 @@ impl Store for SqliteStore {
         self.write(move |tx| update_auth_time(tx, &sid, now))
     }
 
-    fn revoke_session<'a>(
-        &'a self,
-        sid: &'a str,
-        now: i64,
-        leeway_secs: i64,
-    ) -> StoreFuture<'a, Option<Revocation>> {
+    fn revoke_session<'a>(&'a self, sid: &'a str, now: i64) -> StoreFuture<'a, Option<Revocation>> {
         let sid = sid.to_owned();
-        self.write(move |tx| revoke_one_session(tx, &sid, now, leeway_secs))
+        self.write(move |tx| revoke_one_session(tx, &sid, now))
     }
 
-    fn revoke_user_sessions(
-        &self,
+    fn revoke_user_sessions<'a>(
+        &'a self,
         user_id: i64,
-        now: i64,
-        leeway_secs: i64,
-    ) -> StoreFuture<'_, Vec<Revocation>> {
+        sweep: SessionSweep<'a>,
+    ) -> StoreFuture<'a, Vec<Revocation>> {
+        let sweep = Sweep::from(sweep);
         self.write(move |tx| {
             if !user_exists(tx, user_id)? {
                 return Err(StoreError::NotFound);
             }
-            revoke_live_sessions(tx, user_id, None, now, leeway_secs)
+            revoke_swept_sessions(tx, user_id, &sweep)
         })
     }
 
-    fn revocations_since(&self, seq: i64) -> StoreFuture<'_, Vec<Revocation>> {
-        self.read(move |tx| entries_where(tx, "seq > ?1", seq))
+    fn revocations_since<'a>(&'a self, cursor: &'a FeedCursor) -> StoreFuture<'a, FeedPage> {
+        let after = cursor.position();
+        self.read(move |tx| {
+            let entries = entries_where(tx, "seq > ?1", after)?;
+            // Safe only because SQLite serialises writers (see `store::feed`): nothing at or
+            // below the highest seq of this snapshot can still commit.
+            let position = entries.last().map_or(after, |last| last.seq.max(after));
+            Ok(FeedPage {
+                entries,
+                cursor: FeedCursor::at(position),
+            })
+        })
     }
 
-    fn last_seq(&self) -> StoreFuture<'_, i64> {
-        self.read(|tx| highest_seq(tx))
+    fn live_revocations(&self, expired_by: i64) -> StoreFuture<'_, FeedPage> {
+        // One read transaction: the entries and the cursor come from the same snapshot.
+        self.read(move |tx| {
+            let position = highest_seq(tx)?;
+            let entries = entries_where(tx, "covers_until > ?1", expired_by)?;
+            Ok(FeedPage {
+                entries,
+                cursor: FeedCursor::at(position),
+            })
+        })
     }
 
-    fn live_revocations(&self, now: i64) -> StoreFuture<'_, Vec<Revocation>> {
-        self.read(move |tx| entries_where(tx, "expires_at > ?1", now))
-    }
-
-    fn prune(&self, now: i64) -> StoreFuture<'_, usize> {
-        self.write(move |tx| prune_expired(tx, now))
+    fn prune(&self, expired_by: i64) -> StoreFuture<'_, usize> {
+        self.write(move |tx| prune_expired(tx, expired_by))
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
@@ -837,6 +837,8 @@ impl Store for SqliteStore {
     }
 }
 
+// What every store must do is tested once for all of them: tests/store/conformance.rs.
+// Here: what only SQLite has (files, schema versions, error mapping).
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // ok: tests fail loudly
 mod tests {
@@ -845,505 +847,22 @@ mod tests {
 
     use super::*;
 
-    const LEEWAY: i64 = 30;
-
     fn temp_db() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data").join("authgate.db");
         (dir, path)
     }
 
-    fn open_store() -> (tempfile::TempDir, PathBuf, Arc<SqliteStore>) {
-        let (dir, path) = temp_db();
-        let store = Arc::new(SqliteStore::open(&path).unwrap());
-        (dir, path, store)
-    }
-
-    fn session(sid: &str, user_id: i64, created_at: i64, expires_at: i64) -> Session {
-        Session {
-            sid: sid.to_owned(),
-            user_id,
-            created_at,
-            expires_at,
-            auth_time: created_at,
-            refresh_jti: format!("{sid}-r0"),
-            refresh_issued_at: created_at,
-            revoked: false,
-        }
-    }
-
-    async fn user(store: &SqliteStore, name: &str) -> User {
-        store
-            .create_user(name, "$argon2id$fake", vec![], 1_000)
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn ids_are_never_reused_after_a_delete() {
-        let (_dir, _path, store) = open_store();
-        user(&store, "a").await;
-        let b = user(&store, "b").await;
-        assert!(store
-            .delete_user(b.id, 2_000, 9_000)
-            .await
-            .unwrap()
-            .is_some());
-        let c = user(&store, "c").await;
-        assert!(c.id > b.id, "{} reused after deleting {}", c.id, b.id);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn usernames_are_unique_case_insensitively_and_keep_their_spelling() {
-        let (_dir, _path, store) = open_store();
-        let alice = user(&store, "Alice").await;
-        let again = store
-            .create_user("aLICE", "$argon2id$other", vec![], 1_000)
-            .await;
-        assert_eq!(again, Err(StoreError::UsernameTaken));
-
-        let found = store.user_by_name("ALICE").await.unwrap().unwrap();
-        assert_eq!(found.user, alice);
-        assert_eq!(found.user.username, "Alice");
-        assert_eq!(found.password_hash, "$argon2id$fake");
-        assert_eq!(store.user_by_id(alice.id).await.unwrap(), Some(alice));
-        assert_eq!(store.user_by_name("bob").await.unwrap(), None);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn twenty_concurrent_registrations_of_one_name_yield_one_user() {
-        let (_dir, path, store) = open_store();
-        // Half go through a second store on the file, like another process.
-        let other = Arc::new(SqliteStore::open(&path).unwrap());
-        let tasks: Vec<_> = (0..20)
-            .map(|i| {
-                let store = Arc::clone(if i % 2 == 0 { &store } else { &other });
-                tokio::spawn(async move {
-                    let name = if i % 2 == 0 { "Carol" } else { "CAROL" };
-                    store.create_user(name, "$h", vec![], 1_000).await
-                })
-            })
-            .collect();
-        let mut created = 0;
-        for task in tasks {
-            match task.await.unwrap() {
-                Ok(_) => created += 1,
-                Err(e) => assert_eq!(e, StoreError::UsernameTaken),
-            }
-        }
-        assert_eq!(created, 1);
-        assert_eq!(store.list_users().await.unwrap().len(), 1);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn roles_are_sorted_granted_and_revoked_idempotently() {
-        let (_dir, _path, store) = open_store();
-        let dave = store
-            .create_user(
-                "dave",
-                "$h",
-                vec!["ops".into(), "admin".into(), "ops".into()],
-                1_000,
-            )
-            .await
-            .unwrap();
-        assert_eq!(dave.roles, ["admin", "ops"]);
-        assert!(store.grant_role("DAVE", "billing").await.unwrap());
-        assert!(!store.grant_role("dave", "billing").await.unwrap());
-        assert!(store.revoke_role("dave", "ops").await.unwrap());
-        assert!(!store.revoke_role("dave", "ops").await.unwrap());
-        let dave = store.user_by_id(dave.id).await.unwrap().unwrap();
-        assert_eq!(dave.roles, ["admin", "billing"]);
-        assert_eq!(
-            store.grant_role("nobody", "admin").await,
-            Err(StoreError::NotFound)
-        );
-        assert_eq!(
-            store.revoke_role("nobody", "admin").await,
-            Err(StoreError::NotFound)
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn rotation_rotates_then_tolerates_the_grace_then_detects_reuse() {
-        let (_dir, _path, store) = open_store();
-        let u = user(&store, "erin").await;
-        store
-            .create_session(&session("s1", u.id, 1_000, 5_000))
-            .await
-            .unwrap();
-
-        let rotated = store
-            .rotate_refresh("s1", "s1-r0", "s1-r1", 1_100, 10, LEEWAY)
-            .await
-            .unwrap();
-        let RefreshOutcome::Rotated(s) = rotated else {
-            panic!("expected Rotated, got {rotated:?}");
-        };
-        assert_eq!(s.refresh_jti, "s1-r1");
-        assert_eq!(s.expires_at, 5_000, "no sliding expiry");
-
-        let grace = store
-            .rotate_refresh("s1", "s1-r0", "s1-r2", 1_110, 10, LEEWAY)
-            .await
-            .unwrap();
-        let RefreshOutcome::WithinGrace(s) = grace else {
-            panic!("expected WithinGrace, got {grace:?}");
-        };
-        assert_eq!(s.refresh_jti, "s1-r1", "grace answers the current jti");
-        assert_eq!(
-            store.session("s1").await.unwrap().unwrap().refresh_jti,
-            "s1-r1"
-        );
-
-        let reuse = store
-            .rotate_refresh("s1", "s1-r0", "s1-r2", 1_111, 10, LEEWAY)
-            .await
-            .unwrap();
-        let RefreshOutcome::ReuseDetected(entry) = reuse else {
-            panic!("expected ReuseDetected, got {reuse:?}");
-        };
-        assert_eq!(entry.kind, RevocationKind::Session("s1".into()));
-        assert_eq!(entry.expires_at, 5_000 + LEEWAY);
-        assert!(store.session("s1").await.unwrap().unwrap().revoked);
-        assert_eq!(store.revocations_since(0).await.unwrap(), vec![entry]);
-
-        // Even the current token is dead now.
-        let after = store
-            .rotate_refresh("s1", "s1-r1", "s1-r3", 1_112, 10, LEEWAY)
-            .await
-            .unwrap();
-        assert_eq!(after, RefreshOutcome::Revoked);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_unknown_jti_of_the_session_is_reuse() {
-        let (_dir, _path, store) = open_store();
-        store
-            .create_session(&session("s1", 1, 1_000, 5_000))
-            .await
-            .unwrap();
-        let outcome = store
-            .rotate_refresh("s1", "forged", "s1-r1", 1_001, 10, LEEWAY)
-            .await
-            .unwrap();
-        assert!(
-            matches!(outcome, RefreshOutcome::ReuseDetected(_)),
-            "{outcome:?}"
-        );
-        assert!(store.session("s1").await.unwrap().unwrap().revoked);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn unknown_and_expired_sessions_are_revoked_outcomes() {
-        let (_dir, _path, store) = open_store();
-        store
-            .create_session(&session("s1", 1, 1_000, 5_000))
-            .await
-            .unwrap();
-        let unknown = store
-            .rotate_refresh("nope", "x", "y", 1_001, 10, LEEWAY)
-            .await
-            .unwrap();
-        assert_eq!(unknown, RefreshOutcome::Revoked);
-        let expired = store
-            .rotate_refresh("s1", "s1-r0", "s1-r1", 5_000 + LEEWAY + 1, 10, LEEWAY)
-            .await
-            .unwrap();
-        assert_eq!(expired, RefreshOutcome::Revoked);
-        let within_leeway = store
-            .rotate_refresh("s1", "s1-r0", "s1-r1", 5_000 + LEEWAY, 10, LEEWAY)
-            .await
-            .unwrap();
-        assert!(matches!(within_leeway, RefreshOutcome::Rotated(_)));
-    }
-
-    /// Twenty refreshes of one token at once, half through a second store on the same file
-    /// (like another process), so both the in-process lock and SQLite's file lock are raced.
-    async fn twenty_rotations(path: &Path, grace: i64) -> (Arc<SqliteStore>, Vec<RefreshOutcome>) {
-        let stores = [
-            Arc::new(SqliteStore::open(path).unwrap()),
-            Arc::new(SqliteStore::open(path).unwrap()),
-        ];
-        stores[0]
-            .create_session(&session("s1", 1, 1_000, 5_000))
-            .await
-            .unwrap();
-        let tasks: Vec<_> = (0..20)
-            .map(|i| {
-                let store = Arc::clone(&stores[i % 2]);
-                tokio::spawn(async move {
-                    let new_jti = format!("new-{i}");
-                    store
-                        .rotate_refresh("s1", "s1-r0", &new_jti, 1_100, grace, LEEWAY)
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut outcomes = Vec::new();
-        for task in tasks {
-            outcomes.push(task.await.unwrap());
-        }
-        let [store, _] = stores;
-        (store, outcomes)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn twenty_concurrent_refreshes_rotate_once_and_the_rest_get_the_grace() {
-        let (_dir, path) = temp_db();
-        let (store, outcomes) = twenty_rotations(&path, 10).await;
-        let rotated: Vec<_> = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                RefreshOutcome::Rotated(s) => Some(s.refresh_jti.clone()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(rotated.len(), 1, "{outcomes:?}");
-        for outcome in &outcomes {
-            match outcome {
-                RefreshOutcome::Rotated(_) => {}
-                RefreshOutcome::WithinGrace(s) => assert_eq!(s.refresh_jti, rotated[0]),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        assert!(!store.session("s1").await.unwrap().unwrap().revoked);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn twenty_concurrent_refreshes_without_grace_rotate_once_and_revoke_the_session() {
-        let (_dir, path) = temp_db();
-        let (store, outcomes) = twenty_rotations(&path, 0).await;
-        let count = |f: fn(&RefreshOutcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
-        assert_eq!(count(|o| matches!(o, RefreshOutcome::Rotated(_))), 1);
-        // The first replay revokes the session; the later ones find it revoked.
-        assert_eq!(count(|o| matches!(o, RefreshOutcome::ReuseDetected(_))), 1);
-        assert_eq!(count(|o| matches!(o, RefreshOutcome::Revoked)), 18);
-        assert!(store.session("s1").await.unwrap().unwrap().revoked);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn revoking_a_session_twice_answers_none_the_second_time() {
-        let (_dir, _path, store) = open_store();
-        store
-            .create_session(&session("s1", 1, 1_000, 5_000))
-            .await
-            .unwrap();
-        let entry = store
-            .revoke_session("s1", 1_001, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(entry.kind, RevocationKind::Session("s1".into()));
-        assert_eq!(entry.expires_at, 5_000 + LEEWAY);
-        assert_eq!(
-            store.revoke_session("s1", 1_002, LEEWAY).await.unwrap(),
-            None
-        );
-        assert_eq!(
-            store.revoke_session("nope", 1_002, LEEWAY).await.unwrap(),
-            None
-        );
-        assert!(!store.set_auth_time("s1", 1_003).await.unwrap());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn step_up_sets_the_auth_time() {
-        let (_dir, _path, store) = open_store();
-        store
-            .create_session(&session("s1", 1, 1_000, 5_000))
-            .await
-            .unwrap();
-        assert!(store.set_auth_time("s1", 1_500).await.unwrap());
-        assert_eq!(store.session("s1").await.unwrap().unwrap().auth_time, 1_500);
-        assert!(!store.set_auth_time("nope", 1_500).await.unwrap());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_password_change_revokes_every_other_live_session() {
-        let (_dir, _path, store) = open_store();
-        let u = user(&store, "frank").await;
-        let other = user(&store, "grace").await;
-        for (sid, uid) in [
-            ("keep", u.id),
-            ("a", u.id),
-            ("b", u.id),
-            ("theirs", other.id),
-        ] {
-            store
-                .create_session(&session(sid, uid, 1_000, 5_000))
-                .await
-                .unwrap();
-        }
-        store
-            .create_session(&session("long-gone", u.id, 10, 100))
-            .await
-            .unwrap();
-        store.revoke_session("b", 1_001, LEEWAY).await.unwrap();
-
-        let entries = store
-            .set_password(u.id, "$argon2id$new", Some("keep"), 2_000, LEEWAY)
-            .await
-            .unwrap();
-        let sids: Vec<_> = entries.iter().map(|e| e.kind.clone()).collect();
-        assert_eq!(sids, [RevocationKind::Session("a".into())]);
-        assert!(store.session("a").await.unwrap().unwrap().revoked);
-        assert!(!store.session("keep").await.unwrap().unwrap().revoked);
-        assert!(!store.session("theirs").await.unwrap().unwrap().revoked);
-        let found = store.user_by_name("frank").await.unwrap().unwrap();
-        assert_eq!(found.password_hash, "$argon2id$new");
-
-        assert_eq!(
-            store.set_password(9_999, "$h", None, 2_000, LEEWAY).await,
-            Err(StoreError::NotFound)
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn logout_all_revokes_every_live_session_of_the_user() {
-        let (_dir, _path, store) = open_store();
-        let u = user(&store, "heidi").await;
-        for sid in ["a", "b"] {
-            store
-                .create_session(&session(sid, u.id, 1_000, 5_000))
-                .await
-                .unwrap();
-        }
-        let entries = store
-            .revoke_user_sessions(u.id, 2_000, LEEWAY)
-            .await
-            .unwrap();
-        assert_eq!(entries.len(), 2);
-        assert!(store.session("a").await.unwrap().unwrap().revoked);
-        assert!(store.session("b").await.unwrap().unwrap().revoked);
-        assert_eq!(
-            store.revoke_user_sessions(9_999, 2_000, LEEWAY).await,
-            Err(StoreError::NotFound)
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn deleting_a_user_appends_a_user_entry_and_revokes_their_sessions() {
-        let (_dir, _path, store) = open_store();
-        let u = store
-            .create_user("ivan", "$h", vec!["admin".into()], 1_000)
-            .await
-            .unwrap();
-        store
-            .create_session(&session("s1", u.id, 1_000, 5_000))
-            .await
-            .unwrap();
-        let entries = store
-            .delete_user(u.id, 2_000, 9_000)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].kind, RevocationKind::User(u.id));
-        assert_eq!(entries[0].expires_at, 9_000);
-        assert_eq!(store.user_by_id(u.id).await.unwrap(), None);
-        assert!(store.session("s1").await.unwrap().unwrap().revoked);
-        assert_eq!(store.delete_user(u.id, 2_001, 9_000).await.unwrap(), None);
-
-        // Roles went with the user: a new account of the same name starts without them.
-        let again = user(&store, "ivan").await;
-        assert!(again.roles.is_empty());
-        assert_eq!(
-            store.user_by_id(again.id).await.unwrap().unwrap().roles,
-            Vec::<String>::new()
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn revocations_since_resumes_after_the_last_seen_entry() {
-        let (_dir, _path, store) = open_store();
-        for sid in ["a", "b", "c"] {
-            store
-                .create_session(&session(sid, 1, 1_000, 5_000))
-                .await
-                .unwrap();
-        }
-        assert_eq!(store.last_seq().await.unwrap(), 0);
-        let first = store
-            .revoke_session("a", 1_001, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
-        let seen = store.revocations_since(0).await.unwrap();
-        assert_eq!(seen, vec![first.clone()]);
-
-        let second = store
-            .revoke_session("b", 1_002, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
-        let third = store
-            .revoke_session("c", 1_003, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
-        let next = store.revocations_since(first.seq).await.unwrap();
-        assert_eq!(next, vec![second, third.clone()]);
-        assert!(store.revocations_since(third.seq).await.unwrap().is_empty());
-        assert_eq!(store.last_seq().await.unwrap(), third.seq);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_second_store_on_the_same_file_sees_the_first_ones_revocations() {
-        let (_dir, path, first) = open_store();
-        let second = SqliteStore::open(&path).unwrap();
-        first
-            .create_session(&session("s1", 1, 1_000, 5_000))
-            .await
-            .unwrap();
-        assert!(second.session("s1").await.unwrap().is_some());
-        let entry = first
-            .revoke_session("s1", 1_001, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(second.revocations_since(0).await.unwrap(), vec![entry]);
-        // And the second one's write is refused as a double revocation.
-        assert_eq!(
-            second.revoke_session("s1", 1_002, LEEWAY).await.unwrap(),
-            None
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reopening_after_drop_keeps_the_data() {
-        let (_dir, path, store) = open_store();
-        let u = user(&store, "judy").await;
-        store
-            .create_session(&session("s1", u.id, 1_000, 5_000))
-            .await
-            .unwrap();
-        let entry = store
-            .revoke_session("s1", 1_001, LEEWAY)
-            .await
-            .unwrap()
-            .unwrap();
-        drop(store);
-
-        let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.user_by_id(u.id).await.unwrap(), Some(u));
-        assert_eq!(store.live_revocations(1_002).await.unwrap(), vec![entry]);
-        // Callers hold it as a trait object.
-        let store: Arc<dyn Store> = Arc::new(store);
-        store.ping().await.unwrap();
-    }
-
     #[test]
     fn a_newer_schema_version_is_refused_by_open_and_check() {
         let (_dir, path) = temp_db();
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open_blocking(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", migrations::LATEST_VERSION + 1)
             .unwrap();
         drop(conn);
 
-        let opened = SqliteStore::open(&path).err().unwrap();
+        let opened = SqliteStore::open_blocking(&path).err().unwrap();
         assert!(matches!(opened, StoreError::Schema(_)), "{opened:?}");
         let checked = SqliteStore::check(&path).unwrap_err();
         assert!(matches!(checked, StoreError::Schema(_)), "{checked:?}");
@@ -1360,10 +879,10 @@ mod tests {
     #[test]
     fn check_accepts_a_store_that_open_created() {
         let (_dir, path) = temp_db();
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open_blocking(&path).unwrap());
         SqliteStore::check(&path).unwrap();
         // Also while a store has it open.
-        let _open = SqliteStore::open(&path).unwrap();
+        let _open = SqliteStore::open_blocking(&path).unwrap();
         SqliteStore::check(&path).unwrap();
     }
 
@@ -1377,72 +896,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(SqliteStore::check(&path), Err(StoreError::Corrupt));
-        assert_eq!(SqliteStore::open(&path).err(), Some(StoreError::Corrupt));
+        assert_eq!(
+            SqliteStore::open_blocking(&path).err(),
+            Some(StoreError::Corrupt)
+        );
     }
 
     #[test]
     fn open_uses_wal_journaling() {
         let (_dir, path) = temp_db();
-        let _store = SqliteStore::open(&path).unwrap();
+        let _store = SqliteStore::open_blocking(&path).unwrap();
         let conn = Connection::open(&path).unwrap();
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |row| row.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn prune_removes_only_expired_entries_and_sessions() {
-        let (_dir, _path, store) = open_store();
-        store
-            .create_session(&session("short", 1, 1_000, 2_000))
-            .await
-            .unwrap();
-        store
-            .create_session(&session("long", 1, 1_000, 9_000))
-            .await
-            .unwrap();
-        let short = store
-            .revoke_session("short", 1_001, 0)
-            .await
-            .unwrap()
-            .unwrap();
-        let long = store
-            .revoke_session("long", 1_001, 0)
-            .await
-            .unwrap()
-            .unwrap();
-
-        assert_eq!(store.prune(1_999).await.unwrap(), 0);
-        assert_eq!(
-            store.prune(2_000).await.unwrap(),
-            2,
-            "one entry, one session"
-        );
-        assert_eq!(
-            store.revocations_since(0).await.unwrap(),
-            vec![long.clone()]
-        );
-        assert_eq!(
-            store.live_revocations(2_000).await.unwrap(),
-            vec![long.clone()]
-        );
-        assert_eq!(store.session("short").await.unwrap(), None);
-        assert!(store.session("long").await.unwrap().is_some());
-
-        // Sequence numbers are not reused after pruning.
-        store.prune(10_000).await.unwrap();
-        assert_eq!(store.last_seq().await.unwrap(), long.seq);
-        store
-            .create_session(&session("later", 1, 10_000, 20_000))
-            .await
-            .unwrap();
-        let later = store
-            .revoke_session("later", 10_001, 0)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(later.seq > long.seq && long.seq > short.seq);
     }
 
     #[test]
@@ -1458,16 +926,16 @@ mod tests {
     #[test]
     fn live_revocations_skip_expired_entries_and_decode_every_kind() {
         let (_dir, path) = temp_db();
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open_blocking(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
-        for (kind, expires_at) in [
+        for (kind, covers_until) in [
             (RevocationKind::Token("j1".into()), 100),
             (RevocationKind::User(7), 300),
             (RevocationKind::Session("s".into()), 300),
         ] {
-            append_revocation(&conn, &kind, expires_at).unwrap();
+            append_revocation(&conn, &kind, covers_until).unwrap();
         }
-        let live = entries_where(&conn, "expires_at > ?1", 200).unwrap();
+        let live = entries_where(&conn, "covers_until > ?1", 200).unwrap();
         let kinds: HashSet<_> = live.into_iter().map(|e| e.kind).collect();
         assert_eq!(
             kinds,

@@ -1,0 +1,9 @@
+//! Store tests: the conformance suite every `Store` implementation passes (`conformance.rs`,
+//! written once) and one module per implementation that runs it and adds what only that
+//! backend has. Real databases: SQLite files in temp dirs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[macro_use]
+mod conformance;
+mod sqlite;

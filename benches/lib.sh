@@ -206,6 +206,7 @@ bench_store_lines() {
 # (default "gateway") names the file and the data folder; STORE is sqlite (default) or postgres
 # (see bench_store_lines). The admin listener is off, logs warn and above only (as nginx's
 # access log is off), shutdown is immediate; every gateway of a run shares one signing secret.
+# $BENCH_GATEWAY_TOML, when set, is added before the routes (e.g. a [forward_auth] section).
 bench_gateway_config() {
   local port=$1 name=${2:-gateway} store=${3:-${BENCH_STORE:-sqlite}} auth=${4:-}
   local file=$BENCH_WORK/$name.toml store_lines
@@ -226,6 +227,7 @@ access_ttl = "12h"
 $auth
 [log]
 level = "${AUTHGATE_BENCH_LOG:-warn}"
+${BENCH_GATEWAY_TOML:-}
 [[routes]]
 prefix = "/public"
 upstream = "http://127.0.0.1:$UPSTREAM_PORT"

@@ -3,11 +3,16 @@
 //! Every error the gateway itself answers is JSON `{"error": CODE, "message": TEXT}` with the
 //! status and code of HTTP-API.md §1; every 401 carries `WWW-Authenticate`. Details that could
 //! help an attacker (which check failed, store errors) go to the log, never into the body.
+//! A gRPC call refused on the proxied side gets the same error the gRPC way instead
+//! ([`ApiError::into_grpc_response`], §7.1): same headers, a status mapped to gRPC's.
 
 use std::borrow::Cow;
 
-use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use http::{Response, StatusCode};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::auth::error::AuthError;
 use crate::auth::password::HashError;
@@ -48,6 +53,12 @@ pub enum ApiError {
     Forbidden,
     /// 403: registration is switched off.
     RegistrationDisabled,
+    /// 403 `forbidden`: a peer outside `[forward_auth] allowed_peers` asked for a decision.
+    PeerNotAllowed,
+    /// 403 with the code and message of the refusal inside: the forward-auth endpoint answers
+    /// what would be a 400 or a 405 elsewhere this way (front proxies treat any status but
+    /// 200, 401 and 403 as their own error), keeping the code (HTTP-API.md §7.3).
+    AsForbidden(Box<ApiError>),
     /// 404: no route or endpoint.
     NotFound,
     /// 405: the path exists but not for this method; `allow` lists the methods that do.
@@ -55,10 +66,17 @@ pub enum ApiError {
         /// Value of the `Allow` header.
         allow: HeaderValue,
     },
+    /// 408: a request body moved no byte for too long: an auth endpoint's for `body_timeout`,
+    /// a proxied one's for the route's `idle_timeout` before any answer began.
+    RequestTimeout,
     /// 409: the username exists (case-insensitively).
     UsernameTaken,
     /// 413: body over `max_body`.
     PayloadTooLarge,
+    /// 414: request-target over 8 KiB.
+    UriTooLong,
+    /// 431: header section over `max_header_bytes` or `max_headers`; the message says which.
+    HeadersTooLarge(&'static str),
     /// 415: body neither JSON nor form-urlencoded.
     UnsupportedMediaType,
     /// 429: too many failed logins; retry after this many seconds.
@@ -92,11 +110,17 @@ impl ApiError {
             | Self::TokenRevoked
             | Self::FreshTokenRequired { .. }
             | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::RegistrationDisabled => StatusCode::FORBIDDEN,
+            Self::Forbidden
+            | Self::RegistrationDisabled
+            | Self::PeerNotAllowed
+            | Self::AsForbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UsernameTaken => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
@@ -116,12 +140,16 @@ impl ApiError {
             Self::TokenRevoked => "token_revoked",
             Self::FreshTokenRequired { .. } => "fresh_token_required",
             Self::InvalidCredentials => "invalid_credentials",
-            Self::Forbidden => "forbidden",
+            Self::Forbidden | Self::PeerNotAllowed => "forbidden",
             Self::RegistrationDisabled => "registration_disabled",
+            Self::AsForbidden(inner) => inner.code(),
             Self::NotFound => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
             Self::UsernameTaken => "username_taken",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge(_) => "headers_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
             Self::BadGateway => "bad_gateway",
@@ -136,6 +164,7 @@ impl ApiError {
     pub fn message(&self) -> Cow<'static, str> {
         Cow::Borrowed(match self {
             Self::InvalidRequest(m) => return m.clone(),
+            Self::AsForbidden(inner) => return inner.message(),
             Self::MissingToken => "A bearer token is required.",
             Self::TokenExpired => "Token has expired.",
             Self::InvalidToken(_) => "Token is invalid.",
@@ -144,10 +173,14 @@ impl ApiError {
             Self::InvalidCredentials => "Invalid username or password.",
             Self::Forbidden => "The token lacks a required role.",
             Self::RegistrationDisabled => "Registration is disabled.",
+            Self::PeerNotAllowed => "This address may not ask for forward-auth decisions.",
             Self::NotFound => "Not found.",
             Self::MethodNotAllowed { .. } => "Method not allowed.",
+            Self::RequestTimeout => "The request body stopped arriving.",
             Self::UsernameTaken => "That username is taken.",
             Self::PayloadTooLarge => "Request body is too large.",
+            Self::UriTooLong => "The request-target is longer than 8 KiB.",
+            Self::HeadersTooLarge(m) => m,
             Self::UnsupportedMediaType => {
                 "Body must be application/json or application/x-www-form-urlencoded."
             }
@@ -216,9 +249,57 @@ impl ApiError {
                     headers.insert(CONNECTION, HeaderValue::from_static("close"));
                 }
             }
+            // Where the stalled body stands is unknown: the connection cannot be reused.
+            Self::RequestTimeout => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         res
+    }
+}
+
+/// `grpc-status`.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// `grpc-message`.
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// What gRPC's `grpc-message` percent-encodes: controls, `%` and (always) non-ASCII.
+const GRPC_MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+impl ApiError {
+    /// The gRPC status code of this refusal (HTTP-API.md §7.1): 401 → 16 UNAUTHENTICATED,
+    /// 403 → 7 PERMISSION_DENIED, 404 → 12 UNIMPLEMENTED, 429 → 8 RESOURCE_EXHAUSTED, 502 and
+    /// 503 → 14 UNAVAILABLE, 504 → 4 DEADLINE_EXCEEDED, anything else → 13 INTERNAL.
+    pub fn grpc_status(&self) -> u8 {
+        match self.status().as_u16() {
+            401 => 16,
+            403 => 7,
+            404 => 12,
+            429 => 8,
+            502 | 503 => 14,
+            504 => 4,
+            _ => 13,
+        }
+    }
+
+    /// Renders the error as a gRPC trailers-only answer: HTTP 200, `content-type:
+    /// application/grpc`, `grpc-status` and `grpc-message` in the one header block that ends
+    /// the stream, and the headers of the JSON answer (`WWW-Authenticate`, `Allow`,
+    /// `Retry-After`) kept.
+    pub fn into_grpc_response(self) -> Response<Body> {
+        let status = self.grpc_status();
+        let message = self.message();
+        let message = utf8_percent_encode(&message, GRPC_MESSAGE_ESCAPES).to_string();
+        let (mut parts, _json) = self.into_response().into_parts();
+        parts.status = StatusCode::OK;
+        let headers = &mut parts.headers;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(GRPC_STATUS, HeaderValue::from(u16::from(status)));
+        if let Ok(message) = HeaderValue::try_from(message) {
+            headers.insert(GRPC_MESSAGE, message);
+        }
+        // An empty body: hyper ends the stream with the header block (trailers-only).
+        Response::from_parts(parts, full(bytes::Bytes::new()))
     }
 }
 
@@ -370,6 +451,52 @@ mod tests {
             ApiError::MissingToken.challenge().as_deref(),
             Some("Bearer realm=\"authgate\"")
         );
+    }
+
+    #[test]
+    fn grpc_answers_map_statuses_and_keep_the_challenge() {
+        use http_body::Body as _;
+        let cases = [
+            (ApiError::MissingToken, 16),
+            (ApiError::TokenRevoked, 16),
+            (ApiError::Forbidden, 7),
+            (ApiError::NotFound, 12),
+            (ApiError::RateLimited { retry_after: 3 }, 8),
+            (ApiError::BadGateway, 14),
+            (
+                ApiError::Unavailable {
+                    retry_after: 1,
+                    close: false,
+                },
+                14,
+            ),
+            (ApiError::GatewayTimeout, 4),
+            (ApiError::InvalidRequest("x".into()), 13),
+            (
+                ApiError::MethodNotAllowed {
+                    allow: HeaderValue::from_static("GET"),
+                },
+                13,
+            ),
+            (ApiError::Internal, 13),
+        ];
+        for (e, code) in cases {
+            let challenge = e.challenge();
+            let res = e.into_grpc_response();
+            assert_eq!(res.status(), StatusCode::OK);
+            assert_eq!(res.headers()[CONTENT_TYPE], "application/grpc");
+            assert_eq!(res.headers()["grpc-status"], code.to_string().as_str());
+            assert!(res.headers().contains_key("grpc-message"));
+            assert!(res.body().is_end_stream(), "trailers-only: no body");
+            assert_eq!(
+                res.headers()
+                    .get(WWW_AUTHENTICATE)
+                    .map(|v| v.to_str().unwrap_or_default().to_owned()),
+                challenge.map(|c| c.into_owned())
+            );
+        }
+        let res = ApiError::InvalidRequest("100% über".into()).into_grpc_response();
+        assert_eq!(res.headers()["grpc-message"], "100%25 %C3%BCber");
     }
 
     #[test]

@@ -52,9 +52,9 @@ pub enum PathError {
     /// A byte that is not allowed in a path (space, quote, control, non-ASCII, `#`, ...).
     #[error("invalid character in path")]
     InvalidCharacter,
-    /// A `.` or `..` segment carrying `;` parameters (`/api/..;/admin`): servlet containers
-    /// strip the parameters and then honour the dot segment, which would let a request
-    /// authorised for one route reach another.
+    /// A `.` or `..` segment carrying `;` parameters, the `;` raw or encoded (`/api/..;/admin`,
+    /// `/api/..%3B/admin`): servlet containers strip the parameters and then honour the dot
+    /// segment, which would let a request authorised for one route reach another.
     #[error("dot segment with parameters in path")]
     DotSegmentParameters,
 }
@@ -194,10 +194,8 @@ fn remove_dot_segments_collapsed(path: &str) -> Result<String, PathError> {
     let mut kept: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for segment in path.split('/').skip(1) {
-        if let Some((name, _params)) = segment.split_once(';') {
-            if name == "." || name == ".." {
-                return Err(PathError::DotSegmentParameters);
-            }
+        if is_dot_with_parameters(segment) {
+            return Err(PathError::DotSegmentParameters);
         }
         match segment {
             "" => trailing_slash = true,
@@ -221,6 +219,17 @@ fn remove_dot_segments_collapsed(path: &str) -> Result<String, PathError> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// `.` or `..` followed by `;` parameters, the `;` raw or encoded (`%3B`, upper-cased by step
+/// 2): servlet containers decode the segment, drop the parameters and honour the dot segment.
+fn is_dot_with_parameters(segment: &str) -> bool {
+    // Byte tests only: this runs on every segment of every request.
+    let rest = match segment.as_bytes() {
+        [b'.', b'.', rest @ ..] | [b'.', rest @ ..] => rest,
+        _ => return false,
+    };
+    rest.first() == Some(&b';') || rest.starts_with(b"%3B")
 }
 
 #[cfg(test)]
@@ -268,6 +277,9 @@ mod tests {
             ("/..a/b", "/..a/b"),
             ("/a.../b", "/a.../b"),
             ("/admin;x/y", "/admin;x/y"),
+            ("/admin%3Bx/y", "/admin%3Bx/y"),
+            ("/...%3B/y", "/...%3B/y"),
+            ("/a/..x%3B/y", "/a/..x%3B/y"),
             ("/a:b@c!$&'()*+,=", "/a:b@c!$&'()*+,="),
         ];
         for (raw, want) in table {
@@ -309,6 +321,11 @@ mod tests {
             ("/api/..;/admin/x", DotSegmentParameters),
             ("/api/.;x=1/admin", DotSegmentParameters),
             ("/api/%2e%2e;/admin", DotSegmentParameters),
+            ("/public/..%3B/api/x", DotSegmentParameters),
+            ("/public/..%3b/api/x", DotSegmentParameters),
+            ("/public/%2e%2e%3b/api/x", DotSegmentParameters),
+            ("/public/.%3Bx=1/api/x", DotSegmentParameters),
+            ("/public/%2E%3bjsessionid=1/x", DotSegmentParameters),
         ];
         for (raw, want) in table {
             assert_eq!(normalize(raw), Err(want), "normalising {raw:?}");

@@ -22,6 +22,8 @@ fn tricky_path() -> impl Strategy<Value = String> {
         Just("%00".to_owned()),
         Just("%25".to_owned()),
         Just(";".to_owned()),
+        Just("%3b".to_owned()),
+        Just("%3B".to_owned()),
         Just("%".to_owned()),
         Just("%c0%ae".to_owned()),
         "[a-zA-Z0-9_~-]{1,4}",
@@ -42,6 +44,7 @@ proptest! {
             for segment in path.split('/') {
                 prop_assert!(segment != "." && segment != "..", "{path}");
                 prop_assert!(!segment.starts_with(".;") && !segment.starts_with("..;"), "{path}");
+                prop_assert!(!segment.starts_with(".%3B") && !segment.starts_with("..%3B"), "{path}");
             }
             let lower = path.to_ascii_lowercase();
             prop_assert!(!lower.contains("%2f") && !lower.contains("%5c") && !lower.contains("%00"));

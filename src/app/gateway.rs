@@ -2,64 +2,161 @@
 //! endpoints and the proxy.
 //!
 //! The outer step ([`Gateway::handle`]) counts the request for draining, keeps or makes the
-//! request id, turns errors into responses, records metrics and writes the access line. The
-//! inner step ([`Gateway::dispatch`]) checks `Host`, normalises the path once, works out the
-//! client address from the current `[proxy] trusted_proxies`, and hands the request either
-//! to the account endpoints (under the auth prefix) or to the proxy.
+//! request id, works out the client address from the current `[proxy] trusted_proxies`, and
+//! opens the request span; inside it, `respond` turns errors into responses, records metrics
+//! and writes the access line. The inner step (`dispatch`) checks the head's limits (`414`,
+//! `431`) and `Host`, normalises the path once and hands the request either to the account
+//! endpoints (under the auth prefix) or to the proxy.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::HeaderValue;
 use http::{Request, Response};
 use hyper::body::{Body as _, Incoming};
+use tracing::Instrument;
 
 use crate::auth::limiter::client_ip;
 use crate::error::ApiError;
 use crate::path::{normalize, under_prefix};
+use crate::proxy::grpc::is_grpc_request;
+use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
-use crate::routes::Endpoints;
+use crate::routes::{Endpoints, ForwardAuth, VERIFY_PATH};
 use crate::server::context::{RequestContext, RouteLabel};
 use crate::server::drain::Drain;
+use crate::server::limits::HeadLimits;
 use crate::server::request_id::{request_id, X_REQUEST_ID};
 use crate::server::response::{close_connection, Body};
 use crate::server::{ConnInfo, Handler};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{self, AccessRecord};
 
+/// The access-log and metrics label of forward-auth decisions.
+const VERIFY_LABEL: &str = "auth:verify";
+
 /// The public service.
 pub struct Gateway {
     endpoints: Endpoints,
     proxy: Proxy,
     auth_prefix: String,
+    /// The decision endpoint and its path (`{auth_prefix}/verify`), when enabled.
+    forward_auth: Option<(ForwardAuth, String)>,
     drain: Arc<Drain>,
     metrics: Arc<Metrics>,
+    limits: HeadLimits,
 }
 
 impl Gateway {
-    /// Serves `auth_prefix` with `endpoints` and everything else with `proxy`.
+    /// Serves `auth_prefix` with `endpoints` (and its verify path with `forward_auth`, when
+    /// enabled) and everything else with `proxy`.
     pub fn new(
         endpoints: Endpoints,
         proxy: Proxy,
         auth_prefix: String,
+        forward_auth: Option<ForwardAuth>,
         drain: Arc<Drain>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let forward_auth = forward_auth.map(|f| (f, format!("{auth_prefix}{VERIFY_PATH}")));
         Self {
             endpoints,
             proxy,
             auth_prefix,
+            forward_auth,
             drain,
             metrics,
+            limits: HeadLimits {
+                max_header_bytes: usize::MAX,
+                max_headers: usize::MAX,
+            },
         }
+    }
+
+    /// Checks every request's head against `limits` first (`414`, `431`).
+    pub fn with_limits(mut self, limits: HeadLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Everything after the request id and the client address are known, inside the request
+    /// span: the drain check, dispatch, the error answer, metrics and the access line.
+    async fn respond(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        known: Known,
+    ) -> Response<Body> {
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        // HTTP/2 resets just the stream when a body is left unread; HTTP/1 loses the connection.
+        let has_body = req.version() < http::Version::HTTP_2 && !req.body().is_end_stream();
+        let grpc = is_grpc_request(req.version(), req.headers());
+        let rid = known.request_id.clone();
+        let started = known.started;
+        let (result, route) = if self.drain.is_draining() {
+            let err = ApiError::Unavailable {
+                retry_after: 5,
+                close: true,
+            };
+            (Err(err), RouteLabel::Static("-"))
+        } else {
+            self.dispatch(req, conn, known).await
+        };
+        let latency = started.elapsed();
+        let (mut res, error_code) = match result {
+            Ok(res) => (res, None),
+            Err(e) => {
+                let code = e.code();
+                // gRPC calls refused on the proxied side get gRPC's answer (HTTP-API.md §7.1).
+                if grpc && !route.is_endpoint() {
+                    (e.into_grpc_response(), Some(code))
+                } else {
+                    (e.into_response(), Some(code))
+                }
+            }
+        };
+        if error_code.is_some() && has_body {
+            // The body was not read: say that the connection closes.
+            close_connection(&mut res);
+        }
+        res.headers_mut().insert(X_REQUEST_ID, rid);
+        self.metrics
+            .record(route.metric(), res.status(), latency, error_code);
+        telemetry::access(&AccessRecord {
+            method: &method,
+            path: uri.path(),
+            route: route.as_str(),
+            status: res.status(),
+            latency,
+            error: error_code,
+        });
+        res
     }
 
     async fn dispatch(
         &self,
         req: Request<Incoming>,
         conn: ConnInfo,
-        request_id: HeaderValue,
+        known: Known,
     ) -> (Result<Response<Body>, ApiError>, RouteLabel) {
+        if let Err(e) = self.limits.check(&req) {
+            return (Err(e), RouteLabel::Static("-"));
+        }
+        // Matched on the path as sent, before normalisation and the Host check: a decision
+        // request's own path is the original path in `path` mode, and a bad one must be
+        // refused as a decision (403), never as this gateway's 400.
+        if let Some((forward_auth, verify_path)) = &self.forward_auth {
+            if let Some(own_path) = under_prefix(req.uri().path(), verify_path) {
+                let table = self.proxy.table();
+                let peer = conn.peer.ip();
+                let result = forward_auth.verify(&req, peer, &known.request_id, own_path, &*table);
+                self.metrics
+                    .record_decision(result.as_ref().err().map(ApiError::code));
+                return (result, RouteLabel::Static(VERIFY_LABEL));
+            }
+        }
         if let Err(e) = check_host(&req) {
             return (Err(e), RouteLabel::Static("-"));
         }
@@ -70,65 +167,46 @@ impl Gateway {
                 return (Err(err), RouteLabel::Static("-"));
             }
         };
-        // One snapshot of the reloadable settings for the whole request.
-        let table = self.proxy.table();
-        let client = client_ip(conn.peer.ip(), req.headers(), table.trusted_proxies());
         let ctx = RequestContext {
             conn,
             path,
-            request_id,
-            client,
+            request_id: known.request_id,
+            client: known.client,
         };
         if let Some(rest) = under_prefix(&ctx.path, &self.auth_prefix) {
             let (result, name) = self.endpoints.handle(req, &ctx, rest).await;
             return (result, RouteLabel::Static(name));
         }
-        self.proxy.handle(req, ctx, &table).await
+        self.proxy.handle(req, ctx, &known.table).await
     }
+}
+
+/// What the public service works out before anything else, once per request.
+struct Known {
+    started: Instant,
+    request_id: HeaderValue,
+    /// The client address, from the `[proxy] trusted_proxies` of `table`.
+    client: IpAddr,
+    /// One snapshot of the reloadable settings for the whole request.
+    table: Arc<ProxyTable>,
 }
 
 impl Handler for Gateway {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.drain.enter();
-        let rid = request_id(req.headers());
-        let method = req.method().clone();
-        let uri = req.uri().clone();
-        // HTTP/2 resets just the stream when a body is left unread; HTTP/1 loses the connection.
-        let has_body = req.version() < http::Version::HTTP_2 && !req.body().is_end_stream();
-        let (result, route) = if self.drain.is_draining() {
-            let err = ApiError::Unavailable {
-                retry_after: 5,
-                close: true,
-            };
-            (Err(err), RouteLabel::Static("-"))
-        } else {
-            self.dispatch(req, conn, rid.clone()).await
+        let request_id = request_id(req.headers());
+        let table = self.proxy.table();
+        let client = client_ip(conn.peer.ip(), req.headers(), table.trusted_proxies());
+        // A request id is visible ASCII (kept from the client only if so, else generated).
+        let span = telemetry::request_span(request_id.to_str().unwrap_or("-"), client);
+        let known = Known {
+            started,
+            request_id,
+            client,
+            table,
         };
-        let latency = started.elapsed();
-        let (mut res, error_code) = match result {
-            Ok(res) => (res, None),
-            Err(e) => {
-                let code = e.code();
-                (e.into_response(), Some(code))
-            }
-        };
-        if error_code.is_some() && has_body {
-            // The body was not read: say that the connection closes.
-            close_connection(&mut res);
-        }
-        res.headers_mut().insert(X_REQUEST_ID, rid.clone());
-        self.metrics
-            .record(route.metric(), res.status(), latency, error_code);
-        telemetry::access(&AccessRecord {
-            method: &method,
-            path: uri.path(),
-            route: route.as_str(),
-            status: res.status(),
-            latency,
-            request_id: rid.to_str().unwrap_or("-"),
-        });
-        res
+        self.respond(req, conn, known).instrument(span).await
     }
 }
 

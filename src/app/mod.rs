@@ -4,11 +4,14 @@
 //!
 //! Building wires the parts together: one token service, revocation index, authenticator and
 //! store shared by the account endpoints (`routes/`) and the proxy (`proxy/`), which own the
-//! rest of what they use; the public service ([`gateway`]) sits above both. `App` never
+//! rest of what they use; the public service ([`gateway`]) sits above both, and hands
+//! forward-auth decisions (when `[forward_auth]` is enabled) to `routes::ForwardAuth` with the
+//! proxy's table of the request seen through `decisions`. `App` never
 //! listens for signals itself: the binary turns SIGTERM/SIGHUP into calls on
 //! [`App::shutdown_handle`] and [`App::reload_handle`], and tests call them directly.
 
 mod background;
+mod decisions;
 mod follower;
 pub mod gateway;
 mod reload;
@@ -19,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -32,9 +34,11 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError, StoreUrl};
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
-use crate::routes::{EndpointSettings, Endpoints, Passwords};
+use crate::routes::{EndpointSettings, Endpoints, ForwardAuth, Passwords};
 use crate::server::admin::AdminService;
+use crate::server::connection::Connections;
 use crate::server::drain::Drain;
+use crate::server::limits::HeadLimits;
 use crate::server::{accept_loop, tls, ServeOptions};
 use crate::sessions::{SessionRules, Sessions};
 use crate::store::Store;
@@ -43,6 +47,9 @@ use background::Background;
 use follower::RevocationFollower;
 use gateway::Gateway;
 pub use reload::ReloadHandle;
+
+/// Connections the admin listener serves at once (probes and scrapes).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// How long a login may wait for an argon2 slot before it is answered `503`.
 const HASH_QUEUE_WAIT: Duration = Duration::from_secs(2);
@@ -172,9 +179,14 @@ impl App {
                 allow_registration: config.auth.allow_registration,
                 min_password_length: config.auth.min_password_length,
                 max_body: config.server.max_body,
+                body_timeout: config.server.body_timeout,
             },
             clock.clone(),
         );
+        let forward_auth = config
+            .forward_auth
+            .enabled
+            .then(|| ForwardAuth::new(auth.clone(), &config.forward_auth, clock.clone()));
         let proxy = Proxy::new(
             auth,
             &tokens,
@@ -186,9 +198,11 @@ impl App {
             endpoints,
             proxy,
             config.auth.prefix.clone(),
+            forward_auth,
             drain.clone(),
             metrics.clone(),
-        );
+        )
+        .with_limits(head_limits(&config));
         let admin_service =
             AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone());
         let background = Background {
@@ -279,12 +293,14 @@ impl App {
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let header_timeout = config.server.request_header_timeout;
         let admin_done = admin.map(|listener| {
-            spawn_admin(
-                listener,
-                admin_service,
+            let opts = ServeOptions {
                 header_timeout,
-                stop_background.clone(),
-            )
+                send_timeout: config.server.body_timeout,
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                tls: None,
+                limits: head_limits(&config),
+            };
+            spawn_admin(listener, admin_service, opts, stop_background.clone())
         });
         // Tests (and operators) read the bound ports from this line.
         tracing::info!(
@@ -293,13 +309,15 @@ impl App {
             tls = tls.is_some(),
             "authgate serving"
         );
-        let graceful = GracefulShutdown::new();
+        let connections = Connections::new();
         let opts = ServeOptions {
             header_timeout,
+            send_timeout: config.server.body_timeout,
             max_connections: config.server.max_connections,
             tls,
+            limits: head_limits(&config),
         };
-        accept_loop(public, opts, gateway, &graceful, shutdown).await;
+        accept_loop(public, opts, gateway, &connections, shutdown).await;
 
         // The listener is dropped: new connections are refused from here on.
         drain.start();
@@ -308,7 +326,7 @@ impl App {
         tracing::info!(in_flight = drain.in_flight(), grace = ?grace, "draining");
         let idle = drain.wait_idle(grace).await;
         let left = deadline.saturating_duration_since(Instant::now());
-        let closed = tokio::time::timeout(left, graceful.shutdown())
+        let closed = tokio::time::timeout(left, connections.shutdown())
             .await
             .is_ok();
         let in_flight = drain.in_flight();
@@ -360,20 +378,23 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartError> {
         .map_err(|e| StartError::Runtime(format!("{key}: cannot listen on {addr}: {e}")))
 }
 
+/// `[server]`'s header limits.
+fn head_limits(config: &Config) -> HeadLimits {
+    HeadLimits {
+        max_header_bytes: config.server.max_header_bytes,
+        max_headers: config.server.max_headers,
+    }
+}
+
 fn spawn_admin(
     listener: TcpListener,
     service: Arc<AdminService>,
-    header_timeout: Duration,
+    opts: ServeOptions,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
-        let opts = ServeOptions {
-            header_timeout,
-            max_connections: 64,
-            tls: None,
-        };
-        accept_loop(listener, opts, service, &graceful, stop).await;
-        let _ = tokio::time::timeout(Duration::from_millis(500), graceful.shutdown()).await;
+        let connections = Connections::new();
+        accept_loop(listener, opts, service, &connections, stop).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), connections.shutdown()).await;
     })
 }

@@ -19,6 +19,7 @@ use super::error::AuthError;
 use super::identity::{Identity, Presentation};
 use super::revocation::RevocationIndex;
 use super::tokens::{TokenError, TokenService};
+use crate::telemetry;
 
 /// Which token types a caller accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +74,10 @@ impl Authenticator {
             Err(BearerError::MultipleCredentials) => return Err(AuthError::MultipleCredentials),
             Err(BearerError::Malformed) => return Err(AuthError::MalformedCredential),
         };
-        self.verify(token, accept, Presentation::BearerHeader)
-            .map(Some)
+        let identity = self.verify(token, accept, Presentation::BearerHeader)?;
+        // The access line and every later line of the request name the user.
+        telemetry::record_user(identity.user_id);
+        Ok(Some(identity))
     }
 
     /// [`Authenticator::authenticate`] where a credential is required: none is

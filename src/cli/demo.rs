@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use super::echo_upstream;
-use super::exit::{multi_thread_runtime, report_start_error, EXIT_CONFIG, EXIT_RUNTIME};
+use super::exit::{
+    log_settings, multi_thread_runtime, report_start_error, EXIT_CONFIG, EXIT_RUNTIME,
+};
 use super::signals;
 use crate::app::App;
 use crate::config;
@@ -45,7 +47,11 @@ async fn serve(listen: SocketAddr, admin: SocketAddr, data_dir: &Path) -> ExitCo
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let _log = crate::telemetry::init(&config.log);
+    let log = match log_settings(&config) {
+        Ok(log) => log,
+        Err(code) => return code,
+    };
+    let _log = crate::telemetry::init(&log);
     let app = match App::build(config).await {
         Ok(app) => app,
         Err(e) => return report_start_error(&e),

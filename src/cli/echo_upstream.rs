@@ -34,6 +34,9 @@ pub async fn spawn(addr: SocketAddr, stop: CancellationToken) -> std::io::Result
     Ok(local)
 }
 
+/// Header fields the echo accepts per request.
+const ECHO_MAX_HEADERS: usize = 1100;
+
 /// Serves the echo upstream on an already bound listener until `stop` fires.
 async fn serve(listener: TcpListener, stop: CancellationToken) {
     loop {
@@ -43,7 +46,10 @@ async fn serve(listener: TcpListener, stop: CancellationToken) {
         };
         let stop = stop.clone();
         tokio::spawn(async move {
-            let builder = Builder::new(TokioExecutor::new());
+            let mut builder = Builder::new(TokioExecutor::new());
+            // As many fields as the gateway may forward (its own `max_headers` is at most
+            // 1000), so the echo shows what was sent instead of refusing it.
+            builder.http1().max_headers(ECHO_MAX_HEADERS);
             let conn = builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),
                 service_fn(|req| async { Ok::<_, Infallible>(answer(req).await) }),

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::exit::{load_config, multi_thread_runtime, report_start_error, EXIT_RUNTIME};
+use super::exit::{
+    load_config, log_settings, multi_thread_runtime, report_start_error, EXIT_RUNTIME, RUST_LOG,
+};
 use crate::app::App;
 
 /// Runs the gateway of the config at `path` until SIGTERM or SIGINT has drained it.
@@ -12,7 +14,11 @@ pub(super) fn serve(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let _log = crate::telemetry::init(&config.log);
+    let log = match log_settings(&config) {
+        Ok(log) => log,
+        Err(code) => return code,
+    };
+    let _log = crate::telemetry::init(&log);
     let runtime = match multi_thread_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -34,15 +40,26 @@ pub(super) fn serve(path: &Path) -> ExitCode {
     })
 }
 
-/// Checks the config at `path` as a start would, without binding ports or creating files.
+/// Checks the config at `path` as a start would, without binding ports or creating files;
+/// `RUST_LOG`, which a start would use in place of `[log] level`, is checked too.
 pub(super) fn check_config(path: &Path) -> ExitCode {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let log = match log_settings(&config) {
+        Ok(log) => log,
+        Err(code) => return code,
+    };
     match App::check(&config) {
         Ok(()) => {
             println!("{}: configuration is valid", path.display());
+            if log.level != config.log.level {
+                println!(
+                    "note: {RUST_LOG} is set: the log level is {:?}, not log.level",
+                    log.level
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => report_start_error(&e),

@@ -2,10 +2,12 @@
 //!
 //! `types` holds the validated shapes the rest of the gateway reads; `error` the one error
 //! type naming file, key path, value and reason; `raw` the serde mirror of the file with its
-//! defaults; `validate` every rule beyond TOML types. [`load`] and [`parse`] are the way in,
+//! defaults; `validate` every rule beyond TOML types; `log_level` the grammar of `[log] level`
+//! (shared with `RUST_LOG`). [`load`] and [`parse`] are the way in,
 //! [`restart_needed`] tells a reload which sections it cannot apply.
 
 mod error;
+mod log_level;
 mod raw;
 mod types;
 mod validate;
@@ -13,6 +15,7 @@ mod validate;
 use std::path::Path;
 
 pub use error::ConfigError;
+pub use log_level::check_log_level;
 pub use types::*;
 
 /// Reads and validates the configuration file at `path`.
@@ -33,7 +36,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 /// The sections whose values differ between `old` and `new` and so need a restart:
-/// a reload (SIGHUP) applies only `[[routes]]` and `[proxy]`, and re-reads the TLS files
+/// a reload (SIGHUP) applies only `[[routes]]` and `[proxy]` (with them the route table and
+/// identity headers the forward-auth endpoint decides by), and re-reads the TLS files
 /// itself, so changed `server.tls` file names are not compared — but switching TLS on or
 /// off changes the listener and is reported as `"server"`.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
@@ -56,6 +60,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("tokens", old.tokens != new.tokens),
         ("auth", old.auth != new.auth),
         ("log", old.log != new.log),
+        ("forward_auth", old.forward_auth != new.forward_auth),
     ];
     changed
         .into_iter()
@@ -105,6 +110,9 @@ mod tests {
                 shutdown_grace: Duration::from_secs(30),
                 tls: None,
                 max_connections: 10000,
+                body_timeout: Duration::from_secs(10),
+                max_header_bytes: 65536,
+                max_headers: 100,
             }
         );
         assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9090")));
@@ -164,6 +172,7 @@ mod tests {
                 },
                 trusted_proxies: Vec::new(),
                 upstream_ca_file: None,
+                idle_timeout: Duration::from_secs(5 * 60),
             }
         );
         assert_eq!(
@@ -171,6 +180,18 @@ mod tests {
             LogConfig {
                 format: LogFormat::Pretty,
                 level: "info".into(),
+            }
+        );
+        assert_eq!(
+            c.forward_auth,
+            ForwardAuthConfig {
+                enabled: false,
+                source: ForwardAuthSource::XForwarded,
+                allowed_peers: vec![
+                    "127.0.0.1/32".parse().expect("cidr"),
+                    "::1/128".parse().expect("cidr"),
+                ],
+                default_auth: RouteAuth::Token,
             }
         );
     }
@@ -196,9 +217,20 @@ mod tests {
         assert_eq!(prefixes, ["/", "/api"]);
         let api = &c.routes[1];
         assert_eq!(api.auth, RouteAuth::Fresh);
-        assert_eq!(api.upstream.to_string(), "https://api.internal/v1");
+        assert_eq!(
+            api.upstream.as_ref().map(ToString::to_string).as_deref(),
+            Some("https://api.internal/v1")
+        );
         assert!(api.strip_prefix && api.forward_authorization);
         assert_eq!(api.timeout, Duration::from_secs(30));
+        assert_eq!(api.idle_timeout, Duration::from_secs(5 * 60));
+        assert_eq!(
+            api.upstream_protocol,
+            UpstreamProtocol::Auto,
+            "https default"
+        );
+        assert_eq!(c.routes[0].upstream_protocol, UpstreamProtocol::Http1);
+        assert!(!api.preserve_host && api.fresh_methods.is_empty());
     }
 
     #[test]
@@ -213,7 +245,10 @@ mod tests {
         );
         assert_eq!((api.prefix.as_str(), api.auth), ("/api", RouteAuth::Token));
         for r in &c.routes {
-            assert_eq!(r.upstream.to_string(), "http://127.0.0.1:9000/");
+            assert_eq!(
+                r.upstream.as_ref().map(ToString::to_string).as_deref(),
+                Some("http://127.0.0.1:9000/")
+            );
             assert_eq!(r.timeout, Duration::from_secs(30));
             assert_eq!(r.methods, None);
             assert!(r.websocket && !r.strip_prefix && !r.forward_authorization);
@@ -311,11 +346,19 @@ mod tests {
         let new = parse_ok(
             "[server]\nmax_body = 1\n[admin]\nlisten = \"\"\n[store]\nurl = \"sqlite://x.db\"\n\
              [tokens]\nissuer = \"other\"\n[auth]\nallow_registration = false\n\
-             [log]\nlevel = \"debug\"\n",
+             [log]\nlevel = \"debug\"\n[forward_auth]\nenabled = true\n",
         );
         assert_eq!(
             restart_needed(&old, &new),
-            ["server", "admin", "store", "tokens", "auth", "log"]
+            [
+                "server",
+                "admin",
+                "store",
+                "tokens",
+                "auth",
+                "log",
+                "forward_auth"
+            ]
         );
     }
 }

@@ -21,6 +21,7 @@ pub(crate) struct RawConfig {
     pub auth: RawAuth,
     pub proxy: RawProxy,
     pub log: RawLog,
+    pub forward_auth: RawForwardAuth,
     pub routes: Vec<RawRoute>,
 }
 
@@ -35,6 +36,9 @@ pub(crate) struct RawServer {
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,
     pub max_connections: i64,
+    pub body_timeout: String,
+    pub max_header_bytes: i64,
+    pub max_headers: i64,
 }
 
 impl Default for RawServer {
@@ -47,6 +51,9 @@ impl Default for RawServer {
             tls_cert_file: None,
             tls_key_file: None,
             max_connections: 10000,
+            body_timeout: "10s".into(),
+            max_header_bytes: 65536,
+            max_headers: 100,
         }
     }
 }
@@ -193,6 +200,7 @@ pub(crate) struct RawProxy {
     pub identity_headers: RawIdentityHeaders,
     pub trusted_proxies: Vec<String>,
     pub upstream_ca_file: Option<String>,
+    pub idle_timeout: String,
 }
 
 impl Default for RawProxy {
@@ -202,6 +210,7 @@ impl Default for RawProxy {
             identity_headers: RawIdentityHeaders::default(),
             trusted_proxies: Vec::new(),
             upstream_ca_file: None,
+            idle_timeout: "5m".into(),
         }
     }
 }
@@ -246,39 +255,48 @@ impl Default for RawLog {
     }
 }
 
+/// `[forward_auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawForwardAuth {
+    pub enabled: bool,
+    pub source: String,
+    pub allowed_peers: Vec<String>,
+    pub default_auth: String,
+}
+
+impl Default for RawForwardAuth {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            source: "x-forwarded".into(),
+            allowed_peers: vec!["127.0.0.1/32".into(), "::1/128".into()],
+            default_auth: "token".into(),
+        }
+    }
+}
+
 /// One `[[routes]]` entry. `prefix`, `upstream` and `auth` are required, but optional here so
 /// that their absence is reported as `routes[N].prefix` rather than as a whole-table error;
-/// `timeout` has no fixed default (it falls back to `[proxy] timeout`).
-#[derive(Debug, Clone, Deserialize)]
+/// `timeout` and `idle_timeout` fall back to `[proxy]`, and `upstream_protocol` and
+/// `websocket` have defaults that depend on other keys (the upstream's scheme, the protocol).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawRoute {
     pub prefix: Option<String>,
     pub upstream: Option<String>,
     pub auth: Option<String>,
     pub fresh_max_age: Option<String>,
+    pub fresh_methods: Option<Vec<String>>,
     pub roles: Option<Vec<String>>,
     pub methods: Option<Vec<String>>,
     pub strip_prefix: bool,
     pub forward_authorization: bool,
-    pub websocket: bool,
+    pub websocket: Option<bool>,
     pub timeout: Option<String>,
-}
-
-impl Default for RawRoute {
-    fn default() -> Self {
-        Self {
-            prefix: None,
-            upstream: None,
-            auth: None,
-            fresh_max_age: None,
-            roles: None,
-            methods: None,
-            strip_prefix: false,
-            forward_authorization: false,
-            websocket: true,
-            timeout: None,
-        }
-    }
+    pub upstream_protocol: Option<String>,
+    pub preserve_host: bool,
+    pub idle_timeout: Option<String>,
 }
 
 /// Reads `text` into the raw mirror; TOML syntax errors, unknown keys and wrong types become

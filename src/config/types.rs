@@ -30,6 +30,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[log]`: log format and level.
     pub log: LogConfig,
+    /// `[forward_auth]`: the decision endpoint for a proxy in front.
+    pub forward_auth: ForwardAuthConfig,
     /// `[[routes]]`: the route table, in file order.
     pub routes: Vec<RouteConfig>,
 }
@@ -49,6 +51,12 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Accepted connections beyond this wait in the kernel backlog.
     pub max_connections: usize,
+    /// How long an auth endpoint's request body may move no byte before it is answered `408`.
+    pub body_timeout: Duration,
+    /// Largest request header section: names plus values plus 32 bytes a field (HTTP/2's count).
+    pub max_header_bytes: usize,
+    /// Most header fields a request may carry (pseudo-headers not counted).
+    pub max_headers: usize,
 }
 
 /// PEM files for the public listener's TLS.
@@ -275,6 +283,9 @@ pub struct ProxyConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Extra CA certificate(s) for https upstreams.
     pub upstream_ca_file: Option<PathBuf>,
+    /// Default of a route's `idle_timeout`: a proxied body that moves no byte for this long
+    /// is ended.
+    pub idle_timeout: Duration,
 }
 
 /// Header names the gateway sets on authenticated requests.
@@ -292,12 +303,26 @@ pub struct IdentityHeaders {
     pub fresh: HeaderName,
 }
 
+impl IdentityHeaders {
+    /// The five names: user id, username, roles, session id, fresh.
+    pub fn names(&self) -> [&HeaderName; 5] {
+        [
+            &self.user_id,
+            &self.username,
+            &self.roles,
+            &self.session_id,
+            &self.fresh,
+        ]
+    }
+}
+
 /// `[log]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
     /// Human-readable or JSON lines.
     pub format: LogFormat,
-    /// A tracing-subscriber filter directive such as `info` or `authgate=debug`.
+    /// A level or a list of `level` and `target=level` entries, checked by
+    /// [`check_log_level`](super::check_log_level) and without blanks around entries.
     pub level: String,
 }
 
@@ -310,15 +335,67 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[forward_auth]` section: `{auth prefix}/verify` answers "may this request pass?" for a
+/// proxy already in front (nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`,
+/// Envoy `ext_authz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuthConfig {
+    /// Whether the decision endpoint answers at all (off: it is an unknown endpoint, 404).
+    pub enabled: bool,
+    /// Where the original method and URI are read from; one source, never a fall-through.
+    pub source: ForwardAuthSource,
+    /// TCP peers that may ask (never a forwarded address).
+    pub allowed_peers: Vec<IpNet>,
+    /// The policy of a path no route matches.
+    pub default_auth: RouteAuth,
+}
+
+/// Where the decision endpoint reads the original request's method and URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAuthSource {
+    /// `X-Forwarded-Method` and `X-Forwarded-Uri` (Traefik, Caddy: they overwrite client copies).
+    XForwarded,
+    /// `X-Original-Method` and `X-Original-URI` (nginx, whose configuration must set both).
+    XOriginal,
+    /// The verify request's own method, and its path after the verify prefix (Envoy
+    /// `ext_authz` with `path_prefix`).
+    Path,
+}
+
 /// Who may pass a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteAuth {
     /// No token needed; a token, if sent, is ignored.
     Public,
+    /// No token: forwarded anonymously; a valid access token: forwarded with identity
+    /// headers; a bad one: refused as on a `token` route.
+    Optional,
     /// A valid access token.
     Token,
     /// A valid fresh access token.
     Fresh,
+}
+
+/// The HTTP version the gateway speaks to a route's upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS too, offering only `http/1.1` by ALPN); the default for `http://`.
+    Http1,
+    /// HTTP/2 with prior knowledge in clear text (what gRPC servers speak); `http://` only.
+    H2c,
+    /// ALPN picks `h2` or `http/1.1`; `https://` only, and its default.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::H2c => "h2c",
+            Self::Auto => "auto",
+        }
+    }
 }
 
 /// One `[[routes]]` entry.
@@ -327,11 +404,16 @@ pub struct RouteConfig {
     /// Path prefix, starting with `/` and not ending in `/` (except `/` itself).
     pub prefix: String,
     /// Absolute http(s) URL of the upstream; a path in it is prepended to forwarded paths.
-    pub upstream: Uri,
+    /// `None` only on a route used for forward-auth decisions alone (proxied requests to it
+    /// are answered 404).
+    pub upstream: Option<Uri>,
     /// Token policy.
     pub auth: RouteAuth,
-    /// `fresh` routes only: the token's `auth_time` must be within this age.
+    /// `fresh` routes, and the `fresh_methods` of `token` routes: the token's `auth_time`
+    /// must be within this age.
     pub fresh_max_age: Option<Duration>,
+    /// `token` routes only: methods that need a fresh token (empty: none).
+    pub fresh_methods: Vec<Method>,
     /// Roles the token must all hold.
     pub roles: Vec<String>,
     /// Allowed methods; `None` means all.
@@ -340,8 +422,14 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     /// Forward the client's `Authorization` header.
     pub forward_authorization: bool,
-    /// Allow WebSocket upgrades.
+    /// Allow WebSocket upgrades (never on `h2c` routes).
     pub websocket: bool,
-    /// Connect plus response-head timeout.
+    /// Connect plus the wait for the response head once the request body has been sent.
     pub timeout: Duration,
+    /// The HTTP version spoken to the upstream.
+    pub upstream_protocol: UpstreamProtocol,
+    /// Send the client's host as `Host` instead of the upstream's authority.
+    pub preserve_host: bool,
+    /// A proxied body (either way) that moves no byte for this long is ended.
+    pub idle_timeout: Duration,
 }

@@ -12,19 +12,31 @@ use std::time::Duration;
 use http::{HeaderName, Method, Uri};
 use ipnet::IpNet;
 
+use super::log_level::check_log_level;
 use super::raw::{
-    RawAdmin, RawArgon2, RawAuth, RawConfig, RawIdentityHeaders, RawLog, RawLoginLimit, RawProxy,
-    RawRoute, RawServer, RawStore, RawTokens,
+    RawAdmin, RawArgon2, RawAuth, RawConfig, RawForwardAuth, RawIdentityHeaders, RawLog,
+    RawLoginLimit, RawProxy, RawRoute, RawServer, RawStore, RawTokens,
 };
 use super::types::redact_url;
 use super::{
-    AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, IdentityHeaders, LogConfig,
-    LogFormat, LoginLimit, PostgresUrl, ProxyConfig, RouteAuth, RouteConfig, ServerConfig,
-    StoreConfig, StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig,
+    AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, ForwardAuthConfig,
+    ForwardAuthSource, IdentityHeaders, LogConfig, LogFormat, LoginLimit, PostgresUrl,
+    ProxyConfig, RouteAuth, RouteConfig, ServerConfig, StoreConfig, StoreUrl, TlsFiles,
+    TokenAlgorithm, TokensConfig, UpstreamProtocol,
 };
 
 /// Longest accepted duration: longer ones are typos, and would overflow `Instant` arithmetic.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// Bounds of `server.max_header_bytes`: below 1 KiB ordinary requests fail; above 1 MiB one
+/// pending request head could hold that much memory per connection (HTTP/2 decodes up to four
+/// times the advertised limit before giving up on a connection).
+const MIN_HEADER_BYTES: i64 = 1024;
+const MAX_HEADER_BYTES: i64 = 1024 * 1024;
+
+/// Upper bound of `server.max_headers`: the HTTP/1 parser allocates room for twice this many
+/// fields for every request.
+const MAX_HEADERS: i64 = 1000;
 
 /// Upper bound of `min_password_length`: passwords are limited to 1024 bytes.
 const MAX_PASSWORD_LENGTH: i64 = 1024;
@@ -70,7 +82,8 @@ pub(crate) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
     let auth = c.auth(raw.auth)?;
     let proxy = c.proxy(raw.proxy)?;
     let log = c.log(raw.log)?;
-    let routes = c.routes(raw.routes, &auth, &proxy)?;
+    let forward_auth = c.forward_auth(raw.forward_auth)?;
+    let routes = c.routes(raw.routes, &auth, &proxy, &forward_auth)?;
     Ok(Config {
         source: file.to_path_buf(),
         server,
@@ -80,6 +93,7 @@ pub(crate) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
         auth,
         proxy,
         log,
+        forward_auth,
         routes,
     })
 }
@@ -215,6 +229,14 @@ impl Checker<'_> {
                 1,
                 i64::MAX,
             )?,
+            body_timeout: self.duration("server.body_timeout", &raw.body_timeout, Zero::Refused)?,
+            max_header_bytes: self.usize(
+                "server.max_header_bytes",
+                raw.max_header_bytes,
+                MIN_HEADER_BYTES,
+                MAX_HEADER_BYTES,
+            )?,
+            max_headers: self.usize("server.max_headers", raw.max_headers, 1, MAX_HEADERS)?,
         })
     }
 
@@ -539,6 +561,7 @@ impl Checker<'_> {
             identity_headers: self.identity_headers(&raw.identity_headers)?,
             trusted_proxies,
             upstream_ca_file,
+            idle_timeout: self.duration("proxy.idle_timeout", &raw.idle_timeout, Zero::Refused)?,
         })
     }
 
@@ -622,22 +645,45 @@ impl Checker<'_> {
                 ))
             }
         };
-        if raw.level.trim().is_empty() {
-            return Err(self.bad("log.level", &raw.level, "is empty; use e.g. \"info\""));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.level) {
-            return Err(self.bad(
-                "log.level",
-                &raw.level,
-                format!(
-                    "is not a log filter ({e}); use a level like \"info\" or directives like \
-                     \"authgate=debug,info\""
-                ),
+        let level =
+            check_log_level(&raw.level).map_err(|e| self.bad("log.level", &raw.level, e))?;
+        Ok(LogConfig { format, level })
+    }
+
+    fn forward_auth(&self, raw: RawForwardAuth) -> Result<ForwardAuthConfig, ConfigError> {
+        let source = match raw.source.as_str() {
+            "x-forwarded" => ForwardAuthSource::XForwarded,
+            "x-original" => ForwardAuthSource::XOriginal,
+            "path" => ForwardAuthSource::Path,
+            other => {
+                return Err(self.bad(
+                    "forward_auth.source",
+                    other,
+                    "is not a forward-auth source; use \"x-forwarded\" (Traefik, Caddy), \
+                     \"x-original\" (nginx) or \"path\" (Envoy ext_authz)",
+                ))
+            }
+        };
+        let allowed_peers = raw
+            .allowed_peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.ip_net(&format!("forward_auth.allowed_peers[{i}]"), p))
+            .collect::<Result<Vec<_>, _>>()?;
+        if raw.enabled && allowed_peers.is_empty() {
+            return Err(self.err(
+                "forward_auth.allowed_peers",
+                Some("[]".into()),
+                "is empty, so no proxy may ask for a decision; list your front proxies' \
+                 addresses, like [\"127.0.0.1/32\"]",
             ));
         }
-        Ok(LogConfig {
-            format,
-            level: raw.level,
+        let default_auth = self.route_auth("forward_auth.default_auth", Some(&raw.default_auth))?;
+        Ok(ForwardAuthConfig {
+            enabled: raw.enabled,
+            source,
+            allowed_peers,
+            default_auth,
         })
     }
 
@@ -646,10 +692,11 @@ impl Checker<'_> {
         raw: Vec<RawRoute>,
         auth: &AuthConfig,
         proxy: &ProxyConfig,
+        forward_auth: &ForwardAuthConfig,
     ) -> Result<Vec<RouteConfig>, ConfigError> {
         let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
         for (i, r) in raw.into_iter().enumerate() {
-            let route = self.route(i, r, auth, proxy)?;
+            let route = self.route(i, r, auth, proxy, forward_auth)?;
             if let Some(j) = routes.iter().position(|o| o.prefix == route.prefix) {
                 return Err(self.bad(
                     &format!("routes[{i}].prefix"),
@@ -668,52 +715,240 @@ impl Checker<'_> {
         raw: RawRoute,
         auth: &AuthConfig,
         proxy: &ProxyConfig,
+        forward_auth: &ForwardAuthConfig,
     ) -> Result<RouteConfig, ConfigError> {
         let key = |k: &str| format!("routes[{i}].{k}");
-        let prefix = self.route_prefix(&key("prefix"), raw.prefix, &auth.prefix)?;
-        let upstream = match raw.upstream {
-            Some(u) => self.upstream(&key("upstream"), &u)?,
+        let prefix = self.route_prefix(&key("prefix"), raw.prefix.clone(), &auth.prefix)?;
+        let upstream = match &raw.upstream {
+            Some(u) => Some(self.upstream(&key("upstream"), u)?),
+            None if forward_auth.enabled => {
+                self.no_forwarding_keys(i, &raw)?;
+                None
+            }
             None => {
                 return Err(self.missing(
                     &key("upstream"),
                     "is required: the http(s) URL requests are forwarded to, like \
-                     \"http://127.0.0.1:9000\"",
+                     \"http://127.0.0.1:9000\"; only with [forward_auth] enabled = true may a \
+                     route that serves forward-auth decisions alone leave it out",
                 ))
             }
+        };
+        let upstream_protocol = match &upstream {
+            Some(upstream) => self.upstream_protocol(
+                &key("upstream_protocol"),
+                raw.upstream_protocol.as_deref(),
+                upstream,
+            )?,
+            // Never used: nothing is forwarded on a decision-only route.
+            None => UpstreamProtocol::Http1,
+        };
+        let websocket = match raw.websocket {
+            Some(true) if upstream_protocol == UpstreamProtocol::H2c => {
+                return Err(self.err(
+                    &key("websocket"),
+                    Some("true".into()),
+                    "cannot be true with upstream_protocol = \"h2c\": WebSocket upgrades \
+                     travel over HTTP/1.1 only; remove it (h2c routes default to false)",
+                ))
+            }
+            Some(w) => w,
+            None => upstream_protocol != UpstreamProtocol::H2c,
         };
         let route_auth = self.route_auth(&key("auth"), raw.auth.as_deref())?;
-        let fresh_max_age = match &raw.fresh_max_age {
+        let methods = match &raw.methods {
+            Some(m) => Some(self.methods(
+                &key("methods"),
+                m,
+                "is empty, which would refuse every request; remove the key to allow all methods",
+            )?),
             None => None,
-            Some(age) if route_auth != RouteAuth::Fresh => {
-                return Err(self.bad(
-                    &key("fresh_max_age"),
-                    age,
-                    "only applies to auth = \"fresh\"; set auth = \"fresh\" or remove it",
-                ))
-            }
-            Some(age) => Some(self.duration(&key("fresh_max_age"), age, Zero::Refused)?),
         };
+        let fresh_methods = self.fresh_methods(
+            i,
+            raw.fresh_methods.as_deref(),
+            route_auth,
+            methods.as_deref(),
+        )?;
+        let fresh_max_age =
+            self.fresh_max_age(i, raw.fresh_max_age.as_deref(), route_auth, &fresh_methods)?;
         let roles = self.roles(i, raw.roles.unwrap_or_default(), route_auth)?;
-        let methods = match raw.methods {
-            Some(m) => Some(self.methods(i, &m)?),
-            None => None,
-        };
         let timeout = match &raw.timeout {
             Some(t) => self.duration(&key("timeout"), t, Zero::Refused)?,
             None => proxy.timeout,
+        };
+        let idle_timeout = match &raw.idle_timeout {
+            Some(t) => self.duration(&key("idle_timeout"), t, Zero::Refused)?,
+            None => proxy.idle_timeout,
         };
         Ok(RouteConfig {
             prefix,
             upstream,
             auth: route_auth,
             fresh_max_age,
+            fresh_methods,
             roles,
             methods,
             strip_prefix: raw.strip_prefix,
             forward_authorization: raw.forward_authorization,
-            websocket: raw.websocket,
+            websocket,
             timeout,
+            upstream_protocol,
+            preserve_host: raw.preserve_host,
+            idle_timeout,
         })
+    }
+
+    /// A route without `upstream` only serves forward-auth decisions: a key that only shapes
+    /// forwarding would be silently ignored there, so it is refused.
+    fn no_forwarding_keys(&self, i: usize, raw: &RawRoute) -> Result<(), ConfigError> {
+        let set = [
+            ("strip_prefix", raw.strip_prefix.then(|| "true".to_owned())),
+            (
+                "forward_authorization",
+                raw.forward_authorization.then(|| "true".to_owned()),
+            ),
+            ("websocket", raw.websocket.map(|w| w.to_string())),
+            ("timeout", raw.timeout.as_ref().map(|t| format!("{t:?}"))),
+            (
+                "upstream_protocol",
+                raw.upstream_protocol.as_ref().map(|p| format!("{p:?}")),
+            ),
+            (
+                "preserve_host",
+                raw.preserve_host.then(|| "true".to_owned()),
+            ),
+            (
+                "idle_timeout",
+                raw.idle_timeout.as_ref().map(|t| format!("{t:?}")),
+            ),
+        ];
+        match set.into_iter().find(|(_, value)| value.is_some()) {
+            Some((name, value)) => Err(self.err(
+                &format!("routes[{i}].{name}"),
+                value,
+                "only shapes forwarding, and this route has no upstream (it serves forward-auth \
+                 decisions alone); remove it or add an upstream",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// `http1` (default for `http://`), `h2c` (`http://` only) or `auto` (default for
+    /// `https://`, where ALPN decides; never with `http://`, which has no ALPN).
+    fn upstream_protocol(
+        &self,
+        key: &str,
+        text: Option<&str>,
+        upstream: &Uri,
+    ) -> Result<UpstreamProtocol, ConfigError> {
+        let https = upstream.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let Some(text) = text else {
+            return Ok(if https {
+                UpstreamProtocol::Auto
+            } else {
+                UpstreamProtocol::Http1
+            });
+        };
+        let protocol = match text {
+            "http1" => UpstreamProtocol::Http1,
+            "h2c" => UpstreamProtocol::H2c,
+            "auto" => UpstreamProtocol::Auto,
+            _ => {
+                return Err(self.bad(
+                    key,
+                    text,
+                    "is not an upstream protocol; use \"http1\", \"h2c\" or \"auto\"",
+                ))
+            }
+        };
+        match (protocol, https) {
+            (UpstreamProtocol::Auto, false) => Err(self.bad(
+                key,
+                text,
+                "needs an https:// upstream: ALPN, which picks the version, is part of TLS; \
+                 use \"h2c\" for HTTP/2 in clear text or \"http1\"",
+            )),
+            (UpstreamProtocol::H2c, true) => Err(self.bad(
+                key,
+                text,
+                "needs an http:// upstream (h2c is HTTP/2 in clear text); over https use \
+                 \"auto\", where ALPN picks h2",
+            )),
+            _ => Ok(protocol),
+        }
+    }
+
+    /// `fresh_methods`: `token` routes only, methods spelt as in `methods`, and each one a
+    /// method the route's `methods` allows.
+    fn fresh_methods(
+        &self,
+        i: usize,
+        texts: Option<&[String]>,
+        route_auth: RouteAuth,
+        allowed: Option<&[Method]>,
+    ) -> Result<Vec<Method>, ConfigError> {
+        let key = format!("routes[{i}].fresh_methods");
+        let Some(texts) = texts else {
+            return Ok(Vec::new());
+        };
+        if route_auth != RouteAuth::Token {
+            return Err(self.err(
+                &key,
+                Some(format!("{texts:?}")),
+                format!(
+                    "only applies to auth = \"token\", and this route's auth is {:?}; \
+                     use auth = \"token\" or remove it",
+                    route_auth_name(route_auth)
+                ),
+            ));
+        }
+        let methods = self.methods(
+            &key,
+            texts,
+            "is empty, which asks nothing; list the methods that need a fresh token, or \
+             remove the key",
+        )?;
+        if let Some(allowed) = allowed {
+            for (k, method) in methods.iter().enumerate() {
+                if !allowed.contains(method) {
+                    return Err(self.bad(
+                        &format!("{key}[{k}]"),
+                        method.as_str(),
+                        format!(
+                            "is not in routes[{i}].methods, so no request could ever need it; \
+                             add it there or remove it here"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(methods)
+    }
+
+    /// `fresh_max_age`: with `auth = "fresh"`, or with `fresh_methods` on a `token` route.
+    fn fresh_max_age(
+        &self,
+        i: usize,
+        age: Option<&str>,
+        route_auth: RouteAuth,
+        fresh_methods: &[Method],
+    ) -> Result<Option<Duration>, ConfigError> {
+        let key = format!("routes[{i}].fresh_max_age");
+        let Some(age) = age else {
+            return Ok(None);
+        };
+        let applies = route_auth == RouteAuth::Fresh
+            || (route_auth == RouteAuth::Token && !fresh_methods.is_empty());
+        if !applies {
+            return Err(self.bad(
+                &key,
+                age,
+                "only applies to auth = \"fresh\" or to a token route's fresh_methods; \
+                 set one of them or remove it",
+            ));
+        }
+        self.duration(&key, age, Zero::Refused).map(Some)
     }
 
     fn route_prefix(
@@ -803,16 +1038,18 @@ impl Checker<'_> {
     fn route_auth(&self, key: &str, text: Option<&str>) -> Result<RouteAuth, ConfigError> {
         match text {
             Some("public") => Ok(RouteAuth::Public),
+            Some("optional") => Ok(RouteAuth::Optional),
             Some("token") => Ok(RouteAuth::Token),
             Some("fresh") => Ok(RouteAuth::Fresh),
             Some(other) => Err(self.bad(
                 key,
                 other,
-                "is not a route policy; use \"public\", \"token\" or \"fresh\"",
+                "is not a route policy; use \"public\", \"optional\", \"token\" or \"fresh\"",
             )),
             None => Err(self.missing(
                 key,
-                "is required: \"public\", \"token\" or \"fresh\" (never a silent default)",
+                "is required: \"public\", \"optional\", \"token\" or \"fresh\" (never a \
+                 silent default)",
             )),
         }
     }
@@ -831,6 +1068,14 @@ impl Checker<'_> {
                  use auth = \"token\" or remove roles",
             ));
         }
+        if !roles.is_empty() && auth == RouteAuth::Optional {
+            return Err(self.err(
+                &format!("routes[{i}].roles"),
+                Some(format!("{roles:?}")),
+                "cannot be required on an optional route, which lets anonymous requests \
+                 through; use auth = \"token\" or remove roles",
+            ));
+        }
         for (k, role) in roles.iter().enumerate() {
             let key = format!("routes[{i}].roles[{k}]");
             if role.is_empty() {
@@ -847,17 +1092,20 @@ impl Checker<'_> {
         Ok(roles)
     }
 
-    fn methods(&self, i: usize, texts: &[String]) -> Result<Vec<Method>, ConfigError> {
+    /// A route's `methods` or `fresh_methods` (`list_key`): valid, uppercase, distinct, not
+    /// empty (`empty` says why that is wrong), and never `TRACE`, which is never forwarded.
+    fn methods(
+        &self,
+        list_key: &str,
+        texts: &[String],
+        empty: &str,
+    ) -> Result<Vec<Method>, ConfigError> {
         if texts.is_empty() {
-            return Err(self.err(
-                &format!("routes[{i}].methods"),
-                Some("[]".into()),
-                "is empty, which would refuse every request; remove the key to allow all methods",
-            ));
+            return Err(self.err(list_key, Some("[]".into()), empty));
         }
         let mut methods: Vec<Method> = Vec::with_capacity(texts.len());
         for (k, text) in texts.iter().enumerate() {
-            let key = format!("routes[{i}].methods[{k}]");
+            let key = format!("{list_key}[{k}]");
             let method = Method::from_bytes(text.as_bytes())
                 .map_err(|_| self.bad(&key, text, "is not an HTTP method name"))?;
             let upper = text.to_ascii_uppercase();
@@ -872,12 +1120,29 @@ impl Checker<'_> {
                 return Err(self.bad(
                     &key,
                     text,
-                    format!("is listed twice (also routes[{i}].methods[{j}])"),
+                    format!("is listed twice (also {list_key}[{j}])"),
+                ));
+            }
+            if method == Method::TRACE {
+                return Err(self.bad(
+                    &key,
+                    text,
+                    "is never forwarded: the gateway answers TRACE with 405 on every route",
                 ));
             }
             methods.push(method);
         }
         Ok(methods)
+    }
+}
+
+/// A route policy as spelt in the file.
+fn route_auth_name(auth: RouteAuth) -> &'static str {
+    match auth {
+        RouteAuth::Public => "public",
+        RouteAuth::Optional => "optional",
+        RouteAuth::Token => "token",
+        RouteAuth::Fresh => "fresh",
     }
 }
 
@@ -1062,6 +1327,44 @@ mod tests {
             "[server]\nmax_connections = -3\n",
             "server.max_connections",
             "at least 1",
+        );
+    }
+
+    #[test]
+    fn header_limits_and_body_timeout_are_checked_with_their_bounds() {
+        let c =
+            parse("[server]\nmax_header_bytes = 1024\nmax_headers = 1\nbody_timeout = \"250ms\"\n")
+                .expect("valid");
+        assert_eq!(c.server.max_header_bytes, 1024);
+        assert_eq!(c.server.max_headers, 1);
+        assert_eq!(c.server.body_timeout, Duration::from_millis(250));
+        assert_eq!(
+            message("[server]\nmax_header_bytes = 1023\n"),
+            "f.toml: server.max_header_bytes: 1023 must be between 1024 and 1048576"
+        );
+        refused(
+            "[server]\nmax_header_bytes = 2000000\n",
+            "server.max_header_bytes",
+            "between 1024 and 1048576",
+        );
+        refused(
+            "[server]\nmax_headers = 0\n",
+            "server.max_headers",
+            "between 1 and 1000",
+        );
+        refused(
+            "[server]\nmax_headers = 1001\n",
+            "server.max_headers",
+            "between 1 and 1000",
+        );
+        assert_eq!(
+            message("[server]\nbody_timeout = \"0s\"\n"),
+            "f.toml: server.body_timeout: \"0s\" must be longer than zero"
+        );
+        refused(
+            "[server]\nbody_timeout = \"ten\"\n",
+            "server.body_timeout",
+            "not a duration",
         );
     }
 
@@ -1469,9 +1772,15 @@ mod tests {
         refused(
             "[log]\nlevel = \"authgate=loud\"\n",
             "log.level",
-            "not a log filter",
+            "the level \"loud\", which is not a level",
         );
         refused("[log]\nlevel = \"\"\n", "log.level", "is empty");
+        assert_eq!(
+            message("[log]\nlevel = \"warning\"\n"),
+            "f.toml: log.level: \"warning\" is not a level (did you mean \"warn\"?); use one of \
+             trace, debug, info, warn, error, or a list of levels and target=level entries like \
+             \"info,authgate::proxy=debug\""
+        );
         let config =
             parse("[log]\nformat = \"json\"\nlevel = \"authgate=debug,info\"\n").expect("valid");
         assert_eq!(config.log.format, LogFormat::Json);
@@ -1567,17 +1876,18 @@ mod tests {
         let at = |upstream: &str| {
             format!("[[routes]]\nprefix = \"/a\"\nupstream = \"{upstream}\"\nauth = \"public\"\n")
         };
-        let r = only_route(&at("https://h.example:8443/base/"));
-        assert_eq!(r.upstream.to_string(), "https://h.example:8443/base");
-        assert_eq!(r.upstream.path(), "/base");
-        let r = only_route(&at("http://127.0.0.1:9000/"));
-        assert_eq!(r.upstream.host(), Some("127.0.0.1"));
-        assert_eq!(r.upstream.port_u16(), Some(9000));
-        assert_eq!(r.upstream.path(), "/");
+        let upstream = |text: &str| only_route(&at(text)).upstream.expect("an upstream");
+        let u = upstream("https://h.example:8443/base/");
+        assert_eq!(u.to_string(), "https://h.example:8443/base");
+        assert_eq!(u.path(), "/base");
+        let u = upstream("http://127.0.0.1:9000/");
+        assert_eq!(u.host(), Some("127.0.0.1"));
+        assert_eq!(u.port_u16(), Some(9000));
+        assert_eq!(u.path(), "/");
     }
 
     #[test]
-    fn route_auth_must_be_one_of_three_policies() {
+    fn route_auth_must_be_one_of_four_policies() {
         refused(
             &route("auth = \"Token\""),
             "routes[0].auth",
@@ -1586,14 +1896,287 @@ mod tests {
     }
 
     #[test]
-    fn fresh_max_age_only_applies_to_fresh_routes() {
+    fn fresh_max_age_applies_to_fresh_routes_and_to_fresh_methods() {
+        // Changed by HTTP-API.md §7.2: a token route may set it with fresh_methods; without
+        // them it still has nothing to apply to.
         refused(
             &route("auth = \"token\"\nfresh_max_age = \"5m\""),
             "routes[0].fresh_max_age",
-            "only applies to auth = \"fresh\"",
+            "only applies to auth = \"fresh\" or to a token route's fresh_methods",
         );
+        for auth in ["public", "optional"] {
+            refused(
+                &route(&format!("auth = \"{auth}\"\nfresh_max_age = \"5m\"")),
+                "routes[0].fresh_max_age",
+                "only applies to auth = \"fresh\"",
+            );
+        }
         let r = only_route(&route("auth = \"fresh\"\nfresh_max_age = \"5m\""));
         assert_eq!(r.fresh_max_age, Some(Duration::from_secs(300)));
+        let r = only_route(&route(
+            "auth = \"token\"\nfresh_methods = [\"DELETE\"]\nfresh_max_age = \"5m\"",
+        ));
+        assert_eq!(r.fresh_max_age, Some(Duration::from_secs(300)));
+        assert_eq!(r.fresh_methods, [Method::DELETE]);
+    }
+
+    #[test]
+    fn fresh_methods_only_on_token_routes_and_within_the_route_methods() {
+        for auth in ["public", "optional", "fresh"] {
+            refused(
+                &route(&format!("auth = \"{auth}\"\nfresh_methods = [\"POST\"]")),
+                "routes[0].fresh_methods",
+                "only applies to auth = \"token\"",
+            );
+        }
+        assert_eq!(
+            message(&route(
+                "auth = \"token\"\nmethods = [\"GET\", \"POST\"]\nfresh_methods = [\"POST\", \"DELETE\"]"
+            )),
+            "f.toml: routes[0].fresh_methods[1]: \"DELETE\" is not in routes[0].methods, so no \
+             request could ever need it; add it there or remove it here"
+        );
+        refused(
+            &route("auth = \"token\"\nfresh_methods = [\"post\"]"),
+            "routes[0].fresh_methods[0]",
+            "must be uppercase",
+        );
+        refused(
+            &route("auth = \"token\"\nfresh_methods = [\"PUT\", \"PUT\"]"),
+            "routes[0].fresh_methods[1]",
+            "listed twice (also routes[0].fresh_methods[0])",
+        );
+        refused(
+            &route("auth = \"token\"\nfresh_methods = []"),
+            "routes[0].fresh_methods",
+            "is empty",
+        );
+        let r = only_route(&route(
+            "auth = \"token\"\nmethods = [\"GET\", \"DELETE\"]\nfresh_methods = [\"DELETE\"]",
+        ));
+        assert_eq!(r.fresh_methods, [Method::DELETE]);
+        assert_eq!(r.fresh_max_age, None);
+        let r = only_route(&route(
+            "auth = \"token\"\nfresh_methods = [\"POST\", \"PUT\", \"PATCH\", \"DELETE\"]",
+        ));
+        assert_eq!(r.fresh_methods.len(), 4);
+    }
+
+    #[test]
+    fn optional_routes_refuse_roles_and_fresh_methods() {
+        let r = only_route(&route("auth = \"optional\""));
+        assert_eq!(r.auth, RouteAuth::Optional);
+        assert_eq!(
+            message(&route("auth = \"optional\"\nroles = [\"admin\"]")),
+            "f.toml: routes[0].roles: [\"admin\"] cannot be required on an optional route, \
+             which lets anonymous requests through; use auth = \"token\" or remove roles"
+        );
+        refused(
+            &route("auth = \"optional\"\nfresh_methods = [\"DELETE\"]"),
+            "routes[0].fresh_methods",
+            "this route's auth is \"optional\"",
+        );
+    }
+
+    #[test]
+    fn forward_auth_keys_are_checked_and_name_the_key() {
+        let c = parse(
+            "[forward_auth]\nenabled = true\nsource = \"x-original\"\n\
+             allowed_peers = [\"10.0.0.0/8\", \"::1\"]\ndefault_auth = \"public\"\n",
+        )
+        .expect("valid");
+        assert!(c.forward_auth.enabled);
+        assert_eq!(c.forward_auth.source, ForwardAuthSource::XOriginal);
+        assert_eq!(c.forward_auth.default_auth, RouteAuth::Public);
+        let peers: Vec<String> = c
+            .forward_auth
+            .allowed_peers
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(peers, ["10.0.0.0/8", "::1/128"]);
+        let path = parse("[forward_auth]\nsource = \"path\"\n").expect("valid");
+        assert_eq!(path.forward_auth.source, ForwardAuthSource::Path);
+        assert_eq!(
+            message("[forward_auth]\nsource = \"x-forwarded-uri\"\n"),
+            "f.toml: forward_auth.source: \"x-forwarded-uri\" is not a forward-auth source; use \
+             \"x-forwarded\" (Traefik, Caddy), \"x-original\" (nginx) or \"path\" (Envoy \
+             ext_authz)"
+        );
+        refused(
+            "[forward_auth]\nallowed_peers = [\"10.0.0.300/8\"]\n",
+            "forward_auth.allowed_peers[0]",
+            "is not an IP network",
+        );
+        refused(
+            "[forward_auth]\nenabled = true\nallowed_peers = []\n",
+            "forward_auth.allowed_peers",
+            "no proxy may ask",
+        );
+        parse("[forward_auth]\nallowed_peers = []\n").expect("harmless while disabled");
+        refused(
+            "[forward_auth]\ndefault_auth = \"deny\"\n",
+            "forward_auth.default_auth",
+            "is not a route policy",
+        );
+        refused(
+            "[forward_auth]\nenable = true\n",
+            "forward_auth.enable",
+            "unknown key",
+        );
+    }
+
+    #[test]
+    fn upstream_may_be_left_out_only_with_forward_auth_and_no_forwarding_keys() {
+        let decision = "[[routes]]\nprefix = \"/d\"\nauth = \"token\"\nroles = [\"ops\"]\n";
+        assert_eq!(
+            message(decision),
+            "f.toml: routes[0].upstream: is required: the http(s) URL requests are forwarded \
+             to, like \"http://127.0.0.1:9000\"; only with [forward_auth] enabled = true may a \
+             route that serves forward-auth decisions alone leave it out"
+        );
+        let enabled = format!("[forward_auth]\nenabled = true\n{decision}");
+        let r = only_route(&enabled);
+        assert_eq!(r.upstream, None);
+        assert_eq!(
+            (r.auth, r.roles.as_slice()),
+            (RouteAuth::Token, &["ops".to_owned()][..])
+        );
+        for (line, key) in [
+            ("strip_prefix = true", "strip_prefix"),
+            ("forward_authorization = true", "forward_authorization"),
+            ("websocket = false", "websocket"),
+            ("timeout = \"5s\"", "timeout"),
+            ("upstream_protocol = \"http1\"", "upstream_protocol"),
+            ("preserve_host = true", "preserve_host"),
+            ("idle_timeout = \"1m\"", "idle_timeout"),
+        ] {
+            refused(
+                &format!("{enabled}{line}\n"),
+                &format!("routes[0].{key}"),
+                "only shapes forwarding, and this route has no upstream",
+            );
+        }
+        // The policy keys still follow their rules on a decision route.
+        refused(
+            &format!("{enabled}fresh_max_age = \"5m\"\n"),
+            "routes[0].fresh_max_age",
+            "only applies to",
+        );
+    }
+
+    #[test]
+    fn trace_is_refused_in_methods_and_fresh_methods() {
+        refused(
+            &route("auth = \"token\"\nmethods = [\"GET\", \"TRACE\"]"),
+            "routes[0].methods[1]",
+            "never forwarded",
+        );
+        refused(
+            &route("auth = \"token\"\nfresh_methods = [\"TRACE\"]"),
+            "routes[0].fresh_methods[0]",
+            "never forwarded",
+        );
+    }
+
+    /// A route to `upstream` with the extra `lines`.
+    fn route_to(upstream: &str, lines: &str) -> String {
+        format!(
+            "[[routes]]\nprefix = \"/g\"\nupstream = \"{upstream}\"\nauth = \"token\"\n{lines}\n"
+        )
+    }
+
+    #[test]
+    fn upstream_protocol_defaults_by_scheme_and_must_fit_it() {
+        let r = only_route(&route_to("http://127.0.0.1:50051", ""));
+        assert_eq!(r.upstream_protocol, UpstreamProtocol::Http1);
+        assert!(r.websocket);
+        let r = only_route(&route_to("https://svc.internal", ""));
+        assert_eq!(r.upstream_protocol, UpstreamProtocol::Auto);
+        assert!(r.websocket);
+        let r = only_route(&route_to(
+            "https://svc.internal",
+            "upstream_protocol = \"http1\"",
+        ));
+        assert_eq!(r.upstream_protocol, UpstreamProtocol::Http1);
+        let r = only_route(&route_to(
+            "http://127.0.0.1:50051",
+            "upstream_protocol = \"h2c\"",
+        ));
+        assert_eq!(r.upstream_protocol, UpstreamProtocol::H2c);
+        assert!(!r.websocket, "h2c routes default to no WebSockets");
+        assert_eq!(
+            message(&route_to(
+                "http://127.0.0.1:1",
+                "upstream_protocol = \"auto\""
+            )),
+            "f.toml: routes[0].upstream_protocol: \"auto\" needs an https:// upstream: ALPN, \
+             which picks the version, is part of TLS; use \"h2c\" for HTTP/2 in clear text or \
+             \"http1\""
+        );
+        refused(
+            &route_to("https://svc.internal", "upstream_protocol = \"h2c\""),
+            "routes[0].upstream_protocol",
+            "needs an http:// upstream",
+        );
+        refused(
+            &route_to("http://127.0.0.1:1", "upstream_protocol = \"h2\""),
+            "routes[0].upstream_protocol",
+            "use \"http1\", \"h2c\" or \"auto\"",
+        );
+    }
+
+    #[test]
+    fn websockets_cannot_be_switched_on_for_h2c_routes() {
+        refused(
+            &route_to(
+                "http://127.0.0.1:1",
+                "upstream_protocol = \"h2c\"\nwebsocket = true",
+            ),
+            "routes[0].websocket",
+            "HTTP/1.1 only",
+        );
+        let r = only_route(&route_to(
+            "http://127.0.0.1:1",
+            "upstream_protocol = \"h2c\"\nwebsocket = false",
+        ));
+        assert!(!r.websocket);
+        let r = only_route(&route_to("https://svc.internal", "websocket = false"));
+        assert!(!r.websocket);
+    }
+
+    #[test]
+    fn idle_timeout_defaults_to_the_proxy_value_and_may_be_set_per_route() {
+        let text = format!(
+            "[proxy]\nidle_timeout = \"90s\"\n{}{}",
+            route_to("http://127.0.0.1:1", ""),
+            route_to("http://127.0.0.1:2", "idle_timeout = \"2s\"").replace("/g", "/h"),
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.proxy.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.routes[0].idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.routes[1].idle_timeout, Duration::from_secs(2));
+        refused(
+            &route_to("http://127.0.0.1:1", "idle_timeout = \"0s\""),
+            "routes[0].idle_timeout",
+            "longer than zero",
+        );
+        refused(
+            "[proxy]\nidle_timeout = \"soon\"\n",
+            "proxy.idle_timeout",
+            "is not a duration",
+        );
+    }
+
+    #[test]
+    fn preserve_host_is_a_boolean_defaulting_to_false() {
+        assert!(!only_route(&route_to("http://127.0.0.1:1", "")).preserve_host);
+        assert!(only_route(&route_to("http://127.0.0.1:1", "preserve_host = true")).preserve_host);
+        refused(
+            &route_to("http://127.0.0.1:1", "preserve_host = \"yes\""),
+            "routes[0].preserve_host",
+            "wrong type",
+        );
     }
 
     #[test]

@@ -1,25 +1,158 @@
-//! The pooled upstream client: http and https (HTTP/2 by ALPN on https), webpki roots plus
-//! the optional `[proxy] upstream_ca_file`. Built once per configuration.
+//! The pooled upstream clients, one per way of speaking to an upstream (HTTP-API.md §7.1):
+//! HTTP/1.1 (clear text, or TLS offering only `http/1.1` by ALPN), HTTP/2 with prior knowledge
+//! in clear text (`h2c`), and TLS where ALPN picks `h2` or `http/1.1` (`auto`). Trust: webpki
+//! roots plus the optional `[proxy] upstream_ca_file`. Built once per configuration.
+//!
+//! A route with `preserve_host = true` gets clients of its own whose connector ignores the
+//! request URI's authority (which carries the client's host, so that it becomes `Host` or
+//! `:authority`) and always dials the route's upstream: the pool is keyed by that authority,
+//! and a client-chosen host must never pick a connection to another upstream.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_rustls::HttpsConnector;
+use http::Uri;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
 
-use crate::config::ConfigError;
-use crate::server::response::Body;
+use super::router::Route;
+use crate::config::{ConfigError, UpstreamProtocol};
+use crate::server::response::{Body, BoxError};
 
-/// The pooled upstream client (http and https, HTTP/2 by ALPN on https).
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+/// One pooled upstream client.
+pub type UpstreamClient = Client<UpstreamConnector, Body>;
 
-/// Builds the upstream client: webpki roots plus the optional `upstream_ca_file`.
-pub fn build_client(
+/// The clients of one configuration: shared ones, and those of `preserve_host` routes.
+pub struct UpstreamClients {
+    shared: ClientSet,
+    /// Index = route index; `Some` for routes with `preserve_host`.
+    per_route: Vec<Option<ClientSet>>,
+}
+
+impl UpstreamClients {
+    /// Builds the clients for `routes`, trusting webpki roots plus `ca_file`.
+    pub fn build(
+        routes: &[Route],
+        ca_file: Option<&std::path::Path>,
+        config_file: &std::path::Path,
+    ) -> Result<UpstreamClients, ConfigError> {
+        let tls = tls_config(ca_file, config_file)?;
+        let per_route = routes
+            .iter()
+            .map(|route| {
+                route
+                    .config()
+                    .preserve_host
+                    .then(|| ClientSet::new(&tls, Some(route.upstream_base())))
+            })
+            .collect();
+        Ok(UpstreamClients {
+            shared: ClientSet::new(&tls, None),
+            per_route,
+        })
+    }
+
+    /// The client for a request on `route`; `upgrade` asks for an HTTP/1.1 connection (a
+    /// WebSocket upgrade), whatever the route's protocol would otherwise negotiate.
+    pub fn for_route(&self, route: &Route, upgrade: bool) -> &UpstreamClient {
+        let set = self
+            .per_route
+            .get(route.index())
+            .and_then(Option::as_ref)
+            .unwrap_or(&self.shared);
+        match route.config().upstream_protocol {
+            _ if upgrade => &set.http1,
+            UpstreamProtocol::Http1 => &set.http1,
+            UpstreamProtocol::H2c => &set.h2c,
+            UpstreamProtocol::Auto => &set.auto,
+        }
+    }
+}
+
+/// A client for each protocol, sharing one TLS configuration.
+struct ClientSet {
+    http1: UpstreamClient,
+    h2c: UpstreamClient,
+    auto: UpstreamClient,
+}
+
+impl ClientSet {
+    /// Clients dialling the request's own authority, or always `target` when given.
+    fn new(tls: &rustls::ClientConfig, target: Option<Uri>) -> ClientSet {
+        let connector = |alpn: Alpn| UpstreamConnector {
+            inner: https_connector(tls.clone(), alpn),
+            target: target.clone(),
+        };
+        let builder = || {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_idle_timeout(Duration::from_secs(60));
+            b
+        };
+        ClientSet {
+            http1: builder().build(connector(Alpn::Http1)),
+            h2c: builder().http2_only(true).build(connector(Alpn::Http1)),
+            auto: builder().build(connector(Alpn::Both)),
+        }
+    }
+}
+
+/// Which protocols a TLS connection offers by ALPN.
+#[derive(Clone, Copy)]
+enum Alpn {
+    Http1,
+    Both,
+}
+
+fn https_connector(tls: rustls::ClientConfig, alpn: Alpn) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    match alpn {
+        Alpn::Http1 => builder.enable_http1().wrap_connector(http),
+        Alpn::Both => builder.enable_all_versions().wrap_connector(http),
+    }
+}
+
+/// The connector of every upstream client: http or https, dialling the request URI's
+/// authority — or, for a `preserve_host` route, always the route's upstream.
+#[derive(Clone)]
+pub struct UpstreamConnector {
+    inner: HttpsConnector<HttpConnector>,
+    target: Option<Uri>,
+}
+
+type Connecting =
+    Pin<Box<dyn Future<Output = Result<MaybeHttpsStream<TokioIo<TcpStream>>, BoxError>> + Send>>;
+
+impl tower_service::Service<Uri> for UpstreamConnector {
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let dst = self.target.clone().unwrap_or(dst);
+        self.inner.call(dst)
+    }
+}
+
+/// The TLS client configuration: webpki roots plus `ca_file`.
+fn tls_config(
     ca_file: Option<&std::path::Path>,
     config_file: &std::path::Path,
-) -> Result<UpstreamClient, ConfigError> {
+) -> Result<rustls::ClientConfig, ConfigError> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -27,22 +160,11 @@ pub fn build_client(
         add_ca_file(&mut roots, path, config_file)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ca_error(config_file, ca_file, format!("TLS setup failed: {e}")))?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector))
+        .with_no_client_auth())
 }
 
 fn add_ca_file(

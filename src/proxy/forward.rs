@@ -1,24 +1,40 @@
 //! Forwarding a request that passed its route's policy: the upstream request is built from the
-//! client's (headers rewritten in §6 order), sent on the pooled client within the route's
-//! timeout, and the response streamed back. Upstream failures become 502/504.
+//! client's (headers rewritten in §6 order), sent on the route's client within the route's
+//! timeout, and the response streamed back (HTTP-API.md §4, §6, §7.1).
+//!
+//! Versions: the upstream request goes out in the route's protocol (HTTP/1.1, h2c, or what
+//! ALPN picks; an upgrade always on HTTP/1.1), and the client's answer carries the gateway's
+//! own version — HTTP/1.1 to HTTP/1.x clients, HTTP/2 to HTTP/2 — never the upstream's.
+//! Failures: the upstream's are 502/504; the client's own body failing (bad framing, a stall)
+//! is 400/408 and never counted against the upstream.
 
-use http::header::{HeaderValue, AUTHORIZATION, HOST};
-use http::{Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use std::future::Future;
+use std::time::Duration;
 
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, EXPECT, HOST, TRAILER};
+use http::uri::Authority;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body as _, Incoming};
+use tokio::time::Instant;
+
+use super::body::{ClientFault, ContinueGate, DownloadBody, Phase, UploadBody, UploadWatch};
+use super::client::UpstreamClient;
 use super::headers::{
-    clean_response, is_websocket_upgrade, set_forwarding, set_websocket_upgrade, strip_hop_by_hop,
-    strip_routing_overrides, IdentityValues,
+    accepts_trailers, append_via, clean_response, client_host, decrement_max_forwards,
+    is_websocket_upgrade, join_cookies, set_forwarding, set_te_trailers, set_websocket_upgrade,
+    strip_hop_by_hop, strip_routing_overrides, Forwarding, IdentityValues,
 };
 use super::router::Route;
 use super::table::ProxyTable;
 use super::websocket::Tunnels;
 use crate::auth::identity::Identity;
+use crate::config::UpstreamProtocol;
 use crate::error::ApiError;
+use crate::server::connection::SendTimeout;
 use crate::server::context::RequestContext;
 use crate::server::request_id::X_REQUEST_ID;
-use crate::server::response::{Body, BoxError};
+use crate::server::response::Body;
 
 /// Sends the request upstream and returns the upstream's response, streamed.
 pub async fn forward(
@@ -29,25 +45,28 @@ pub async fn forward(
     ctx: &RequestContext,
     identity: Option<Identity>,
 ) -> Result<Response<Body>, ApiError> {
+    let client_version = req.version();
     let websocket = route.config().websocket && is_websocket_upgrade(req.headers());
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    let uri = route
-        .upstream_uri(&ctx.path, req.uri().query())
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot build the upstream URI");
-            ApiError::InvalidRequest("bad request target".into())
-        })?;
     let (mut parts, body) = req.into_parts();
-    rewrite_request_headers(table, route, &mut parts, ctx, identity.as_ref())?;
+    let host = client_host(&parts.uri, &parts.headers);
+    let uri = upstream_uri(route, ctx, parts.uri.query(), host.as_ref())?;
+    let gate_wanted = wants_continue_gate(route, &parts, &body, websocket);
+    rewrite_request_headers(table, route, &mut parts, ctx, identity.as_ref(), host)?;
     if websocket {
         set_websocket_upgrade(&mut parts.headers);
     }
     parts.uri = uri;
-    // The client may speak HTTP/2 to us; the upstream connection decides its own version.
-    parts.version = Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+    parts.version = match route.config().upstream_protocol {
+        UpstreamProtocol::H2c if !websocket => Version::HTTP_2,
+        _ => Version::HTTP_11,
+    };
+    let trailers_declared = !body.is_end_stream() && declares_trailers(&mut parts.headers);
+    let (upstream_req, upload) =
+        upstream_request(parts, body, route, gate_wanted, trailers_declared);
 
-    let mut res = send(table, route, upstream_req).await?;
+    let client = table.clients.for_route(route, websocket);
+    let mut res = send(client, route, upstream_req, upload).await?;
     let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded {
         // An upgrade the gateway did not ask for would be an unauthenticated tunnel.
@@ -61,50 +80,187 @@ pub async fn forward(
         let upstream = hyper::upgrade::on(&mut res);
         tunnels.open(client, upstream, identity, ctx.conn.slot.clone());
     }
+    let upstream_version = res.version();
     let (mut parts, body) = res.into_parts();
     clean_response(&mut parts.headers, &ctx.request_id, upgraded);
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(BoxError::from).boxed(),
-    ))
+    append_via(&mut parts.headers, upstream_version);
+    parts.version = if client_version == Version::HTTP_2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let trailers_declared = !body.is_end_stream() && declares_trailers(&mut parts.headers);
+    let idle = route.config().idle_timeout;
+    // A client that stops reading a proxied answer is cut after the route's idle_timeout,
+    // not the listener's default (body_timeout): streamed answers may pause legitimately.
+    parts.extensions.insert(SendTimeout(idle));
+    let body = DownloadBody::new(body, idle, trailers_declared);
+    Ok(Response::from_parts(parts, body.boxed()))
 }
 
-/// Sends the request on the pooled client; no response head within the route's timeout
-/// (connecting included) is a 504, a refused, reset or garbled exchange a 502.
-async fn send(
-    table: &ProxyTable,
+/// The URI to send: the route's upstream and path; with `preserve_host`, the client's host as
+/// authority (it becomes `Host` or `:authority`; the route's own clients still dial the
+/// upstream).
+fn upstream_uri(
     route: &Route,
-    req: Request<Body>,
-) -> Result<Response<Incoming>, ApiError> {
-    match tokio::time::timeout(route.config().timeout, table.client.request(req)).await {
-        Err(_) => {
-            tracing::warn!(route = route.prefix(), "upstream timed out");
-            Err(ApiError::GatewayTimeout)
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(route = route.prefix(), error = %error_chain(&e), "upstream failed");
-            Err(ApiError::BadGateway)
-        }
-        Ok(Ok(res)) => Ok(res),
+    ctx: &RequestContext,
+    query: Option<&str>,
+    client_host: Option<&HeaderValue>,
+) -> Result<Uri, ApiError> {
+    let uri = route.upstream_uri(&ctx.path, query).map_err(|e| {
+        tracing::error!(error = %e, "cannot build the upstream URI");
+        ApiError::InvalidRequest("bad request target".into())
+    })?;
+    let Some(host) = client_host.filter(|_| route.config().preserve_host) else {
+        return Ok(uri);
+    };
+    let authority = Authority::try_from(host.as_bytes())
+        .map_err(|_| ApiError::InvalidRequest("the request's host is not a valid host".into()))?;
+    let mut parts = uri.into_parts();
+    parts.authority = Some(authority);
+    Uri::from_parts(parts)
+        .map_err(|_| ApiError::InvalidRequest("the request's host is not a valid host".into()))
+}
+
+/// Whether to hold the body until the upstream's `100 Continue`: an HTTP/1.1 client asked for
+/// one, there is a body, and the upstream speaks HTTP/1.1 (the gate listens for hyper's
+/// HTTP/1 informational hook). Otherwise the body is read when the upstream reads it, and
+/// hyper's server sends the client its `100` then — after the route's checks either way.
+fn wants_continue_gate(
+    route: &Route,
+    parts: &http::request::Parts,
+    body: &Incoming,
+    websocket: bool,
+) -> bool {
+    parts.version == Version::HTTP_11
+        && !websocket
+        && !body.is_end_stream()
+        && route.config().upstream_protocol == UpstreamProtocol::Http1
+        && parts
+            .headers
+            .get(EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Whether a message (with a body) declares trailers (`Trailer`). If so its `Content-Length`
+/// goes: a body of known length cannot carry trailers over HTTP/1.1 (an HTTP/2 peer may send
+/// both), so the message is forwarded chunked and its trailers follow.
+fn declares_trailers(headers: &mut http::HeaderMap) -> bool {
+    if headers.contains_key(TRAILER) {
+        headers.remove(CONTENT_LENGTH);
+        true
+    } else {
+        false
     }
 }
 
-/// Header rewriting in the order of §6: hop-by-hop and `Connection`-named headers out, every
-/// spelling of the identity headers out, the gateway's identity in, forwarding headers,
-/// `Host`, request id, and `Authorization` dropped unless the route forwards it.
+/// The upstream request with its body: none for a bodiless request, otherwise the client's
+/// body watched for idleness and faults (and gated for `Expect: 100-continue`).
+fn upstream_request(
+    parts: http::request::Parts,
+    body: Incoming,
+    route: &Route,
+    gate_wanted: bool,
+    hide_length: bool,
+) -> (Request<Body>, Option<UploadWatch>) {
+    if body.is_end_stream() {
+        let empty = Empty::new().map_err(|never| match never {}).boxed();
+        return (Request::from_parts(parts, empty), None);
+    }
+    let mut head = Request::from_parts(parts, ());
+    let gate = gate_wanted.then(|| ContinueGate::on(&mut head));
+    let (body, watch) = UploadBody::new(body, route.config().idle_timeout, gate, hide_length);
+    let (parts, ()) = head.into_parts();
+    (Request::from_parts(parts, body.boxed()), Some(watch))
+}
+
+/// Sends the request on `client`. No response head within the route's timeout (connecting,
+/// and the wait once the body is sent) is a 504, a refused, reset or garbled exchange a 502 —
+/// unless the client's own body failed, which is the client's 400 or 408.
+async fn send(
+    client: &UpstreamClient,
+    route: &Route,
+    req: Request<Body>,
+    mut upload: Option<UploadWatch>,
+) -> Result<Response<Incoming>, ApiError> {
+    let outcome =
+        within_timeout(route.config().timeout, client.request(req), upload.as_mut()).await;
+    if let Some(fault) = upload.as_ref().and_then(UploadWatch::fault) {
+        return Err(client_fault(route, fault));
+    }
+    match outcome {
+        None => {
+            tracing::warn!(route = route.prefix(), "upstream timed out");
+            Err(ApiError::GatewayTimeout)
+        }
+        Some(Err(e)) => {
+            tracing::warn!(route = route.prefix(), error = %error_chain(&e), "upstream failed");
+            Err(ApiError::BadGateway)
+        }
+        Some(Ok(res)) => Ok(res),
+    }
+}
+
+/// Runs `exchange` for at most `limit`, not counting the time the request body is being sent
+/// (`upload`): an upload is never cut by the route timeout (its stalls are `idle_timeout`'s).
+/// `None` when the time ran out.
+async fn within_timeout<F: Future>(
+    limit: Duration,
+    exchange: F,
+    upload: Option<&mut UploadWatch>,
+) -> Option<F::Output> {
+    let Some(upload) = upload else {
+        return tokio::time::timeout(limit, exchange).await.ok();
+    };
+    tokio::pin!(exchange);
+    let mut remaining = limit;
+    loop {
+        if upload.phase() == Phase::Sending {
+            tokio::select! {
+                out = &mut exchange => return Some(out),
+                () = upload.changed() => continue,
+            }
+        }
+        let started = Instant::now();
+        tokio::select! {
+            out = &mut exchange => return Some(out),
+            () = tokio::time::sleep(remaining) => return None,
+            () = upload.changed() => remaining = remaining.saturating_sub(started.elapsed()),
+        }
+    }
+}
+
+/// The answer to a request whose own body failed; logged as the client's error.
+fn client_fault(route: &Route, fault: ClientFault) -> ApiError {
+    match fault {
+        ClientFault::Malformed => {
+            tracing::info!(
+                route = route.prefix(),
+                "client request body malformed or cut short"
+            );
+            ApiError::InvalidRequest("the request body is malformed or incomplete".into())
+        }
+        ClientFault::Stalled => {
+            tracing::info!(route = route.prefix(), "client request body stalled");
+            ApiError::RequestTimeout
+        }
+    }
+}
+
+/// Header rewriting in the order of §6 and §7.1: hop-by-hop and `Connection`-named headers
+/// out (`TE: trailers` put back), every spelling of the identity headers out, the gateway's
+/// identity in, forwarding headers and `Via`, `Host`, cookies joined for HTTP/1.1, request id,
+/// `Max-Forwards` of an `OPTIONS` decremented, and `Authorization` dropped unless the route
+/// forwards it.
 fn rewrite_request_headers(
     table: &ProxyTable,
     route: &Route,
     parts: &mut http::request::Parts,
     ctx: &RequestContext,
     identity: Option<&Identity>,
+    client_host: Option<HeaderValue>,
 ) -> Result<(), ApiError> {
-    let client_host = parts.headers.get(HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let trailers = accepts_trailers(&parts.headers);
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     table.rewriter.strip_identity(headers);
@@ -122,10 +278,29 @@ fn rewrite_request_headers(
             ApiError::Internal
         })?;
     }
-    let proto = if ctx.conn.tls { "https" } else { "http" };
-    set_forwarding(headers, ctx.conn.peer.ip(), proto, client_host.as_ref());
-    headers.insert(HOST, route.host().clone());
+    if trailers {
+        set_te_trailers(headers);
+    }
+    let fwd = Forwarding {
+        peer: ctx.conn.peer.ip(),
+        proto: if ctx.conn.tls { "https" } else { "http" },
+        host: client_host.as_ref(),
+        prefix: route.forwarded_prefix(),
+    };
+    set_forwarding(headers, &fwd);
+    append_via(headers, parts.version);
+    let host = match client_host {
+        Some(host) if route.config().preserve_host => host,
+        _ => route.host().clone(),
+    };
+    headers.insert(HOST, host);
+    if route.config().upstream_protocol != UpstreamProtocol::H2c {
+        join_cookies(headers);
+    }
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
+    if parts.method == Method::OPTIONS {
+        decrement_max_forwards(headers);
+    }
     if !route.config().forward_authorization {
         headers.remove(AUTHORIZATION);
     }

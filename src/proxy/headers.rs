@@ -1,22 +1,24 @@
 //! Header rewriting between client and upstream (HTTP-API.md §4, §6 "Proxying"; catalogue E).
 //!
 //! Request side, in this order (the order is the security property — catalogue E6):
-//! 1. [`strip_hop_by_hop`]: fields named in `Connection`, then the standard hop-by-hop set;
+//! 1. [`strip_hop_by_hop`]: fields named in `Connection`, then the standard hop-by-hop set
+//!    (`Trailer` is end-to-end and stays; `TE: trailers` is put back by [`set_te_trailers`]);
 //! 2. [`HeaderRewriter::strip_identity`]: every client copy of an identity header, any spelling;
 //! 3. [`HeaderRewriter::add_identity`]: the gateway's own values (authenticated routes only);
-//! 4. [`set_forwarding`], [`strip_routing_overrides`], the request id.
+//! 4. [`set_forwarding`], [`strip_routing_overrides`], [`append_via`], [`join_cookies`], the
+//!    request id.
 //!
 //! Because removal by `Connection` happens in step 1, a client can never use it to delete a
-//! header the gateway adds later. Response side: [`clean_response`]. All names used here are
-//! static constants, never parsed per request.
+//! header the gateway adds later. Response side: [`clean_response`] and [`append_via`]. All
+//! names used here are static constants, never parsed per request.
 
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, COOKIE, HOST, MAX_FORWARDS, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE, VIA,
 };
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Version};
 use thiserror::Error;
 
 use crate::config::IdentityHeaders;
@@ -32,16 +34,20 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Prefix`.
+pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
-/// The standard hop-by-hop set removed in both directions.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// The standard hop-by-hop set removed in both directions. `Trailer` is not in it: it names
+/// the trailer fields of this message end to end (HTTP-API.md §7.1), and hyper writes an
+/// HTTP/1.1 message's trailers only when it is there. `TE` is, and only `TE: trailers` is put
+/// back ([`set_te_trailers`]).
+const HOP_BY_HOP: [HeaderName; 8] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
     PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION,
     TE,
-    TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
 ];
@@ -236,26 +242,114 @@ fn roles_value(header: &HeaderName, roles: &[String]) -> Result<HeaderValue, Ide
     identity_value(header, &roles.join(","))
 }
 
-/// Appends `peer` to `X-Forwarded-For` (every existing line kept, joined in order into one
-/// comma list), sets `X-Forwarded-Proto` to `proto`, sets `X-Forwarded-Host` to the client's
-/// `Host` (`:authority` in HTTP/2) or removes a client-sent one when there is none, and drops
-/// rival forwarding headers the gateway does not vouch for (`Forwarded`, `X-Real-IP`,
-/// `X-Forwarded-Port`, `X-Forwarded-Prefix`, `X-Forwarded-Uri`).
-pub fn set_forwarding(
-    headers: &mut HeaderMap,
-    peer: IpAddr,
-    proto: &'static str,
-    client_host: Option<&HeaderValue>,
-) {
-    let forwarded_for = appended_forwarded_for(headers, peer.to_canonical());
+/// What the gateway vouches for in the forwarding headers of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// `http` or `https`: how the client reached the gateway.
+    pub proto: &'static str,
+    /// The host the client asked for (see [`client_host`]), if any.
+    pub host: Option<&'a HeaderValue>,
+    /// The route prefix removed by `strip_prefix`, if any.
+    pub prefix: Option<&'a HeaderValue>,
+}
+
+/// Appends the peer to `X-Forwarded-For` (every existing line kept, joined in order into one
+/// comma list), sets `X-Forwarded-Proto`, sets `X-Forwarded-Host` to the client's host or
+/// removes a client-sent one when there is none, drops rival forwarding headers the gateway
+/// does not vouch for (`Forwarded`, `X-Real-IP`, `X-Forwarded-Port`, `X-Forwarded-Prefix`,
+/// `X-Forwarded-Uri`), then sets `X-Forwarded-Prefix` to the stripped prefix, if any.
+pub fn set_forwarding(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
+    let forwarded_for = appended_forwarded_for(headers, fwd.peer.to_canonical());
     headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    match client_host {
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
+    match fwd.host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
         None => headers.remove(X_FORWARDED_HOST),
     };
     for name in &RIVAL_FORWARDING {
         headers.remove(name);
+    }
+    if let Some(prefix) = fwd.prefix {
+        headers.insert(X_FORWARDED_PREFIX, prefix.clone());
+    }
+}
+
+/// The host the client asked for (HTTP-API.md §7.1): the absolute-form request-target's
+/// authority (HTTP/1.1), else `:authority` (HTTP/2 — hyper puts both in the URI), else `Host`.
+/// User information in an authority is never part of it.
+pub fn client_host(uri: &http::Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(authority) = uri.authority() {
+        let full = authority.as_str();
+        let host = full.rsplit_once('@').map_or(full, |(_, host)| host);
+        return HeaderValue::from_str(host).ok();
+    }
+    headers.get(HOST).cloned()
+}
+
+/// Whether the client's `TE` lists `trailers` (read before [`strip_hop_by_hop`] removes it).
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TE)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+        .map(|token| token.split(|&b| b == b';').next().unwrap_or_default())
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+}
+
+/// Puts back `TE: trailers`, the one `TE` value forwarded (gRPC servers require it).
+pub fn set_te_trailers(headers: &mut HeaderMap) {
+    headers.insert(TE, HeaderValue::from_static("trailers"));
+}
+
+/// Joins several `Cookie` fields (HTTP/2 clients send one per cookie) into one, separated by
+/// `; ` (RFC 9113 §8.2.3): an HTTP/1.1 upstream reading several `Cookie` lines would join them
+/// with `, ` and misread the values.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut lines = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (lines.next(), lines.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for line in headers.get_all(COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(line.as_bytes());
+    }
+    // Valid values joined by `; ` are a valid value; the check only keeps this panic-free.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, value);
+    }
+}
+
+/// Appends the gateway's `Via` entry (`1.0 authgate`, `1.1 authgate`, `2 authgate`: the
+/// version the message was received in) after any entries already present.
+pub fn append_via(headers: &mut HeaderMap, received_in: Version) {
+    let entry: &'static str = match received_in {
+        Version::HTTP_09 => "0.9 authgate",
+        Version::HTTP_10 => "1.0 authgate",
+        Version::HTTP_2 => "2 authgate",
+        Version::HTTP_3 => "3 authgate",
+        _ => "1.1 authgate",
+    };
+    headers.append(VIA, HeaderValue::from_static(entry));
+}
+
+/// `Max-Forwards` as a number; `None` when absent, repeated or not a decimal integer.
+pub fn max_forwards(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(MAX_FORWARDS).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|v| v.trim().parse().ok()),
+        _ => None,
+    }
+}
+
+/// Decrements a `Max-Forwards` above zero (an `OPTIONS` the gateway forwards).
+pub fn decrement_max_forwards(headers: &mut HeaderMap) {
+    if let Some(n) = max_forwards(headers).filter(|&n| n > 0) {
+        headers.insert(MAX_FORWARDS, HeaderValue::from(n - 1));
     }
 }
 
@@ -417,7 +511,9 @@ mod tests {
     }
 
     #[test]
-    fn standard_hop_by_hop_headers_are_removed() {
+    fn standard_hop_by_hop_headers_are_removed_and_trailer_is_kept() {
+        // Changed by HTTP-API.md §7.1: Trailer is end-to-end; TE goes here and only
+        // `TE: trailers` is put back by the forwarding step.
         let mut headers = map(&[
             ("keep-alive", "timeout=5"),
             ("te", "trailers"),
@@ -432,8 +528,81 @@ mod tests {
             ("accept", "*/*"),
         ]);
         strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.len(), 1, "left: {headers:?}");
+        assert_eq!(headers.len(), 2, "left: {headers:?}");
         assert_eq!(values(&headers, "accept"), ["*/*"]);
+        assert_eq!(values(&headers, "trailer"), ["x-sum"]);
+    }
+
+    #[test]
+    fn te_trailers_is_recognised_among_other_codings_and_parameters() {
+        for te in [
+            "trailers",
+            "Trailers",
+            "gzip, trailers",
+            "deflate;q=0.5, TRAILERS;q=1",
+        ] {
+            assert!(accepts_trailers(&map(&[("te", te)])), "{te}");
+        }
+        for te in ["gzip", "trailersx", ""] {
+            assert!(!accepts_trailers(&map(&[("te", te)])), "{te}");
+        }
+        assert!(!accepts_trailers(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn several_cookie_fields_become_one_joined_with_semicolons() {
+        let mut headers = map(&[("cookie", "session=abc"), ("cookie", "theme=dark; lang=en")]);
+        join_cookies(&mut headers);
+        assert_eq!(
+            values(&headers, "cookie"),
+            ["session=abc; theme=dark; lang=en"]
+        );
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(values(&one, "cookie"), ["a=1"]);
+    }
+
+    #[test]
+    fn via_is_appended_after_existing_entries_with_the_received_version() {
+        let mut headers = map(&[("via", "1.1 edge")]);
+        append_via(&mut headers, Version::HTTP_2);
+        assert_eq!(values(&headers, "via"), ["1.1 edge", "2 authgate"]);
+        for (version, entry) in [
+            (Version::HTTP_10, "1.0 authgate"),
+            (Version::HTTP_11, "1.1 authgate"),
+        ] {
+            let mut headers = HeaderMap::new();
+            append_via(&mut headers, version);
+            assert_eq!(values(&headers, "via"), [entry]);
+        }
+    }
+
+    #[test]
+    fn max_forwards_is_read_strictly_and_decremented_above_zero() {
+        assert_eq!(max_forwards(&map(&[("max-forwards", "0")])), Some(0));
+        assert_eq!(max_forwards(&map(&[("max-forwards", " 7 ")])), Some(7));
+        assert_eq!(max_forwards(&map(&[("max-forwards", "-1")])), None);
+        assert_eq!(max_forwards(&map(&[("max-forwards", "x")])), None);
+        assert_eq!(
+            max_forwards(&map(&[("max-forwards", "1"), ("max-forwards", "0")])),
+            None
+        );
+        let mut headers = map(&[("max-forwards", "3")]);
+        decrement_max_forwards(&mut headers);
+        assert_eq!(values(&headers, "max-forwards"), ["2"]);
+    }
+
+    #[test]
+    fn the_client_host_is_the_absolute_target_then_authority_then_host() {
+        let headers = map(&[("host", "host.example")]);
+        let absolute: http::Uri = "http://user@target.example:81/x".parse().unwrap();
+        assert_eq!(
+            client_host(&absolute, &headers).unwrap(),
+            "target.example:81"
+        );
+        let origin: http::Uri = "/x".parse().unwrap();
+        assert_eq!(client_host(&origin, &headers).unwrap(), "host.example");
+        assert!(client_host(&origin, &HeaderMap::new()).is_none());
     }
 
     #[test]
@@ -522,9 +691,12 @@ mod tests {
         let host = HeaderValue::from_static("gw.example:8443");
         set_forwarding(
             &mut headers,
-            "192.0.2.9".parse().unwrap(),
-            "https",
-            Some(&host),
+            &Forwarding {
+                peer: "192.0.2.9".parse().unwrap(),
+                proto: "https",
+                host: Some(&host),
+                prefix: None,
+            },
         );
         assert_eq!(
             values(&headers, "x-forwarded-for"),
@@ -542,12 +714,16 @@ mod tests {
             ("forwarded", "for=127.0.0.1"),
             ("x-real-ip", "127.0.0.1"),
             ("x-forwarded-uri", "/public"),
+            ("x-forwarded-prefix", "/evil"),
         ]);
         set_forwarding(
             &mut headers,
-            "::ffff:192.0.2.1".parse().unwrap(),
-            "http",
-            None,
+            &Forwarding {
+                peer: "::ffff:192.0.2.1".parse().unwrap(),
+                proto: "http",
+                host: None,
+                prefix: None,
+            },
         );
         assert_eq!(values(&headers, "x-forwarded-for"), ["192.0.2.1"]);
         assert_eq!(values(&headers, "x-forwarded-proto"), ["http"]);
@@ -555,12 +731,31 @@ mod tests {
         assert!(headers.get("forwarded").is_none());
         assert!(headers.get("x-real-ip").is_none());
         assert!(headers.get("x-forwarded-uri").is_none());
+        assert!(headers.get("x-forwarded-prefix").is_none());
+        let prefix = HeaderValue::from_static("/api");
+        let mut headers = map(&[("x-forwarded-prefix", "/evil")]);
+        set_forwarding(
+            &mut headers,
+            &Forwarding {
+                peer: "192.0.2.1".parse().unwrap(),
+                proto: "http",
+                host: None,
+                prefix: Some(&prefix),
+            },
+        );
+        assert_eq!(values(&headers, "x-forwarded-prefix"), ["/api"]);
     }
 
     #[test]
     fn ipv6_peer_is_written_without_brackets() {
         let mut headers = HeaderMap::new();
-        set_forwarding(&mut headers, "2001:db8::1".parse().unwrap(), "http", None);
+        let fwd = Forwarding {
+            peer: "2001:db8::1".parse().unwrap(),
+            proto: "http",
+            host: None,
+            prefix: None,
+        };
+        set_forwarding(&mut headers, &fwd);
         assert_eq!(values(&headers, "x-forwarded-for"), ["2001:db8::1"]);
     }
 

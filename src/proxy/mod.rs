@@ -2,15 +2,21 @@
 //!
 //! `router` is the compiled route table and `table` everything a reload swaps with it;
 //! `headers` rewrites request and response headers in the order HTTP-API.md §6 fixes;
-//! `client` is the pooled upstream client; `forward` sends the request and streams the answer
-//! back; `websocket` tunnels upgraded connections. [`Proxy::handle`] is the line between them:
-//! route, authenticate (`auth::authenticator`), decide (`auth::policy`), forward.
+//! `client` holds the pooled upstream clients (HTTP/1.1, h2c, ALPN); `forward` sends the
+//! request and streams the answer back through `body` (timeouts, client faults, trailers);
+//! `websocket` tunnels upgraded connections; `checks` refuses request shapes before any token
+//! is read; `grpc` recognises the calls whose refusals are answered the gRPC way.
+//! [`Proxy::handle`] is the line between them: route, check, authenticate
+//! (`auth::authenticator`), decide (`auth::policy`), forward.
 //!
 //! The proxy shares the authenticator and the token service with the account endpoints
 //! (`routes/`) and imports nothing of theirs.
 
+mod body;
+mod checks;
 pub mod client;
 pub mod forward;
+pub mod grpc;
 pub mod headers;
 pub mod router;
 pub mod table;
@@ -22,7 +28,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::authenticator::{Accept, Authenticator};
+use crate::auth::authenticator::Authenticator;
 use crate::auth::identity::Identity;
 use crate::auth::policy;
 use crate::auth::tokens::TokenService;
@@ -30,6 +36,7 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::server::context::{RequestContext, RouteLabel};
 use crate::server::response::Body;
+use crate::telemetry;
 use forward::forward;
 use router::Route;
 use table::{ProxyTable, TableSlot};
@@ -78,6 +85,16 @@ impl Proxy {
             return (Err(ApiError::NotFound), RouteLabel::Static("-"));
         };
         let label = table.label(route);
+        telemetry::record_route(label.as_str());
+        if let Err(e) = checks::check_transfer_encoding(req.headers()) {
+            return (Err(e), label);
+        }
+        if let Some(res) = checks::options_for_the_gateway(route, &req) {
+            return (Ok(res), label);
+        }
+        if let Err(e) = checks::check_query(route, req.uri().query()) {
+            return (Err(e), label);
+        }
         let result = match self.authorize(route, &req) {
             Ok(identity) => forward(&self.tunnels, table, route, req, &ctx, identity).await,
             Err(e) => Err(e),
@@ -85,16 +102,17 @@ impl Proxy {
         (result, label)
     }
 
-    /// Authentication, then the route's policy (§4/§6 order: every 401 and 403 before 405).
-    /// Public routes never read `Authorization`.
+    /// Authentication, then the route's policy (§7.2 order: every 401 and 403 before 405).
+    /// Public routes never read `Authorization`; on optional ones no credential is anonymous
+    /// and a bad one is refused as anywhere else.
     fn authorize<B>(&self, route: &Route, req: &Request<B>) -> Result<Option<Identity>, ApiError> {
-        let policy = route.policy();
-        let identity = if policy.reads_credentials() {
-            self.auth.authenticate(req.headers(), Accept::Access)?
-        } else {
-            None
-        };
-        policy::decide(policy, req.method(), identity.as_ref(), &self.clock)?;
-        Ok(identity)
+        let (method, headers) = (req.method(), req.headers());
+        Ok(policy::authorize(
+            &self.auth,
+            route.policy(),
+            method,
+            headers,
+            &self.clock,
+        )?)
     }
 }

@@ -3,14 +3,27 @@
 //! token itself) is revoked, when the token expires (`exp` plus the leeway), or when the
 //! gateway shuts down. hyper's graceful shutdown does not follow upgraded connections, so
 //! they are tracked here.
+//!
+//! A tunnel the gateway closes ends the WebSocket way: each direction finishes the frame in
+//! flight, then the gateway writes a close frame of its own (1008 "token revoked" or "token
+//! expired", 1001 on shutdown) — unmasked to the client, masked to the upstream — and reads
+//! whatever the peer still sends until it closes too, so the close frame is not lost to a TCP
+//! reset. Only frame headers are read ([`frames`]); payloads and extensions pass untouched.
 
-use std::io;
+mod frames;
+
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use frames::{close_frame, FrameTracker, Towards};
 
 use crate::auth::authenticator::Authenticator;
 use crate::auth::identity::Identity;
@@ -60,31 +73,164 @@ impl Tunnels {
         });
         let auth = self.auth.clone();
         let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
+        // The tunnel outlives the request; its lines still carry the request's span.
+        let tunnel = async move {
             let _slot = slot;
             let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
                 tracing::debug!("upgrade did not complete");
                 return;
             };
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
             let ended = async {
-                match &watch {
-                    Some(w) => w.ended(&auth).await,
-                    None => std::future::pending().await,
+                let by_token = async {
+                    match &watch {
+                        Some(w) => w.ended(&auth).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    e = by_token => e,
+                    () = shutdown.cancelled() => Ending::Shutdown,
                 }
             };
-            let reason = tokio::select! {
-                r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                    tunnel_ended(r);
-                    "closed"
-                }
-                r = ended => r,
-                () = shutdown.cancelled() => "shutdown",
-            };
+            let outcome = relay(TokioIo::new(client), TokioIo::new(upstream), ended).await;
             let user_id = watch.as_ref().map(|w| w.identity.user_id);
-            tracing::info!(?user_id, reason, "upgraded connection ended");
-        });
+            tracing::info!(user_id, reason = outcome, "upgraded connection ended");
+        };
+        tokio::spawn(tunnel.in_current_span());
+    }
+}
+
+/// Why the gateway closes a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The token, its session or its user was revoked.
+    Revoked,
+    /// The token's `exp` plus the leeway has passed.
+    Expired,
+    /// The gateway is shutting down.
+    Shutdown,
+}
+
+impl Ending {
+    /// The close frame's status code (RFC 6455 §7.4.1): policy violation, or going away.
+    fn code(self) -> u16 {
+        match self {
+            Self::Revoked | Self::Expired => 1008,
+            Self::Shutdown => 1001,
+        }
+    }
+
+    /// The close frame's reason, also the log's.
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Revoked => "token revoked",
+            Self::Expired => "token expired",
+            Self::Shutdown => "shutting down",
+        }
+    }
+}
+
+/// How long a closing tunnel may take to reach a frame boundary, write its close frames and
+/// see the peers close; after that its connections are dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Bytes read at a time in each direction.
+const BUFFER: usize = 16 * 1024;
+
+/// Copies frames both ways until a peer closes (`"closed"`) or `ended` says why the gateway
+/// closes the tunnel; then closes it the WebSocket way within [`CLOSE_GRACE`] (`"cut"` when
+/// that ran out). Returns what the log says.
+async fn relay<C, U>(client: C, upstream: U, ended: impl Future<Output = Ending>) -> &'static str
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (closing, close_rx) = watch::channel(None);
+    let (from_client, to_client) = tokio::io::split(client);
+    let (from_upstream, to_upstream) = tokio::io::split(upstream);
+    let both = async {
+        tokio::join!(
+            pump(from_client, to_upstream, Towards::Server, close_rx.clone()),
+            pump(from_upstream, to_client, Towards::Client, close_rx),
+        )
+    };
+    tokio::pin!(both);
+    let ending = tokio::select! {
+        _ = &mut both => return "closed",
+        e = ended => e,
+    };
+    let _ = closing.send(Some(ending));
+    match tokio::time::timeout(CLOSE_GRACE, both).await {
+        Ok(_) => ending.reason(),
+        Err(_) => "cut",
+    }
+}
+
+/// One direction of a tunnel: copies `src` to `dst`, tracking frame boundaries. When the
+/// tunnel closes, finishes the frame in flight, writes the close frame, shuts `dst` down and
+/// reads `src` until it ends. A peer that closes is passed on as a shutdown of `dst`.
+async fn pump<R, W>(
+    mut src: R,
+    mut dst: W,
+    towards: Towards,
+    mut close: watch::Receiver<Option<Ending>>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut frames = FrameTracker::new();
+    let mut buf = vec![0u8; BUFFER];
+    let mut ending: Option<Ending> = None;
+    let mut watching = true;
+    let ending = loop {
+        if let Some(e) = ending.filter(|_| frames.at_boundary()) {
+            break e;
+        }
+        let n = tokio::select! {
+            r = src.read(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    let _ = dst.shutdown().await;
+                    return;
+                }
+                Ok(n) => n,
+            },
+            changed = close.changed(), if watching && ending.is_none() => {
+                match changed {
+                    Ok(()) => ending = *close.borrow_and_update(),
+                    // Nothing will ask to close any more.
+                    Err(_) => watching = false,
+                }
+                continue;
+            }
+        };
+        let data = &buf[..n];
+        // Once closing, only the rest of the frame in flight is passed on.
+        let pass = if ending.is_some() {
+            frames.advance(data)
+        } else {
+            frames.skip(data);
+            n
+        };
+        if dst.write_all(&data[..pass]).await.is_err() || dst.flush().await.is_err() {
+            return;
+        }
+    };
+    let frame = close_frame(ending.code(), ending.reason(), towards);
+    if dst.write_all(&frame).await.is_ok() && dst.flush().await.is_ok() {
+        let _ = dst.shutdown().await;
+    }
+    // What the peer still sends is read and dropped until its own close frame (the closing
+    // handshake is complete) or its end: closing with unread bytes would reset the connection
+    // and could lose our close frame on the way.
+    while let Ok(n @ 1..) = src.read(&mut buf).await {
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let used = frames.advance(rest);
+            rest = &rest[used..];
+            if frames.closed() {
+                return;
+            }
+        }
     }
 }
 
@@ -96,12 +242,12 @@ struct Watch {
 }
 
 impl Watch {
-    async fn ended(&self, auth: &Authenticator) -> &'static str {
+    async fn ended(&self, auth: &Authenticator) -> Ending {
         let mut changes = auth.revocation_changes();
         let revoked = async {
             loop {
                 if auth.is_revoked(&self.identity) {
-                    return "revoked";
+                    return Ending::Revoked;
                 }
                 if changes.changed().await.is_err() {
                     // The index is gone with the gateway: shutdown closes the tunnel.
@@ -111,7 +257,7 @@ impl Watch {
         };
         tokio::select! {
             r = revoked => r,
-            () = tokio::time::sleep(self.until_expiry) => "token expired",
+            () = tokio::time::sleep(self.until_expiry) => Ending::Expired,
         }
     }
 }
@@ -119,11 +265,4 @@ impl Watch {
 /// Time from `now` (since the epoch) until `exp` plus the leeway has passed.
 fn time_left(exp: u64, leeway: Duration, now: Duration) -> Duration {
     (Duration::from_secs(exp) + leeway).saturating_sub(now)
-}
-
-/// An io error from a closed tunnel is expected; anything else is logged at debug.
-fn tunnel_ended(result: io::Result<(u64, u64)>) {
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "upgraded connection ended");
-    }
 }

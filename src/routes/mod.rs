@@ -1,6 +1,8 @@
 //! The endpoints the gateway serves itself under the auth prefix (HTTP-API.md §3): one file
 //! per resource, each handler a method of [`Endpoints`]. Unknown paths answer 404 and wrong
-//! methods 405 before any token is read.
+//! methods 405 before any token is read. The forward-auth decision endpoint (`verify.rs`,
+//! §7.3) is its own [`ForwardAuth`], built only when enabled: it takes any method and any
+//! sub-path, and the route table of the request.
 //!
 //! The endpoints share the authenticator, the token service and the store with the proxy,
 //! own the session domain, the password checks (hasher and login limiter) and their settings,
@@ -10,6 +12,7 @@ mod accounts;
 mod passwords;
 mod sessions;
 mod users;
+mod verify;
 
 use std::sync::Arc;
 
@@ -30,7 +33,9 @@ use crate::server::request_body;
 use crate::server::response::{close_connection, full, Body};
 use crate::sessions::Sessions;
 use crate::store::Store;
+use crate::telemetry;
 pub use passwords::Passwords;
+pub use verify::{DecisionTable, ForwardAuth, VERIFY_PATH};
 
 /// The settings of `[auth]` and `[server]` the endpoints read (fixed until a restart).
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +46,8 @@ pub struct EndpointSettings {
     pub min_password_length: usize,
     /// Largest accepted request body, in bytes.
     pub max_body: usize,
+    /// Longest wait for the next piece of a request body (`408` beyond).
+    pub body_timeout: std::time::Duration,
 }
 
 /// The account endpoints and what they use; built once.
@@ -156,6 +163,7 @@ impl Endpoints {
         let Some((endpoint, id)) = Endpoint::find(sub_path) else {
             return (Err(ApiError::NotFound), "auth:-");
         };
+        telemetry::record_route(endpoint.name());
         let mut result = self.serve(req, ctx, endpoint, id).await;
         // Error answers are closed by the public service when a body is left unread; a
         // success of an endpoint that ignores bodies leaves one unread too.
@@ -200,10 +208,15 @@ impl Endpoints {
         Ok(self.auth.require(req.headers(), Accept::Access)?)
     }
 
-    /// The request's body as `T` (JSON or form), at most `max_body` bytes.
+    /// The request's body as `T` (JSON or form), at most `max_body` bytes, none of them more
+    /// than `body_timeout` after the last.
     async fn read_body<T: DeserializeOwned>(&self, req: Request<Incoming>) -> Result<T, ApiError> {
         let (parts, body) = req.into_parts();
-        request_body::read(&parts.headers, body, self.settings.max_body).await
+        let limits = request_body::BodyLimits {
+            max_body: self.settings.max_body,
+            timeout: self.settings.body_timeout,
+        };
+        request_body::read(&parts.headers, body, limits).await
     }
 }
 

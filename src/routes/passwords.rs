@@ -44,7 +44,16 @@ impl Passwords {
             .begin(username, client)
             .await
             .map_err(|e| match e {
-                LimitError::Limited { retry_after } => ApiError::RateLimited { retry_after },
+                LimitError::Limited { retry_after } => {
+                    // Security events name the account and the address, never the password.
+                    tracing::warn!(
+                        username,
+                        client = %client,
+                        retry_after,
+                        "password check refused: too many failures"
+                    );
+                    ApiError::RateLimited { retry_after }
+                }
                 LimitError::Store(e) => e.into(),
             })?;
         let found = self.store.user_by_name(username).await?;
@@ -57,7 +66,7 @@ impl Passwords {
             }
             _ => {
                 attempt.failed().await;
-                tracing::info!(reason = "invalid_credentials", "password check failed");
+                tracing::warn!(username, client = %client, "password check failed");
                 Err(ApiError::InvalidCredentials)
             }
         }

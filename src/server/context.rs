@@ -27,6 +27,12 @@ impl RouteLabel {
         }
     }
 
+    /// True for an endpoint under the auth prefix (a fixed name other than `-`): the gateway's
+    /// own resources, as opposed to a route, no route, or a request refused before routing.
+    pub fn is_endpoint(&self) -> bool {
+        matches!(self, Self::Static(name) if *name != "-")
+    }
+
     /// The label as a metrics label value (no allocation: a shared string is shared).
     pub fn metric(&self) -> Label {
         match self {

@@ -1,11 +1,14 @@
-//! Reading a request body: JSON or form-urlencoded, at most `max_body` bytes, into a typed
-//! struct — with the §1 error for every way that fails. The account endpoints read theirs
-//! here.
+//! Reading a request body: JSON or form-urlencoded, at most `max_body` bytes, each piece
+//! arriving within `body_timeout` of the last, into a typed struct — with the §1 error for
+//! every way that fails. The account endpoints read theirs here.
 
-use bytes::Bytes;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::HeaderMap;
-use http_body_util::{BodyExt, Limited};
+use http_body::Body;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode;
 use serde::de::DeserializeOwned;
@@ -19,21 +22,31 @@ enum Encoding {
     Form,
 }
 
-/// Reads and decodes a request body of at most `max_body` bytes.
+/// How much of a body may be read, and how slowly.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Most bytes accepted (`413` beyond).
+    pub max_body: usize,
+    /// Longest wait for the next piece of the body (`408` beyond).
+    pub timeout: Duration,
+}
+
+/// Reads and decodes a request body within `limits`.
 ///
 /// 415 for any other media type (checked first, so a wrong type is not read at all), 413 when
-/// `Content-Length` or the bytes received pass the limit, 400 for malformed content, type
-/// confusion or duplicate fields (serde derive refuses them).
+/// `Content-Length` or the bytes received pass the limit, 408 when the body stops moving for
+/// the timeout, 400 for malformed content, type confusion or duplicate fields (serde derive
+/// refuses them).
 pub async fn read<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Incoming,
-    max_body: usize,
+    limits: BodyLimits,
 ) -> Result<T, ApiError> {
     let encoding = encoding(headers)?;
-    if declared_length(headers).is_some_and(|n| n > max_body as u64) {
+    if declared_length(headers).is_some_and(|n| n > limits.max_body as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let bytes = collect(body, max_body).await?;
+    let bytes = collect(body, limits).await?;
     decode(encoding, &bytes)
 }
 
@@ -59,13 +72,37 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn collect(body: Incoming, max_body: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, max_body).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge),
-        Err(_) => Err(ApiError::InvalidRequest(
-            "the request body could not be read".into(),
-        )),
+/// The whole body may take this many timeouts: a body trickling a byte just within the
+/// timeout would otherwise hold its connection for `max_body` timeouts.
+const WHOLE_BODY_TIMEOUTS: u32 = 3;
+
+/// The body's bytes, at most `max_body` of them, each frame arriving within the timeout of
+/// the one before and all of them within [`WHOLE_BODY_TIMEOUTS`] timeouts; otherwise `408`.
+/// (Trailers are read and dropped.)
+async fn collect<B>(mut body: B, limits: BodyLimits) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + limits.timeout * WHOLE_BODY_TIMEOUTS;
+    let mut bytes = BytesMut::new();
+    loop {
+        let next = deadline.min(tokio::time::Instant::now() + limits.timeout);
+        let frame = match tokio::time::timeout_at(next, body.frame()).await {
+            Err(_) => return Err(ApiError::RequestTimeout),
+            Ok(None) => return Ok(bytes.freeze()),
+            Ok(Some(Err(_))) => {
+                return Err(ApiError::InvalidRequest(
+                    "the request body could not be read".into(),
+                ))
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limits.max_body {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            bytes.extend_from_slice(&data);
+        }
     }
 }
 
@@ -193,6 +230,90 @@ mod tests {
         let creds = ok.expect("decodes");
         assert_eq!(creds.username.as_deref(), Some("a%zz"));
         assert_eq!(creds.password.as_deref(), Some("50%%"));
+    }
+
+    /// A body that yields its pieces and then never ends (nor wakes anyone).
+    struct Stalling(std::collections::VecDeque<&'static [u8]>);
+
+    impl Body for Stalling {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            match self.0.pop_front() {
+                Some(piece) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(
+                    Bytes::from_static(piece),
+                )))),
+                None => std::task::Poll::Pending,
+            }
+        }
+    }
+
+    fn stalling(pieces: &[&'static [u8]]) -> Stalling {
+        Stalling(pieces.iter().copied().collect())
+    }
+
+    const LIMITS: BodyLimits = BodyLimits {
+        max_body: 8,
+        timeout: Duration::from_millis(20),
+    };
+
+    #[tokio::test]
+    async fn a_body_that_stops_moving_is_a_request_timeout() {
+        let res = collect(stalling(&[b"{", b"\"a"]), LIMITS).await;
+        assert_eq!(res, Err(ApiError::RequestTimeout));
+    }
+
+    /// A body that yields a byte each time it is polled, waking itself after `every`.
+    struct Trickling {
+        every: Duration,
+        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+
+    impl Body for Trickling {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            use std::future::Future as _;
+            let every = self.every;
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+            std::task::ready!(timer.as_mut().poll(cx));
+            self.timer = None;
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b" ")))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_keeps_trickling_is_cut_after_three_timeouts() {
+        let limits = BodyLimits {
+            max_body: 1 << 20,
+            timeout: Duration::from_millis(40),
+        };
+        let body = Trickling {
+            every: Duration::from_millis(5),
+            timer: None,
+        };
+        assert_eq!(collect(body, limits).await, Err(ApiError::RequestTimeout));
+    }
+
+    #[tokio::test]
+    async fn a_complete_body_is_read_and_an_oversized_one_is_refused() {
+        let full = http_body_util::Full::new(Bytes::from_static(b"12345678"));
+        assert_eq!(
+            collect(full, LIMITS).await,
+            Ok(Bytes::from_static(b"12345678"))
+        );
+        let over = collect(stalling(&[b"12345", b"6789"]), LIMITS).await;
+        assert_eq!(over, Err(ApiError::PayloadTooLarge));
     }
 
     #[test]

@@ -1,18 +1,38 @@
-//! Telemetry: the tracing subscriber of `[log]`, the one access line per request, and the
-//! metrics registry behind `/metrics` ([`metrics`]).
+//! Telemetry: the tracing subscriber of `[log]` (its two line formats in [`lines`]), the
+//! request span, the one access line per request, and the metrics registry behind `/metrics`
+//! ([`metrics`]).
+//!
+//! The request span ([`request_span`]) carries `request_id` and `client` from the start,
+//! `route` once a route or endpoint matched and `user_id` once a token was accepted; every
+//! line logged while the request is handled — on the blocking pool and in tunnels that
+//! outlive it too — carries them. It shares the access line's target and level, so it costs
+//! nothing when access lines are filtered out (`level = "warn"`), and exists whenever they
+//! are written.
 //!
 //! Nothing here ever receives a token, password or secret: the access line takes the path
-//! without its query (tokens hide there) and client-supplied values are logged with `?`, which
-//! escapes control characters so a crafted path cannot forge log lines.
+//! without its query (tokens hide there), and client-supplied values are escaped by the line
+//! formats, so a crafted path cannot forge log lines.
 
+mod lines;
 pub mod metrics;
 
+use std::io::IsTerminal;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
+use tracing::field::Empty;
+use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+
+/// The target of the access lines and of the request span: `authgate::access=info` in
+/// `[log] level` switches both.
+pub const ACCESS_TARGET: &str = "authgate::access";
+
+/// The name of the request span.
+const REQUEST_SPAN: &str = "request";
 
 /// Keeps the log writer thread alive; dropping it flushes what is queued. Hold it until exit.
 pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
@@ -20,23 +40,66 @@ pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
 /// Installs the global subscriber. Lines go to standard error through a background thread, so
 /// a slow reader of the log never stalls a reactor thread: should its queue (128,000 lines)
 /// fill up because nobody reads standard error, further lines are dropped rather than block
-/// requests. Later calls (tests start many gateways) are ignored.
+/// requests. Colours only when standard error is a terminal and `NO_COLOR` is unset or empty.
+/// Later calls (tests start many gateways) are ignored.
 pub fn init(cfg: &LogConfig) -> LogGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .finish(std::io::stderr());
-    let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // `cfg.level` passed `config::check_log_level`, which only lets through what the filter
+    // parses; should it still be refused, "info" keeps the gateway's lines coming.
+    let filter = EnvFilter::builder()
+        .parse(&cfg.level)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     let _ = match cfg.format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder
+            .with_ansi(colours())
+            .fmt_fields(lines::Pretty)
+            .event_format(lines::Pretty)
+            .try_init(),
+        LogFormat::Json => builder
+            .with_ansi(false)
+            .fmt_fields(lines::Json)
+            .event_format(lines::Json)
+            .try_init(),
     };
     guard
 }
 
-/// What the access line records about one request.
+/// Whether pretty lines are coloured: on a terminal, unless `NO_COLOR` is set (no-color.org).
+fn colours() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The span of one request, with its id and the client address (as the login limiter sees
+/// it); `route` and `user_id` are recorded later ([`record_route`], [`record_user`]). Enter
+/// it for the whole request (`Instrument::instrument`).
+pub fn request_span(request_id: &str, client: IpAddr) -> Span {
+    tracing::info_span!(
+        target: ACCESS_TARGET,
+        REQUEST_SPAN,
+        request_id,
+        client = %client,
+        route = Empty,
+        user_id = Empty,
+    )
+}
+
+/// Records the route (or auth endpoint) the current request matched into its span.
+pub fn record_route(route: &str) {
+    Span::current().record("route", route);
+}
+
+/// Records the user whose token the current request presented and the gateway accepted.
+pub fn record_user(user_id: i64) {
+    Span::current().record("user_id", user_id);
+}
+
+/// What the access line records about one request; the request span adds `request_id`,
+/// `client` and `user_id`.
 #[derive(Debug)]
 pub struct AccessRecord<'a> {
     /// Request method.
@@ -49,20 +112,19 @@ pub struct AccessRecord<'a> {
     pub status: StatusCode,
     /// Time until the response head was ready.
     pub latency: Duration,
-    /// The request id returned to the client.
-    pub request_id: &'a str,
+    /// The §1 error code of a refusal.
+    pub error: Option<&'static str>,
 }
 
-/// Writes the access line of one request.
+/// Writes the access line of one request; call it inside the request span.
 pub fn access(rec: &AccessRecord<'_>) {
     tracing::info!(
-        target: "authgate::access",
-        method = %rec.method,
-        path = ?rec.path,
+        target: ACCESS_TARGET,
+        method = rec.method.as_str(),
+        path = rec.path,
         route = rec.route,
         status = rec.status.as_u16(),
         latency_us = u64::try_from(rec.latency.as_micros()).unwrap_or(u64::MAX),
-        request_id = ?rec.request_id,
-        "request"
+        error = rec.error,
     );
 }

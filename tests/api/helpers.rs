@@ -47,6 +47,8 @@ pub struct Setup {
     pub auth: String,
     /// Extra lines for `[proxy]`.
     pub proxy: String,
+    /// Extra lines for `[forward_auth]`.
+    pub forward_auth: String,
     /// `[[routes]]` tables; `None` means the default routes to the echo upstream. Every
     /// [`ECHO`] in the text is replaced by the echo upstream's address.
     pub routes: Option<String>,
@@ -91,6 +93,9 @@ secret_file = "{secret_file}"
 [log]
 level = "warn"
 
+[forward_auth]
+{forward_auth}
+
 {routes}
 "#,
             secret_file = secret_file.display(),
@@ -98,6 +103,7 @@ level = "warn"
             tokens = self.tokens,
             auth = self.auth,
             proxy = self.proxy,
+            forward_auth = self.forward_auth,
         )
     }
 }
@@ -416,6 +422,21 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_authgate")
 }
 
+/// Runs `authgate ARGS` to completion with `env` added (and the test runner's `RUST_LOG`
+/// removed: it would replace the config's log level); returns (exit code, stderr).
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(binary());
+    cmd.args(args).stdin(Stdio::null()).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run authgate");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A gateway running as the real binary, started from a config file.
 pub struct Process {
     /// The child process.
@@ -424,12 +445,15 @@ pub struct Process {
     pub addr: SocketAddr,
     /// Admin address.
     pub admin: Option<SocketAddr>,
+    /// The "serving" log line itself.
+    pub serving: String,
     /// Log lines after the "serving" line, read on a thread.
     pub lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Process {
-    /// Starts `authgate --config CONFIG` and waits for its "serving" line (JSON logs).
+    /// Starts `authgate --config CONFIG` and waits for its "serving" line (JSON or pretty
+    /// logs). The test runner's `RUST_LOG` is not passed on; `env` may set one.
     // ok: the child is killed and waited for by `Drop` once it is inside a `Process`, and a
     // test that panics before that ends the test process anyway.
     #[allow(clippy::zombie_processes)]
@@ -439,40 +463,51 @@ impl Process {
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn authgate");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = stderr_lines(&mut child);
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
                 .expect("the gateway logs a serving line");
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if v["message"] == "authgate serving" {
-                let addr = v["listen"].as_str().expect("listen").parse().expect("addr");
-                let admin = v["admin"].as_str().and_then(|a| a.parse().ok());
+            if let Some((addr, admin)) = serving_addresses(&line) {
                 return Process {
                     child,
                     addr,
                     admin,
+                    serving: line,
                     lines: rx,
                 };
+            }
+        }
+    }
+
+    /// The next log line (JSON) for which `wanted` is true; the lines before it are passed
+    /// over. Fails when the log ends or stays quiet for 30 seconds.
+    pub fn next_json_line(&self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let mut lines = self.json_lines_until(wanted);
+        lines.pop().expect("the wanted line").1
+    }
+
+    /// The next log lines (JSON), as written and parsed, up to and including the first for
+    /// which `wanted` is true. Fails when the log ends or stays quiet for 30 seconds.
+    pub fn json_lines_until(&self, wanted: impl Fn(&Value) -> bool) -> Vec<(String, Value)> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("no wanted log line ({e}) after {seen:?}"));
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line:?}"));
+            let done = wanted(&v);
+            seen.push((line, v));
+            if done {
+                return seen;
             }
         }
     }
@@ -493,6 +528,24 @@ impl Process {
     }
 }
 
+/// The child's piped stderr, line by line, read on a thread that keeps draining it after
+/// the receiver is gone, so the child never blocks on a full pipe.
+pub fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // Nobody listening any more is no reason to stop reading.
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -500,9 +553,36 @@ impl Drop for Process {
     }
 }
 
+/// The public and admin addresses of an "authgate serving" log line, JSON or pretty
+/// (`... authgate serving listen=127.0.0.1:PORT admin=127.0.0.1:PORT ...`).
+fn serving_addresses(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    if let Ok(v) = serde_json::from_str::<Value>(line) {
+        if v["message"] != "authgate serving" {
+            return None;
+        }
+        let addr = v["listen"].as_str()?.parse().ok()?;
+        let admin = v["admin"].as_str().and_then(|a| a.parse().ok());
+        return Some((addr, admin));
+    }
+    if !line.contains("authgate serving") {
+        return None;
+    }
+    let field = |name: &str| {
+        line.split(' ')
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|a| a.parse().ok())
+    };
+    Some((field("listen")?, field("admin")))
+}
+
 /// Writes a config file for the binary: JSON logs, ports 0, data in `dir`, `server` extra
 /// lines for `[server]` and `body` for everything else (routes, ...).
 pub fn write_binary_config(dir: &Path, server: &str, body: &str) -> PathBuf {
+    write_binary_config_with_log(dir, server, "format = \"json\"\nlevel = \"info\"", body)
+}
+
+/// [`write_binary_config`] with `log` as the `[log]` section.
+pub fn write_binary_config_with_log(dir: &Path, server: &str, log: &str, body: &str) -> PathBuf {
     let path = dir.join("authgate.toml");
     let text = format!(
         r#"[server]
@@ -519,8 +599,7 @@ url = "sqlite://{d}/authgate.db"
 secret_file = "{d}/jwt-secret"
 
 [log]
-format = "json"
-level = "info"
+{log}
 
 {body}
 "#,

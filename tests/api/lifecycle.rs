@@ -3,25 +3,11 @@
 //! HTTP/2.
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{binary, client, crypto, write_binary_config, Process};
-
-/// Runs `authgate ARGS` to completion; returns (exit code, stderr).
-fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut cmd = Command::new(binary());
-    cmd.args(args).stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run authgate");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::helpers::{binary, client, crypto, run, write_binary_config, Process};
 
 /// Asserts that starting with `config_text` exits 64 naming `key` and `reason`.
 fn assert_config_error(config_text: &str, env: &[(&str, &str)], key: &str, reason: &str) {

@@ -6,16 +6,24 @@
 
 mod accounts;
 mod demo;
+mod grpc;
 // The echo upstream, the oracle of what the gateway forwards: the demo's own file, compiled
 // into this test binary (the library does not export it).
 #[path = "../../src/cli/echo_upstream.rs"]
 mod echo;
+mod forward_auth;
+mod front_proxy;
 mod helpers;
 mod lifecycle;
+mod limits;
+mod protocols;
 #[path = "../support/postgres.rs"]
 mod pg;
 mod proxy;
 mod replicas;
 mod server;
 mod sessions;
+mod slow_clients;
+mod telemetry;
 mod tools;
+mod websocket_close;

@@ -20,9 +20,9 @@ use super::raw::{
 use super::types::redact_url;
 use super::{
     AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, ForwardAuthConfig,
-    ForwardAuthSource, IdentityHeaders, LogConfig, LogFormat, LoginLimit, PostgresUrl,
-    ProxyConfig, RouteAuth, RouteConfig, ServerConfig, StoreConfig, StoreUrl, TlsFiles,
-    TokenAlgorithm, TokensConfig, UpstreamProtocol,
+    ForwardAuthSource, IdentityHeaders, LogConfig, LogFormat, LoginLimit, PostgresUrl, ProxyConfig,
+    RouteAuth, RouteConfig, ServerConfig, StoreConfig, StoreUrl, TlsFiles, TokenAlgorithm,
+    TokensConfig, UpstreamProtocol,
 };
 
 /// Longest accepted duration: longer ones are typos, and would overflow `Instant` arithmetic.

@@ -16,9 +16,9 @@ mod front_proxy;
 mod helpers;
 mod lifecycle;
 mod limits;
-mod protocols;
 #[path = "../support/postgres.rs"]
 mod pg;
+mod protocols;
 mod proxy;
 mod replicas;
 mod server;

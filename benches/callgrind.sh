@@ -2,31 +2,38 @@
 # Instructions per request under valgrind's callgrind: the request path's cost as a count that
 # repeats on a noisy shared machine, where wall time and CPU time do not.
 #
-#   benches/callgrind.sh [-n REQUESTS] [-r "token public"] [-w WARMUP]
+#   benches/callgrind.sh [-n REQUESTS] [-r "token public verify"] [-w WARMUP]
 #
 # Starts, on 127.0.0.1 only, the upstream (nginx answering a small static JSON body) and the
 # gateway under `valgrind --tool=callgrind` (release build of this checkout, or $AUTHGATE_BIN:
 # any build works, its code is not changed) with a temp config and SQLite file and the admin
-# listener off; registers and logs in a user for a token. Then, per route, one keep-alive
+# listener off and forward-auth on; registers and logs in a user for a token. Routes: `token`
+# and `public` are proxied requests, `verify` a forward-auth decision as nginx asks for one
+# (/auth/verify, X-Original-Method and X-Original-URI of the token route, the bearer token).
+# Then, per route, one keep-alive
 # connection (a Python http.client loop, another process, so not counted) sends WARMUP requests,
 # and loops of N, N again and 2N requests, each loop framed by `callgrind_control -z` (zero) and
 # `-d` (dump); a last loop sends nothing for as long as the first loop took, to show what the
 # gateway's background timers cost. Every answer must be 200.
 #
 # Reports Ir (instructions executed, all threads) per request for each loop, the spread of the
-# two N loops, the marginal cost (Ir(2N) − Ir(N)) ÷ N, and the idle loop's Ir. Results: a table
+# two N loops, the marginal cost (Ir(2N) − Ir(N)) ÷ N, and the idle loop's Ir. Every answer must
+# be 200: the upstream's for proxied routes, an empty allowing decision for verify. Results: a table
 # on stdout, callgrind.csv and the dumps (for callgrind_annotate) in target/bench/callgrind-DATE/
 # ($BENCH_RESULTS_DIR instead of target/bench).
 #
 # Settings (flags win over the environment):
-#   CALLGRIND_REQUESTS=2000 CALLGRIND_ROUTES="token public" CALLGRIND_WARMUP=200
+#   CALLGRIND_REQUESTS=2000 CALLGRIND_ROUTES="token public verify" CALLGRIND_WARMUP=200
 #   AUTHGATE_BIN=PATH   measure that binary instead of building this checkout
+#   BENCH_STORE=sqlite  or postgres: the gateway's store (a database made for the run on
+#                       $BENCH_PG_URL's server, see benches/lib.sh); the per-request count must
+#                       not change with it, only the idle loop's (the revocation feed's polls)
 set -euo pipefail
 # shellcheck source=benches/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 REQUESTS=${CALLGRIND_REQUESTS:-2000}
-ROUTES=${CALLGRIND_ROUTES:-token public}
+ROUTES=${CALLGRIND_ROUTES:-token public verify}
 WARMUP=${CALLGRIND_WARMUP:-200}
 
 while getopts "n:r:w:h" opt; do
@@ -44,7 +51,8 @@ route_path() {
   case $1 in
     token) echo /api/orders/1 ;;
     public) echo /public/orders/1 ;;
-    *) die "unknown route $1 (token, public)" ;;
+    verify) echo /auth/verify ;;
+    *) die "unknown route $1 (token, public, verify)" ;;
   esac
 }
 
@@ -60,9 +68,11 @@ bench_gateway_bin
 for route in $ROUTES; do route_path "$route" >/dev/null; done
 
 bench_start_upstream
+BENCH_GATEWAY_TOML=$'[forward_auth]\nenabled = true\nsource = "x-original"'
 # Start-up under valgrind is slow (the binary's symbols are read first).
 GATEWAY_START_TIMEOUT=300 bench_start_gateway \
   valgrind --tool=callgrind --callgrind-out-file="$BENCH_WORK/callgrind.out"
+# shellcheck disable=SC2119 # the gateway bench_start_gateway started
 bench_login
 
 csv=$BENCH_RESULTS/callgrind.csv
@@ -70,7 +80,13 @@ echo "route,loop,requests,seconds,ir,ir_per_request" >"$csv"
 dumps=0
 for route in $ROUTES; do
   token_args=()
-  [[ $route == token ]] && token_args=(--token "$ACCESS_TOKEN")
+  case $route in
+    token) token_args=(--token "$ACCESS_TOKEN") ;;
+    verify)
+      token_args=(--token "$ACCESS_TOKEN" --decision
+        --header "X-Original-Method: GET" --header "X-Original-URI: $(route_path token)")
+      ;;
+  esac
   echo "$route route: warm-up $WARMUP, loops of $REQUESTS, $REQUESTS, $((2 * REQUESTS)) requests and an idle one" >&2
   loop=0
   while read -r _ n seconds; do

@@ -7,6 +7,10 @@
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_PIDS=()
+# PostgreSQL databases bench_store_url created, dropped by bench_cleanup.
+BENCH_PG_DATABASES=()
+# The server PostgreSQL benchmarks make their databases on (a role that may CREATE DATABASE).
+BENCH_PG_URL=${BENCH_PG_URL:-${AUTHGATE_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}}
 
 # Creates the temp dir and the trap that stops every process started through bench_spawn.
 bench_init() {
@@ -30,6 +34,10 @@ bench_cleanup() {
   done
   for ((i = ${#BENCH_PIDS[@]} - 1; i >= 0; i--)); do
     wait "${BENCH_PIDS[i]}" 2>/dev/null || true
+  done
+  local db
+  for db in "${BENCH_PG_DATABASES[@]}"; do
+    psql -w -X -q "$BENCH_PG_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
   done
   if [[ $status -ne 0 && -n ${BENCH_RESULTS:-} && -d ${BENCH_WORK:-} ]]; then
     mkdir -p "$BENCH_RESULTS/logs"
@@ -163,11 +171,47 @@ bench_start_upstream() {
 NGINX
 }
 
-# bench_gateway_config PORT: a gateway config in the temp dir with a public route (/public) and
-# a token route (/api) to the upstream; prints its path. The admin listener is off, logs warn
-# and above only (as nginx's access log is off), shutdown is immediate.
+# bench_prepare_store STORE: for postgres, creates (once per run, in the calling shell, not a
+# subshell) an empty database on $BENCH_PG_URL's server that every postgres gateway of the run
+# shares, like replicas, and sets BENCH_PG_STORE_URL; bench_cleanup drops it.
+bench_prepare_store() {
+  case $1 in
+    sqlite) ;;
+    postgres)
+      [[ -z ${BENCH_PG_STORE_URL:-} ]] || return 0
+      command -v psql >/dev/null || die "psql is missing (apt-get install postgresql-client)"
+      local db=authgate_bench_$$_${#BENCH_PG_DATABASES[@]}
+      psql -w -X -q "$BENCH_PG_URL" -c "CREATE DATABASE $db" >/dev/null \
+        || die "cannot create database $db on $BENCH_PG_URL (set BENCH_PG_URL to a role that may)"
+      BENCH_PG_DATABASES+=("$db")
+      local base=${BENCH_PG_URL%%\?*}
+      BENCH_PG_STORE_URL=${base%/*}/$db
+      ;;
+    *) die "unknown store $1: sqlite or postgres" ;;
+  esac
+}
+
+# bench_store_lines NAME STORE: the [store] lines of gateway NAME on STORE (sqlite: a file in
+# $BENCH_WORK/NAME; postgres: the run's database, see bench_prepare_store).
+bench_store_lines() {
+  case $2 in
+    sqlite) echo "url = \"sqlite://$BENCH_WORK/$1/authgate.db\"" ;;
+    postgres) echo "url = \"${BENCH_PG_STORE_URL:?bench_prepare_store postgres first}\"" ;;
+    *) die "unknown store $2: sqlite or postgres" ;;
+  esac
+}
+
+# bench_gateway_config PORT [NAME] [STORE] [EXTRA_AUTH]: a gateway config in the temp dir with a
+# public route (/public) and a token route (/api) to the upstream; prints its path. NAME
+# (default "gateway") names the file and the data folder; STORE is sqlite (default) or postgres
+# (see bench_store_lines). The admin listener is off, logs warn and above only (as nginx's
+# access log is off), shutdown is immediate; every gateway of a run shares one signing secret.
+# $BENCH_GATEWAY_TOML, when set, is added before the routes (e.g. a [forward_auth] section).
 bench_gateway_config() {
-  local port=$1 file=$BENCH_WORK/authgate.toml
+  local port=$1 name=${2:-gateway} store=${3:-${BENCH_STORE:-sqlite}} auth=${4:-}
+  local file=$BENCH_WORK/$name.toml store_lines
+  mkdir -p "$BENCH_WORK/$name"
+  store_lines=$(bench_store_lines "$name" "$store")
   cat >"$file" <<TOML
 [server]
 listen = "127.0.0.1:$port"
@@ -175,12 +219,15 @@ shutdown_grace = "0s"
 [admin]
 listen = ""
 [store]
-url = "sqlite://$BENCH_WORK/gateway/authgate.db"
+$store_lines
 [tokens]
-secret_file = "$BENCH_WORK/gateway/jwt-secret"
+secret_file = "$BENCH_WORK/jwt-secret"
 access_ttl = "12h"
+[auth]
+$auth
 [log]
 level = "${AUTHGATE_BENCH_LOG:-warn}"
+${BENCH_GATEWAY_TOML:-}
 [[routes]]
 prefix = "/public"
 upstream = "http://127.0.0.1:$UPSTREAM_PORT"
@@ -194,9 +241,11 @@ TOML
 }
 
 # bench_start_gateway [WRAPPER...]: the gateway (optionally under WRAPPER, e.g. valgrind) on a
-# free port with the config above. Sets GATEWAY_PORT and GATEWAY_PID.
+# free port with the config above, on $BENCH_STORE (default sqlite). Sets GATEWAY_PORT and
+# GATEWAY_PID.
 bench_start_gateway() {
   GATEWAY_PORT=$(bench_free_port)
+  bench_prepare_store "${BENCH_STORE:-sqlite}"
   local config
   config=$(bench_gateway_config "$GATEWAY_PORT")
   bench_spawn GATEWAY_PID "$BENCH_WORK/gateway.log" "$@" "$GATEWAY_BIN" --config "$config"
@@ -204,16 +253,45 @@ bench_start_gateway() {
   bench_wait_http "$GATEWAY_PORT" "$GATEWAY_PID" "${GATEWAY_START_TIMEOUT:-30}"
 }
 
-# bench_login: registers a user and logs in; sets ACCESS_TOKEN.
+# bench_start_named_gateway NAME STORE [EXTRA_AUTH]: another gateway (no wrapper) named NAME on
+# STORE; sets NAME_PORT and NAME_PID (NAME upper-cased).
+bench_start_named_gateway() {
+  local name=$1 store=$2 auth=${3:-} port config var
+  var=$(echo "$name" | tr '[:lower:]' '[:upper:]')
+  port=$(bench_free_port)
+  bench_prepare_store "$store"
+  config=$(bench_gateway_config "$port" "$name" "$store" "$auth")
+  bench_spawn "${var}_PID" "$BENCH_WORK/$name.log" "$GATEWAY_BIN" --config "$config"
+  printf -v "${var}_PORT" '%s' "$port"
+  local pid_var=${var}_PID
+  bench_wait_http "$port" "${!pid_var}" "${GATEWAY_START_TIMEOUT:-30}"
+}
+
+# bench_login [PORT]: registers a user on the gateway at PORT (default GATEWAY_PORT) and logs
+# in; sets ACCESS_TOKEN.
 # shellcheck disable=SC2034 # ACCESS_TOKEN is for the caller
 bench_login() {
-  local base=http://127.0.0.1:$GATEWAY_PORT/auth
+  local base=http://127.0.0.1:${1:-$GATEWAY_PORT}/auth
   local creds='{"username":"bench","password":"benchmark password"}'
   curl -sf -X POST "$base/register" -H 'Content-Type: application/json' -d "$creds" >/dev/null \
     || die "register failed"
   ACCESS_TOKEN=$(curl -sf -X POST "$base/login" -H 'Content-Type: application/json' -d "$creds" \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])') \
     || die "login failed"
+}
+
+# bench_wrk_done_lua: the `done` function of a wrk script, printing one machine-readable line
+# at the end besides wrk's report: "RESULT requests duration_us p50_us p99_us non_2xx_3xx
+# socket_errors".
+bench_wrk_done_lua() {
+  cat <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+LUA
 }
 
 # The results folder of this run: $BENCH_RESULTS_DIR/NAME-DATE (default target/bench/).

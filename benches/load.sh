@@ -1,24 +1,40 @@
 #!/usr/bin/env bash
-# Loopback load benchmark: authgate beside nginx and haproxy as plain reverse proxies, in one run.
+# Loopback load benchmark: authgate beside nginx and haproxy as plain reverse proxies, and as
+# the forward-auth decision service of an nginx in front, in one run.
 #
 #   benches/load.sh [-t THREADS] [-c CONNECTIONS] [-d DURATION] [-r ROUNDS] [-w WARMUP]
+#                   [-s sqlite|postgres|both]
 #
 # Starts, on 127.0.0.1 only: an upstream (nginx answering a small static JSON body), nginx and
 # haproxy as reverse proxies with keep-alive to that upstream (their own instances, so their CPU
-# is read apart from the upstream's), and the gateway (release build of this checkout, or
-# $AUTHGATE_BIN) with a public route and a token route to the same upstream. Then wrk runs
-# ROUNDS alternating rounds over the targets (A B C D E, A B C D E, ...) and the script reports,
-# per target, the median req/s, p50 and p99 latency, and the CPU time per request of the proxy's
-# processes (utime+stime from /proc/PID/stat of the master and its workers, before and after
-# each run, ÷ requests); and each figure's ratio to nginx's in the same round, as the median
-# ratio and its min–max over the rounds.
+# is read apart from the upstream's), the gateway (release build of this checkout, or
+# $AUTHGATE_BIN) with a public route and a token route to the same upstream and forward-auth
+# enabled, and a second nginx that asks the gateway's /auth/verify (`auth_request`, keep-alive)
+# before proxying to the upstream. Then wrk runs ROUNDS alternating rounds over the targets
+# (A B C D E, A B C D E, ...) and the script reports, per target, the median req/s, p50 and p99
+# latency, and the CPU time per request of the proxy's processes (utime+stime from
+# /proc/PID/stat of the master and its workers, before and after each run, ÷ requests), and of
+# the decision service where there is one (the gateway behind nginx_verify); and each figure's
+# ratio to nginx's in the same round, as the median ratio and its min–max over the rounds. It
+# ends with the gateway's CPU per verify decision against its CPU per request on the public
+# proxied route, which must not be larger.
 #
 # Results: a table on stdout, and runs.csv (one row per wrk run), summary.csv, summary.json and
 # the raw wrk output in target/bench/load-DATE/ ($BENCH_RESULTS_DIR instead of target/bench).
 #
+# The store (-s, BENCH_STORE): the gateway keeps its users and revocations in SQLite (default) or
+# in a PostgreSQL database made for the run on $BENCH_PG_URL's server (default
+# $AUTHGATE_TEST_PG_URL, else postgres://postgres@127.0.0.1:5432/test; dropped at the end).
+# `both` starts a second gateway on PostgreSQL beside the SQLite one and adds its targets
+# public_pg and token_pg, measured in the same alternating rounds: the request path reads
+# tokens and revocations from memory, so token and token_pg should match within noise.
+#
 # Settings (flags win over the environment):
 #   BENCH_THREADS=1 BENCH_CONNECTIONS=32 BENCH_DURATION=5s BENCH_ROUNDS=5 BENCH_WARMUP=1s
-#   BENCH_TARGETS="upstream nginx haproxy public token"   subset or order; must include nginx
+#   BENCH_STORE=sqlite
+#   BENCH_TARGETS="upstream nginx haproxy nginx_verify public token"   subset or order; must
+#                         include nginx (with -s both, also public_pg token_pg). nginx_verify:
+#                         nginx → authgate /auth/verify (token route, bearer token) → upstream
 #   PROXY_WORKERS=auto    nginx worker_processes and haproxy nbthread (auto: one per core)
 #   UPSTREAM_WORKERS=1    worker_processes of the upstream nginx
 #   AUTHGATE_BIN=PATH     measure that binary instead of building this checkout
@@ -28,8 +44,8 @@
 # Every process it starts is stopped on exit, Ctrl-C or failure.
 #
 # A new target: a start_NAME function (if it needs its own server) called from start_all, and a
-# target_NAME function that sets TARGET_URL, TARGET_HEADER and TARGET_PID; then add NAME to
-# BENCH_TARGETS' default.
+# target_NAME function that sets TARGET_URL, TARGET_HEADER and TARGET_PID (and DECIDER_PID when
+# another process decides for it); then add NAME to BENCH_TARGETS' default.
 set -euo pipefail
 # shellcheck source=benches/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -39,20 +55,27 @@ CONNECTIONS=${BENCH_CONNECTIONS:-32}
 DURATION=${BENCH_DURATION:-5s}
 ROUNDS=${BENCH_ROUNDS:-5}
 WARMUP=${BENCH_WARMUP:-1s}
-TARGETS=${BENCH_TARGETS:-upstream nginx haproxy public token}
+STORE=${BENCH_STORE:-sqlite}
 PROXY_WORKERS=${PROXY_WORKERS:-auto}
 
-while getopts "t:c:d:r:w:h" opt; do
+while getopts "t:c:d:r:w:s:h" opt; do
   case $opt in
     t) THREADS=$OPTARG ;;
     c) CONNECTIONS=$OPTARG ;;
     d) DURATION=$OPTARG ;;
     r) ROUNDS=$OPTARG ;;
     w) WARMUP=$OPTARG ;;
+    s) STORE=$OPTARG ;;
     h) bench_usage; exit 0 ;;
     *) bench_usage >&2; exit 64 ;;
   esac
 done
+case $STORE in
+  sqlite | postgres) DEFAULT_TARGETS="upstream nginx haproxy nginx_verify public token" ;;
+  both) DEFAULT_TARGETS="upstream nginx haproxy nginx_verify public token public_pg token_pg" ;;
+  *) die "-s must be sqlite, postgres or both" ;;
+esac
+TARGETS=${BENCH_TARGETS:-$DEFAULT_TARGETS}
 [[ " $TARGETS " == *" nginx "* ]] || die "BENCH_TARGETS must include nginx: ratios are to nginx"
 ((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
 
@@ -104,15 +127,75 @@ HAPROXY
   bench_wait_http "$HAPROXY_PORT" "$HAPROXY_PID" 20
 }
 
+# nginx in front of the upstream, asking the gateway's /auth/verify before each request
+# (`auth_request`, as examples/forward-auth/nginx.conf does), both upstreams kept alive.
+start_nginx_verify() {
+  NGINX_VERIFY_PORT=$(bench_free_port)
+  bench_nginx NGINX_VERIFY_PID nginx_verify "$NGINX_VERIFY_PORT" "$PROXY_WORKERS" <<NGINX
+  upstream backend {
+    server 127.0.0.1:$UPSTREAM_PORT;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  upstream authgate {
+    server 127.0.0.1:$GATEWAY_PORT;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_VERIFY_PORT;
+    location / {
+      auth_request /_authgate_verify;
+      auth_request_set \$auth_user_id \$upstream_http_x_auth_user_id;
+      auth_request_set \$auth_username \$upstream_http_x_auth_username;
+      auth_request_set \$auth_roles \$upstream_http_x_auth_roles;
+      auth_request_set \$auth_session_id \$upstream_http_x_auth_session_id;
+      auth_request_set \$auth_fresh \$upstream_http_x_auth_fresh;
+      proxy_set_header X-Auth-User-Id \$auth_user_id;
+      proxy_set_header X-Auth-Username \$auth_username;
+      proxy_set_header X-Auth-Roles \$auth_roles;
+      proxy_set_header X-Auth-Session-Id \$auth_session_id;
+      proxy_set_header X-Auth-Fresh \$auth_fresh;
+      proxy_set_header Authorization "";
+      proxy_set_header Connection "";
+      proxy_http_version 1.1;
+      proxy_pass http://backend;
+    }
+    location = /_authgate_verify {
+      internal;
+      proxy_pass http://authgate/auth/verify;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-Method \$request_method;
+      proxy_set_header X-Original-URI \$request_uri;
+      proxy_set_header Connection "";
+      proxy_http_version 1.1;
+    }
+  }
+NGINX
+}
+
 start_all() {
   bench_start_upstream
   [[ " $TARGETS " == *" nginx "* ]] && start_nginx
   [[ " $TARGETS " == *" haproxy "* ]] && start_haproxy
-  if [[ " $TARGETS " == *" public "* || " $TARGETS " == *" token "* ]]; then
+  if [[ " $TARGETS " == *" public "* || " $TARGETS " == *" token "* ||
+    " $TARGETS " == *" nginx_verify "* ]]; then
+    # The decision endpoint is on for every target: it costs a proxied request one prefix test.
+    BENCH_GATEWAY_TOML=$'[forward_auth]\nenabled = true\nsource = "x-original"'
     # shellcheck disable=SC2119 # no wrapper: the gateway runs as it is
-    bench_start_gateway
+    BENCH_STORE=${STORE/both/sqlite} bench_start_gateway
     bench_login
   fi
+  if [[ " $TARGETS " == *" public_pg "* || " $TARGETS " == *" token_pg "* ]]; then
+    bench_start_named_gateway gateway_pg postgres
+    local token=${ACCESS_TOKEN:-}
+    bench_login "$GATEWAY_PG_PORT"
+    ACCESS_TOKEN_PG=$ACCESS_TOKEN
+    ACCESS_TOKEN=$token
+  fi
+  [[ " $TARGETS " == *" nginx_verify "* ]] && start_nginx_verify
+  return 0
 }
 
 # --- the targets: each sets TARGET_URL, TARGET_HEADER (may be empty) and TARGET_PID -----------
@@ -120,11 +203,23 @@ start_all() {
 target_upstream() { TARGET_URL=http://127.0.0.1:$UPSTREAM_PORT/api/orders/1; TARGET_HEADER=; TARGET_PID=$UPSTREAM_PID; }
 target_nginx() { TARGET_URL=http://127.0.0.1:$NGINX_PORT/api/orders/1; TARGET_HEADER=; TARGET_PID=$NGINX_PID; }
 target_haproxy() { TARGET_URL=http://127.0.0.1:$HAPROXY_PORT/api/orders/1; TARGET_HEADER=; TARGET_PID=$HAPROXY_PID; }
+target_nginx_verify() {
+  TARGET_URL=http://127.0.0.1:$NGINX_VERIFY_PORT/api/orders/1
+  TARGET_HEADER="Authorization: Bearer $ACCESS_TOKEN"
+  TARGET_PID=$NGINX_VERIFY_PID
+  DECIDER_PID=$GATEWAY_PID
+}
 target_public() { TARGET_URL=http://127.0.0.1:$GATEWAY_PORT/public/orders/1; TARGET_HEADER=; TARGET_PID=$GATEWAY_PID; }
 target_token() {
   TARGET_URL=http://127.0.0.1:$GATEWAY_PORT/api/orders/1
   TARGET_HEADER="Authorization: Bearer $ACCESS_TOKEN"
   TARGET_PID=$GATEWAY_PID
+}
+target_public_pg() { TARGET_URL=http://127.0.0.1:$GATEWAY_PG_PORT/public/orders/1; TARGET_HEADER=; TARGET_PID=$GATEWAY_PG_PID; }
+target_token_pg() {
+  TARGET_URL=http://127.0.0.1:$GATEWAY_PG_PORT/api/orders/1
+  TARGET_HEADER="Authorization: Bearer $ACCESS_TOKEN_PG"
+  TARGET_PID=$GATEWAY_PG_PID
 }
 
 # --- CPU accounting, with shell builtins only (no fork between the readings and wrk) ----------
@@ -164,14 +259,7 @@ machine_ticks() {
 # wrk prints one machine-readable line at the end besides its usual report: "RESULT requests
 # duration_us p50_us p99_us non_2xx_3xx socket_errors".
 write_wrk_script() {
-  cat >"$BENCH_WORK/report.lua" <<'LUA'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d %d %d\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout))
-end
-LUA
+  bench_wrk_done_lua >"$BENCH_WORK/report.lua"
 }
 
 # run_wrk TARGET DURATION OUT: one wrk run against TARGET, its output in OUT.
@@ -184,18 +272,21 @@ run_wrk() {
 # measure ROUND TARGET: one recorded run; appends a row to runs.csv.
 measure() {
   local round=$1 target=$2 out
+  DECIDER_PID=
   "target_$target"
   out=$BENCH_RESULTS/wrk/round$round-$target.txt
-  local p0 u0 w0 b0 s0 p1 u1 w1 b1 s1
+  local p0 u0 w0 b0 s0 d0=0 p1 u1 w1 b1 s1 d1=0
   machine_ticks; b0=$BUSY_TICKS; s0=$STEAL_TICKS
   waited_ticks; w0=$WAITED_TICKS
   tree_ticks "$TARGET_PID"; p0=$TICKS
   tree_ticks "$UPSTREAM_PID"; u0=$TICKS
+  if [[ -n $DECIDER_PID ]]; then tree_ticks "$DECIDER_PID"; d0=$TICKS; fi
   run_wrk "$target" "$DURATION" "$out"
   bench_check_alive
   waited_ticks; w1=$WAITED_TICKS
   tree_ticks "$TARGET_PID"; p1=$TICKS
   tree_ticks "$UPSTREAM_PID"; u1=$TICKS
+  if [[ -n $DECIDER_PID ]]; then tree_ticks "$DECIDER_PID"; d1=$TICKS; fi
   machine_ticks; b1=$BUSY_TICKS; s1=$STEAL_TICKS
 
   local result requests duration_us p50_us p99_us non2xx socket_errors
@@ -206,17 +297,18 @@ measure() {
   ((requests > 0)) || die "$target served no request"
 
   local proxy=$((p1 - p0)) upstream=$((u1 - u0)) client=$((w1 - w0)) busy=$((b1 - b0))
-  # Everything the machine did besides this run's client, proxy and upstream: other helpers'
-  # builds, the kernel's own work not charged to a process.
-  local ours=$((client + proxy + upstream))
+  local decider=$((d1 - d0))
+  # Everything the machine did besides this run's client, proxy, decider and upstream: other
+  # helpers' builds, the kernel's own work not charged to a process.
+  local ours=$((client + proxy + decider + upstream))
   [[ $TARGET_PID == "$UPSTREAM_PID" ]] && ours=$((client + proxy))
   awk -v r="$round" -v t="$target" -v n="$requests" -v d="$duration_us" -v p50="$p50_us" \
     -v p99="$p99_us" -v px="$proxy" -v up="$upstream" -v cl="$client" -v other=$((busy - ours)) \
-    -v steal=$((s1 - s0)) -v hz="$CLK_TCK" -v se="$socket_errors" 'BEGIN {
+    -v steal=$((s1 - s0)) -v hz="$CLK_TCK" -v se="$socket_errors" -v dc="$decider" 'BEGIN {
       us = 1e6 / hz; secs = d / 1e6
-      printf "%d,%s,%d,%.3f,%.1f,%d,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%d\n", r, t, n, secs, n / secs,
-        p50, p99, px * us / n, up * us / n, cl * us / n, 100 * other / hz / secs,
-        100 * steal / hz / secs, se
+      printf "%d,%s,%d,%.3f,%.1f,%d,%d,%.2f,%.2f,%.2f,%.2f,%.2f,%d,%.2f\n", r, t, n, secs,
+        n / secs, p50, p99, px * us / n, up * us / n, cl * us / n, 100 * other / hz / secs,
+        100 * steal / hz / secs, se, dc * us / n
     }' >>"$BENCH_RESULTS/runs.csv"
 }
 
@@ -231,7 +323,7 @@ write_wrk_script
 start_all
 
 mkdir -p "$BENCH_RESULTS/wrk"
-echo "round,target,requests,seconds,rps,p50_us,p99_us,proxy_cpu_us_per_req,upstream_cpu_us_per_req,client_cpu_us_per_req,other_cpu_pct,steal_pct,socket_errors" \
+echo "round,target,requests,seconds,rps,p50_us,p99_us,proxy_cpu_us_per_req,upstream_cpu_us_per_req,client_cpu_us_per_req,other_cpu_pct,steal_pct,socket_errors,decider_cpu_us_per_req" \
   >"$BENCH_RESULTS/runs.csv"
 cat >"$BENCH_RESULTS/meta.json" <<JSON
 {
@@ -241,6 +333,7 @@ cat >"$BENCH_RESULTS/meta.json" <<JSON
   "wrk": {"threads": $THREADS, "connections": $CONNECTIONS, "duration": "$DURATION", "warmup": "$WARMUP"},
   "rounds": $ROUNDS,
   "targets": "$TARGETS",
+  "store": "$STORE",
   "proxy_workers": "$PROXY_WORKERS",
   "upstream_workers": "${UPSTREAM_WORKERS:-1}",
   "cores": $(nproc),

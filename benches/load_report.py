@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 
 BASELINE = "nginx"
+# The forward-auth target and the public proxied route its decision cost is held against.
+VERIFY = "nginx_verify"
+PUBLIC = "public"
 # (column in runs.csv, label, unit, format)
 METRICS = [
     ("rps", "req/s", "", "{:,.0f}"),
@@ -21,8 +24,10 @@ METRICS = [
     ("p99_us", "p99", "µs", "{:,.0f}"),
     ("proxy_cpu_us_per_req", "CPU/req", "µs", "{:.1f}"),
 ]
-# Recorded for context, without a ratio.
+# Recorded for context, without a ratio. The decider is the process that decides for the
+# front proxy (the gateway behind nginx_verify); 0 for targets without one.
 CONTEXT = [
+    ("decider_cpu_us_per_req", "decision CPU/req", "µs", "{:.1f}"),
     ("upstream_cpu_us_per_req", "upstream CPU/req", "µs", "{:.1f}"),
     ("client_cpu_us_per_req", "wrk CPU/req", "µs", "{:.1f}"),
     ("other_cpu_pct", "other load", "% of a core", "{:.0f}"),
@@ -38,6 +43,8 @@ def read_runs(path):
             if target not in order:
                 order.append(target)
             values = {k: float(v) for k, v in row.items() if k not in ("round", "target")}
+            # Results written before the decider column existed have none.
+            values.setdefault("decider_cpu_us_per_req", 0.0)
             rounds.setdefault(int(row["round"]), {})[target] = values
     return rounds, order
 
@@ -108,9 +115,55 @@ def print_report(summary, order, meta):
     print_table(f"Ratio to {BASELINE} in the same round: median (min–max over the rounds)", header, rows)
 
 
-def write_summary(folder, summary, order, meta):
+def decision_check(rounds):
+    """The gateway's CPU per verify decision (as nginx_verify's decider) against its CPU per
+    request on the public proxied route, per round; None unless both targets ran. The decision
+    must not cost more than proxying a public request."""
+    ratios = [
+        r[VERIFY]["decider_cpu_us_per_req"] / r[PUBLIC]["proxy_cpu_us_per_req"]
+        for r in rounds.values()
+        if VERIFY in r and PUBLIC in r and r[PUBLIC]["proxy_cpu_us_per_req"] > 0
+    ]
+    if not ratios:
+        return None
+    median = statistics.median(ratios)
+    return {
+        "verify_decision_cpu_us": statistics.median(
+            r[VERIFY]["decider_cpu_us_per_req"] for r in rounds.values() if VERIFY in r
+        ),
+        "public_proxied_cpu_us": statistics.median(
+            r[PUBLIC]["proxy_cpu_us_per_req"] for r in rounds.values() if PUBLIC in r
+        ),
+        "ratio": {"median": median, "min": min(ratios), "max": max(ratios), "runs": ratios},
+        "ok": median <= 1.0,
+    }
+
+
+def print_decision_check(check):
+    if check is None:
+        return
+    r = check["ratio"]
+    print(
+        f"Gateway CPU per verify decision (nginx_verify): {check['verify_decision_cpu_us']:.1f} µs; "
+        f"per public proxied request: {check['public_proxied_cpu_us']:.1f} µs; ratio in the same "
+        f"round {r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f}): "
+        + ("ok, not above 1" if check["ok"] else "ABOVE 1: profile the decision path")
+    )
+    print()
+
+
+def write_summary(folder, summary, order, meta, check):
     (folder / "summary.json").write_text(
-        json.dumps({"meta": meta, "baseline": BASELINE, "targets": order, "summary": summary}, indent=2)
+        json.dumps(
+            {
+                "meta": meta,
+                "baseline": BASELINE,
+                "targets": order,
+                "summary": summary,
+                "verify_vs_public": check,
+            },
+            indent=2,
+        )
         + "\n"
     )
     with open(folder / "summary.csv", "w", newline="") as f:
@@ -135,8 +188,10 @@ def main():
     meta_file = folder / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     summary = summarise(rounds, order)
+    check = decision_check(rounds)
     print_report(summary, order, meta)
-    write_summary(folder, summary, order, meta)
+    print_decision_check(check)
+    write_summary(folder, summary, order, meta, check)
 
 
 if __name__ == "__main__":

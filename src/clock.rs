@@ -1,9 +1,10 @@
 //! The gateway's one clock: wall time as seconds since the Unix epoch.
 //!
-//! Everything that stamps or compares times in seconds (tokens, sessions, revocation expiry,
-//! freshness, tunnels, pruning, the operator CLI) asks a [`Clock`], so tests can run on a
-//! [`Clock::manual`] one they move by hand. Monotonic intervals (timeouts, the login limiter's
-//! windows) use `Instant` instead and are not its business. jsonwebtoken's own `exp`/`nbf`
+//! Everything that stamps or compares wall times (tokens, sessions, revocation expiry,
+//! freshness, tunnels, pruning, the failed-login windows that replicas share, the operator
+//! CLI) asks a [`Clock`], so tests can run on a [`Clock::manual`] one they move by hand.
+//! Monotonic intervals (timeouts, the revocation follower's staleness) use `Instant` instead
+//! and are not its business. jsonwebtoken's own `exp`/`nbf`
 //! check reads the system time; a manual clock does not reach inside it.
 
 use std::sync::atomic::{AtomicU64, Ordering};

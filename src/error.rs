@@ -58,6 +58,12 @@ pub enum ApiError {
     CsrfFailed,
     /// 403: a CORS preflight from an origin, or for a method, that is not allowed.
     CorsForbidden,
+    /// 403 `forbidden`: a peer outside `[forward_auth] allowed_peers` asked for a decision.
+    PeerNotAllowed,
+    /// 403 with the code and message of the refusal inside: the forward-auth endpoint answers
+    /// what would be a 400 or a 405 elsewhere this way (front proxies treat any status but
+    /// 200, 401 and 403 as their own error), keeping the code (HTTP-API.md §7.3).
+    AsForbidden(Box<ApiError>),
     /// 404: no route or endpoint.
     NotFound,
     /// 405: the path exists but not for this method; `allow` lists the methods that do.
@@ -112,7 +118,9 @@ impl ApiError {
             Self::Forbidden
             | Self::RegistrationDisabled
             | Self::CsrfFailed
-            | Self::CorsForbidden => StatusCode::FORBIDDEN,
+            | Self::CorsForbidden
+            | Self::PeerNotAllowed
+            | Self::AsForbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -139,10 +147,11 @@ impl ApiError {
             Self::TokenRevoked => "token_revoked",
             Self::FreshTokenRequired { .. } => "fresh_token_required",
             Self::InvalidCredentials => "invalid_credentials",
-            Self::Forbidden => "forbidden",
+            Self::Forbidden | Self::PeerNotAllowed => "forbidden",
             Self::RegistrationDisabled => "registration_disabled",
             Self::CsrfFailed => "csrf_failed",
             Self::CorsForbidden => "cors_forbidden",
+            Self::AsForbidden(inner) => inner.code(),
             Self::NotFound => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
@@ -164,6 +173,7 @@ impl ApiError {
     pub fn message(&self) -> Cow<'static, str> {
         Cow::Borrowed(match self {
             Self::InvalidRequest(m) => return m.clone(),
+            Self::AsForbidden(inner) => return inner.message(),
             Self::MissingToken => "A bearer token is required.",
             Self::TokenExpired => "Token has expired.",
             Self::InvalidToken(_) => "Token is invalid.",
@@ -176,6 +186,7 @@ impl ApiError {
                 "The CSRF check failed: send the csrf cookie's value in X-CSRF-TOKEN."
             }
             Self::CorsForbidden => "This cross-origin request is not allowed.",
+            Self::PeerNotAllowed => "This address may not ask for forward-auth decisions.",
             Self::NotFound => "Not found.",
             Self::MethodNotAllowed { .. } => "Method not allowed.",
             Self::RequestTimeout => "The request body stopped arriving.",
@@ -274,6 +285,7 @@ impl ApiError {
 /// page's HTML, a logout answer with its cookies cleared) still counts as that error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorCode(pub &'static str);
+
 /// `grpc-status`.
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// `grpc-message`.
@@ -335,6 +347,10 @@ impl From<AuthError> for ApiError {
             AuthError::FreshRequired { max_age } => ApiError::FreshTokenRequired { max_age },
             AuthError::Forbidden => ApiError::Forbidden,
             AuthError::CsrfFailed => ApiError::CsrfFailed,
+            AuthError::Unavailable => ApiError::Unavailable {
+                retry_after: 1,
+                close: false,
+            },
         }
     }
 }
@@ -356,6 +372,13 @@ impl From<StoreError> for ApiError {
             StoreError::UsernameTaken => ApiError::UsernameTaken,
             StoreError::Busy => {
                 tracing::warn!("store busy");
+                ApiError::Unavailable {
+                    retry_after: 1,
+                    close: false,
+                }
+            }
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "store unavailable");
                 ApiError::Unavailable {
                     retry_after: 1,
                     close: false,

@@ -2,7 +2,7 @@
 //! [`follower`](super::follower)) and pruning what has expired.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::sessions::rules::expired_by;
 use crate::store::Store;
 
-/// How often expired revocations, sessions and login-limit windows are pruned.
+/// How often expired revocations, sessions and failed-login counters are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// What the background tasks keep in step.
@@ -25,8 +25,8 @@ pub struct Background {
     pub store: Arc<dyn Store>,
     /// The in-memory revocation index the request path reads.
     pub revocations: Arc<RevocationIndex>,
-    /// The failed-login limiter, whose passed windows are pruned.
-    pub limiter: Arc<LoginLimiter>,
+    /// The failed-login limiter, whose empty counters are pruned.
+    pub limiter: LoginLimiter,
     /// Session rows and revocation entries are kept this long past their expiry: their
     /// tokens still verify.
     pub leeway: Duration,
@@ -61,7 +61,7 @@ impl Background {
 struct Pruner {
     store: Arc<dyn Store>,
     revocations: Arc<RevocationIndex>,
-    limiter: Arc<LoginLimiter>,
+    limiter: LoginLimiter,
     leeway: Duration,
     clock: Clock,
 }
@@ -74,7 +74,9 @@ impl Pruner {
             // Entries and session rows stay through the leeway: their tokens still verify.
             let expired_by = expired_by(self.clock.now(), self.leeway);
             self.revocations.prune(expired_by);
-            self.limiter.prune(Instant::now());
+            if let Err(e) = self.limiter.prune().await {
+                tracing::warn!(error = %e, "cannot prune the failed-login counters");
+            }
             if let Err(e) = self.store.prune(expired_by).await {
                 tracing::warn!(error = %e, "cannot prune the store");
             }

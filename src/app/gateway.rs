@@ -25,7 +25,7 @@ use crate::path::{normalize, under_prefix};
 use crate::proxy::grpc::is_grpc_request;
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
-use crate::routes::Endpoints;
+use crate::routes::{Endpoints, ForwardAuth, VERIFY_PATH};
 use crate::server::context::{RequestContext, RouteLabel};
 use crate::server::drain::Drain;
 use crate::server::limits::HeadLimits;
@@ -35,6 +35,9 @@ use crate::server::{ConnInfo, Handler};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{self, AccessRecord};
 
+/// The access-log and metrics label of forward-auth decisions.
+const VERIFY_LABEL: &str = "auth:verify";
+
 /// The public service.
 pub struct Gateway {
     endpoints: Endpoints,
@@ -42,6 +45,8 @@ pub struct Gateway {
     auth_prefix: String,
     /// `[cors]`; `None` while CORS is off.
     cors: Option<Cors>,
+    /// The decision endpoint and its path (`{auth_prefix}/verify`), when enabled.
+    forward_auth: Option<(ForwardAuth, String)>,
     drain: Arc<Drain>,
     metrics: Arc<Metrics>,
     limits: HeadLimits,
@@ -67,20 +72,24 @@ impl Dispatched {
 }
 
 impl Gateway {
-    /// Serves `auth_prefix` with `endpoints` and everything else with `proxy`, applying `cors`.
+    /// Serves `auth_prefix` with `endpoints` (and its verify path with `forward_auth`, when
+    /// enabled) and everything else with `proxy`, applying `cors`.
     pub fn new(
         endpoints: Endpoints,
         proxy: Proxy,
         auth_prefix: String,
         cors: Option<Cors>,
+        forward_auth: Option<ForwardAuth>,
         drain: Arc<Drain>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let forward_auth = forward_auth.map(|f| (f, format!("{auth_prefix}{VERIFY_PATH}")));
         Self {
             endpoints,
             proxy,
             auth_prefix,
             cors,
+            forward_auth,
             drain,
             metrics,
             limits: HeadLimits {
@@ -161,6 +170,24 @@ impl Gateway {
     async fn dispatch(&self, req: Request<Incoming>, conn: ConnInfo, known: Known) -> Dispatched {
         if let Err(e) = self.limits.check(&req) {
             return Dispatched::new(Err(e), RouteLabel::Static("-"));
+        }
+        // Matched on the path as sent, before normalisation and the Host check: a decision
+        // request's own path is the original path in `path` mode, and a bad one must be
+        // refused as a decision (403), never as this gateway's 400.
+        if let Some((forward_auth, verify_path)) = &self.forward_auth {
+            if let Some(own_path) = under_prefix(req.uri().path(), verify_path) {
+                let table = self.proxy.table();
+                let peer = conn.peer.ip();
+                let result = forward_auth.verify(&req, peer, &known.request_id, own_path, &*table);
+                self.metrics
+                    .record_decision(result.as_ref().err().map(ApiError::code));
+                // CORS never applies to decisions (HTTP-API.md §7.3).
+                return Dispatched {
+                    result,
+                    route: RouteLabel::Static(VERIFY_LABEL),
+                    cors: false,
+                };
+            }
         }
         if let Err(e) = check_host(&req) {
             return Dispatched::new(Err(e), RouteLabel::Static("-"));

@@ -4,12 +4,15 @@
 //!
 //! Building wires the parts together: one token service, revocation index, authenticator and
 //! store shared by the account endpoints (`routes/`) and the proxy (`proxy/`), which own the
-//! rest of what they use; the public service ([`gateway`]) sits above both. `App` never
+//! rest of what they use; the public service ([`gateway`]) sits above both, and hands
+//! forward-auth decisions (when `[forward_auth]` is enabled) to `routes::ForwardAuth` with the
+//! proxy's table of the request seen through `decisions`. `App` never
 //! listens for signals itself: the binary turns SIGTERM/SIGHUP into calls on
 //! [`App::shutdown_handle`] and [`App::reload_handle`], and tests call them directly.
 
 mod background;
 pub mod cors;
+mod decisions;
 mod follower;
 pub mod gateway;
 mod reload;
@@ -29,11 +32,11 @@ use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenService;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreUrl};
 use crate::proxy::browser::BrowserRules;
 use crate::proxy::table::ProxyTable;
 use crate::proxy::Proxy;
-use crate::routes::{EndpointSettings, Endpoints, Passwords};
+use crate::routes::{EndpointSettings, Endpoints, ForwardAuth, Passwords};
 use crate::server::admin::AdminService;
 use crate::server::connection::Connections;
 use crate::server::drain::Drain;
@@ -131,15 +134,22 @@ impl App {
             None => None,
         };
         let table = Arc::new(ArcSwap::from_pointee(ProxyTable::build(&config)?));
-        let store = crate::store::open(&config.store.url)
+        let store = crate::store::open(&config.store)
             .await
             .map_err(StartError::Runtime)?;
-        let follower = RevocationFollower::start(store.clone(), clock.now(), tokens.leeway())
-            .await
-            .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
+        // Only replicas sharing PostgreSQL fail closed when out of sync (§6); an SQLite
+        // gateway reads a log on its own disk.
+        let max_staleness = match config.store.url {
+            StoreUrl::Postgres(_) => Some(config.store.max_staleness),
+            StoreUrl::Sqlite(_) => None,
+        };
+        let follower =
+            RevocationFollower::start(store.clone(), clock.now(), tokens.leeway(), max_staleness)
+                .await
+                .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
         let revocations = follower.index();
         let hasher = build_hasher(&config).await?;
-        let limiter = Arc::new(LoginLimiter::new(config.auth.login_limit));
+        let limiter = LoginLimiter::new(store.clone(), config.auth.login_limit, clock.clone());
 
         let public = bind(config.server.listen, "server.listen").await?;
         let admin = match config.admin.listen {
@@ -181,6 +191,10 @@ impl App {
             },
             clock.clone(),
         );
+        let forward_auth = config
+            .forward_auth
+            .enabled
+            .then(|| ForwardAuth::new(auth.clone(), &config.forward_auth, clock.clone()));
         let proxy = Proxy::new(
             auth,
             &tokens,
@@ -194,6 +208,7 @@ impl App {
             proxy,
             config.auth.prefix.clone(),
             cors::Cors::new(&config.cors),
+            forward_auth,
             drain.clone(),
             metrics.clone(),
         )

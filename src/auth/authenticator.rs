@@ -92,8 +92,9 @@ impl Authenticator {
     /// `Ok(None)` when it presents none.
     ///
     /// Order (HTTP-API.md §2, §7.2): the credential's framing, then signature, `exp`/`nbf`,
-    /// `iss`, `aud`, type and claim shape, then revocation, then CSRF for a cookie. Freshness
-    /// and roles are the policy's.
+    /// `iss`, `aud`, type and claim shape, then revocation — or [`AuthError::Unavailable`]
+    /// when the revocation index is stale — then CSRF for a cookie. Freshness and roles are
+    /// the policy's.
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
@@ -111,6 +112,11 @@ impl Authenticator {
             AuthError::from(e)
         })?;
         let claims = &verified.claims;
+        // A stale replica cannot tell whether a well-signed token was revoked elsewhere:
+        // it fails closed. Checked before the index so "in sync" covers what is read next.
+        if self.revocations.is_stale() {
+            return Err(AuthError::Unavailable);
+        }
         if self
             .revocations
             .is_revoked(&claims.jti, &claims.sid, verified.user_id)
@@ -283,6 +289,25 @@ mod tests {
             auth.require(&headers, &Method::GET, Accept::Refresh),
             Err(AuthError::Invalid(_))
         ));
+        // A stale index vouches for nothing: 503, until it is in sync again.
+        revocations.set_stale(true);
+        assert_eq!(
+            auth.require(&headers, &Method::GET, Accept::Access),
+            Err(AuthError::Unavailable)
+        );
+        assert!(
+            matches!(
+                auth.require(&bearer("Bearer not.a.token"), &Method::GET, Accept::Access),
+                Err(AuthError::Invalid(_))
+            ),
+            "a bad token is still refused as such"
+        );
+        assert_eq!(
+            auth.require(&HeaderMap::new(), &Method::GET, Accept::Access),
+            Err(AuthError::MissingToken)
+        );
+        revocations.set_stale(false);
+        assert!(auth.require(&headers, &Method::GET, Accept::Access).is_ok());
         revocations.apply(&[Revocation {
             seq: 1,
             kind: RevocationKind::Session("session-1".into()),

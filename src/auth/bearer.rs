@@ -46,7 +46,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, BearerError> {
     if credential.is_empty() {
         return Ok(None);
     }
-    if credential.contains([' ', ',']) {
+    // A byte scan: a `char` pattern costs several times as much on every authenticated request.
+    if credential.bytes().any(|b| b == b' ' || b == b',') {
         return Err(BearerError::MultipleCredentials);
     }
     Ok(Some(credential))

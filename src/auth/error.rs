@@ -1,6 +1,7 @@
 //! Why a request's credential or identity was refused: the one error type of authentication
 //! and authorisation. It knows nothing of HTTP; `error.rs` maps it to the §1 answers (400 for
-//! an ambiguous or malformed `Authorization`, 401 for the token errors, 403 for a missing role).
+//! an ambiguous or malformed `Authorization`, 401 for the token errors, 403 for a missing role,
+//! 503 while the revocation index is stale).
 
 use super::tokens::TokenError;
 
@@ -37,6 +38,9 @@ pub enum AuthError {
     /// A cookie-authenticated unsafe request without the matching `X-CSRF-TOKEN`.
     #[error("CSRF check failed")]
     CsrfFailed,
+    /// The revocation index is stale: this replica cannot confirm the token is not revoked.
+    #[error("revocations not confirmed in sync")]
+    Unavailable,
 }
 
 impl From<TokenError> for AuthError {

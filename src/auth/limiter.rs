@@ -1,232 +1,214 @@
-//! Failed-login limiting per username and per client address (HTTP-API §3, §6 "Sessions"),
-//! and the choice of which address counts as the client's.
+//! Failed-login limiting in three tiers (HTTP-API.md §3, §6 "Sessions"), and the choice of
+//! which address counts as the client's.
 //!
-//! Windows are fixed: they open at the first failure and last `window`; answering 429 does
-//! not extend them, and once one has passed the count starts over. Time is passed in, so
-//! callers (and tests) own the clock.
+//! Every password check is counted against three counters, each with its own fixed window
+//! that opens at its first failure and lasts `window`: the username and client address
+//! together (`max_failures`), the username from any address (`user_max_failures`) and the
+//! address for any username (`address_max_failures`). Answering 429 does not extend a window;
+//! once one has passed its count starts over. A success clears the username's counters (its
+//! own and its pairs); `authgate user unlock` does the same.
+//!
+//! The counters live in the store, so replicas share one budget. A check in flight counts
+//! too: [`LoginLimiter::begin`] reserves it against all three counters in one atomic store
+//! step that admits it only when every counter has room for its failures plus the checks
+//! still in flight — on every replica, since the reservations are in the store as well. A
+//! reservation lapses after [`LEASE`] if its process dies before reporting the outcome. Here
+//! the rules are applied: which counters, what limits, what `Retry-After`; the store applies
+//! them as plain comparisons at the times given (milliseconds from the [`Clock`]).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::HeaderMap;
 use ipnet::IpNet;
 
+use crate::clock::Clock;
 use crate::config::LoginLimit;
+use crate::store::{
+    CounterKey, CounterReading, CounterTimes, LoginFinish, LoginOutcome, LoginReserve, Store,
+    StoreError,
+};
 
-/// Table size under which `record_failure` does not bother pruning expired windows.
-const PRUNE_FLOOR: usize = 4096;
+/// How long a reservation counts when its check never reports an outcome (the process died):
+/// far longer than any password check takes (the hash queue gives up after 2 s).
+pub const LEASE: Duration = Duration::from_secs(30);
 
 /// The de-facto standard header proxies append client addresses to (`http` has no constant).
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
-/// Counts failed logins per lowercased username and per client address. Share it behind an
-/// `Arc`; every method takes one short mutex hold and never awaits.
-#[derive(Debug)]
+/// Why a password check was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// A counter is full: retry after this many seconds (at least 1; 1 when only checks in
+    /// flight fill it, as they may yet succeed).
+    #[error("too many failed logins; retry after {retry_after} s")]
+    Limited {
+        /// Seconds until the fullest counter's window passes.
+        retry_after: u64,
+    },
+    /// The store could not be asked.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Counts failed password checks in the store. Cheap to clone and share.
+#[derive(Clone)]
 pub struct LoginLimiter {
+    store: Arc<dyn Store>,
     limit: LoginLimit,
-    state: Mutex<State>,
-}
-
-#[derive(Debug)]
-struct State {
-    users: HashMap<String, Window>,
-    addrs: HashMap<IpAddr, Window>,
-    /// Combined size at which the next `record_failure` prunes; doubles with live entries so
-    /// pruning stays amortised O(1) per failure.
-    prune_at: usize,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    opened: Instant,
-    failures: u32,
-    /// Password checks admitted by [`LoginLimiter::begin`] and not finished yet. They count
-    /// against the budget, so a burst of concurrent attempts cannot all pass the check before
-    /// the first failure is recorded.
-    pending: u32,
-}
-
-impl Window {
-    /// Time left in this window at `now`, or `None` once it has passed.
-    fn remaining(&self, now: Instant, length: Duration) -> Option<Duration> {
-        length
-            .checked_sub(now.saturating_duration_since(self.opened))
-            .filter(|left| !left.is_zero())
-    }
-
-    /// Seconds to wait (at least 1) when this window has used up its failures, or when the
-    /// checks in flight would use up the rest (then the wait is short: they may succeed).
-    fn retry_after(&self, now: Instant, limit: &LoginLimit) -> Option<u64> {
-        let failures = if self.remaining(now, limit.window).is_some() {
-            self.failures
-        } else {
-            0
-        };
-        if failures >= limit.max_failures {
-            return self.remaining(now, limit.window).map(ceil_secs);
-        }
-        (failures.saturating_add(self.pending) >= limit.max_failures).then_some(1)
-    }
-
-    /// Live: a running window, or checks still in flight.
-    fn is_live(&self, now: Instant, length: Duration) -> bool {
-        self.pending > 0 || (self.failures > 0 && self.remaining(now, length).is_some())
-    }
-}
-
-/// One admitted password check (from [`LoginLimiter::begin`]). Report its outcome with
-/// [`Attempt::failed`] or [`Attempt::succeeded`]; dropped without one (the request failed
-/// for another reason), it simply stops counting as pending.
-#[derive(Debug)]
-pub struct Attempt<'a> {
-    limiter: &'a LoginLimiter,
-    user: String,
-    addr: IpAddr,
-    open: bool,
-}
-
-impl Attempt<'_> {
-    /// The password was wrong: counts a failure against the username and the address.
-    pub fn failed(mut self, now: Instant) {
-        self.open = false;
-        let window = self.limiter.limit.window;
-        let mut state = self.limiter.lock();
-        let state = &mut *state;
-        for w in [
-            state.users.get_mut(&self.user),
-            state.addrs.get_mut(&self.addr),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            w.pending = w.pending.saturating_sub(1);
-            count(w, now, window);
-        }
-        if state.users.len() + state.addrs.len() >= state.prune_at {
-            prune_state(state, now, window);
-        }
-    }
-
-    /// The password was right: clears the username's failures (not the address's).
-    pub fn succeeded(mut self) {
-        self.open = false;
-        let mut state = self.limiter.lock();
-        if let Some(w) = state.users.get_mut(&self.user) {
-            w.pending = w.pending.saturating_sub(1);
-            w.failures = 0;
-        }
-        if let Some(w) = state.addrs.get_mut(&self.addr) {
-            w.pending = w.pending.saturating_sub(1);
-        }
-    }
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        if !self.open {
-            return;
-        }
-        let mut state = self.limiter.lock();
-        if let Some(w) = state.users.get_mut(&self.user) {
-            w.pending = w.pending.saturating_sub(1);
-        }
-        if let Some(w) = state.addrs.get_mut(&self.addr) {
-            w.pending = w.pending.saturating_sub(1);
-        }
-    }
+    clock: Clock,
 }
 
 impl LoginLimiter {
-    /// A limiter with no failures recorded.
-    pub fn new(limit: LoginLimit) -> Self {
+    /// A limiter keeping its counters in `store`, reading time from `clock`.
+    pub fn new(store: Arc<dyn Store>, limit: LoginLimit, clock: Clock) -> Self {
         Self {
+            store,
             limit,
-            state: Mutex::new(State {
-                users: HashMap::new(),
-                addrs: HashMap::new(),
-                prune_at: PRUNE_FLOOR,
-            }),
+            clock,
         }
     }
 
-    /// Admits one password check for `username` from `addr`, or `Err(retry_after_secs)` when
-    /// the failures recorded plus the checks still in flight have used up `max_failures` for
-    /// either. Admission and counting happen under one lock, so concurrent attempts cannot
-    /// exceed the budget; the returned [`Attempt`] reports the outcome.
-    pub fn begin(&self, username: &str, addr: IpAddr, now: Instant) -> Result<Attempt<'_>, u64> {
+    /// Admits one password check for `username` from `addr` — reserved against its three
+    /// counters in one store step — or refuses it with the `Retry-After` of the fullest
+    /// counter. The returned [`Attempt`] reports the outcome.
+    pub async fn begin(&self, username: &str, addr: IpAddr) -> Result<Attempt, LimitError> {
         let user = user_key(username);
-        let addr = addr.to_canonical();
-        let mut state = self.lock();
-        let by_user = state
-            .users
-            .get(&user)
-            .and_then(|w| w.retry_after(now, &self.limit));
-        let by_addr = state
-            .addrs
-            .get(&addr)
-            .and_then(|w| w.retry_after(now, &self.limit));
-        if let Some(secs) = by_user.max(by_addr) {
-            return Err(secs);
-        }
-        let state = &mut *state;
-        for w in [
-            state.users.entry(user.clone()).or_insert(fresh(now)),
-            state.addrs.entry(addr).or_insert(fresh(now)),
-        ] {
-            w.pending = w.pending.saturating_add(1);
+        let address = addr.to_canonical().to_string();
+        let counters = vec![
+            (key(&user, &address), self.limit.max_failures),
+            (key(&user, ""), self.limit.user_max_failures),
+            (key("", &address), self.limit.address_max_failures),
+        ];
+        let times = self.times();
+        let reserve = LoginReserve {
+            counters: counters.clone(),
+            times,
+            lease_until: times.now.saturating_add(millis(LEASE)),
+        };
+        let reservation = self.store.reserve_login(reserve).await?;
+        if !reservation.admitted {
+            let limits = counters.iter().map(|(_, max)| *max);
+            let retry_after = reservation
+                .readings
+                .iter()
+                .zip(limits)
+                .filter_map(|(reading, max)| self.retry_after(reading, max, times.now))
+                .max()
+                .unwrap_or(1);
+            return Err(LimitError::Limited { retry_after });
         }
         Ok(Attempt {
-            limiter: self,
+            limiter: self.clone(),
             user,
-            addr,
+            counters: counters.into_iter().map(|(key, _)| key).collect(),
             open: true,
         })
     }
 
-    /// Drops every window that has passed; the gateway calls this every few seconds.
-    pub fn prune(&self, now: Instant) {
-        let window = self.limit.window;
-        prune_state(&mut self.lock(), now, window);
+    /// Drops counters with nothing left in them; the gateway calls this every minute.
+    pub async fn prune(&self) -> Result<usize, StoreError> {
+        self.store.prune_login_counters(self.times()).await
     }
 
-    /// Number of usernames and addresses currently tracked.
-    #[cfg(test)]
-    fn tracked(&self) -> (usize, usize) {
-        let state = self.lock();
-        (state.users.len(), state.addrs.len())
+    /// Seconds to wait for a counter found full at `now`: until its window passes when its
+    /// failures alone fill it, else 1 (the checks in flight may succeed). `None` when it has
+    /// room.
+    fn retry_after(&self, reading: &CounterReading, max: u32, now: i64) -> Option<u64> {
+        if reading.failures >= max {
+            let ends = reading
+                .window_start
+                .saturating_add(millis(self.limit.window));
+            return Some(ceil_secs(ends.saturating_sub(now)));
+        }
+        (reading.failures.saturating_add(reading.pending) >= max).then_some(1)
     }
 
-    // Every update is a single counter write, so a poisoned table is still consistent.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn times(&self) -> CounterTimes {
+        let now = millis(self.clock.since_epoch());
+        CounterTimes {
+            now,
+            window_from: now.saturating_sub(millis(self.limit.window)),
+        }
+    }
+
+    async fn finish(&self, counters: Vec<CounterKey>, outcome: LoginOutcome) {
+        let finish = LoginFinish {
+            counters,
+            outcome,
+            times: self.times(),
+        };
+        // The reservation lapses with its lease should this fail; the check's answer stands.
+        if let Err(e) = self.store.finish_login(finish).await {
+            tracing::warn!(error = %e, "cannot record a password check's outcome");
+        }
     }
 }
 
-fn fresh(now: Instant) -> Window {
-    Window {
-        opened: now,
-        failures: 0,
-        pending: 0,
+/// Clears the failed-login counts of `username` (its own counter and its pairs with
+/// addresses), for `authgate user unlock`. Returns how many counters had failures.
+pub async fn unlock(store: &dyn Store, username: &str) -> Result<usize, StoreError> {
+    store.clear_login_failures(&user_key(username)).await
+}
+
+/// One admitted password check (from [`LoginLimiter::begin`]). Report its outcome with
+/// [`Attempt::failed`] or [`Attempt::succeeded`]; dropped without one (the request failed
+/// otherwise, or its client went away), its reservation is released in the background.
+pub struct Attempt {
+    limiter: LoginLimiter,
+    user: String,
+    counters: Vec<CounterKey>,
+    open: bool,
+}
+
+impl Attempt {
+    /// The password was wrong: a failure on all three counters.
+    pub async fn failed(mut self) {
+        self.open = false;
+        let counters = std::mem::take(&mut self.counters);
+        self.limiter.finish(counters, LoginOutcome::Failed).await;
+    }
+
+    /// The password was right: the reservation ends and the username's counters are
+    /// cleared (the address keeps its count).
+    pub async fn succeeded(mut self) {
+        self.open = false;
+        let counters = std::mem::take(&mut self.counters);
+        let outcome = LoginOutcome::Succeeded {
+            clear_username: std::mem::take(&mut self.user),
+        };
+        self.limiter.finish(counters, outcome).await;
+    }
+
+    /// No outcome (the check did not happen): the reservation just ends, now rather than in
+    /// the background as when the attempt is dropped.
+    pub async fn release(mut self) {
+        self.open = false;
+        let counters = std::mem::take(&mut self.counters);
+        self.limiter.finish(counters, LoginOutcome::Abandoned).await;
     }
 }
 
-/// Adds a failure to a running window, or opens a window (at the first failure) when none is
-/// running.
-fn count(w: &mut Window, now: Instant, length: Duration) {
-    if w.failures == 0 || w.remaining(now, length).is_none() {
-        w.opened = now;
-        w.failures = 0;
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let limiter = self.limiter.clone();
+        let counters = std::mem::take(&mut self.counters);
+        // Outside a runtime (never in the gateway) the lease ends the reservation instead.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { limiter.finish(counters, LoginOutcome::Abandoned).await });
+        }
     }
-    w.failures = w.failures.saturating_add(1);
 }
 
-fn prune_state(state: &mut State, now: Instant, length: Duration) {
-    state.users.retain(|_, w| w.is_live(now, length));
-    state.addrs.retain(|_, w| w.is_live(now, length));
-    let live = state.users.len() + state.addrs.len();
-    state.prune_at = PRUNE_FLOOR.max(live.saturating_mul(2));
+fn key(username: &str, address: &str) -> CounterKey {
+    CounterKey {
+        username: username.to_owned(),
+        address: address.to_owned(),
+    }
 }
 
 /// Usernames match case-insensitively (§6); the allowed characters are ASCII.
@@ -234,9 +216,15 @@ fn user_key(username: &str) -> String {
     username.to_ascii_lowercase()
 }
 
-fn ceil_secs(d: Duration) -> u64 {
-    let whole = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    whole.max(1)
+/// Whole milliseconds of `d`, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Milliseconds rounded up to whole seconds, at least 1.
+fn ceil_secs(ms: i64) -> u64 {
+    let secs = ms.saturating_add(999) / 1000;
+    u64::try_from(secs).unwrap_or(0).max(1)
 }
 
 /// The address login limiting counts for a request: the socket peer, or — when the peer is
@@ -272,29 +260,253 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 #[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::store::SqliteStore;
     use http::HeaderValue;
 
     const WINDOW: Duration = Duration::from_secs(60);
 
-    fn limiter(max_failures: u32) -> LoginLimiter {
-        LoginLimiter::new(LoginLimit {
-            max_failures,
+    /// A limiter on a fresh SQLite store, on a manual clock the test moves.
+    struct Fixture {
+        limiter: LoginLimiter,
+        clock: Clock,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture(pair: u32, user: u32, address: u32) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("a.db")).await.unwrap();
+        let clock = Clock::manual(1_000_000);
+        let limit = LoginLimit {
+            max_failures: pair,
+            user_max_failures: user,
+            address_max_failures: address,
             window: WINDOW,
-        })
+        };
+        Fixture {
+            limiter: LoginLimiter::new(Arc::new(store), limit, clock.clone()),
+            clock,
+            _dir: dir,
+        }
     }
 
-    /// A password check admitted at `now` that fails.
-    fn fail(l: &LoginLimiter, user: &str, a: IpAddr, now: Instant) {
-        l.begin(user, a, now).expect("admitted").failed(now);
-    }
+    impl Fixture {
+        async fn fail(&self, user: &str, a: &str) {
+            self.limiter
+                .begin(user, ip(a))
+                .await
+                .expect("admitted")
+                .failed()
+                .await;
+        }
 
-    /// Whether a check would be admitted at `now` (the reservation is released at once).
-    fn check(l: &LoginLimiter, user: &str, a: IpAddr, now: Instant) -> Result<(), u64> {
-        l.begin(user, a, now).map(drop)
+        /// Whether a check would be admitted now (the reservation is released at once).
+        async fn check(&self, user: &str, a: &str) -> Result<(), u64> {
+            match self.limiter.begin(user, ip(a)).await {
+                Ok(attempt) => {
+                    attempt.release().await;
+                    Ok(())
+                }
+                Err(LimitError::Limited { retry_after }) => Err(retry_after),
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")
+    }
+
+    #[tokio::test]
+    async fn the_pair_tier_limits_one_address_for_one_user_only() {
+        let f = fixture(3, 20, 20).await;
+        for _ in 0..3 {
+            assert_eq!(f.check("alice", "10.0.0.1").await, Ok(()));
+            f.fail("alice", "10.0.0.1").await;
+        }
+        assert_eq!(f.check("alice", "10.0.0.1").await, Err(60));
+        assert_eq!(
+            f.check("ALICE", "10.0.0.1").await,
+            Err(60),
+            "case-insensitive"
+        );
+        // The owner elsewhere, and others at that address, are not locked out.
+        assert_eq!(f.check("alice", "10.0.0.2").await, Ok(()));
+        assert_eq!(f.check("bob", "10.0.0.1").await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn the_user_tier_counts_over_every_address() {
+        let f = fixture(5, 3, 20).await;
+        for a in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            f.fail("alice", a).await;
+        }
+        assert_eq!(f.check("alice", "10.0.0.4").await, Err(60));
+        assert_eq!(f.check("bob", "10.0.0.4").await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn the_address_tier_counts_over_every_username() {
+        let f = fixture(5, 20, 3).await;
+        for u in ["u1", "u2", "u3"] {
+            f.fail(u, "192.0.2.7").await;
+        }
+        assert_eq!(f.check("u4", "192.0.2.7").await, Err(60));
+        assert_eq!(f.check("u4", "192.0.2.8").await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn concurrent_attempts_cannot_exceed_the_budget() {
+        let f = fixture(3, 20, 20).await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(f.limiter.begin("alice", ip("192.0.2.1")).await.unwrap());
+        }
+        // Three checks in flight fill the pair: a fourth is refused before any failure,
+        // with a short wait (they may succeed).
+        assert_eq!(f.check("alice", "192.0.2.1").await, Err(1));
+        for attempt in held {
+            attempt.failed().await;
+        }
+        assert_eq!(f.check("alice", "192.0.2.1").await, Err(60));
+    }
+
+    #[tokio::test]
+    async fn an_attempt_dropped_without_an_outcome_frees_its_slot() {
+        let f = fixture(1, 20, 20).await;
+        let first = f.limiter.begin("alice", ip("192.0.2.1")).await.unwrap();
+        assert_eq!(f.check("alice", "192.0.2.1").await, Err(1));
+        drop(first);
+        // The release runs in the background: wait for it by retrying, on a deadline.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while f.check("alice", "192.0.2.1").await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "slot never freed");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reservation_lapses_after_its_lease() {
+        let f = fixture(1, 20, 20).await;
+        let held = f.limiter.begin("alice", ip("192.0.2.1")).await.unwrap();
+        assert_eq!(f.check("alice", "192.0.2.1").await, Err(1));
+        f.clock.advance(LEASE);
+        assert_eq!(
+            f.check("alice", "192.0.2.1").await,
+            Ok(()),
+            "a dead process's reservation"
+        );
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_window_opens_at_the_first_failure_not_at_the_first_attempt() {
+        let f = fixture(1, 20, 20).await;
+        let attempt = f.limiter.begin("alice", ip("192.0.2.1")).await.unwrap();
+        f.clock.advance(Duration::from_secs(30));
+        attempt.failed().await;
+        // The window runs from the failure, so 61 s after the attempt it has 29 s left.
+        f.clock.advance(Duration::from_secs(31));
+        assert_eq!(f.check("alice", "192.0.2.1").await, Err(29));
+    }
+
+    #[tokio::test]
+    async fn retry_after_rounds_up_and_is_never_zero() {
+        let f = fixture(1, 20, 20).await;
+        f.fail("bob", "10.0.0.1").await;
+        f.clock.advance(Duration::from_millis(30_001));
+        assert_eq!(f.check("bob", "10.0.0.1").await, Err(30));
+        f.clock.advance(Duration::from_millis(29_998));
+        assert_eq!(f.check("bob", "10.0.0.1").await, Err(1));
+    }
+
+    #[tokio::test]
+    async fn after_the_window_the_count_starts_over_and_429s_do_not_extend_it() {
+        let f = fixture(2, 20, 20).await;
+        f.fail("alice", "10.0.0.1").await;
+        f.clock.advance(Duration::from_secs(10));
+        f.fail("alice", "10.0.0.1").await;
+        for _ in 0..4 {
+            f.clock.advance(Duration::from_secs(12));
+            assert!(f.check("alice", "10.0.0.1").await.is_err());
+        }
+        f.clock.advance(Duration::from_secs(2)); // 60 s after the first failure
+        assert_eq!(f.check("alice", "10.0.0.1").await, Ok(()));
+        f.fail("alice", "10.0.0.1").await;
+        assert_eq!(
+            f.check("alice", "10.0.0.1").await,
+            Ok(()),
+            "one failure in a new window"
+        );
+        f.fail("alice", "10.0.0.1").await;
+        assert_eq!(f.check("alice", "10.0.0.1").await, Err(60));
+    }
+
+    #[tokio::test]
+    async fn success_clears_the_username_but_not_the_address() {
+        let f = fixture(3, 3, 3).await;
+        f.fail("alice", "10.0.0.1").await;
+        f.fail("alice", "10.0.0.1").await;
+        f.limiter
+            .begin("alice", ip("10.0.0.1"))
+            .await
+            .unwrap()
+            .succeeded()
+            .await;
+        // alice starts from zero: two more failures leave her pair under its limit...
+        f.fail("alice", "10.0.0.9").await;
+        f.fail("alice", "10.0.0.9").await;
+        assert_eq!(f.check("alice", "10.0.0.9").await, Ok(()));
+        // ...while the address kept its two failures: one more closes it for everyone.
+        f.fail("bob", "10.0.0.1").await;
+        assert!(
+            f.check("carol", "10.0.0.1").await.is_err(),
+            "the address is still counted"
+        );
+    }
+
+    #[tokio::test]
+    async fn unlock_clears_a_usernames_counters_only() {
+        let f = fixture(2, 20, 3).await;
+        f.fail("alice", "10.0.0.1").await;
+        f.fail("alice", "10.0.0.1").await;
+        assert!(f.check("alice", "10.0.0.1").await.is_err());
+        assert_eq!(unlock(f.limiter.store.as_ref(), "ALICE").await.unwrap(), 2);
+        assert_eq!(f.check("alice", "10.0.0.1").await, Ok(()));
+        // The address keeps its two failures: the third fills it.
+        f.fail("bob", "10.0.0.1").await;
+        assert!(f.check("carol", "10.0.0.1").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_longest_wait_of_the_full_counters_is_reported() {
+        let f = fixture(1, 20, 1).await;
+        f.fail("alice", "10.0.0.1").await;
+        f.clock.advance(Duration::from_secs(30));
+        f.fail("bob", "10.0.0.2").await;
+        f.clock.advance(Duration::from_secs(1));
+        // bob from 10.0.0.1: the address (29 s left) and bob's... pair is new; the address
+        // of alice's failure and bob's own address are not the same counter.
+        assert_eq!(f.check("bob", "10.0.0.1").await, Err(29));
+        assert_eq!(f.check("bob", "10.0.0.2").await, Err(59));
+    }
+
+    #[tokio::test]
+    async fn an_ipv4_mapped_peer_counts_as_its_ipv4_address() {
+        let f = fixture(5, 20, 1).await;
+        f.fail("a", "::ffff:10.0.0.1").await;
+        assert!(f.check("b", "10.0.0.1").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn prune_forgets_passed_windows_only() {
+        let f = fixture(3, 20, 20).await;
+        f.fail("old", "10.0.0.1").await;
+        f.clock.advance(Duration::from_secs(30));
+        f.fail("new", "10.0.0.2").await;
+        f.clock.advance(Duration::from_secs(30));
+        assert_eq!(f.limiter.prune().await.unwrap(), 3, "old's three counters");
+        f.clock.advance(Duration::from_secs(30));
+        assert_eq!(f.limiter.prune().await.unwrap(), 3);
     }
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
@@ -310,210 +522,6 @@ mod tests {
             );
         }
         h
-    }
-
-    #[test]
-    fn concurrent_attempts_cannot_exceed_the_budget() {
-        let l = limiter(3);
-        let now = Instant::now();
-        let a = ip("192.0.2.1");
-        let held: Vec<Attempt<'_>> = (0..3).map(|_| l.begin("alice", a, now).unwrap()).collect();
-        // Three checks in flight use up the budget: a fourth is refused before any failure.
-        assert_eq!(l.begin("alice", a, now).err(), Some(1));
-        assert!(
-            l.begin("bob", a, now).is_err(),
-            "the address is at its budget too"
-        );
-        for attempt in held {
-            attempt.failed(now);
-        }
-        let retry = l.begin("alice", ip("192.0.2.2"), now).err();
-        assert_eq!(
-            retry,
-            Some(60),
-            "three failures close the username's window"
-        );
-    }
-
-    #[test]
-    fn an_attempt_dropped_without_an_outcome_frees_its_slot() {
-        let l = limiter(1);
-        let now = Instant::now();
-        let a = ip("192.0.2.1");
-        let first = l.begin("alice", a, now).unwrap();
-        assert!(l.begin("alice", a, now).is_err());
-        drop(first);
-        let second = l.begin("alice", a, now).unwrap();
-        second.succeeded();
-        assert!(l.begin("alice", a, now).is_ok());
-    }
-
-    #[test]
-    fn a_window_opens_at_the_first_failure_not_at_the_first_attempt() {
-        let l = limiter(1);
-        let t0 = Instant::now();
-        let a = ip("192.0.2.1");
-        let attempt = l.begin("alice", a, t0).unwrap();
-        let t1 = t0 + Duration::from_secs(30);
-        attempt.failed(t1);
-        // The window runs from t1, so at t0 + 61 s it still has 29 s left.
-        let at = t0 + Duration::from_secs(61);
-        assert_eq!(l.begin("alice", ip("192.0.2.9"), at).err(), Some(29));
-    }
-
-    #[test]
-    fn max_failures_are_allowed_then_the_next_attempt_is_limited() {
-        let l = limiter(3);
-        let t0 = Instant::now();
-        let a = ip("10.0.0.1");
-        for _ in 0..3 {
-            assert_eq!(check(&l, "alice", a, t0), Ok(()));
-            fail(&l, "alice", a, t0);
-        }
-        assert_eq!(check(&l, "alice", a, t0), Err(60));
-        assert_eq!(
-            check(&l, "alice", a, t0 + Duration::from_millis(59_500)),
-            Err(1)
-        );
-    }
-
-    #[test]
-    fn retry_after_rounds_up_and_is_never_zero() {
-        let l = limiter(1);
-        let t0 = Instant::now();
-        fail(&l, "bob", ip("10.0.0.1"), t0);
-        let at = t0 + Duration::from_millis(30_001);
-        assert_eq!(check(&l, "bob", ip("10.0.0.9"), at), Err(30));
-        let at = t0 + Duration::from_millis(59_999);
-        assert_eq!(check(&l, "bob", ip("10.0.0.9"), at), Err(1));
-    }
-
-    #[test]
-    fn after_the_window_the_count_starts_over() {
-        let l = limiter(2);
-        let t0 = Instant::now();
-        let a = ip("10.0.0.1");
-        fail(&l, "alice", a, t0);
-        fail(&l, "alice", a, t0 + Duration::from_secs(10));
-        assert!(check(&l, "alice", a, t0 + Duration::from_secs(59)).is_err());
-        let later = t0 + WINDOW;
-        assert_eq!(check(&l, "alice", a, later), Ok(()));
-        fail(&l, "alice", a, later);
-        assert_eq!(
-            check(&l, "alice", a, later),
-            Ok(()),
-            "one failure in a new window"
-        );
-        fail(&l, "alice", a, later);
-        assert_eq!(check(&l, "alice", a, later), Err(60));
-    }
-
-    #[test]
-    fn limited_attempts_do_not_extend_the_window() {
-        let l = limiter(1);
-        let t0 = Instant::now();
-        let a = ip("10.0.0.1");
-        fail(&l, "alice", a, t0);
-        for s in [1, 20, 40, 59] {
-            assert!(check(&l, "alice", a, t0 + Duration::from_secs(s)).is_err());
-        }
-        assert_eq!(check(&l, "alice", a, t0 + WINDOW), Ok(()));
-    }
-
-    #[test]
-    fn failures_inside_a_window_do_not_move_its_start() {
-        let l = limiter(5);
-        let t0 = Instant::now();
-        let a = ip("10.0.0.1");
-        for s in [0, 20, 40, 50, 55] {
-            fail(&l, "alice", a, t0 + Duration::from_secs(s));
-        }
-        assert_eq!(check(&l, "alice", a, t0 + Duration::from_secs(55)), Err(5));
-    }
-
-    #[test]
-    fn usernames_are_compared_case_insensitively() {
-        let l = limiter(2);
-        let t0 = Instant::now();
-        fail(&l, "Alice", ip("10.0.0.1"), t0);
-        fail(&l, "ALICE", ip("10.0.0.2"), t0);
-        assert!(check(&l, "alice", ip("10.0.0.3"), t0).is_err());
-    }
-
-    #[test]
-    fn success_clears_the_username_but_not_the_address() {
-        let l = limiter(3);
-        let t0 = Instant::now();
-        let a = ip("10.0.0.1");
-        fail(&l, "alice", a, t0);
-        fail(&l, "alice", a, t0);
-        l.begin("alice", a, t0).expect("admitted").succeeded();
-        // alice starts from zero: one more failure leaves her under the limit...
-        fail(&l, "alice", ip("10.9.9.9"), t0);
-        assert_eq!(check(&l, "alice", ip("10.9.9.8"), t0), Ok(()));
-        // ...while the address kept its two failures: one more closes it for everyone.
-        fail(&l, "bob", a, t0);
-        assert!(
-            check(&l, "carol", a, t0).is_err(),
-            "the address is still counted"
-        );
-    }
-
-    #[test]
-    fn one_address_is_limited_across_usernames() {
-        let l = limiter(3);
-        let t0 = Instant::now();
-        let a = ip("192.0.2.7");
-        for name in ["u1", "u2", "u3"] {
-            fail(&l, name, a, t0);
-        }
-        assert!(check(&l, "u4", a, t0).is_err());
-        assert_eq!(check(&l, "u4", ip("192.0.2.8"), t0), Ok(()));
-    }
-
-    #[test]
-    fn the_longer_of_the_two_waits_is_reported() {
-        let l = limiter(1);
-        let t0 = Instant::now();
-        fail(&l, "alice", ip("10.0.0.1"), t0);
-        fail(&l, "bob", ip("10.0.0.2"), t0 + Duration::from_secs(30));
-        let now = t0 + Duration::from_secs(31);
-        assert_eq!(check(&l, "bob", ip("10.0.0.1"), now), Err(59));
-    }
-
-    #[test]
-    fn an_ipv4_mapped_peer_counts_as_its_ipv4_address() {
-        let l = limiter(1);
-        let t0 = Instant::now();
-        fail(&l, "a", ip("::ffff:10.0.0.1"), t0);
-        assert!(check(&l, "b", ip("10.0.0.1"), t0).is_err());
-    }
-
-    #[test]
-    fn prune_forgets_passed_windows_only() {
-        let l = limiter(3);
-        let t0 = Instant::now();
-        fail(&l, "old", ip("10.0.0.1"), t0);
-        fail(&l, "new", ip("10.0.0.2"), t0 + Duration::from_secs(30));
-        l.prune(t0 + WINDOW);
-        assert_eq!(l.tracked(), (1, 1));
-        l.prune(t0 + Duration::from_secs(90));
-        assert_eq!(l.tracked(), (0, 0));
-    }
-
-    #[test]
-    fn a_growing_table_prunes_itself_on_failure() {
-        let l = limiter(3);
-        let t0 = Instant::now();
-        let n = PRUNE_FLOOR / 2 - 1;
-        for i in 0..n {
-            let addr = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
-            fail(&l, &format!("user{i}"), addr, t0);
-        }
-        assert_eq!(l.tracked(), (n, n));
-        let later = t0 + WINDOW;
-        fail(&l, "last", ip("10.0.0.2"), later);
-        assert_eq!(l.tracked(), (1, 1));
     }
 
     #[test]

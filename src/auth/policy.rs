@@ -1,6 +1,8 @@
 //! The route policy: one function, [`decide`], from (route policy, method, identity or its
-//! absence) to allow or a [`Refusal`]. The proxy calls it for every routed request (and the
-//! forward-auth endpoint will); the account endpoints use its freshness and role rules.
+//! absence) to allow or a [`Refusal`], and [`authorize`], which reads the request's credential
+//! (only where the policy reads one) and then decides. The proxy and the forward-auth decision
+//! endpoint both call [`authorize`], so a proxied request and a decision about the same method
+//! and path can never differ; the account endpoints use the freshness and role rules.
 //!
 //! Order (HTTP-API.md §4, §6, §7.2): on a non-public route the identity (verified by the
 //! authenticator: signature, `exp`/`nbf`, `iss`/`aud`, type, revocation), then its freshness
@@ -12,8 +14,9 @@
 
 use std::time::Duration;
 
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 
+use super::authenticator::{Accept, Authenticator};
 use super::error::AuthError;
 use super::identity::Identity;
 use crate::clock::Clock;
@@ -65,6 +68,19 @@ impl RoutePolicy {
         }
     }
 
+    /// The policy of a path no route matches, as `[forward_auth] default_auth` sets it: that
+    /// `auth`, with no freshness age, roles or method list.
+    pub fn unmatched(auth: RouteAuth) -> RoutePolicy {
+        RoutePolicy {
+            auth,
+            fresh_max_age: None,
+            fresh_methods: Vec::new(),
+            roles: Vec::new(),
+            methods: None,
+            allow: None,
+        }
+    }
+
     /// Whether the request's credential is read at all: on every route but a public one.
     pub fn reads_credentials(&self) -> bool {
         self.auth != RouteAuth::Public
@@ -102,6 +118,26 @@ impl RoutePolicy {
             RouteAuth::Public | RouteAuth::Optional => false,
         }
     }
+}
+
+/// The whole check of a request with `method` and `headers` on a route with `policy`: its
+/// credential is read by `auth` (with CSRF checked for `method` when it is a cookie; never on
+/// a public route, whose caller's `Authorization` is not even looked at), then [`decide`]. Returns the identity the request speaks for, `None`
+/// when anonymous.
+pub fn authorize(
+    auth: &Authenticator,
+    policy: &RoutePolicy,
+    method: &Method,
+    headers: &HeaderMap,
+    clock: &Clock,
+) -> Result<Option<Identity>, Refusal> {
+    let identity = if policy.reads_credentials() {
+        auth.authenticate(headers, method, Accept::Access)?
+    } else {
+        None
+    };
+    decide(policy, method, identity.as_ref(), clock)?;
+    Ok(identity)
 }
 
 /// The decision for a request with `method` and `identity` on a route with `policy`.
@@ -179,7 +215,7 @@ mod tests {
     fn route(auth: RouteAuth, methods: Option<Vec<Method>>) -> RouteConfig {
         RouteConfig {
             prefix: "/api".into(),
-            upstream: http::Uri::from_static("http://127.0.0.1:9"),
+            upstream: Some(http::Uri::from_static("http://127.0.0.1:9")),
             auth,
             fresh_max_age: Some(Duration::from_secs(300)),
             fresh_methods: Vec::new(),

@@ -1,12 +1,15 @@
 //! The in-memory revocation index the request path checks, so a token check never touches
 //! the database.
 //!
-//! Owns the revoked sessions, users and token ids copied from the store's revocation log, and
-//! a generation counter that long-lived connections watch to re-check their token when
-//! something new is revoked. Where the next read of the log resumes is the follower's
-//! business (`app::follower`): this process applies its own entries at once, out of log order.
+//! Owns the revoked sessions, users and token ids copied from the store's revocation log, a
+//! generation counter that long-lived connections watch to re-check their token when
+//! something new is revoked, and whether the copy is known to be current (a replica that
+//! cannot confirm it is in sync is *stale* and must not vouch for any token). Where the next
+//! read of the log resumes, and when the copy counts as stale, is the follower's business
+//! (`app::follower`): this process applies its own entries at once, out of log order.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::watch;
@@ -30,6 +33,8 @@ pub struct RevocationSizes {
 pub struct RevocationIndex {
     sets: RwLock<Sets>,
     generation: watch::Sender<u64>,
+    /// Set while the follower cannot confirm the index holds every committed revocation.
+    stale: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -78,7 +83,21 @@ impl RevocationIndex {
         Self {
             sets: RwLock::new(Sets::default()),
             generation,
+            stale: AtomicBool::new(false),
         }
+    }
+
+    /// The hot path's other question: whether this copy may be missing revocations (the
+    /// follower has not confirmed it in sync for longer than allowed). One atomic load: no
+    /// lock, no clock. Acquire pairs with [`RevocationIndex::set_stale`]'s release, so a
+    /// caller that reads `false` after a catch-up sees the entries applied before it.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Acquire)
+    }
+
+    /// Marks the copy stale or in sync; returns what it was before.
+    pub fn set_stale(&self, stale: bool) -> bool {
+        self.stale.swap(stale, Ordering::AcqRel)
     }
 
     /// Adds log entries (idempotent: entries seen before change nothing but may raise their
@@ -173,6 +192,16 @@ mod tests {
         let idx = RevocationIndex::new();
         assert!(!idx.is_revoked("j", "s", 1));
         assert_eq!(idx.sizes(), RevocationSizes::default());
+    }
+
+    #[test]
+    fn an_index_starts_in_sync_and_reports_its_last_state_when_marked() {
+        let idx = RevocationIndex::new();
+        assert!(!idx.is_stale());
+        assert!(!idx.set_stale(true));
+        assert!(idx.is_stale());
+        assert!(idx.set_stale(false));
+        assert!(!idx.is_stale());
     }
 
     #[test]

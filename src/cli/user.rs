@@ -12,6 +12,7 @@ use clap::Subcommand;
 
 use super::exit::{load_config, EXIT_RUNTIME};
 use crate::auth::accounts_rules::{check_password, check_username};
+use crate::auth::limiter;
 use crate::auth::password::PasswordHasher;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -56,6 +57,12 @@ pub enum UserCommand {
         /// Username.
         name: String,
     },
+    /// Clear a username's failed-login counts (per username, and per username and address),
+    /// so its owner can log in again before the window passes. Address counts stay.
+    Unlock {
+        /// Username (need not exist: unknown names are counted too).
+        name: String,
+    },
 }
 
 /// Runs one `user` command against the store of the config at `config_path`.
@@ -86,7 +93,7 @@ fn fail(message: String) -> ExitCode {
 }
 
 async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
-    let store = crate::store::open(&config.store.url).await?;
+    let store = crate::store::open(&config.store).await?;
     let now = Clock::system().now();
     match cmd {
         UserCommand::Add { name, roles } => add(config, &store, &name, roles, now).await,
@@ -136,6 +143,12 @@ async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
                 "{}: {} session(s) revoked",
                 user.username,
                 revoked.len()
+            ))
+        }
+        UserCommand::Unlock { name } => {
+            let cleared = limiter::unlock(store.as_ref(), &name).await.map_err(text)?;
+            Ok(format!(
+                "{name}: failed-login counts cleared ({cleared} counter(s) had failures)"
             ))
         }
     }

@@ -36,7 +36,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 /// The sections whose values differ between `old` and `new` and so need a restart:
-/// a reload (SIGHUP) applies only `[[routes]]` and `[proxy]`, and re-reads the TLS files
+/// a reload (SIGHUP) applies only `[[routes]]` and `[proxy]` (with them the route table and
+/// identity headers the forward-auth endpoint decides by), and re-reads the TLS files
 /// itself, so changed `server.tls` file names are not compared — but switching TLS on or
 /// off changes the listener and is reported as `"server"`.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
@@ -60,6 +61,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("auth", old.auth != new.auth),
         ("log", old.log != new.log),
         ("cors", old.cors != new.cors),
+        ("forward_auth", old.forward_auth != new.forward_auth),
     ];
     changed
         .into_iter()
@@ -120,6 +122,7 @@ mod tests {
             StoreConfig {
                 url: StoreUrl::Sqlite(PathBuf::from("data/authgate.db")),
                 max_staleness: Duration::from_secs(10),
+                pool_size: 16,
             }
         );
         assert_eq!(
@@ -151,6 +154,8 @@ mod tests {
                 },
                 login_limit: LoginLimit {
                     max_failures: 5,
+                    user_max_failures: 20,
+                    address_max_failures: 20,
                     window: Duration::from_secs(15 * 60),
                 },
                 cookies: CookieConfig {
@@ -186,6 +191,18 @@ mod tests {
                 level: "info".into(),
             }
         );
+        assert_eq!(
+            c.forward_auth,
+            ForwardAuthConfig {
+                enabled: false,
+                source: ForwardAuthSource::XForwarded,
+                allowed_peers: vec![
+                    "127.0.0.1/32".parse().expect("cidr"),
+                    "::1/128".parse().expect("cidr"),
+                ],
+                default_auth: RouteAuth::Token,
+            }
+        );
     }
 
     #[test]
@@ -209,7 +226,10 @@ mod tests {
         assert_eq!(prefixes, ["/", "/api"]);
         let api = &c.routes[1];
         assert_eq!(api.auth, RouteAuth::Fresh);
-        assert_eq!(api.upstream.to_string(), "https://api.internal/v1");
+        assert_eq!(
+            api.upstream.as_ref().map(ToString::to_string).as_deref(),
+            Some("https://api.internal/v1")
+        );
         assert!(api.strip_prefix && api.forward_authorization);
         assert_eq!(api.timeout, Duration::from_secs(30));
         assert_eq!(api.idle_timeout, Duration::from_secs(5 * 60));
@@ -234,7 +254,10 @@ mod tests {
         );
         assert_eq!((api.prefix.as_str(), api.auth), ("/api", RouteAuth::Token));
         for r in &c.routes {
-            assert_eq!(r.upstream.to_string(), "http://127.0.0.1:9000/");
+            assert_eq!(
+                r.upstream.as_ref().map(ToString::to_string).as_deref(),
+                Some("http://127.0.0.1:9000/")
+            );
             assert_eq!(r.timeout, Duration::from_secs(30));
             assert_eq!(r.methods, None);
             assert!(r.websocket && !r.strip_prefix && !r.forward_authorization);
@@ -332,11 +355,19 @@ mod tests {
         let new = parse_ok(
             "[server]\nmax_body = 1\n[admin]\nlisten = \"\"\n[store]\nurl = \"sqlite://x.db\"\n\
              [tokens]\nissuer = \"other\"\n[auth]\nallow_registration = false\n\
-             [log]\nlevel = \"debug\"\n",
+             [log]\nlevel = \"debug\"\n[forward_auth]\nenabled = true\n",
         );
         assert_eq!(
             restart_needed(&old, &new),
-            ["server", "admin", "store", "tokens", "auth", "log"]
+            [
+                "server",
+                "admin",
+                "store",
+                "tokens",
+                "auth",
+                "log",
+                "forward_auth"
+            ]
         );
     }
 }

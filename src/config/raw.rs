@@ -22,6 +22,7 @@ pub(crate) struct RawConfig {
     pub proxy: RawProxy,
     pub log: RawLog,
     pub cors: RawCors,
+    pub forward_auth: RawForwardAuth,
     pub routes: Vec<RawRoute>,
 }
 
@@ -78,14 +79,18 @@ impl Default for RawAdmin {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawStore {
     pub url: String,
-    pub max_staleness: String,
+    /// PostgreSQL only; `None` when the file does not set it (default 10 s).
+    pub max_staleness: Option<String>,
+    /// PostgreSQL only; `None` when the file does not set it (default 16).
+    pub pool_size: Option<i64>,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         Self {
             url: "sqlite://data/authgate.db".into(),
-            max_staleness: "10s".into(),
+            max_staleness: None,
+            pool_size: None,
         }
     }
 }
@@ -230,6 +235,8 @@ impl Default for RawArgon2 {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawLoginLimit {
     pub max_failures: i64,
+    pub user_max_failures: i64,
+    pub address_max_failures: i64,
     pub window: String,
 }
 
@@ -237,6 +244,8 @@ impl Default for RawLoginLimit {
     fn default() -> Self {
         Self {
             max_failures: 5,
+            user_max_failures: 20,
+            address_max_failures: 20,
             window: "15m".into(),
         }
     }
@@ -301,6 +310,27 @@ impl Default for RawLog {
         Self {
             format: "pretty".into(),
             level: "info".into(),
+        }
+    }
+}
+
+/// `[forward_auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawForwardAuth {
+    pub enabled: bool,
+    pub source: String,
+    pub allowed_peers: Vec<String>,
+    pub default_auth: String,
+}
+
+impl Default for RawForwardAuth {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            source: "x-forwarded".into(),
+            allowed_peers: vec!["127.0.0.1/32".into(), "::1/128".into()],
+            default_auth: "token".into(),
         }
     }
 }

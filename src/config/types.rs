@@ -34,6 +34,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[cors]`: cross-origin requests from browsers.
     pub cors: CorsConfig,
+    /// `[forward_auth]`: the decision endpoint for a proxy in front.
+    pub forward_auth: ForwardAuthConfig,
     /// `[[routes]]`: the route table, in file order.
     pub routes: Vec<RouteConfig>,
 }
@@ -82,8 +84,23 @@ pub struct AdminConfig {
 pub struct StoreConfig {
     /// Which store, and where.
     pub url: StoreUrl,
-    /// PostgreSQL only: how stale a replica may be before authenticated routes fail closed.
+    /// PostgreSQL only (10 s otherwise unused): how long a replica may go without confirming
+    /// it is in sync with the revocation log before authenticated routes fail closed (503).
     pub max_staleness: Duration,
+    /// PostgreSQL only (16 otherwise unused): pooled connections per replica, besides the one
+    /// that listens for revocation notifications.
+    pub pool_size: usize,
+}
+
+impl StoreConfig {
+    /// The store at `url` with the defaults of the other keys (for tools and tests).
+    pub fn with_url(url: StoreUrl) -> StoreConfig {
+        StoreConfig {
+            url,
+            max_staleness: Duration::from_secs(10),
+            pool_size: 16,
+        }
+    }
 }
 
 /// A parsed `[store] url`.
@@ -91,6 +108,8 @@ pub struct StoreConfig {
 pub enum StoreUrl {
     /// An embedded SQLite database file (relative paths resolved against the working directory).
     Sqlite(PathBuf),
+    /// A PostgreSQL database shared by several replicas.
+    Postgres(PostgresUrl),
 }
 
 /// The URL as an operator would write it, for messages (never holds a password).
@@ -98,8 +117,65 @@ impl std::fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            StoreUrl::Postgres(url) => url.fmt(f),
         }
     }
+}
+
+/// A `postgres://` URL as written, already checked to parse as a connection string. It may
+/// hold a password, so `Display` and `Debug` show it with the user information and any
+/// `password=` parameter replaced by `***`; only [`PostgresUrl::connection_string`] gives the
+/// real text, to the code that connects.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// Wraps a URL that validation has checked.
+    pub(crate) fn new(text: String) -> Self {
+        PostgresUrl(text)
+    }
+
+    /// The URL with its password: for connecting only, never for messages.
+    pub fn connection_string(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresUrl({:?})", redact_url(&self.0))
+    }
+}
+
+/// `url` fit for a message: the user information of its authority (`user:password@`) replaced
+/// by `***@`, and the value of a `password` query parameter by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let mut out = match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
+    };
+    if let Some(query_start) = out.find('?') {
+        let (head, query) = out.split_at(query_start + 1);
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", redacted.join("&"));
+    }
+    out
 }
 
 /// Signing algorithm of issued tokens.
@@ -249,9 +325,15 @@ pub struct Argon2Settings {
 /// `[auth] login_limit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginLimit {
-    /// Failures answered with 401 before further attempts get 429.
+    /// Failures of one username from one client address (the pair) answered with 401 before
+    /// further attempts of that pair get 429.
     pub max_failures: u32,
-    /// Fixed window counted from the first failure.
+    /// Failures of one username from any address before every attempt on it gets 429.
+    pub user_max_failures: u32,
+    /// Failures from one client address for any username before every attempt from it gets
+    /// 429.
+    pub address_max_failures: u32,
+    /// Fixed window, one per counter, counted from its first failure.
     pub window: Duration,
 }
 
@@ -286,6 +368,19 @@ pub struct IdentityHeaders {
     pub fresh: HeaderName,
 }
 
+impl IdentityHeaders {
+    /// The five names: user id, username, roles, session id, fresh.
+    pub fn names(&self) -> [&HeaderName; 5] {
+        [
+            &self.user_id,
+            &self.username,
+            &self.roles,
+            &self.session_id,
+            &self.fresh,
+        ]
+    }
+}
+
 /// `[log]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -303,6 +398,33 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line.
     Json,
+}
+
+/// `[forward_auth]` section: `{auth prefix}/verify` answers "may this request pass?" for a
+/// proxy already in front (nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`,
+/// Envoy `ext_authz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuthConfig {
+    /// Whether the decision endpoint answers at all (off: it is an unknown endpoint, 404).
+    pub enabled: bool,
+    /// Where the original method and URI are read from; one source, never a fall-through.
+    pub source: ForwardAuthSource,
+    /// TCP peers that may ask (never a forwarded address).
+    pub allowed_peers: Vec<IpNet>,
+    /// The policy of a path no route matches.
+    pub default_auth: RouteAuth,
+}
+
+/// Where the decision endpoint reads the original request's method and URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAuthSource {
+    /// `X-Forwarded-Method` and `X-Forwarded-Uri` (Traefik, Caddy: they overwrite client copies).
+    XForwarded,
+    /// `X-Original-Method` and `X-Original-URI` (nginx, whose configuration must set both).
+    XOriginal,
+    /// The verify request's own method, and its path after the verify prefix (Envoy
+    /// `ext_authz` with `path_prefix`).
+    Path,
 }
 
 /// Who may pass a route.
@@ -347,7 +469,9 @@ pub struct RouteConfig {
     /// Path prefix, starting with `/` and not ending in `/` (except `/` itself).
     pub prefix: String,
     /// Absolute http(s) URL of the upstream; a path in it is prepended to forwarded paths.
-    pub upstream: Uri,
+    /// `None` only on a route used for forward-auth decisions alone (proxied requests to it
+    /// are answered 404).
+    pub upstream: Option<Uri>,
     /// Token policy.
     pub auth: RouteAuth,
     /// `fresh` routes, and the `fresh_methods` of `token` routes: the token's `auth_time`

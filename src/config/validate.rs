@@ -14,14 +14,15 @@ use ipnet::IpNet;
 
 use super::log_level::check_log_level;
 use super::raw::{
-    RawAdmin, RawArgon2, RawAuth, RawConfig, RawCookies, RawCors, RawIdentityHeaders, RawLog,
-    RawLoginLimit, RawProxy, RawRoute, RawServer, RawStore, RawTokens,
+    RawAdmin, RawArgon2, RawAuth, RawConfig, RawCookies, RawCors, RawForwardAuth,
+    RawIdentityHeaders, RawLog, RawLoginLimit, RawProxy, RawRoute, RawServer, RawStore, RawTokens,
 };
+use super::types::redact_url;
 use super::{
     AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, CookieConfig, CorsConfig,
-    IdentityHeaders, LogConfig, LogFormat, LoginLimit, ProxyConfig, RouteAuth, RouteConfig,
-    SameSite, ServerConfig, StoreConfig, StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig,
-    UpstreamProtocol,
+    ForwardAuthConfig, ForwardAuthSource, IdentityHeaders, LogConfig, LogFormat, LoginLimit,
+    PostgresUrl, ProxyConfig, RouteAuth, RouteConfig, SameSite, ServerConfig, StoreConfig,
+    StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig, UpstreamProtocol,
 };
 use crate::origin::Origin;
 
@@ -40,6 +41,9 @@ const MAX_HEADERS: i64 = 1000;
 
 /// Upper bound of `min_password_length`: passwords are limited to 1024 bytes.
 const MAX_PASSWORD_LENGTH: i64 = 1024;
+
+/// More connections per replica than PostgreSQL's default `max_connections` is a typo.
+const MAX_POOL_SIZE: i64 = 1000;
 
 /// Headers the gateway sets, strips or relies on itself; an identity header must not be one.
 const RESERVED_HEADERS: &[&str] = &[
@@ -80,7 +84,8 @@ pub(crate) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
     let proxy = c.proxy(raw.proxy)?;
     let log = c.log(raw.log)?;
     let cors = c.cors(raw.cors)?;
-    let routes = c.routes(raw.routes, &auth, &proxy)?;
+    let forward_auth = c.forward_auth(raw.forward_auth)?;
+    let routes = c.routes(raw.routes, &auth, &proxy, &forward_auth)?;
     Ok(Config {
         source: file.to_path_buf(),
         server,
@@ -91,6 +96,7 @@ pub(crate) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
         proxy,
         log,
         cors,
+        forward_auth,
         routes,
     })
 }
@@ -113,7 +119,7 @@ impl Checker<'_> {
     /// An error about a URL value, quoted with any user information (`user:password@`)
     /// replaced by `***@`: a password in a URL must not reach a terminal or a log.
     fn bad_url(&self, key: &str, url: &str, reason: impl Into<String>) -> ConfigError {
-        self.err(key, Some(format!("{:?}", redact_userinfo(url))), reason)
+        self.err(key, Some(format!("{:?}", redact_url(url))), reason)
     }
 
     /// An error about a key that must be present but is not.
@@ -257,37 +263,52 @@ impl Checker<'_> {
     }
 
     fn store(&self, raw: RawStore) -> Result<StoreConfig, ConfigError> {
+        let url = self.store_url(&raw.url)?;
+        let defaults = StoreConfig::with_url(url.clone());
+        let postgres = matches!(url, StoreUrl::Postgres(_));
+        let only_postgres = |key: &str, value: String| {
+            self.err(
+                key,
+                Some(value),
+                "applies only to a postgres:// store (several replicas); remove it for SQLite",
+            )
+        };
+        let max_staleness = match &raw.max_staleness {
+            None => defaults.max_staleness,
+            Some(text) if !postgres => {
+                return Err(only_postgres("store.max_staleness", format!("{text:?}")))
+            }
+            Some(text) => self.duration("store.max_staleness", text, Zero::Refused)?,
+        };
+        let pool_size = match raw.pool_size {
+            None => defaults.pool_size,
+            Some(n) if !postgres => return Err(only_postgres("store.pool_size", n.to_string())),
+            Some(n) => usize::try_from(self.int("store.pool_size", n, 1, MAX_POOL_SIZE)?)
+                .unwrap_or(defaults.pool_size),
+        };
         Ok(StoreConfig {
-            url: self.store_url(&raw.url)?,
-            max_staleness: self.duration(
-                "store.max_staleness",
-                &raw.max_staleness,
-                Zero::Refused,
-            )?,
+            url,
+            max_staleness,
+            pool_size,
         })
     }
 
     /// `sqlite://` followed by the path itself: a URL parser would make `data` of
-    /// `sqlite://data/authgate.db` a host name.
+    /// `sqlite://data/authgate.db` a host name. `postgres://` is checked as a connection
+    /// string, offline: nothing connects here.
     fn store_url(&self, url: &str) -> Result<StoreUrl, ConfigError> {
         const KEY: &str = "store.url";
         let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
         match scheme.to_ascii_lowercase().as_str() {
             "sqlite" => {}
-            "postgres" | "postgresql" => {
-                return Err(self.bad_url(
-                    KEY,
-                    url,
-                    "asks for PostgreSQL, whose support is not built yet in this version of \
-                     authgate; use sqlite://REL/PATH or sqlite:///ABS/PATH",
-                ))
-            }
+            "postgres" | "postgresql" => return self.postgres_url(url),
             _ => {
                 return Err(self.bad_url(
                     KEY,
                     url,
                     "is not a supported store URL; use sqlite://REL/PATH (relative to the \
-                     working directory) or sqlite:///ABS/PATH (absolute)",
+                     working directory), sqlite:///ABS/PATH (absolute) or \
+                     postgres://USER@HOST/DATABASE",
                 ))
             }
         }
@@ -306,6 +327,51 @@ impl Checker<'_> {
             ));
         }
         Ok(StoreUrl::Sqlite(PathBuf::from(rest)))
+    }
+
+    /// A PostgreSQL URL that tokio-postgres parses, names a host and a database, and asks for
+    /// no TLS this build cannot give (connections are plain: loopback or a private network).
+    fn postgres_url(&self, url: &str) -> Result<StoreUrl, ConfigError> {
+        const KEY: &str = "store.url";
+        let parsed: tokio_postgres::Config = url.parse().map_err(|e| {
+            self.bad_url(
+                KEY,
+                url,
+                format!(
+                    "is not a PostgreSQL URL ({e}); write postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+                ),
+            )
+        })?;
+        if parsed.get_hosts().is_empty() {
+            return Err(self.bad_url(
+                KEY,
+                url,
+                "names no host; write postgres://USER@HOST[:PORT]/DATABASE",
+            ));
+        }
+        if parsed.get_dbname().is_none_or(str::is_empty) {
+            return Err(self.bad_url(
+                KEY,
+                url,
+                "names no database; write postgres://USER@HOST[:PORT]/DATABASE",
+            ));
+        }
+        if parsed.get_user().is_none_or(str::is_empty) {
+            return Err(self.bad_url(
+                KEY,
+                url,
+                "names no user; write postgres://USER@HOST[:PORT]/DATABASE",
+            ));
+        }
+        if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(self.bad_url(
+                KEY,
+                url,
+                "asks for TLS (sslmode=require), which this build does not speak to PostgreSQL; \
+                 connect over loopback or a private network with sslmode=disable or prefer",
+            ));
+        }
+        Ok(StoreUrl::Postgres(PostgresUrl::new(url.to_owned())))
     }
 
     fn tokens(&self, raw: RawTokens) -> Result<TokensConfig, ConfigError> {
@@ -604,6 +670,16 @@ impl Checker<'_> {
     fn login_limit(&self, raw: &RawLoginLimit) -> Result<LoginLimit, ConfigError> {
         Ok(LoginLimit {
             max_failures: self.u32("auth.login_limit.max_failures", raw.max_failures, 1)?,
+            user_max_failures: self.u32(
+                "auth.login_limit.user_max_failures",
+                raw.user_max_failures,
+                1,
+            )?,
+            address_max_failures: self.u32(
+                "auth.login_limit.address_max_failures",
+                raw.address_max_failures,
+                1,
+            )?,
             window: self.duration("auth.login_limit.window", &raw.window, Zero::Refused)?,
         })
     }
@@ -713,15 +789,53 @@ impl Checker<'_> {
         Ok(LogConfig { format, level })
     }
 
+    fn forward_auth(&self, raw: RawForwardAuth) -> Result<ForwardAuthConfig, ConfigError> {
+        let source = match raw.source.as_str() {
+            "x-forwarded" => ForwardAuthSource::XForwarded,
+            "x-original" => ForwardAuthSource::XOriginal,
+            "path" => ForwardAuthSource::Path,
+            other => {
+                return Err(self.bad(
+                    "forward_auth.source",
+                    other,
+                    "is not a forward-auth source; use \"x-forwarded\" (Traefik, Caddy), \
+                     \"x-original\" (nginx) or \"path\" (Envoy ext_authz)",
+                ))
+            }
+        };
+        let allowed_peers = raw
+            .allowed_peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.ip_net(&format!("forward_auth.allowed_peers[{i}]"), p))
+            .collect::<Result<Vec<_>, _>>()?;
+        if raw.enabled && allowed_peers.is_empty() {
+            return Err(self.err(
+                "forward_auth.allowed_peers",
+                Some("[]".into()),
+                "is empty, so no proxy may ask for a decision; list your front proxies' \
+                 addresses, like [\"127.0.0.1/32\"]",
+            ));
+        }
+        let default_auth = self.route_auth("forward_auth.default_auth", Some(&raw.default_auth))?;
+        Ok(ForwardAuthConfig {
+            enabled: raw.enabled,
+            source,
+            allowed_peers,
+            default_auth,
+        })
+    }
+
     fn routes(
         &self,
         raw: Vec<RawRoute>,
         auth: &AuthConfig,
         proxy: &ProxyConfig,
+        forward_auth: &ForwardAuthConfig,
     ) -> Result<Vec<RouteConfig>, ConfigError> {
         let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
         for (i, r) in raw.into_iter().enumerate() {
-            let route = self.route(i, r, auth, proxy)?;
+            let route = self.route(i, r, auth, proxy, forward_auth)?;
             if let Some(j) = routes.iter().position(|o| o.prefix == route.prefix) {
                 return Err(self.bad(
                     &format!("routes[{i}].prefix"),
@@ -740,24 +854,34 @@ impl Checker<'_> {
         raw: RawRoute,
         auth: &AuthConfig,
         proxy: &ProxyConfig,
+        forward_auth: &ForwardAuthConfig,
     ) -> Result<RouteConfig, ConfigError> {
         let key = |k: &str| format!("routes[{i}].{k}");
-        let prefix = self.route_prefix(&key("prefix"), raw.prefix, &auth.prefix)?;
+        let prefix = self.route_prefix(&key("prefix"), raw.prefix.clone(), &auth.prefix)?;
         let upstream = match &raw.upstream {
-            Some(u) => self.upstream(&key("upstream"), u)?,
+            Some(u) => Some(self.upstream(&key("upstream"), u)?),
+            None if forward_auth.enabled => {
+                self.no_forwarding_keys(i, &raw)?;
+                None
+            }
             None => {
                 return Err(self.missing(
                     &key("upstream"),
                     "is required: the http(s) URL requests are forwarded to, like \
-                     \"http://127.0.0.1:9000\"",
+                     \"http://127.0.0.1:9000\"; only with [forward_auth] enabled = true may a \
+                     route that serves forward-auth decisions alone leave it out",
                 ))
             }
         };
-        let upstream_protocol = self.upstream_protocol(
-            &key("upstream_protocol"),
-            raw.upstream_protocol.as_deref(),
-            &upstream,
-        )?;
+        let upstream_protocol = match &upstream {
+            Some(upstream) => self.upstream_protocol(
+                &key("upstream_protocol"),
+                raw.upstream_protocol.as_deref(),
+                upstream,
+            )?,
+            // Never used: nothing is forwarded on a decision-only route.
+            None => UpstreamProtocol::Http1,
+        };
         let websocket = match raw.websocket {
             Some(true) if upstream_protocol == UpstreamProtocol::H2c => {
                 return Err(self.err(
@@ -821,6 +945,41 @@ impl Checker<'_> {
             login_redirect: raw.login_redirect,
             cors: raw.cors.unwrap_or(true),
         })
+    }
+
+    /// A route without `upstream` only serves forward-auth decisions: a key that only shapes
+    /// forwarding would be silently ignored there, so it is refused.
+    fn no_forwarding_keys(&self, i: usize, raw: &RawRoute) -> Result<(), ConfigError> {
+        let set = [
+            ("strip_prefix", raw.strip_prefix.then(|| "true".to_owned())),
+            (
+                "forward_authorization",
+                raw.forward_authorization.then(|| "true".to_owned()),
+            ),
+            ("websocket", raw.websocket.map(|w| w.to_string())),
+            ("timeout", raw.timeout.as_ref().map(|t| format!("{t:?}"))),
+            (
+                "upstream_protocol",
+                raw.upstream_protocol.as_ref().map(|p| format!("{p:?}")),
+            ),
+            (
+                "preserve_host",
+                raw.preserve_host.then(|| "true".to_owned()),
+            ),
+            (
+                "idle_timeout",
+                raw.idle_timeout.as_ref().map(|t| format!("{t:?}")),
+            ),
+        ];
+        match set.into_iter().find(|(_, value)| value.is_some()) {
+            Some((name, value)) => Err(self.err(
+                &format!("routes[{i}].{name}"),
+                value,
+                "only shapes forwarding, and this route has no upstream (it serves forward-auth \
+                 decisions alone); remove it or add an upstream",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// `http1` (default for `http://`), `h2c` (`http://` only) or `auto` (default for
@@ -1187,18 +1346,6 @@ fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c)
 }
 
-/// `url` with the user information of its authority (`user:password@`) replaced by `***@`.
-fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::expect_used, clippy::unwrap_used)]
 mod tests {
@@ -1256,7 +1403,7 @@ mod tests {
             "zero",
         );
         refused(
-            "[store]\nmax_staleness = \"0s\"\n",
+            "[store]\nurl = \"postgres://u@h/db\"\nmax_staleness = \"0s\"\n",
             "store.max_staleness",
             "zero",
         );
@@ -1409,14 +1556,25 @@ mod tests {
 
     #[test]
     fn passwords_in_urls_never_reach_the_message() {
-        let m = message("[store]\nurl = \"postgres://app:s3cretPW@db/auth\"\n");
+        let m = message("[store]\nurl = \"postgres://app:s3cretPW@db/auth?sslmode=require\"\n");
         assert!(!m.contains("s3cretPW"), "{m}");
-        assert!(m.contains("\"postgres://***@db/auth\""), "{m}");
+        assert!(
+            m.contains("\"postgres://***@db/auth?sslmode=require\""),
+            "{m}"
+        );
         let m = message(
             "[[routes]]\nprefix = \"/a\"\nupstream = \"http://u:pw123@h:1/x\"\nauth = \"token\"\n",
         );
         assert!(!m.contains("pw123"), "{m}");
-        assert_eq!(redact_userinfo("http://h/a@b"), "http://h/a@b");
+        assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
+        let m = message(
+            "[store]\nurl = \"postgres://h/db?user=u&password=qwerty99&sslmode=require\"\n",
+        );
+        assert!(!m.contains("qwerty99"), "{m}");
+        assert!(
+            m.contains("\"postgres://h/db?user=u&password=***&sslmode=require\""),
+            "{m}"
+        );
     }
 
     #[test]
@@ -1474,17 +1632,96 @@ mod tests {
     }
 
     #[test]
-    fn postgres_urls_are_refused_as_not_built_yet() {
+    fn a_valid_postgres_url_never_shows_its_password() {
+        let c = parse("[store]\nurl = \"postgres://app:s3cretPW@db:5433/auth\"\n").expect("valid");
+        let StoreUrl::Postgres(url) = &c.store.url else {
+            panic!("{:?}", c.store.url);
+        };
         assert_eq!(
-            message("[store]\nurl = \"postgres://u@h/db\"\n"),
-            "f.toml: store.url: \"postgres://***@h/db\" asks for PostgreSQL, whose support is not \
-             built yet in this version of authgate; use sqlite://REL/PATH or sqlite:///ABS/PATH"
+            url.connection_string(),
+            "postgres://app:s3cretPW@db:5433/auth"
+        );
+        for shown in [
+            format!("{url}"),
+            format!("{url:?}"),
+            format!("{:?}", c.store),
+            c.store.url.to_string(),
+        ] {
+            assert!(!shown.contains("s3cretPW"), "{shown}");
+            assert!(shown.contains("postgres://***@db:5433/auth"), "{shown}");
+        }
+        assert_eq!(c.store.max_staleness, Duration::from_secs(10));
+        assert_eq!(c.store.pool_size, 16);
+        let c = parse(
+            "[store]\nurl = \"postgresql://u@h/db\"\nmax_staleness = \"2s\"\npool_size = 4\n",
+        )
+        .expect("valid");
+        assert_eq!(c.store.max_staleness, Duration::from_secs(2));
+        assert_eq!(c.store.pool_size, 4);
+    }
+
+    #[test]
+    fn postgres_urls_must_name_host_user_and_database_and_ask_no_tls() {
+        for (url, reason) in [
+            ("postgres://u@h", "names no database"),
+            ("postgres://u@h/", "names no database"),
+            ("postgres:///db?user=u", "names no host"),
+            ("postgres://h/db", "names no user"),
+            ("postgres://u@h/db?sslmode=require", "TLS"),
+            (
+                "postgres://u@h/db?sslmode=verify-full",
+                "is not a PostgreSQL URL",
+            ),
+            ("postgres://u@h:notaport/db", "is not a PostgreSQL URL"),
+            ("postgres://u@h/db?bogus=1", "is not a PostgreSQL URL"),
+        ] {
+            refused(&format!("[store]\nurl = \"{url}\"\n"), "store.url", reason);
+        }
+    }
+
+    #[test]
+    fn max_staleness_and_pool_size_are_errors_with_sqlite() {
+        refused(
+            "[store]\nmax_staleness = \"10s\"\n",
+            "store.max_staleness",
+            "only to a postgres:// store",
         );
         refused(
-            "[store]\nurl = \"postgresql://h/db\"\n",
-            "store.url",
-            "not built yet",
+            "[store]\nurl = \"sqlite://a.db\"\npool_size = 16\n",
+            "store.pool_size",
+            "only to a postgres:// store",
         );
+        refused(
+            "[store]\nurl = \"postgres://u@h/db\"\npool_size = 0\n",
+            "store.pool_size",
+            "between 1 and 1000",
+        );
+    }
+
+    #[test]
+    fn the_three_login_limit_tiers_default_and_must_be_positive() {
+        let c = parse("").expect("valid");
+        assert_eq!(c.auth.login_limit.max_failures, 5);
+        assert_eq!(c.auth.login_limit.user_max_failures, 20);
+        assert_eq!(c.auth.login_limit.address_max_failures, 20);
+        let c =
+            parse("[auth]\nlogin_limit = { user_max_failures = 7, address_max_failures = 9 }\n")
+                .expect("valid");
+        assert_eq!(
+            (
+                c.auth.login_limit.max_failures,
+                c.auth.login_limit.user_max_failures,
+                c.auth.login_limit.address_max_failures
+            ),
+            (5, 7, 9)
+        );
+        for key in ["max_failures", "user_max_failures", "address_max_failures"] {
+            refused(
+                &format!("[auth]\nlogin_limit = {{ {key} = 0 }}\n"),
+                &format!("auth.login_limit.{key}"),
+                "between 1 and",
+            );
+        }
     }
 
     #[test]
@@ -1832,13 +2069,14 @@ mod tests {
         let at = |upstream: &str| {
             format!("[[routes]]\nprefix = \"/a\"\nupstream = \"{upstream}\"\nauth = \"public\"\n")
         };
-        let r = only_route(&at("https://h.example:8443/base/"));
-        assert_eq!(r.upstream.to_string(), "https://h.example:8443/base");
-        assert_eq!(r.upstream.path(), "/base");
-        let r = only_route(&at("http://127.0.0.1:9000/"));
-        assert_eq!(r.upstream.host(), Some("127.0.0.1"));
-        assert_eq!(r.upstream.port_u16(), Some(9000));
-        assert_eq!(r.upstream.path(), "/");
+        let upstream = |text: &str| only_route(&at(text)).upstream.expect("an upstream");
+        let u = upstream("https://h.example:8443/base/");
+        assert_eq!(u.to_string(), "https://h.example:8443/base");
+        assert_eq!(u.path(), "/base");
+        let u = upstream("http://127.0.0.1:9000/");
+        assert_eq!(u.host(), Some("127.0.0.1"));
+        assert_eq!(u.port_u16(), Some(9000));
+        assert_eq!(u.path(), "/");
     }
 
     #[test]
@@ -1930,6 +2168,93 @@ mod tests {
             &route("auth = \"optional\"\nfresh_methods = [\"DELETE\"]"),
             "routes[0].fresh_methods",
             "this route's auth is \"optional\"",
+        );
+    }
+
+    #[test]
+    fn forward_auth_keys_are_checked_and_name_the_key() {
+        let c = parse(
+            "[forward_auth]\nenabled = true\nsource = \"x-original\"\n\
+             allowed_peers = [\"10.0.0.0/8\", \"::1\"]\ndefault_auth = \"public\"\n",
+        )
+        .expect("valid");
+        assert!(c.forward_auth.enabled);
+        assert_eq!(c.forward_auth.source, ForwardAuthSource::XOriginal);
+        assert_eq!(c.forward_auth.default_auth, RouteAuth::Public);
+        let peers: Vec<String> = c
+            .forward_auth
+            .allowed_peers
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(peers, ["10.0.0.0/8", "::1/128"]);
+        let path = parse("[forward_auth]\nsource = \"path\"\n").expect("valid");
+        assert_eq!(path.forward_auth.source, ForwardAuthSource::Path);
+        assert_eq!(
+            message("[forward_auth]\nsource = \"x-forwarded-uri\"\n"),
+            "f.toml: forward_auth.source: \"x-forwarded-uri\" is not a forward-auth source; use \
+             \"x-forwarded\" (Traefik, Caddy), \"x-original\" (nginx) or \"path\" (Envoy \
+             ext_authz)"
+        );
+        refused(
+            "[forward_auth]\nallowed_peers = [\"10.0.0.300/8\"]\n",
+            "forward_auth.allowed_peers[0]",
+            "is not an IP network",
+        );
+        refused(
+            "[forward_auth]\nenabled = true\nallowed_peers = []\n",
+            "forward_auth.allowed_peers",
+            "no proxy may ask",
+        );
+        parse("[forward_auth]\nallowed_peers = []\n").expect("harmless while disabled");
+        refused(
+            "[forward_auth]\ndefault_auth = \"deny\"\n",
+            "forward_auth.default_auth",
+            "is not a route policy",
+        );
+        refused(
+            "[forward_auth]\nenable = true\n",
+            "forward_auth.enable",
+            "unknown key",
+        );
+    }
+
+    #[test]
+    fn upstream_may_be_left_out_only_with_forward_auth_and_no_forwarding_keys() {
+        let decision = "[[routes]]\nprefix = \"/d\"\nauth = \"token\"\nroles = [\"ops\"]\n";
+        assert_eq!(
+            message(decision),
+            "f.toml: routes[0].upstream: is required: the http(s) URL requests are forwarded \
+             to, like \"http://127.0.0.1:9000\"; only with [forward_auth] enabled = true may a \
+             route that serves forward-auth decisions alone leave it out"
+        );
+        let enabled = format!("[forward_auth]\nenabled = true\n{decision}");
+        let r = only_route(&enabled);
+        assert_eq!(r.upstream, None);
+        assert_eq!(
+            (r.auth, r.roles.as_slice()),
+            (RouteAuth::Token, &["ops".to_owned()][..])
+        );
+        for (line, key) in [
+            ("strip_prefix = true", "strip_prefix"),
+            ("forward_authorization = true", "forward_authorization"),
+            ("websocket = false", "websocket"),
+            ("timeout = \"5s\"", "timeout"),
+            ("upstream_protocol = \"http1\"", "upstream_protocol"),
+            ("preserve_host = true", "preserve_host"),
+            ("idle_timeout = \"1m\"", "idle_timeout"),
+        ] {
+            refused(
+                &format!("{enabled}{line}\n"),
+                &format!("routes[0].{key}"),
+                "only shapes forwarding, and this route has no upstream",
+            );
+        }
+        // The policy keys still follow their rules on a decision route.
+        refused(
+            &format!("{enabled}fresh_max_age = \"5m\"\n"),
+            "routes[0].fresh_max_age",
+            "only applies to",
         );
     }
 

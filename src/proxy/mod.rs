@@ -31,7 +31,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::authenticator::{Accept, Authenticator};
+use crate::auth::authenticator::Authenticator;
 use crate::auth::identity::Identity;
 use crate::auth::policy;
 use crate::auth::tokens::TokenService;
@@ -124,23 +124,18 @@ impl Proxy {
     /// public request (its upstream answers it). A cookie-authenticated WebSocket upgrade must
     /// come from an allowed `Origin`.
     fn authorize<B>(&self, route: &Route, req: &Request<B>) -> Result<Option<Identity>, ApiError> {
+        let (method, headers) = (req.method(), req.headers());
         let policy = route.policy();
-        if !route.config().cors && is_preflight(req.method(), req.headers()) {
-            if !policy.allows(req.method()) {
+        if !route.config().cors && is_preflight(method, headers) {
+            if !policy.allows(method) {
                 return Err(ApiError::MethodNotAllowed {
                     allow: policy.allow_header(),
                 });
             }
             return Ok(None);
         }
-        let identity = if policy.reads_credentials() {
-            self.auth
-                .authenticate(req.headers(), req.method(), Accept::Access)?
-        } else {
-            None
-        };
-        policy::decide(policy, req.method(), identity.as_ref(), &self.clock)?;
-        if route.config().websocket && is_websocket_upgrade(req.headers()) {
+        let identity = policy::authorize(&self.auth, policy, method, headers, &self.clock)?;
+        if route.config().websocket && is_websocket_upgrade(headers) {
             self.browser
                 .check_websocket_origin(req, identity.as_ref())?;
         }

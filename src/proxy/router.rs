@@ -1,5 +1,12 @@
 //! The compiled route table: built once from `[[routes]]` (at start and on reload), then
 //! shared read-only. Matching is segment-aware longest-prefix on an already normalised path.
+//! The proxy asks for the [`Route`] to forward to ([`Router::route_for`]); the forward-auth
+//! decision endpoint asks for the policy alone ([`Router::policy_for`]), so one table and one
+//! match decide both.
+//!
+//! A route without an upstream serves forward-auth decisions only: it has a policy but no
+//! [`Route`], so the proxy answers it 404 — the longest match is still that route, never a
+//! shorter prefix that happens to forward.
 //!
 //! Invariants: every [`Route`] has an upstream scheme and authority, a `Host` value, and a base
 //! path without a trailing `/`; a lookup costs one hash probe per path segment and allocates
@@ -53,8 +60,18 @@ pub struct UpstreamUriError(#[from] http::Error);
 /// The compiled route table.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
+    /// Routes with an upstream, in file order.
     routes: Vec<Route>,
-    by_prefix: HashMap<String, usize>,
+    by_prefix: HashMap<String, Slot>,
+}
+
+/// What a prefix leads to.
+#[derive(Debug, Clone)]
+enum Slot {
+    /// A route the proxy forwards on (index into `routes`).
+    Proxied(usize),
+    /// A route without an upstream: forward-auth decisions only.
+    DecisionOnly(RoutePolicy),
 }
 
 impl Router {
@@ -63,14 +80,19 @@ impl Router {
         let mut compiled = Vec::with_capacity(routes.len());
         let mut by_prefix = HashMap::with_capacity(routes.len());
         for (index, config) in routes.iter().enumerate() {
-            let route = Route::compile(index, config)?;
-            if by_prefix.insert(config.prefix.clone(), index).is_some() {
+            let slot = match &config.upstream {
+                Some(upstream) => {
+                    compiled.push(Route::compile(index, config, upstream)?);
+                    Slot::Proxied(compiled.len() - 1)
+                }
+                None => Slot::DecisionOnly(RoutePolicy::new(config)),
+            };
+            if by_prefix.insert(config.prefix.clone(), slot).is_some() {
                 return Err(RouterError::DuplicatePrefix {
                     index,
                     prefix: config.prefix.clone(),
                 });
             }
-            compiled.push(route);
         }
         Ok(Router {
             routes: compiled,
@@ -78,44 +100,57 @@ impl Router {
         })
     }
 
-    /// The route whose prefix is the longest segment-boundary prefix of `path`, a path already
-    /// passed through [`crate::path::normalize`]. `/api` matches `/api`, `/api/` and `/api/x`
-    /// but not `/apix`; `/` matches everything.
+    /// The route to forward to: the one whose prefix is the longest segment-boundary prefix of
+    /// `path`, a path already passed through [`crate::path::normalize`]. `/api` matches `/api`,
+    /// `/api/` and `/api/x` but not `/apix`; `/` matches everything. `None` when no route
+    /// matches, or when the match has no upstream (a forward-auth decision route).
     pub fn route_for(&self, path: &str) -> Option<&Route> {
-        self.index_for(path).and_then(|i| self.routes.get(i))
+        match self.slot_for(path)? {
+            Slot::Proxied(i) => self.routes.get(*i),
+            Slot::DecisionOnly(_) => None,
+        }
     }
 
-    /// Every route, in file order (for metrics labels and diagnostics).
+    /// The policy of the route `path` matches exactly as [`Router::route_for`] matches it,
+    /// routes without an upstream included; `None` when no route matches.
+    pub fn policy_for(&self, path: &str) -> Option<&RoutePolicy> {
+        match self.slot_for(path)? {
+            Slot::Proxied(i) => self.routes.get(*i).map(Route::policy),
+            Slot::DecisionOnly(policy) => Some(policy),
+        }
+    }
+
+    /// Every route with an upstream, in file order (for metrics labels and diagnostics).
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
 
-    /// Number of routes.
+    /// Number of routes, with or without an upstream.
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.by_prefix.len()
     }
 
     /// True when there are no routes (every request is then `404`).
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.by_prefix.is_empty()
     }
 
     /// Probes the path itself, then each ancestor cut at a `/`, longest first, then `/`.
-    fn index_for(&self, path: &str) -> Option<usize> {
-        if let Some(&i) = self.by_prefix.get(path) {
-            return Some(i);
+    fn slot_for(&self, path: &str) -> Option<&Slot> {
+        if let Some(slot) = self.by_prefix.get(path) {
+            return Some(slot);
         }
         let mut end = path.len();
         while let Some(slash) = path.get(..end).and_then(|head| head.rfind('/')) {
             if slash == 0 {
                 break;
             }
-            if let Some(&i) = path.get(..slash).and_then(|p| self.by_prefix.get(p)) {
-                return Some(i);
+            if let Some(slot) = path.get(..slash).and_then(|p| self.by_prefix.get(p)) {
+                return Some(slot);
             }
             end = slash;
         }
-        self.by_prefix.get("/").copied()
+        self.by_prefix.get("/")
     }
 }
 
@@ -133,8 +168,7 @@ pub struct Route {
 }
 
 impl Route {
-    fn compile(index: usize, config: &RouteConfig) -> Result<Route, RouterError> {
-        let upstream = &config.upstream;
+    fn compile(index: usize, config: &RouteConfig, upstream: &Uri) -> Result<Route, RouterError> {
         let (Some(scheme), Some(authority)) = (upstream.scheme(), upstream.authority()) else {
             return Err(RouterError::UpstreamNotAbsolute {
                 index,
@@ -207,7 +241,7 @@ impl Route {
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
-        Uri::from_parts(parts).unwrap_or_else(|_| self.config.upstream.clone())
+        Uri::from_parts(parts).unwrap_or_else(|_| self.config.upstream.clone().unwrap_or_default())
     }
 
     /// `X-Forwarded-Prefix` for the upstream: the prefix a `strip_prefix` route removes
@@ -276,7 +310,7 @@ mod tests {
     fn route(prefix: &str, upstream: &str) -> RouteConfig {
         RouteConfig {
             prefix: prefix.to_owned(),
-            upstream: upstream.parse().unwrap(),
+            upstream: Some(upstream.parse().unwrap()),
             auth: RouteAuth::Token,
             fresh_max_age: None,
             fresh_methods: Vec::new(),
@@ -355,6 +389,26 @@ mod tests {
             assert_eq!(hit.prefix(), p);
         }
         assert!(r.route_for("/svc1000/v0/x").is_none());
+    }
+
+    #[test]
+    fn a_route_without_upstream_decides_but_never_forwards_nor_falls_back() {
+        let mut decision = route("/api/admin", "http://unused");
+        decision.upstream = None;
+        decision.auth = RouteAuth::Fresh;
+        let r =
+            Router::new(&[route("/", "http://a"), route("/api", "http://a"), decision]).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.routes().len(), 2);
+        // The proxy gets nothing for the decision route: not `/api`, not `/`.
+        assert!(r.route_for("/api/admin/x").is_none());
+        assert!(r.route_for("/api/admin").is_none());
+        assert_eq!(matched(&r, "/api/administrator"), Some("/api"));
+        let needs_fresh = |path: &str| r.policy_for(path).unwrap().needs_fresh(&Method::GET);
+        assert!(needs_fresh("/api/admin/x"));
+        assert!(!needs_fresh("/api/x"));
+        assert!(!needs_fresh("/other"));
+        assert!(Router::new(&[]).unwrap().policy_for("/x").is_none());
     }
 
     #[test]

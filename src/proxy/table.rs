@@ -1,15 +1,18 @@
 //! Everything the proxy reads per request that a reload may change: the compiled route
 //! table, `[proxy]`, the identity-header rewriter and the upstream client. Built once per
-//! configuration and swapped whole on reload, so a request sees one consistent table.
+//! configuration and swapped whole on reload, so a request sees one consistent table. The
+//! forward-auth decision endpoint decides by the same snapshot (the app hands it over).
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 use super::client::UpstreamClients;
-use super::headers::HeaderRewriter;
+use super::headers::{HeaderRewriter, IdentityValueError, IdentityValues};
 use super::router::{Route, Router};
+use crate::auth::identity::Identity;
 use crate::config::{Config, ConfigError, ProxyConfig};
 use crate::server::context::RouteLabel;
 
@@ -40,10 +43,11 @@ impl ProxyTable {
             config.proxy.upstream_ca_file.as_deref(),
             &config.source,
         )?;
-        let labels = router
-            .routes()
+        // Every route in file order, those without an upstream too, so `route.index()` indexes it.
+        let labels = config
+            .routes
             .iter()
-            .map(|r| Arc::from(r.prefix()))
+            .map(|r| Arc::from(r.prefix.as_str()))
             .collect();
         Ok(ProxyTable {
             rewriter: HeaderRewriter::new(&config.proxy.identity_headers),
@@ -57,6 +61,31 @@ impl ProxyTable {
     /// Peers whose `X-Forwarded-For` is believed (`[proxy] trusted_proxies`).
     pub fn trusted_proxies(&self) -> &[IpNet] {
         &self.config.trusted_proxies
+    }
+
+    /// Sets every identity header on `headers` for a forward-auth decision: `identity`'s
+    /// values exactly as a proxied request would carry them, or all five present and empty
+    /// for an anonymous request, so a front proxy copying them always overwrites a client's
+    /// spoofed copy. Nothing is set when a value cannot be sent.
+    pub fn decision_identity(
+        &self,
+        headers: &mut HeaderMap,
+        identity: Option<&Identity>,
+    ) -> Result<(), IdentityValueError> {
+        let Some(identity) = identity else {
+            for name in self.config.identity_headers.names() {
+                headers.insert(name.clone(), HeaderValue::from_static(""));
+            }
+            return Ok(());
+        };
+        let values = IdentityValues {
+            user_id: identity.user_id,
+            username: &identity.username,
+            roles: &identity.roles,
+            session_id: &identity.session_id,
+            fresh: identity.fresh,
+        };
+        self.rewriter.add_identity(headers, &values)
     }
 
     /// The access-log and metrics label of `route`.

@@ -1,6 +1,8 @@
 //! The endpoints the gateway serves itself under the auth prefix (HTTP-API.md §3): one file
 //! per resource, each handler a method of [`Endpoints`]. Unknown paths answer 404 and wrong
-//! methods 405 before any token is read.
+//! methods 405 before any token is read. The forward-auth decision endpoint (`verify.rs`,
+//! §7.3) is its own [`ForwardAuth`], built only when enabled: it takes any method and any
+//! sub-path, and the route table of the request.
 //!
 //! The endpoints share the authenticator, the token service and the store with the proxy,
 //! own the session domain, the password checks (hasher and login limiter) and their settings,
@@ -11,6 +13,7 @@ mod passwords;
 mod sessions;
 mod signin;
 mod users;
+mod verify;
 
 use std::sync::Arc;
 
@@ -35,6 +38,7 @@ use crate::store::Store;
 use crate::telemetry;
 pub use passwords::Passwords;
 use signin::Browser;
+pub use verify::{DecisionTable, ForwardAuth, VERIFY_PATH};
 
 /// The settings of `[auth]` and `[server]` the endpoints read (fixed until a restart).
 #[derive(Debug, Clone)]

@@ -3,10 +3,9 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::auth::accounts_rules::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
-use crate::auth::limiter::LoginLimiter;
+use crate::auth::limiter::{LimitError, LoginLimiter};
 use crate::auth::password::PasswordHasher;
 use crate::error::ApiError;
 use crate::store::{Store, User};
@@ -15,12 +14,12 @@ use crate::store::{Store, User};
 pub struct Passwords {
     store: Arc<dyn Store>,
     hasher: PasswordHasher,
-    limiter: Arc<LoginLimiter>,
+    limiter: LoginLimiter,
 }
 
 impl Passwords {
     /// Checks against `store` with `hasher`, counting failures in `limiter`.
-    pub fn new(store: Arc<dyn Store>, hasher: PasswordHasher, limiter: Arc<LoginLimiter>) -> Self {
+    pub fn new(store: Arc<dyn Store>, hasher: PasswordHasher, limiter: LoginLimiter) -> Self {
         Self {
             store,
             hasher,
@@ -29,39 +28,44 @@ impl Passwords {
     }
 
     /// Checks `password` against the stored hash of `username` and returns the user; counts
-    /// the outcome for the login limiter against the name and the client address `client`.
-    /// One argon2 verify whether or not the user exists (against a dummy hash when not):
-    /// same answer, same time.
+    /// the outcome for the login limiter against the name, the client address `client` and
+    /// the pair. One argon2 verify whether or not the user exists (against a dummy hash when
+    /// not): same answer, same store calls, same time.
     pub async fn check(
         &self,
         username: &str,
         password: &str,
         client: IpAddr,
     ) -> Result<User, ApiError> {
-        // Admitted under the limiter's lock: concurrent attempts cannot exceed the budget.
+        // Reserved in the store in one atomic step: concurrent attempts, on any replica,
+        // cannot exceed the budget.
         let attempt = self
             .limiter
-            .begin(username, client, Instant::now())
-            .map_err(|retry_after| {
-                // Security events name the account and the address, never the password.
-                tracing::warn!(
-                    username,
-                    client = %client,
-                    retry_after,
-                    "password check refused: too many failures"
-                );
-                ApiError::RateLimited { retry_after }
+            .begin(username, client)
+            .await
+            .map_err(|e| match e {
+                LimitError::Limited { retry_after } => {
+                    // Security events name the account and the address, never the password.
+                    tracing::warn!(
+                        username,
+                        client = %client,
+                        retry_after,
+                        "password check refused: too many failures"
+                    );
+                    ApiError::RateLimited { retry_after }
+                }
+                LimitError::Store(e) => e.into(),
             })?;
         let found = self.store.user_by_name(username).await?;
         let hash = found.as_ref().map(|u| u.password_hash.as_str());
         let ok = self.hasher.verify(password, hash).await?;
         match (ok, found) {
             (true, Some(u)) => {
-                attempt.succeeded();
+                attempt.succeeded().await;
                 Ok(u.user)
             }
             _ => {
-                attempt.failed(Instant::now());
+                attempt.failed().await;
                 tracing::warn!(username, client = %client, "password check failed");
                 Err(ApiError::InvalidCredentials)
             }

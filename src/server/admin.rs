@@ -1,5 +1,6 @@
-//! The operator listener's service: `/healthz` (process up), `/readyz` (store reachable, not
-//! draining) and `/metrics` (Prometheus text). Never served on the public port.
+//! The operator listener's service: `/healthz` (process up), `/readyz` (store reachable,
+//! revocations in sync, not draining) and `/metrics` (Prometheus text). Never served on the
+//! public port.
 
 use std::sync::Arc;
 
@@ -40,7 +41,9 @@ impl AdminService {
     }
 
     fn metrics(&self) -> Response<Body> {
-        let text = self.metrics.render(self.revocations.sizes());
+        let text = self
+            .metrics
+            .render(self.revocations.sizes(), self.revocations.is_stale());
         let mut res = Response::new(full(text));
         res.headers_mut().insert(
             CONTENT_TYPE,
@@ -52,6 +55,10 @@ impl AdminService {
     async fn readiness(&self) -> (StatusCode, &'static str) {
         if self.drain.is_draining() {
             return (StatusCode::SERVICE_UNAVAILABLE, "draining");
+        }
+        // A stale replica refuses authenticated requests: a load balancer should skip it.
+        if self.revocations.is_stale() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "revocations not in sync");
         }
         match self.store.ping().await {
             Ok(()) => (StatusCode::OK, "ready"),

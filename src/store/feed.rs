@@ -18,11 +18,16 @@
 //!   next one starts, and a read transaction sees exactly the transactions committed before
 //!   it began. So every entry with a seq at or below the highest one a reader saw was already
 //!   visible to it, and the cursor can be that seq alone.
-//! - A store whose writers run in parallel (PostgreSQL) must keep more in its cursor: for
-//!   example only confirm positions below the oldest transaction still in flight
-//!   (`pg_snapshot_xmin`) and remember the entries it already delivered above them, or
-//!   re-read a window of recent seqs and de-duplicate. The cursor is opaque to readers so
-//!   such state can live in it.
+//! - PostgreSQL's writers run in parallel, so its cursor is not a seq but a transaction
+//!   horizon. Every entry records the id of the transaction that wrote it (`xact`, from
+//!   `pg_current_xact_id()`), and every read also returns its snapshot's `xmin`
+//!   (`pg_snapshot_xmin(pg_current_snapshot())`): the oldest transaction still in flight, so
+//!   every entry the read could not see was written by a transaction at or above it. The
+//!   cursor keeps that `xmin` and the seqs of the entries already delivered at or above it;
+//!   the next read fetches the entries with `xact >= xmin` and leaves out those seqs. A
+//!   transaction that commits out of seq order is therefore still fetched, and nothing is
+//!   delivered twice. The remembered seqs are only those written since the oldest
+//!   transaction in flight, so the set stays small (empty whenever no write is in flight).
 
 use super::Revocation;
 
@@ -31,21 +36,68 @@ use super::Revocation;
 /// across restarts of the reader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedCursor {
-    /// The highest `seq` confirmed delivered (SQLite), `0` before any entry.
-    position: i64,
+    position: Position,
+}
+
+/// A cursor's state, by the kind of store that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Position {
+    /// SQLite: the highest `seq` confirmed delivered, `0` before any entry.
+    Seq(i64),
+    /// PostgreSQL: every entry written by a transaction below `xmin` was delivered, and of
+    /// those written at or above it, the ones whose seqs are in `delivered` (sorted).
+    Horizon { xmin: i64, delivered: Vec<i64> },
 }
 
 impl FeedCursor {
-    /// The cursor after every entry up to `position`.
+    /// The cursor after every entry up to `position` (serialised writers: SQLite).
     pub(crate) fn at(position: i64) -> FeedCursor {
-        FeedCursor { position }
+        FeedCursor {
+            position: Position::Seq(position),
+        }
     }
 
-    /// The highest `seq` confirmed delivered.
-    pub(crate) fn position(&self) -> i64 {
-        self.position
+    /// The cursor after every entry written below transaction `xmin`, and the entries of
+    /// seqs `delivered` written at or above it (parallel writers: PostgreSQL).
+    pub(crate) fn horizon(xmin: i64, mut delivered: Vec<i64>) -> FeedCursor {
+        delivered.sort_unstable();
+        delivered.dedup();
+        FeedCursor {
+            position: Position::Horizon { xmin, delivered },
+        }
+    }
+
+    /// The highest `seq` confirmed delivered, for a cursor made by [`FeedCursor::at`].
+    pub(crate) fn position(&self) -> Option<i64> {
+        match self.position {
+            Position::Seq(seq) => Some(seq),
+            Position::Horizon { .. } => None,
+        }
+    }
+
+    /// The transaction horizon and the seqs delivered at or above it, for a cursor made by
+    /// [`FeedCursor::horizon`].
+    pub(crate) fn as_horizon(&self) -> Option<(i64, &[i64])> {
+        match &self.position {
+            Position::Seq(_) => None,
+            Position::Horizon { xmin, delivered } => Some((*xmin, delivered)),
+        }
     }
 }
+
+/// A wake-up for a follower of the feed (see [`Store::feed_signals`](super::Store::feed_signals)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedSignal {
+    /// Announcements are heard (again): anything announced before may have been missed, so
+    /// read the feed now.
+    Listening,
+    /// A writer committed these entries and announced them: apply them now (they are
+    /// durable), and read the feed, which delivers them again in order.
+    Appended(Vec<Revocation>),
+}
+
+/// The receiving end of a store's [`FeedSignal`]s; dropping it stops the listening.
+pub type FeedSignals = tokio::sync::mpsc::Receiver<FeedSignal>;
 
 /// Entries read from the revocation feed, and the cursor the next read resumes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,41 +7,69 @@
 //! `sessions/`. The revocation log is read as a resumable [`feed`]. Times are seconds since
 //! the epoch and always passed in by the caller, so tests control them.
 //!
-//! All SQL lives below this module and runs off the async reactor threads; [`SqliteStore`] is
-//! the embedded implementation. A new backend goes in a folder beside `sqlite/`, gets a branch
-//! in [`open`] and [`check`], and must pass the conformance suite in `tests/store/`.
+//! All SQL lives below this module and runs off the async reactor threads: [`SqliteStore`] is
+//! the embedded implementation, [`PostgresStore`] the one several replicas share. Each backend
+//! has its folder, its migrations, a branch in [`open`] and [`check`], and passes the
+//! conformance suite in `tests/store/`.
 
 pub mod feed;
 mod model;
+mod postgres;
 mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::StoreUrl;
+use crate::config::{StoreConfig, StoreUrl};
 
-pub use feed::{FeedCursor, FeedPage};
+pub use feed::{FeedCursor, FeedPage, FeedSignal, FeedSignals};
 pub use model::*;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-/// Opens the store `url` names (creating an SQLite file and its folder on first use). The
-/// gateway and the operator CLI both open their store here.
-pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, String> {
-    match url {
+/// Opens the store `config` names (creating an SQLite file and its folder on first use;
+/// bringing a PostgreSQL database's schema up to date). The gateway and the operator CLI both
+/// open their store here. Messages never hold a password.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, String> {
+    match &config.url {
         StoreUrl::Sqlite(path) => match SqliteStore::open(path).await {
             Ok(store) => Ok(Arc::new(store)),
             Err(e) => Err(format!("cannot open the store {}: {e}", path.display())),
+        },
+        StoreUrl::Postgres(url) => match PostgresStore::open(url, config.pool_size).await {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(e) => Err(format!("cannot open the store {url}: {e}")),
         },
     }
 }
 
 /// Checks the store `url` names without creating anything (for `check-config`): an existing
-/// database must be one this build can use. Blocking; it runs before any runtime starts.
+/// SQLite database must be one this build can use. A PostgreSQL URL was checked offline when
+/// the configuration was read; nothing connects here. Blocking; it runs before any runtime
+/// starts.
 pub fn check(url: &StoreUrl) -> Result<(), StoreError> {
     match url {
         StoreUrl::Sqlite(path) => SqliteStore::check(path),
+        StoreUrl::Postgres(_) => Ok(()),
     }
+}
+
+/// Refuses a database whose schema `version` is not one of this build's `0..=latest`: one
+/// written by a newer build means tables this one does not understand.
+pub(crate) fn ensure_known_version(version: i64, latest: i64) -> Result<(), StoreError> {
+    if version > latest {
+        return Err(StoreError::Schema(format!(
+            "the database has schema version {version}, but this build of authgate only knows \
+             versions up to {latest}; run a newer authgate"
+        )));
+    }
+    if version < 0 {
+        return Err(StoreError::Schema(format!(
+            "the database has an invalid schema version {version}"
+        )));
+    }
+    Ok(())
 }
 
 /// The future every [`Store`] method returns; boxed so the trait stays dyn-compatible.
@@ -68,6 +96,10 @@ pub enum StoreError {
     /// The database schema is not one this build can use (e.g. written by a newer version).
     #[error("store schema problem: {0}")]
     Schema(String),
+    /// The database server cannot be reached (refused, connection lost, pool exhausted);
+    /// worth retrying later. Answered `503`.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     /// Anything else (I/O, an unexpected SQLite error); details for the log.
     #[error("store error: {0}")]
     Internal(String),
@@ -181,4 +213,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database answers (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Announcements for a follower of the revocation feed, when writers announce their
+    /// entries (PostgreSQL: a `NOTIFY` carrying the entry in the writing transaction, heard on
+    /// a dedicated `LISTEN` connection). `None` when the store has none and followers poll
+    /// (SQLite). An announced entry is committed; the feed still delivers it, in order, and
+    /// stays what a follower confirms itself against.
+    fn feed_signals(&self) -> Option<FeedSignals> {
+        None
+    }
+
+    // ---- failed-login counters (HTTP-API.md §3) ----
+
+    /// Reserves one password check against every counter of `reserve`, if each leaves room
+    /// (failures in its running window plus checks in flight below its limit): one atomic
+    /// step, so concurrent reservations — in any process on the database — never exceed a
+    /// limit. Creates missing counters. Returns the readings from before the reservation, in
+    /// the request's order; nothing changes when the check is not admitted.
+    fn reserve_login(&self, reserve: LoginReserve) -> StoreFuture<'_, Reservation>;
+
+    /// Ends a reserved check: a failure counts on every counter; a success or an abandoned
+    /// check only ends the reservation, and a success also clears the failures of every
+    /// counter of its username. One transaction.
+    fn finish_login(&self, finish: LoginFinish) -> StoreFuture<'_, ()>;
+
+    /// Clears the failures of every counter of `username` (as the limiter folds it): its own
+    /// and its pairs with addresses (`authgate user unlock`). Returns how many had failures.
+    fn clear_login_failures<'a>(&'a self, username: &'a str) -> StoreFuture<'a, usize>;
+
+    /// Deletes counters with nothing left at `times`: no failure in a running window and no
+    /// reservation whose lease runs. Returns how many.
+    fn prune_login_counters(&self, times: CounterTimes) -> StoreFuture<'_, usize>;
 }

@@ -11,6 +11,47 @@ pub enum RevocationKind {
     Token(String),
 }
 
+impl RevocationKind {
+    /// The kind and value columns a store keeps an entry in.
+    pub(crate) fn encode(&self) -> (&'static str, String) {
+        match self {
+            RevocationKind::Session(sid) => ("session", sid.clone()),
+            RevocationKind::User(id) => ("user", id.to_string()),
+            RevocationKind::Token(jti) => ("token", jti.clone()),
+        }
+    }
+}
+
+impl Revocation {
+    /// The entry a store's row holds: the inverse of [`RevocationKind::encode`].
+    pub(crate) fn decode(
+        seq: i64,
+        kind: &str,
+        value: String,
+        covers_until: i64,
+    ) -> Result<Revocation, super::StoreError> {
+        use super::StoreError::Internal;
+        let kind =
+            match kind {
+                "session" => RevocationKind::Session(value),
+                "token" => RevocationKind::Token(value),
+                "user" => RevocationKind::User(value.parse().map_err(|_| {
+                    Internal(format!("revocation entry {seq} names no valid user id"))
+                })?),
+                _ => {
+                    return Err(Internal(format!(
+                        "revocation entry {seq} has an unknown kind"
+                    )))
+                }
+            };
+        Ok(Revocation {
+            seq,
+            kind,
+            covers_until,
+        })
+    }
+}
+
 /// One row of the revocation log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
@@ -108,6 +149,172 @@ pub struct SessionSweep<'a> {
     pub expiring_from: i64,
     /// The revocation time stamped on the swept sessions.
     pub revoked_at: i64,
+}
+
+/// One failed-login counter (HTTP-API.md §3): a username and client address together, a
+/// username over all addresses (`address` empty), or an address over all usernames
+/// (`username` empty). Ordered, so every writer locks counters in the same order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CounterKey {
+    /// The username as the limiter folds it; empty for the per-address counter.
+    pub username: String,
+    /// The client address as text; empty for the per-username counter.
+    pub address: String,
+}
+
+/// A counter's row as stored. Times are milliseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoredCounter {
+    /// When its window opened (at its first failure).
+    pub window_start: i64,
+    /// Failures counted in that window.
+    pub failures: u32,
+    /// Password checks reserved and not finished yet.
+    pub pending: u32,
+    /// Until when those reservations count (a crashed process's reservation lapses then).
+    pub pending_until: i64,
+}
+
+/// A counter as it stands at the time of a [`LoginReserve`] or [`LoginFinish`]: a window that
+/// has passed counts no failures, a lapsed lease no reservations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CounterReading {
+    /// When the running window opened; meaningful only while `failures > 0`.
+    pub window_start: i64,
+    /// Failures in the running window.
+    pub failures: u32,
+    /// Password checks in flight, on any replica.
+    pub pending: u32,
+}
+
+/// The times a counter is read at, fixed by the caller (milliseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterTimes {
+    /// Now.
+    pub now: i64,
+    /// A window that opened at or before this time has passed.
+    pub window_from: i64,
+}
+
+impl CounterTimes {
+    /// How `stored` stands at these times.
+    pub fn read(&self, stored: &StoredCounter) -> CounterReading {
+        let running = stored.failures > 0 && stored.window_start > self.window_from;
+        CounterReading {
+            window_start: stored.window_start,
+            failures: if running { stored.failures } else { 0 },
+            pending: if stored.pending_until > self.now {
+                stored.pending
+            } else {
+                0
+            },
+        }
+    }
+
+    /// `stored` after one of its reservations ended (saturating: a lapsed lease may have
+    /// reset it already).
+    pub fn released(&self, stored: &StoredCounter) -> StoredCounter {
+        StoredCounter {
+            pending: self.read(stored).pending.saturating_sub(1),
+            ..*stored
+        }
+    }
+
+    /// `stored` after one of its reservations ended in a failure: counted in the running
+    /// window, or opening a new one now.
+    pub fn failed(&self, stored: &StoredCounter) -> StoredCounter {
+        let reading = self.read(stored);
+        let (window_start, failures) = if reading.failures > 0 {
+            (stored.window_start, reading.failures.saturating_add(1))
+        } else {
+            (self.now, 1)
+        };
+        StoredCounter {
+            window_start,
+            failures,
+            ..self.released(stored)
+        }
+    }
+}
+
+/// A request to reserve one password check against some counters (see
+/// [`Store::reserve_login`](super::Store::reserve_login)).
+#[derive(Debug, Clone)]
+pub struct LoginReserve {
+    /// Each counter with its limit: failures plus checks in flight must stay below it.
+    pub counters: Vec<(CounterKey, u32)>,
+    /// When the request is made.
+    pub times: CounterTimes,
+    /// Until when the reservation counts unless finished sooner.
+    pub lease_until: i64,
+}
+
+impl LoginReserve {
+    /// Whether `readings` (one per counter, in order) leave room for one more check.
+    pub fn admits(&self, readings: &[CounterReading]) -> bool {
+        self.counters
+            .iter()
+            .zip(readings)
+            .all(|((_, max), r)| r.failures.saturating_add(r.pending) < *max)
+    }
+
+    /// `stored` with this reservation added.
+    pub fn reserved(&self, stored: &StoredCounter) -> StoredCounter {
+        let reading = self.times.read(stored);
+        StoredCounter {
+            window_start: stored.window_start,
+            failures: reading.failures,
+            pending: reading.pending.saturating_add(1),
+            pending_until: stored.pending_until.max(self.lease_until),
+        }
+    }
+}
+
+/// What [`Store::reserve_login`](super::Store::reserve_login) found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// Whether the check was admitted (and reserved against every counter).
+    pub admitted: bool,
+    /// The counters as they stood before the reservation, in the request's order.
+    pub readings: Vec<CounterReading>,
+}
+
+/// How a reserved password check ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// A wrong password: a failure on every counter.
+    Failed,
+    /// The right password: the reservation ends, and every counter of this (folded)
+    /// username — its own and its pairs with addresses — loses its failures (reservations of
+    /// other checks in flight stay).
+    Succeeded {
+        /// The username whose counters go.
+        clear_username: String,
+    },
+    /// No outcome (the request failed otherwise): the reservation just ends.
+    Abandoned,
+}
+
+/// The end of a reserved password check (see
+/// [`Store::finish_login`](super::Store::finish_login)).
+#[derive(Debug, Clone)]
+pub struct LoginFinish {
+    /// The counters the check was reserved against.
+    pub counters: Vec<CounterKey>,
+    /// How it ended.
+    pub outcome: LoginOutcome,
+    /// When it ended.
+    pub times: CounterTimes,
+}
+
+impl LoginFinish {
+    /// `stored` after this check ended.
+    pub fn applied(&self, stored: &StoredCounter) -> StoredCounter {
+        match self.outcome {
+            LoginOutcome::Failed => self.times.failed(stored),
+            LoginOutcome::Succeeded { .. } | LoginOutcome::Abandoned => self.times.released(stored),
+        }
+    }
 }
 
 #[cfg(test)]

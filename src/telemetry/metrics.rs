@@ -1,6 +1,6 @@
 //! Metrics for `GET /metrics` on the admin listener (HTTP-API.md §5): requests by route and
-//! status, latency histograms by route, auth failures by reason, upstream errors, and the
-//! sizes of the revocation sets. Families are registered once; recording a request costs a
+//! status, latency histograms by route, auth failures by reason, upstream errors, forward-auth
+//! decisions by outcome, and the sizes of the revocation sets. Families are registered once; recording a request costs a
 //! hash lookup under a read lock and no allocation (route labels are shared `Arc<str>`s or
 //! static names).
 //!
@@ -100,6 +100,11 @@ struct UpstreamLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -113,7 +118,9 @@ pub struct Metrics {
     latency: LatencyFamily,
     auth_failures: Family<ReasonLabels, Counter>,
     upstream_errors: Family<UpstreamLabels, Counter>,
+    decisions: Family<OutcomeLabels, Counter>,
     revocations: Family<KindLabels, Gauge>,
+    stale: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -141,7 +148,9 @@ impl Metrics {
         let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
+        let decisions = Family::<OutcomeLabels, Counter>::default();
         let revocations = Family::<KindLabels, Gauge>::default();
+        let stale = Gauge::default();
         registry.register(
             "requests",
             "Requests answered, by matched route and status",
@@ -163,9 +172,20 @@ impl Metrics {
             upstream_errors.clone(),
         );
         registry.register(
+            "forward_auth_decisions",
+            "Forward-auth decisions, by outcome: allowed, or the refusal's error code",
+            decisions.clone(),
+        );
+        registry.register(
             "revocation_entries",
             "Entries in the in-memory revocation index, by kind",
             revocations.clone(),
+        );
+        registry.register(
+            "revocations_stale",
+            "1 while the revocation index is not confirmed in sync with the store (a PostgreSQL \
+             replica past max_staleness: authenticated requests answer 503), else 0",
+            stale.clone(),
         );
         Self {
             registry,
@@ -173,8 +193,19 @@ impl Metrics {
             latency,
             auth_failures,
             upstream_errors,
+            decisions,
             revocations,
+            stale,
         }
+    }
+
+    /// Records one forward-auth decision: allowed (`refusal` is `None`) or refused with that
+    /// §1 code. The request itself is recorded by [`Metrics::record`] as any other.
+    pub fn record_decision(&self, refusal: Option<&'static str>) {
+        let outcome = refusal.unwrap_or("allowed");
+        self.decisions
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Records one answered request; `error_code` is the §1 code of the gateway's own error
@@ -215,8 +246,9 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition text, with the revocation sizes as of now.
-    pub fn render(&self, sizes: RevocationSizes) -> String {
+    /// The exposition text, with the revocation sizes and staleness as of now.
+    pub fn render(&self, sizes: RevocationSizes, stale: bool) -> String {
+        self.stale.set(i64::from(stale));
         for (kind, n) in [
             ("session", sizes.sessions),
             ("user", sizes.users),
@@ -253,11 +285,17 @@ mod tests {
         );
         let e = ApiError::BadGateway;
         m.record(api, e.status(), Duration::from_millis(1), Some(e.code()));
-        let text = m.render(RevocationSizes {
-            sessions: 2,
-            users: 1,
-            tokens: 0,
-        });
+        m.record_decision(None);
+        m.record_decision(Some("missing_token"));
+        m.record_decision(None);
+        let text = m.render(
+            RevocationSizes {
+                sessions: 2,
+                users: 1,
+                tokens: 0,
+            },
+            true,
+        );
         assert!(
             text.contains(r#"authgate_requests_total{route="/api",status="200"} 1"#),
             "{text}"
@@ -271,9 +309,18 @@ mod tests {
             "{text}"
         );
         assert!(
+            text.contains(r#"authgate_forward_auth_decisions_total{outcome="allowed"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"authgate_forward_auth_decisions_total{outcome="missing_token"} 1"#),
+            "{text}"
+        );
+        assert!(
             text.contains(r#"authgate_revocation_entries{kind="session"} 2"#),
             "{text}"
         );
+        assert!(text.contains("authgate_revocations_stale 1"), "{text}");
         assert!(
             text.contains("authgate_request_duration_seconds_bucket{"),
             "{text}"

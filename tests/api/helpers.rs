@@ -51,9 +51,15 @@ pub struct Setup {
     pub cookies: String,
     /// Extra lines for `[cors]`.
     pub cors: String,
+    /// Extra lines for `[forward_auth]`.
+    pub forward_auth: String,
     /// `[[routes]]` tables; `None` means the default routes to the echo upstream. Every
     /// [`ECHO`] in the text is replaced by the echo upstream's address.
     pub routes: Option<String>,
+    /// The `[store]` lines; `None` means an SQLite file in the data folder.
+    pub store: Option<String>,
+    /// The HS256 secret file; `None` means one in the data folder. Replicas share one.
+    pub secret_file: Option<PathBuf>,
 }
 
 impl Setup {
@@ -63,6 +69,14 @@ impl Setup {
             Some(routes) => routes.replace(ECHO, &echo.to_string()),
             None => default_routes(echo),
         };
+        let store = match &self.store {
+            Some(store) => store.clone(),
+            None => format!("url = \"sqlite://{}/authgate.db\"", dir.display()),
+        };
+        let secret_file = match &self.secret_file {
+            Some(file) => file.clone(),
+            None => dir.join("jwt-secret"),
+        };
         format!(
             r#"[server]
 listen = "127.0.0.1:0"
@@ -71,10 +85,10 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 
 [store]
-url = "sqlite://{dir}/authgate.db"
+{store}
 
 [tokens]
-secret_file = "{dir}/jwt-secret"
+secret_file = "{secret_file}"
 {tokens}
 [auth]
 {auth}
@@ -87,15 +101,19 @@ secret_file = "{dir}/jwt-secret"
 [log]
 level = "warn"
 
+[forward_auth]
+{forward_auth}
+
 {routes}
 "#,
-            dir = dir.display(),
+            secret_file = secret_file.display(),
             server = self.server,
             tokens = self.tokens,
             auth = self.auth,
             proxy = self.proxy,
             cookies = self.cookies,
             cors = self.cors,
+            forward_auth = self.forward_auth,
         )
     }
 }
@@ -315,6 +333,17 @@ impl TestApp {
         }
     }
 
+    /// `POST /auth/login` for `name` as if from `ip`: an `X-Forwarded-For` the gateway
+    /// believes when the test peer (127.0.0.1) is in `trusted_proxies`.
+    pub async fn login_from(&self, name: &str, ip: &str, password: &str) -> Response {
+        self.request(reqwest::Method::POST, "/auth/login", None)
+            .header("x-forwarded-for", ip)
+            .json(&serde_json::json!({ "username": name, "password": password }))
+            .send()
+            .await
+            .expect("login request")
+    }
+
     /// `POST /auth/logout` with `token`.
     pub async fn logout(&self, token: &str) -> Response {
         self.client
@@ -385,6 +414,18 @@ pub async fn assert_error(res: Response, status: StatusCode, code: &str) -> Valu
     body
 }
 
+/// Asserts a `429 rate_limited` with a `Retry-After` of 1 s to the 15-minute window.
+pub async fn assert_limited(res: Response) {
+    let retry: u64 = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=900).contains(&retry), "Retry-After: {retry}");
+    assert_error(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+}
+
 /// The decoded claims of a JWT (no verification: for looking at what the gateway issued).
 pub fn claims(token: &str) -> Value {
     use base64::Engine;
@@ -447,19 +488,7 @@ impl Process {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn authgate");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = stderr_lines(&mut child);
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
@@ -516,6 +545,24 @@ impl Process {
     pub fn wait(&mut self) -> Option<i32> {
         self.child.wait().expect("wait for the gateway").code()
     }
+}
+
+/// The child's piped stderr, line by line, read on a thread that keeps draining it after
+/// the receiver is gone, so the child never blocks on a full pipe.
+pub fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // Nobody listening any more is no reason to stop reading.
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 impl Drop for Process {

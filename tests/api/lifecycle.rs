@@ -51,10 +51,16 @@ fn each_class_of_config_error_exits_64_with_its_message() {
         "http",
     );
     assert_config_error(
-        "[store]\nurl = \"postgres://u@h/db\"\n",
+        "[store]\nmax_staleness = \"5s\"\n",
+        &[],
+        "store.max_staleness",
+        "postgres",
+    );
+    assert_config_error(
+        "[store]\nurl = \"postgres://u@h/db?sslmode=require\"\n",
         &[],
         "store.url",
-        "not built",
+        "TLS",
     );
     assert_config_error(
         "[tokens]\nalgorithm = \"EdDSA\"\n",
@@ -141,6 +147,48 @@ fn check_config_accepts_the_example_and_creates_nothing() {
         !dir.path().join("data").exists(),
         "check-config created files"
     );
+}
+
+#[test]
+fn check_config_checks_a_postgres_url_offline_and_never_prints_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.toml");
+    let secret = format!("secret_file = \"{}/jwt-secret\"", dir.path().display());
+    // A host that cannot resolve: check-config does not connect, so the URL's shape is all
+    // it can judge.
+    let good = format!(
+        "[store]\nurl = \"postgres://app:pa55word@db.invalid:5432/authgate\"\n\
+         max_staleness = \"3s\"\npool_size = 8\n[tokens]\n{secret}\n"
+    );
+    std::fs::write(&path, good).unwrap();
+    let (code, stderr) = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("pa55word"), "{stderr}");
+    // Starting does connect: with nothing listening there, a runtime error (exit 1),
+    // password hidden.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = format!(
+        "[store]\nurl = \"postgres://app:pa55word@127.0.0.1:{port}/authgate\"\n[tokens]\n{secret}\n"
+    );
+    std::fs::write(&path, unreachable).unwrap();
+    let (code, stderr) = run(&["--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("postgres://***@127.0.0.1:{port}/authgate")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pa55word"), "{stderr}");
+
+    let bad = "[store]\nurl = \"postgres://app:pa55word@db.invalid/authgate?sslmode=require\"\n";
+    std::fs::write(&path, bad).unwrap();
+    let (code, stderr) = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("store.url"), "{stderr}");
+    assert!(!stderr.contains("pa55word"), "{stderr}");
 }
 
 #[test]

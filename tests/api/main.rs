@@ -1,5 +1,6 @@
-//! Integration tests: the real server on port 0, real upstreams, real SQLite files, real
-//! HTTP clients. One binary, one file per behaviour area.
+//! Integration tests: the real server on port 0, real upstreams, real SQLite files (and
+//! PostgreSQL databases for several replicas), real HTTP clients. One binary, one file per
+//! behaviour area.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,11 +13,16 @@ mod grpc;
 // into this test binary (the library does not export it).
 #[path = "../../src/cli/echo_upstream.rs"]
 mod echo;
+mod forward_auth;
+mod front_proxy;
 mod helpers;
 mod lifecycle;
 mod limits;
+#[path = "../support/postgres.rs"]
+mod pg;
 mod protocols;
 mod proxy;
+mod replicas;
 mod server;
 mod sessions;
 mod slow_clients;

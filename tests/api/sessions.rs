@@ -10,10 +10,12 @@ use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, claims, client, user_cli_async, write_binary_config, Process, Setup, TestApp,
-    Tokens, PASSWORD,
+    assert_error, assert_limited, claims, client, user_cli_async, write_binary_config, Process,
+    Setup, TestApp, Tokens, PASSWORD,
 };
 
+/// Three failures per username-and-address pair; the per-username and per-address tiers keep
+/// their defaults (20).
 const LIMIT_3: &str = "login_limit = { max_failures = 3, window = \"15m\" }";
 
 fn header(headers: &HeaderMap, name: &str) -> String {
@@ -194,8 +196,11 @@ async fn failed_login_time_ratio(app: &TestApp) -> (f64, Duration, Duration) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_user_and_wrong_password_take_similar_time() {
+    // Up to 92 failed logins from one address, 47 of them for one user: every tier must
+    // allow that many (max_failures alone no longer does since the tiers came).
     let app = TestApp::spawn_with(setup_auth(
-        "login_limit = { max_failures = 1000, window = \"15m\" }",
+        "login_limit = { max_failures = 1000, user_max_failures = 1000, \
+         address_max_failures = 1000, window = \"15m\" }",
     ))
     .await;
     app.register("judy", PASSWORD).await;
@@ -480,13 +485,6 @@ async fn step_up_with_the_password_gives_a_fresh_token_in_the_same_session() {
 
 // ---------------------------------------------------------------- login limiting
 
-/// Asserts a 429 with a `Retry-After` of at most the window.
-async fn assert_limited(res: Response) {
-    let retry: u64 = header(res.headers(), "retry-after").parse().unwrap();
-    assert!((1..=900).contains(&retry), "Retry-After: {retry}");
-    assert_error(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn after_max_failures_logins_are_429_even_with_the_right_password() {
     let app = TestApp::spawn_with(setup_auth(LIMIT_3)).await;
@@ -561,7 +559,11 @@ async fn failed_step_ups_and_password_changes_count_towards_the_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_address_is_limited_across_usernames() {
-    let app = TestApp::spawn_with(setup_auth(LIMIT_3)).await;
+    // The per-address tier (address_max_failures) counts over every username.
+    let app = TestApp::spawn_with(setup_auth(
+        "login_limit = { max_failures = 3, address_max_failures = 3, window = \"15m\" }",
+    ))
+    .await;
     app.register("vic", PASSWORD).await;
     app.register("walt", PASSWORD).await;
     // One failure each for three names: no name is over its budget, the address is. The
@@ -587,8 +589,9 @@ async fn one_address_is_limited_across_usernames() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_username_is_limited_across_addresses_until_a_success_clears_it() {
+    // The per-username tier (user_max_failures) counts over every address.
     let app = TestApp::spawn_with(Setup {
-        auth: LIMIT_3.into(),
+        auth: "login_limit = { max_failures = 3, user_max_failures = 3, window = \"15m\" }".into(),
         proxy: "trusted_proxies = [\"127.0.0.1/32\"]".into(),
         ..Setup::default()
     })
@@ -615,6 +618,95 @@ async fn one_username_is_limited_across_addresses_until_a_success_clears_it() {
         assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
     assert_limited(login_from("192.0.2.7", PASSWORD).await.unwrap()).await;
+}
+
+fn behind_a_proxy(login_limit: &str) -> Setup {
+    Setup {
+        auth: login_limit.into(),
+        proxy: "trusted_proxies = [\"127.0.0.1/32\"]".into(),
+        ..Setup::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn typos_from_one_address_lock_that_address_out_of_that_account_only() {
+    let app = TestApp::spawn_with(behind_a_proxy(LIMIT_3)).await;
+    app.register("zoe", PASSWORD).await;
+    app.register("yuri", PASSWORD).await;
+    for _ in 0..3 {
+        let r = app
+            .login_from("zoe", "198.51.100.1", "not the password")
+            .await;
+        assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    // The pair is full: even the right password from there waits out the window...
+    assert_limited(app.login_from("ZOE", "198.51.100.1", PASSWORD).await).await;
+    // ...while the owner elsewhere, and others at that address, get in.
+    let r = app.login_from("zoe", "198.51.100.2", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app.login_from("yuri", "198.51.100.1", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_tier_limits_at_its_own_count() {
+    let app = TestApp::spawn_with(behind_a_proxy(
+        "login_limit = { max_failures = 2, user_max_failures = 4, address_max_failures = 6, \
+         window = \"15m\" }",
+    ))
+    .await;
+    app.register("ada", PASSWORD).await;
+    // Pair: two failures close ada at .1, not ada at .2.
+    for _ in 0..2 {
+        let r = app.login_from("ada", "203.0.113.1", "wrong password").await;
+        assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    assert_limited(app.login_from("ada", "203.0.113.1", "wrong password").await).await;
+    // User: two more from .2 make four for ada: closed from anywhere.
+    for _ in 0..2 {
+        let r = app.login_from("ada", "203.0.113.2", "wrong password").await;
+        assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    assert_limited(app.login_from("ada", "203.0.113.3", PASSWORD).await).await;
+    // Address: .9 tries six names once each (no pair or user tier is reached)...
+    for name in ["n1", "n2", "n3", "n4", "n5", "n6"] {
+        let r = app.login_from(name, "203.0.113.9", "wrong password").await;
+        assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    // ...and is closed for every name, a registered one with its password too.
+    app.register("bea", PASSWORD).await;
+    assert_limited(app.login_from("bea", "203.0.113.9", PASSWORD).await).await;
+    let r = app.login_from("bea", "203.0.113.10", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_unlock_lets_a_locked_out_owner_in_at_once() {
+    let app = TestApp::spawn_with(behind_a_proxy(
+        "login_limit = { max_failures = 2, user_max_failures = 3, window = \"15m\" }",
+    ))
+    .await;
+    app.register("cleo", PASSWORD).await;
+    for ip in ["192.0.2.50", "192.0.2.50", "192.0.2.51"] {
+        let r = app.login_from("cleo", ip, "wrong password").await;
+        assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    assert_limited(app.login_from("cleo", "192.0.2.50", PASSWORD).await).await;
+    assert_limited(app.login_from("cleo", "192.0.2.52", PASSWORD).await).await;
+
+    let out = user_cli_async(&app.config_path, &["user", "unlock", "CLEO"], None).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("failed-login counts cleared"), "{stdout}");
+    // Both the username's own count and its pairs are cleared.
+    for ip in ["192.0.2.50", "192.0.2.52"] {
+        let r = app.login_from("cleo", ip, PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::OK, "from {ip}");
+    }
 }
 
 // ---------------------------------------------------------------- the real binary

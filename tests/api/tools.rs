@@ -65,7 +65,7 @@ pub fn psql() -> PathBuf {
 /// A PostgreSQL URL (`postgres://ROLE@127.0.0.1:PORT/test`) whose role may create databases:
 /// each test makes its own.
 pub fn postgres_url() -> String {
-    var("AUTHGATE_TEST_PG_URL", "PostgreSQL")
+    crate::pg::admin_url()
 }
 
 /// The python of the test venv, with the packages of `scripts/test-requirements.txt`.

@@ -18,7 +18,8 @@ use std::time::Duration;
 use authgate::sessions::operations::{refresh_rotating, RefreshOutcome};
 use authgate::sessions::rules::{self, RefreshTiming};
 use authgate::store::{
-    FeedCursor, RetiredRefresh, Revocation, RevocationKind, Session, SessionSweep, Store,
+    CounterKey, CounterReading, CounterTimes, FeedCursor, LoginFinish, LoginOutcome, LoginReserve,
+    Reservation, RetiredRefresh, Revocation, RevocationKind, Session, SessionSweep, Store,
     StoreError, User,
 };
 use tokio::sync::mpsc;
@@ -58,6 +59,11 @@ macro_rules! conformance_suite {
             live_revocations_leave_out_entries_whose_tokens_expired,
             prune_removes_only_expired_entries_and_sessions_and_seqs_stay_unique,
             many_concurrent_writers_lose_nothing_and_never_report_busy,
+            login_counters_admit_below_their_limits_and_count_failures_in_a_window,
+            login_reservations_count_until_finished_or_their_lease_lapses,
+            concurrent_login_reservations_never_exceed_a_limit,
+            a_login_success_clears_its_usernames_failures_but_keeps_reservations,
+            clearing_and_pruning_login_counters,
         );
     };
     (@tests $backend:ty; $($name:ident),* $(,)?) => {
@@ -939,4 +945,257 @@ pub async fn many_concurrent_writers_lose_nothing_and_never_report_busy<B: Backe
     let expected: BTreeSet<_> = (0..TASKS).map(|i| format!("s{i}")).collect();
     assert_eq!(session_ids(&entries), expected);
     assert_eq!(entries.len(), TASKS);
+}
+
+// ---- failed-login counters ----
+
+/// A window of 60 s, in the milliseconds counters are kept in.
+const WINDOW_MS: i64 = 60_000;
+
+fn counter(username: &str, address: &str) -> CounterKey {
+    CounterKey {
+        username: username.to_owned(),
+        address: address.to_owned(),
+    }
+}
+
+fn times(now: i64) -> CounterTimes {
+    CounterTimes {
+        now,
+        window_from: now - WINDOW_MS,
+    }
+}
+
+/// The three counters of `user` at `address` with limits 2 (pair), 5 (user), 5 (address).
+fn tiers(user: &str, address: &str) -> Vec<(CounterKey, u32)> {
+    vec![
+        (counter(user, address), 2),
+        (counter(user, ""), 5),
+        (counter("", address), 5),
+    ]
+}
+
+async fn reserve(store: &Arc<dyn Store>, counters: &[(CounterKey, u32)], now: i64) -> Reservation {
+    store
+        .reserve_login(LoginReserve {
+            counters: counters.to_vec(),
+            times: times(now),
+            lease_until: now + 30_000,
+        })
+        .await
+        .unwrap()
+}
+
+async fn finish(
+    store: &Arc<dyn Store>,
+    counters: &[(CounterKey, u32)],
+    outcome: LoginOutcome,
+    now: i64,
+) {
+    store
+        .finish_login(LoginFinish {
+            counters: counters.iter().map(|(k, _)| k.clone()).collect(),
+            outcome,
+            times: times(now),
+        })
+        .await
+        .unwrap();
+}
+
+/// A reserved check at `now` that fails at `now`.
+async fn failure(store: &Arc<dyn Store>, counters: &[(CounterKey, u32)], now: i64) {
+    assert!(reserve(store, counters, now).await.admitted);
+    finish(store, counters, LoginOutcome::Failed, now).await;
+}
+
+pub async fn login_counters_admit_below_their_limits_and_count_failures_in_a_window<B: Backend>() {
+    let (_db, store) = fresh::<B>().await;
+    let alice = tiers("alice", "10.0.0.1");
+    let first = reserve(&store, &alice, 1_000_000).await;
+    assert!(first.admitted);
+    assert_eq!(first.readings, vec![CounterReading::default(); 3]);
+    finish(&store, &alice, LoginOutcome::Failed, 1_000_500).await;
+    failure(&store, &alice, 1_010_000).await;
+
+    // The pair holds two failures in the window that opened at the first one.
+    let full = reserve(&store, &alice, 1_020_000).await;
+    assert!(!full.admitted);
+    let pair = CounterReading {
+        window_start: 1_000_500,
+        failures: 2,
+        pending: 0,
+    };
+    assert_eq!(full.readings[0], pair);
+    assert_eq!(full.readings[1].failures, 2);
+    assert_eq!(full.readings[2].failures, 2);
+    // A refusal changes nothing, and another address or user has room.
+    assert_eq!(
+        reserve(&store, &alice, 1_020_001).await.readings,
+        full.readings
+    );
+    let elsewhere = reserve(&store, &tiers("alice", "10.0.0.2"), 1_020_000).await;
+    assert!(elsewhere.admitted);
+    assert_eq!(elsewhere.readings[0], CounterReading::default());
+    finish(
+        &store,
+        &tiers("alice", "10.0.0.2"),
+        LoginOutcome::Abandoned,
+        1_020_000,
+    )
+    .await;
+
+    // Once the window has passed the counts start over, in a window of their own.
+    let later = 1_000_500 + WINDOW_MS;
+    let again = reserve(&store, &alice, later).await;
+    assert!(again.admitted, "{again:?}");
+    assert_eq!(again.readings[0].failures, 0);
+    finish(&store, &alice, LoginOutcome::Failed, later + 5).await;
+    let next = reserve(&store, &alice, later + 10).await;
+    assert_eq!(next.readings[0].window_start, later + 5);
+    assert_eq!(next.readings[0].failures, 1);
+}
+
+pub async fn login_reservations_count_until_finished_or_their_lease_lapses<B: Backend>() {
+    let (_db, store) = fresh::<B>().await;
+    let bob = tiers("bob", "10.0.0.9");
+    assert!(reserve(&store, &bob, 1_000_000).await.admitted);
+    let second = reserve(&store, &bob, 1_000_001).await;
+    assert!(second.admitted);
+    assert_eq!(second.readings[0].pending, 1);
+    // Two checks in flight fill the pair (limit 2) before any failure.
+    let third = reserve(&store, &bob, 1_000_002).await;
+    assert!(!third.admitted);
+    assert_eq!(third.readings[0].pending, 2);
+    assert_eq!(third.readings[0].failures, 0);
+    finish(&store, &bob, LoginOutcome::Abandoned, 1_000_003).await;
+    assert!(reserve(&store, &bob, 1_000_004).await.admitted);
+    // Nobody finishes the two left: their lease (30 s) lapses.
+    assert!(!reserve(&store, &bob, 1_029_999).await.admitted);
+    let lapsed = reserve(&store, &bob, 1_030_004).await;
+    assert!(lapsed.admitted, "{lapsed:?}");
+    assert_eq!(lapsed.readings[0].pending, 0);
+}
+
+pub async fn concurrent_login_reservations_never_exceed_a_limit<B: Backend>() {
+    let db = B::create().await;
+    let stores = stores(&db, 2).await;
+    // Twenty checks of one pair at once, through two stores (two replicas), limit 2; and the
+    // address counter shared with another user, limit 5.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&stores[i % 2]);
+            let user = if i % 4 == 3 { "carol" } else { "dave" };
+            tokio::spawn(async move {
+                let reserved = reserve(&store, &tiers(user, "10.1.1.1"), 1_000_000).await;
+                (user, reserved.admitted)
+            })
+        })
+        .collect();
+    let results = join_all(tasks).await;
+    let admitted = |name: &str| {
+        results
+            .iter()
+            .filter(|(user, ok)| *user == name && *ok)
+            .count()
+    };
+    assert_eq!(admitted("dave"), 2, "{results:?}");
+    assert_eq!(admitted("carol"), 2, "{results:?}");
+    // The address holds the four reservations: one more fills it.
+    assert!(
+        reserve(&stores[0], &tiers("erin", "10.1.1.1"), 1_000_001)
+            .await
+            .admitted
+    );
+    assert!(
+        !reserve(&stores[1], &tiers("frank", "10.1.1.1"), 1_000_001)
+            .await
+            .admitted
+    );
+}
+
+pub async fn a_login_success_clears_its_usernames_failures_but_keeps_reservations<B: Backend>() {
+    let (_db, store) = fresh::<B>().await;
+    let here = tiers("gina", "10.0.0.1");
+    let there = tiers("gina", "10.0.0.2");
+    failure(&store, &here, 1_000_000).await;
+    failure(&store, &there, 1_000_000).await;
+    // A check from a third address is in flight while one from here succeeds.
+    let third = tiers("gina", "10.0.0.3");
+    assert!(reserve(&store, &third, 1_000_001).await.admitted);
+    assert!(reserve(&store, &here, 1_000_002).await.admitted);
+    let clear = LoginOutcome::Succeeded {
+        clear_username: "gina".into(),
+    };
+    finish(&store, &here, clear, 1_000_003).await;
+
+    let after = reserve(&store, &there, 1_000_004).await;
+    assert_eq!(
+        after.readings[0].failures, 0,
+        "the pair elsewhere is cleared"
+    );
+    assert_eq!(after.readings[1].failures, 0, "the username is cleared");
+    assert_eq!(
+        after.readings[1].pending, 1,
+        "the check in flight still counts"
+    );
+    assert_eq!(
+        after.readings[2].failures, 1,
+        "the address keeps its failure"
+    );
+    let here_now = reserve(&store, &here, 1_000_005).await;
+    assert_eq!(here_now.readings[2].failures, 1, "this address too");
+}
+
+pub async fn clearing_and_pruning_login_counters<B: Backend>() {
+    let (_db, store) = fresh::<B>().await;
+    failure(&store, &tiers("hal", "10.0.0.1"), 1_000_000).await;
+    failure(&store, &tiers("hal", "10.0.0.2"), 1_000_000).await;
+    failure(&store, &tiers("ida", "10.0.0.1"), 1_000_000).await;
+    // hal's own counter and two pairs.
+    assert_eq!(store.clear_login_failures("hal").await.unwrap(), 3);
+    assert_eq!(store.clear_login_failures("hal").await.unwrap(), 0);
+    let ida = reserve(&store, &tiers("ida", "10.0.0.1"), 1_000_001).await;
+    assert_eq!(ida.readings[0].failures, 1, "another user keeps theirs");
+    assert_eq!(ida.readings[2].failures, 2, "addresses keep theirs");
+    finish(
+        &store,
+        &tiers("ida", "10.0.0.1"),
+        LoginOutcome::Abandoned,
+        1_000_001,
+    )
+    .await;
+
+    // Cleared counters go at once; ida's and the addresses' when their window has passed.
+    assert_eq!(
+        store.prune_login_counters(times(1_000_002)).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .prune_login_counters(times(1_000_000 + WINDOW_MS))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store
+            .prune_login_counters(times(1_000_000 + WINDOW_MS))
+            .await
+            .unwrap(),
+        0
+    );
+    // A counter with a reservation in flight stays until its lease lapses.
+    assert!(
+        reserve(&store, &tiers("jo", "10.0.0.3"), 2_000_000)
+            .await
+            .admitted
+    );
+    assert_eq!(
+        store.prune_login_counters(times(2_000_001)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.prune_login_counters(times(2_030_000)).await.unwrap(),
+        3
+    );
 }

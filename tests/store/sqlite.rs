@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use authgate::config::StoreUrl;
+use authgate::config::{StoreConfig, StoreUrl};
 use authgate::store::Store;
 use tempfile::TempDir;
 
@@ -14,18 +14,19 @@ use crate::conformance::Backend;
 /// A database file in a temp dir of its own (under a folder the store creates).
 pub struct Sqlite {
     _dir: TempDir,
-    url: StoreUrl,
+    path: PathBuf,
 }
 
 impl Backend for Sqlite {
     async fn create() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let url = StoreUrl::Sqlite(dir.path().join("data").join("authgate.db"));
-        Sqlite { _dir: dir, url }
+        let path = dir.path().join("data").join("authgate.db");
+        Sqlite { _dir: dir, path }
     }
 
     async fn open(&self) -> Arc<dyn Store> {
-        authgate::store::open(&self.url).await.unwrap()
+        let config = StoreConfig::with_url(StoreUrl::Sqlite(self.path.clone()));
+        authgate::store::open(&config).await.unwrap()
     }
 }
 
@@ -43,7 +44,7 @@ fn mode(path: &Path) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_store_creates_the_database_wal_and_shm_readable_by_the_owner_only() {
     let db = Sqlite::create().await;
-    let StoreUrl::Sqlite(path) = &db.url;
+    let path = &db.path;
     let store = db.open().await;
     // A write, so the write-ahead log has content; both files live while a store is open.
     store.create_user("u", "$h", vec![], 1_000).await.unwrap();

@@ -60,6 +60,19 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE revocations RENAME COLUMN expires_at TO covers_until;
     ",
+    // 3: failed-login counters, shared by every process on the database. `username` is empty
+    // for a per-address counter, `address` for a per-username one. Times in milliseconds.
+    "
+    CREATE TABLE login_counters (
+        username      TEXT    NOT NULL,
+        address       TEXT    NOT NULL,
+        window_start  INTEGER NOT NULL,
+        failures      INTEGER NOT NULL,
+        pending       INTEGER NOT NULL,
+        pending_until INTEGER NOT NULL,
+        PRIMARY KEY (username, address)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build creates and understands.
@@ -72,18 +85,7 @@ pub(crate) fn version(conn: &Connection) -> rusqlite::Result<i64> {
 
 /// Refuses a database written by a newer build: its meaning of the tables is unknown here.
 pub(crate) fn ensure_known(version: i64) -> Result<(), StoreError> {
-    if version > LATEST_VERSION {
-        return Err(StoreError::Schema(format!(
-            "the database has schema version {version}, but this build of authgate only knows \
-             versions up to {LATEST_VERSION}; run a newer authgate"
-        )));
-    }
-    if version < 0 {
-        return Err(StoreError::Schema(format!(
-            "the database has an invalid schema version {version}"
-        )));
-    }
-    Ok(())
+    crate::store::ensure_known_version(version, LATEST_VERSION)
 }
 
 /// Applies every migration the database lacks, one transaction each.

@@ -24,8 +24,9 @@ use rusqlite::{
 };
 
 use super::{
-    FeedCursor, FeedPage, RetiredRefresh, Revocation, RevocationKind, Session, SessionSweep, Store,
-    StoreError, StoreFuture, User, UserWithHash,
+    CounterKey, CounterTimes, FeedCursor, FeedPage, LoginFinish, LoginOutcome, LoginReserve,
+    Reservation, RetiredRefresh, Revocation, RevocationKind, Session, SessionSweep, Store,
+    StoreError, StoreFuture, StoredCounter, User, UserWithHash,
 };
 use error::{is_unique_violation, map_err};
 
@@ -596,45 +597,12 @@ fn update_auth_time(tx: &Connection, sid: &str, now: i64) -> Result<bool, StoreE
 
 // ---- revocation log ----
 
-fn encode_kind(kind: &RevocationKind) -> (&'static str, String) {
-    match kind {
-        RevocationKind::Session(sid) => ("session", sid.clone()),
-        RevocationKind::User(id) => ("user", id.to_string()),
-        RevocationKind::Token(jti) => ("token", jti.clone()),
-    }
-}
-
-fn decode_entry(
-    seq: i64,
-    kind: &str,
-    value: String,
-    covers_until: i64,
-) -> Result<Revocation, StoreError> {
-    let kind = match kind {
-        "session" => RevocationKind::Session(value),
-        "token" => RevocationKind::Token(value),
-        "user" => RevocationKind::User(value.parse().map_err(|_| {
-            StoreError::Internal(format!("revocation entry {seq} names no valid user id"))
-        })?),
-        _ => {
-            return Err(StoreError::Internal(format!(
-                "revocation entry {seq} has an unknown kind"
-            )))
-        }
-    };
-    Ok(Revocation {
-        seq,
-        kind,
-        covers_until,
-    })
-}
-
 fn append_revocation(
     tx: &Connection,
     kind: &RevocationKind,
     covers_until: i64,
 ) -> Result<Revocation, StoreError> {
-    let (kind_text, value) = encode_kind(kind);
+    let (kind_text, value) = kind.encode();
     let seq = tx
         .prepare_cached(
             "INSERT INTO revocations (kind, value, covers_until) VALUES (?1, ?2, ?3)
@@ -670,7 +638,7 @@ fn entries_where(
         })
         .map_err(map_err)?;
     rows.into_iter()
-        .map(|(seq, kind, value, covers_until)| decode_entry(seq, &kind, value, covers_until))
+        .map(|(seq, kind, value, covers_until)| Revocation::decode(seq, &kind, value, covers_until))
         .collect()
 }
 
@@ -697,6 +665,104 @@ fn prune_expired(tx: &Connection, expired_by: i64) -> Result<usize, StoreError> 
         .execute("DELETE FROM sessions WHERE expires_at <= ?1", [expired_by])
         .map_err(map_err)?;
     Ok(entries + sessions)
+}
+
+// ---- failed-login counters ----
+
+fn read_counter(conn: &Connection, key: &CounterKey) -> Result<StoredCounter, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT window_start, failures, pending, pending_until FROM login_counters
+             WHERE username = ?1 AND address = ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![key.username, key.address], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()
+        })
+        .map_err(map_err)?;
+    Ok(match row {
+        Some((window_start, failures, pending, pending_until)) => StoredCounter {
+            window_start,
+            failures: count_of(failures),
+            pending: count_of(pending),
+            pending_until,
+        },
+        None => StoredCounter::default(),
+    })
+}
+
+/// A stored count; a negative or oversized one (never written) reads as its nearest bound.
+fn count_of(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+fn write_counter(tx: &Connection, key: &CounterKey, c: &StoredCounter) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO login_counters
+             (username, address, window_start, failures, pending, pending_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (username, address) DO UPDATE SET
+             window_start = excluded.window_start, failures = excluded.failures,
+             pending = excluded.pending, pending_until = excluded.pending_until",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            key.username,
+            key.address,
+            c.window_start,
+            c.failures,
+            c.pending,
+            c.pending_until
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
+}
+
+fn reserve_counters(tx: &Connection, reserve: &LoginReserve) -> Result<Reservation, StoreError> {
+    let stored = reserve
+        .counters
+        .iter()
+        .map(|(key, _)| read_counter(tx, key))
+        .collect::<Result<Vec<_>, _>>()?;
+    let readings: Vec<_> = stored.iter().map(|s| reserve.times.read(s)).collect();
+    let admitted = reserve.admits(&readings);
+    if admitted {
+        for ((key, _), s) in reserve.counters.iter().zip(&stored) {
+            write_counter(tx, key, &reserve.reserved(s))?;
+        }
+    }
+    Ok(Reservation { admitted, readings })
+}
+
+fn finish_counters(tx: &Connection, finish: &LoginFinish) -> Result<(), StoreError> {
+    for key in &finish.counters {
+        let stored = read_counter(tx, key)?;
+        write_counter(tx, key, &finish.applied(&stored))?;
+    }
+    if let LoginOutcome::Succeeded { clear_username } = &finish.outcome {
+        clear_failures(tx, clear_username)?;
+    }
+    Ok(())
+}
+
+fn clear_failures(tx: &Connection, username: &str) -> Result<usize, StoreError> {
+    tx.execute(
+        "UPDATE login_counters SET failures = 0 WHERE username = ?1 AND failures > 0",
+        [username],
+    )
+    .map_err(map_err)
+}
+
+fn prune_counters(tx: &Connection, times: CounterTimes) -> Result<usize, StoreError> {
+    tx.execute(
+        "DELETE FROM login_counters
+         WHERE (failures = 0 OR window_start <= ?1) AND (pending = 0 OR pending_until <= ?2)",
+        params![times.window_from, times.now],
+    )
+    .map_err(map_err)
 }
 
 impl Store for SqliteStore {
@@ -800,7 +866,13 @@ impl Store for SqliteStore {
     }
 
     fn revocations_since<'a>(&'a self, cursor: &'a FeedCursor) -> StoreFuture<'a, FeedPage> {
-        let after = cursor.position();
+        let Some(after) = cursor.position() else {
+            return Box::pin(async {
+                Err(StoreError::Internal(
+                    "a feed cursor of another kind of store".into(),
+                ))
+            });
+        };
         self.read(move |tx| {
             let entries = entries_where(tx, "seq > ?1", after)?;
             // Safe only because SQLite serialises writers (see `store::feed`): nothing at or
@@ -834,6 +906,23 @@ impl Store for SqliteStore {
             tx.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
                 .map_err(map_err)
         })
+    }
+
+    fn reserve_login(&self, reserve: LoginReserve) -> StoreFuture<'_, Reservation> {
+        self.write(move |tx| reserve_counters(tx, &reserve))
+    }
+
+    fn finish_login(&self, finish: LoginFinish) -> StoreFuture<'_, ()> {
+        self.write(move |tx| finish_counters(tx, &finish))
+    }
+
+    fn clear_login_failures<'a>(&'a self, username: &'a str) -> StoreFuture<'a, usize> {
+        let username = username.to_owned();
+        self.write(move |tx| clear_failures(tx, &username))
+    }
+
+    fn prune_login_counters(&self, times: CounterTimes) -> StoreFuture<'_, usize> {
+        self.write(move |tx| prune_counters(tx, times))
     }
 }
 

@@ -1280,3 +1280,38 @@ async fn a_cookie_websocket_is_closed_with_1008_when_its_session_logs_out() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A forward-auth decision on `GET /auth/verify` for `method /api/x`, with `cookie`, an
+/// allowed `Origin`, and `X-CSRF-TOKEN: csrf` when given.
+async fn verify(app: &TestApp, cookie: &str, method: &str, csrf: Option<&str>) -> Response {
+    let mut req = with_cookie(app, Method::GET, "/auth/verify", cookie)
+        .header("x-forwarded-method", method)
+        .header("x-forwarded-uri", "/api/x")
+        .header("origin", "http://app.example");
+    if let Some(value) = csrf {
+        req = req.header("x-csrf-token", value);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_decides_on_token_cookies_with_csrf_for_the_original_method() {
+    let app = TestApp::spawn_with(Setup {
+        forward_auth: "enabled = true".into(),
+        ..browser_setup("")
+    })
+    .await;
+    let (_, jar) = sign_in(&app, "verify.rita").await;
+    let cookie = jar.header(&[ACCESS]);
+    let r = verify(&app, &cookie, "GET", None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(r.headers(), "x-auth-username"), "verify.rita");
+    assert!(
+        access_headers(r.headers()).is_empty(),
+        "no CORS on decisions"
+    );
+    let r = verify(&app, &cookie, "POST", None).await;
+    assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+    let r = verify(&app, &cookie, "POST", Some(jar.get(CSRF_ACCESS))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}

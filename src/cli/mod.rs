@@ -3,13 +3,14 @@
 //! 1 runtime failure, 2 usage, 64 bad config — always before any port is bound).
 //!
 //! `main.rs` only calls [`main`]. Each command has its file; `exit` holds what they share
-//! (exit codes, config loading, the runtime), `signals` turns process signals into calls on
-//! the gateway's handles, and `echo_upstream` is the demo's upstream (private: not part of the
+//! (exit codes, config loading, the runtime), `open_files` raises the open-files limit at
+//! start, `signals` turns process signals into calls on the gateway's handles, and `echo_upstream` is the demo's upstream (private: not part of the
 //! library's API; the tests and the example compile the same file on their own).
 
 pub mod demo;
 mod echo_upstream;
 mod exit;
+mod open_files;
 mod serve;
 mod signals;
 mod user;

@@ -19,6 +19,8 @@ pub(super) fn serve(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let _log = crate::telemetry::init(&log);
+    // Before any listener: every connection holds a descriptor.
+    super::open_files::log(&super::open_files::raise());
     let runtime = match multi_thread_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

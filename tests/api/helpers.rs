@@ -466,6 +466,8 @@ pub struct Process {
     pub admin: Option<SocketAddr>,
     /// The "serving" log line itself.
     pub serving: String,
+    /// The log lines before the "serving" line.
+    pub before_serving: Vec<String>,
     /// Log lines after the "serving" line, read on a thread.
     pub lines: std::sync::mpsc::Receiver<String>,
 }
@@ -478,17 +480,25 @@ impl Process {
     #[allow(clippy::zombie_processes)]
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Process {
         let mut cmd = Command::new(binary());
-        cmd.arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env_remove("RUST_LOG");
+        cmd.arg("--config").arg(config);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Process::spawn(cmd)
+    }
+
+    /// Starts `cmd` (the binary, or a shell that execs it) with stderr piped and the test
+    /// runner's `RUST_LOG` removed, and waits for its "serving" line.
+    // ok: as for `start`.
+    #[allow(clippy::zombie_processes)]
+    pub fn spawn(mut cmd: Command) -> Process {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG");
         let mut child = cmd.spawn().expect("spawn authgate");
         let rx = stderr_lines(&mut child);
+        let mut before_serving = Vec::new();
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
@@ -499,9 +509,11 @@ impl Process {
                     addr,
                     admin,
                     serving: line,
+                    before_serving,
                     lines: rx,
                 };
             }
+            before_serving.push(line);
         }
     }
 

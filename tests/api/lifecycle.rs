@@ -1,6 +1,6 @@
 //! The real binary: config errors exit 64 before any port is bound, check-config, SIGTERM
 //! drains and exits 0, admin endpoints live on the admin port only, HTTPS over HTTP/1.1 and
-//! HTTP/2.
+//! HTTP/2, the open-files limit raised at start.
 
 use std::net::TcpListener;
 use std::process::Command;
@@ -201,6 +201,46 @@ fn usage_errors_exit_2_and_version_and_help_work() {
     for word in ["serve", "check-config", "demo", "user", "--config"] {
         assert!(help.contains(word), "--help mentions {word}: {help}");
     }
+}
+
+/// The soft and hard open-files limits of process `pid`, from /proc.
+fn open_files_limits(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].parse().unwrap(), fields[4].parse().unwrap())
+}
+
+#[test]
+fn the_open_files_soft_limit_is_raised_to_the_hard_limit_at_start_and_logged() {
+    let (_, hard) = open_files_limits("self");
+    assert!(
+        hard > 256,
+        "this test needs a hard limit above 256, not {hard}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_binary_config(dir.path(), "", "");
+    // A shell lowers the soft limit the gateway inherits, then becomes the gateway.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"ulimit -S -n 256 && exec "$0" --config "$1""#)
+        .arg(binary())
+        .arg(&path);
+    let p = Process::spawn(cmd);
+    let pid = p.child.id().to_string();
+    assert_eq!(open_files_limits(&pid), (hard, hard));
+    let line = p
+        .before_serving
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "open-files limit raised to the hard limit")
+        .unwrap_or_else(|| panic!("no raise line in {:?}", p.before_serving));
+    assert_eq!(line["from"], 256);
+    assert_eq!(line["to"], hard);
+    assert_eq!(line["level"], "INFO");
 }
 
 #[tokio::test(flavor = "multi_thread")]

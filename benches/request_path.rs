@@ -1,6 +1,7 @@
 //! Micro benchmarks of the request path: authentication (bearer header, token verification
-//! and the revocation lookup), and route matching with 10 and 1,000 routes. `cargo bench`
-//! runs them.
+//! and the revocation lookup) for a token seen before (the verified-token cache hits) and at
+//! first sight (a full verification), HS256 and EdDSA; and route matching with 10 and 1,000
+//! routes. `cargo bench` runs them.
 
 // A benchmark that cannot set itself up should stop loudly.
 #![allow(clippy::expect_used)]
@@ -18,10 +19,15 @@ use authgate::config::{self, Config};
 use authgate::path::normalize;
 use authgate::proxy::router::Router;
 use authgate::store::{Revocation, RevocationKind};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
 fn config_with_routes(n: usize) -> Config {
-    let mut text = String::new();
+    config_with(n, "")
+}
+
+/// A config with `n` routes and `tokens` as its `[tokens]` section's lines.
+fn config_with(n: usize, tokens: &str) -> Config {
+    let mut text = format!("[tokens]\n{tokens}\n");
     for i in 0..n {
         text.push_str(&format!(
             "[[routes]]\nprefix = \"/svc{i}/v1\"\nupstream = \"http://127.0.0.1:9000\"\nauth = \"token\"\n"
@@ -31,13 +37,8 @@ fn config_with_routes(n: usize) -> Config {
 }
 
 fn token_service(cfg: &Config) -> TokenService {
-    let keys = load_keys(
-        &cfg.tokens,
-        &cfg.source,
-        Some(vec![42u8; 64]),
-        KeyLoad::CheckOnly,
-    )
-    .expect("keys");
+    let secret = (cfg.tokens.private_key_file.is_none()).then(|| vec![42u8; 64]);
+    let keys = load_keys(&cfg.tokens, &cfg.source, secret, KeyLoad::CheckOnly).expect("keys");
     TokenService::new(&cfg.tokens, keys).expect("token service")
 }
 
@@ -79,25 +80,66 @@ fn index_with(n: usize) -> RevocationIndex {
 }
 
 fn bench_verify(c: &mut Criterion) {
-    let cfg = config_with_routes(0);
-    let svc = Arc::new(token_service(&cfg));
-    let token = svc.issue(&access_claims(&svc)).expect("token");
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        http::header::AUTHORIZATION,
-        http::HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
-    );
-    for n in [0usize, 100_000] {
-        let auth = Authenticator::new(svc.clone(), Arc::new(index_with(n)));
-        c.bench_function(
-            &format!("authenticate HS256 access token, {n} revocations"),
-            |b| {
-                b.iter(|| {
-                    auth.authenticate(black_box(&headers), &http::Method::GET, Accept::Access)
-                        .expect("valid")
-                })
-            },
+    let ed25519 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/ed25519.pem");
+    let services = [
+        ("HS256", config_with(0, "")),
+        (
+            "EdDSA",
+            config_with(
+                0,
+                &format!(
+                    "algorithm = \"EdDSA\"\nprivate_key_file = \"{}\"",
+                    ed25519.display()
+                ),
+            ),
+        ),
+    ];
+    for (alg, cfg) in services {
+        let svc = Arc::new(token_service(&cfg));
+        let token = svc.issue(&access_claims(&svc)).expect("token");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
         );
+        for n in [0usize, 100_000] {
+            let index = Arc::new(index_with(n));
+            // Seen before: the first call fills the cache, every measured one hits it.
+            let auth = Authenticator::new(svc.clone(), index.clone());
+            auth.authenticate(&headers, &http::Method::GET, Accept::Access)
+                .expect("valid");
+            c.bench_function(
+                &format!("authenticate {alg} access token seen before, {n} revocations"),
+                |b| {
+                    b.iter(|| {
+                        auth.authenticate(black_box(&headers), &http::Method::GET, Accept::Access)
+                            .expect("valid")
+                    })
+                },
+            );
+            // First sight: a new authenticator (an empty cache) per call, made outside the
+            // measurement; the call verifies in full and fills the cache.
+            c.bench_function(
+                &format!("authenticate {alg} access token first sight, {n} revocations"),
+                |b| {
+                    b.iter_batched(
+                        || Authenticator::new(svc.clone(), index.clone()),
+                        |auth| {
+                            let identity = auth
+                                .authenticate(
+                                    black_box(&headers),
+                                    &http::Method::GET,
+                                    Accept::Access,
+                                )
+                                .expect("valid");
+                            // Dropped after the measurement, with the authenticator.
+                            (auth, identity)
+                        },
+                        BatchSize::SmallInput,
+                    )
+                },
+            );
+        }
     }
 }
 

@@ -58,6 +58,20 @@ impl Clock {
     pub fn now_u64(&self) -> u64 {
         self.since_epoch().as_secs()
     }
+
+    /// [`Clock::now_u64`], but never earlier than the system clock: for checks that must agree
+    /// with code reading the system clock itself (jsonwebtoken's `exp`). The system clock reads
+    /// once.
+    pub fn now_u64_not_before_system(&self) -> u64 {
+        let system = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        match &self.manual {
+            Some(_) => self.now_u64().max(system),
+            None => system,
+        }
+    }
 }
 
 /// Whole seconds of a duration as the store's signed seconds (saturating).

@@ -10,6 +10,10 @@
 //! lookup. A missing credential (`Ok(None)`) stays distinct from a bad one (`Err`), so a route
 //! with optional authentication can let the first through as anonymous and refuse the second.
 //!
+//! A token seen before is not verified again: the [`VerifiedCache`] keeps what verification
+//! found, keyed by the token's bytes, until the token's `exp` or a key reload; revocation,
+//! staleness and CSRF are checked on every request, hit or miss.
+//!
 //! CSRF (double submit, HTTP-API.md §7.4) is checked here, right after revocation and before
 //! anything a caller checks next (freshness, roles, method — the order of §7.2): a
 //! cookie-authenticated request with an unsafe method must echo its token's `csrf` claim in
@@ -28,7 +32,8 @@ use super::cookies::{request_cookie, ACCESS_COOKIE, REFRESH_COOKIE, X_CSRF_TOKEN
 use super::error::AuthError;
 use super::identity::{Identity, Presentation};
 use super::revocation::RevocationIndex;
-use super::tokens::{TokenError, TokenService};
+use super::tokens::{TokenError, TokenService, Verified};
+use super::verified_cache::VerifiedCache;
 use crate::telemetry;
 
 /// Which token types a caller accepts, and so which cookie it reads.
@@ -69,6 +74,8 @@ pub struct Authenticator {
     revocations: Arc<RevocationIndex>,
     /// Whether token cookies are a credential source (`[auth.cookies] enabled`).
     cookies: bool,
+    /// Tokens verified before, by their bytes.
+    verified: VerifiedCache,
 }
 
 impl Authenticator {
@@ -79,6 +86,7 @@ impl Authenticator {
             tokens,
             revocations,
             cookies: false,
+            verified: VerifiedCache::default(),
         }
     }
 
@@ -104,13 +112,7 @@ impl Authenticator {
         let Some((token, presentation)) = self.credential(headers, accept)? else {
             return Ok(None);
         };
-        let verified = self.tokens.verify_as(token, accept.types()).map_err(|e| {
-            // Which check failed goes to the log (never the token); the client gets one message.
-            if let TokenError::Invalid(reason) = &e {
-                tracing::debug!(reason, "token refused");
-            }
-            AuthError::from(e)
-        })?;
+        let verified = self.verify(token, accept)?;
         let claims = &verified.claims;
         // A stale replica cannot tell whether a well-signed token was revoked elsewhere:
         // it fails closed. Checked before the index so "in sync" covers what is read next.
@@ -126,10 +128,38 @@ impl Authenticator {
         if presentation == Presentation::Cookie && !is_safe(method) {
             check_csrf(headers, claims.csrf.as_deref())?;
         }
-        let identity = Identity::from_verified(verified, presentation);
+        let identity = Identity::from_shared(&verified, presentation);
         // The access line and every later line of the request name the user.
         telemetry::record_user(identity.user_id);
         Ok(Some(identity))
+    }
+
+    /// What verifying `token` finds, from the cache when it was verified before under the
+    /// current keys and has not expired; a token of a type `accept` does not take is refused
+    /// either way.
+    fn verify(&self, token: &str, accept: Accept) -> Result<Arc<Verified>, AuthError> {
+        // Read before verifying: a reload during the verification leaves an entry that the
+        // next request no longer trusts.
+        let generation = self.tokens.key_generation();
+        let verified = match self
+            .verified
+            .get(token, generation, self.tokens.expiry_now())
+        {
+            Some(verified) => verified,
+            None => {
+                let verified = self
+                    .tokens
+                    .verify_as(token, &[TokenType::Access, TokenType::Refresh])
+                    .map_err(refused)?;
+                let verified = Arc::new(verified);
+                self.verified.insert(token, generation, verified.clone());
+                verified
+            }
+        };
+        if !accept.types().contains(&verified.claims.r#type) {
+            return Err(refused(TokenError::Invalid("wrong token type")));
+        }
+        Ok(verified)
     }
 
     /// [`Authenticator::authenticate`] where a credential is required: none is
@@ -176,6 +206,15 @@ impl Authenticator {
             .find_map(|name| request_cookie(headers, name))
             .map(|token| (token, Presentation::Cookie)))
     }
+}
+
+/// A refused token as the client's error; which check failed goes to the log (never the
+/// token), the client gets one message.
+fn refused(e: TokenError) -> AuthError {
+    if let TokenError::Invalid(reason) = &e {
+        tracing::debug!(reason, "token refused");
+    }
+    AuthError::from(e)
 }
 
 /// GET, HEAD and OPTIONS change nothing and need no CSRF header (§7.4).
@@ -314,6 +353,61 @@ mod tests {
             covers_until: i64::MAX,
         }]);
         assert!(auth.is_revoked(&identity));
+        assert_eq!(
+            auth.require(&headers, &Method::GET, Accept::Access),
+            Err(AuthError::Revoked)
+        );
+    }
+
+    #[test]
+    fn a_token_seen_before_is_still_checked_for_type_revocation_and_its_exact_bytes() {
+        let (auth, tokens, revocations) = authenticator();
+        let token = access_token(&tokens);
+        let headers = bearer(&format!("Bearer {token}"));
+        let first = auth
+            .require(&headers, &Method::GET, Accept::Access)
+            .unwrap();
+        // Seen before: the same identity from the cache.
+        assert_eq!(
+            auth.require(&headers, &Method::GET, Accept::Access),
+            Ok(first)
+        );
+        assert!(matches!(
+            auth.require(&headers, &Method::GET, Accept::Refresh),
+            Err(AuthError::Invalid("wrong token type"))
+        ));
+        // One byte changed anywhere is another token, verified (and refused) in full.
+        for at in [0, token.len() / 2, token.len() - 1] {
+            let mut forged = token.clone().into_bytes();
+            forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+            let forged = String::from_utf8(forged).unwrap();
+            assert!(
+                matches!(
+                    auth.require(
+                        &bearer(&format!("Bearer {forged}")),
+                        &Method::GET,
+                        Accept::Access
+                    ),
+                    Err(AuthError::Invalid(_))
+                ),
+                "byte {at}"
+            );
+        }
+        revocations.set_stale(true);
+        assert_eq!(
+            auth.require(&headers, &Method::GET, Accept::Access),
+            Err(AuthError::Unavailable)
+        );
+        revocations.set_stale(false);
+        revocations.apply(&[Revocation {
+            seq: 1,
+            kind: RevocationKind::Token(
+                auth.require(&headers, &Method::GET, Accept::Access)
+                    .unwrap()
+                    .token_id,
+            ),
+            covers_until: i64::MAX,
+        }]);
         assert_eq!(
             auth.require(&headers, &Method::GET, Accept::Access),
             Err(AuthError::Revoked)

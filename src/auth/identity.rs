@@ -58,4 +58,22 @@ impl Identity {
             presentation,
         }
     }
+
+    /// The identity of a verified token held in the verified-token cache (its strings are
+    /// copied: the cache keeps its own).
+    pub fn from_shared(verified: &Verified, presentation: Presentation) -> Identity {
+        let claims = &verified.claims;
+        Identity {
+            user_id: verified.user_id,
+            username: claims.username.clone().unwrap_or_default(),
+            roles: claims.roles.clone().unwrap_or_default(),
+            session_id: claims.sid.clone(),
+            token_id: claims.jti.clone(),
+            auth_time: claims.auth_time,
+            fresh: claims.is_fresh(),
+            expires_at: claims.exp,
+            token_type: claims.r#type,
+            presentation,
+        }
+    }
 }

@@ -20,3 +20,4 @@ pub mod password;
 pub mod policy;
 pub mod revocation;
 pub mod tokens;
+pub mod verified_cache;

@@ -123,6 +123,9 @@ pub struct TokenService {
     clock: Clock,
     /// Issue the `csrf` claim (cookies enabled).
     csrf: bool,
+    /// Which key set this is: a key reload bumps it, and a cached verification made under
+    /// another generation no longer counts. 0 until keys can be reloaded.
+    key_generation: u64,
 }
 
 impl fmt::Debug for TokenService {
@@ -178,6 +181,7 @@ impl TokenService {
             jwks,
             clock: Clock::system(),
             csrf: false,
+            key_generation: 0,
         })
     }
 
@@ -345,6 +349,19 @@ impl TokenService {
     /// The signing algorithm.
     pub fn algorithm(&self) -> TokenAlgorithm {
         self.algorithm
+    }
+
+    /// The generation of the key set verifying now; a token verified under another one must be
+    /// verified again (see `auth::verified_cache`).
+    pub fn key_generation(&self) -> u64 {
+        self.key_generation
+    }
+
+    /// Now, in epoch seconds, for deciding whether a verified token has expired: the later of
+    /// this service's clock and the system clock, because jsonwebtoken's own `exp` check reads
+    /// the system clock (the two are one outside tests).
+    pub fn expiry_now(&self) -> u64 {
+        self.clock.now_u64_not_before_system()
     }
 
     /// The `kid` of the current signing key.

@@ -64,12 +64,13 @@ impl RevocationFollower {
         let started = Instant::now();
         let start = store.live_revocations(expired_by(now, leeway)).await?;
         let index = Arc::new(RevocationIndex::new());
-        index.apply(&start.entries);
+        let cursor = start.cursor;
+        index.apply_owned(start.entries);
         let (confirmed, _) = watch::channel(started);
         Ok(RevocationFollower {
             store,
             index,
-            cursor: start.cursor,
+            cursor,
             confirmed,
             max_staleness,
             failing_since: None,

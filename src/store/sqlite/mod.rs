@@ -628,18 +628,23 @@ fn entries_where(
     let sql = format!(
         "SELECT seq, kind, value, covers_until FROM revocations WHERE {filter_sql} ORDER BY seq"
     );
-    let rows = conn
-        .prepare_cached(&sql)
-        .and_then(|mut stmt| {
-            stmt.query_map([arg], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String, String, i64)>>>())
-        })
-        .map_err(map_err)?;
-    rows.into_iter()
-        .map(|(seq, kind, value, covers_until)| Revocation::decode(seq, &kind, value, covers_until))
-        .collect()
+    // Decoded row by row: at a million live entries (the start's load) an intermediate
+    // vector of raw rows, and a `String` per row for the kind, would double the peak memory.
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let mut rows = stmt.query([arg]).map_err(map_err)?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next().map_err(map_err)? {
+        let seq: i64 = row.get(0).map_err(map_err)?;
+        let kind = row.get_ref(1).map_err(map_err)?.as_str().map_err(|_| {
+            StoreError::Internal(format!(
+                "revocation entry {seq} has a kind that is not text"
+            ))
+        })?;
+        let value: String = row.get(2).map_err(map_err)?;
+        let covers_until: i64 = row.get(3).map_err(map_err)?;
+        entries.push(Revocation::decode(seq, kind, value, covers_until)?);
+    }
+    Ok(entries)
 }
 
 fn highest_seq(conn: &Connection) -> Result<i64, StoreError> {

@@ -122,10 +122,11 @@ bench_free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# bench_wait_http PORT PID SECONDS: waits until PORT answers HTTP, failing early if PID died.
+# bench_wait_http PORT PID SECONDS [SCHEME]: waits until PORT answers HTTP (or SCHEME, e.g. https
+# with any certificate), failing early if PID died.
 bench_wait_http() {
-  local port=$1 pid=$2 deadline=$((SECONDS + $3))
-  until curl -s -o /dev/null "http://127.0.0.1:$port/"; do
+  local port=$1 pid=$2 deadline=$((SECONDS + $3)) scheme=${4:-http}
+  until curl -sk -o /dev/null "$scheme://127.0.0.1:$port/"; do
     kill -0 "$pid" 2>/dev/null || die "process $pid died before answering on port $port"
     ((SECONDS < deadline)) || die "nothing answered on port $port within $3 s"
     sleep 0.1
@@ -206,7 +207,9 @@ bench_store_lines() {
 # (default "gateway") names the file and the data folder; STORE is sqlite (default) or postgres
 # (see bench_store_lines). The admin listener is off, logs warn and above only (as nginx's
 # access log is off), shutdown is immediate; every gateway of a run shares one signing secret.
-# $BENCH_GATEWAY_TOML, when set, is added before the routes (e.g. a [forward_auth] section).
+# $BENCH_GATEWAY_TOML, when set, is added before the routes (e.g. a [forward_auth] section), and
+# $BENCH_GATEWAY_SERVER_TOML to the [server] section (e.g. TLS files). Routes: /public (public),
+# /api (token) and /fresh (fresh: a token from a password check, as the login's is).
 bench_gateway_config() {
   local port=$1 name=${2:-gateway} store=${3:-${BENCH_STORE:-sqlite}} auth=${4:-}
   local file=$BENCH_WORK/$name.toml store_lines
@@ -216,6 +219,7 @@ bench_gateway_config() {
 [server]
 listen = "127.0.0.1:$port"
 shutdown_grace = "0s"
+${BENCH_GATEWAY_SERVER_TOML:-}
 [admin]
 listen = ""
 [store]
@@ -236,6 +240,10 @@ auth = "public"
 prefix = "/api"
 upstream = "http://127.0.0.1:$UPSTREAM_PORT"
 auth = "token"
+[[routes]]
+prefix = "/fresh"
+upstream = "http://127.0.0.1:$UPSTREAM_PORT"
+auth = "fresh"
 TOML
   echo "$file"
 }
@@ -254,7 +262,8 @@ bench_start_gateway() {
 }
 
 # bench_start_named_gateway NAME STORE [EXTRA_AUTH]: another gateway (no wrapper) named NAME on
-# STORE; sets NAME_PORT and NAME_PID (NAME upper-cased).
+# STORE; sets NAME_PORT and NAME_PID (NAME upper-cased). $BENCH_WAIT_SCHEME=https when its
+# [server] (BENCH_GATEWAY_SERVER_TOML) speaks TLS.
 bench_start_named_gateway() {
   local name=$1 store=$2 auth=${3:-} port config var
   var=$(echo "$name" | tr '[:lower:]' '[:upper:]')
@@ -264,7 +273,17 @@ bench_start_named_gateway() {
   bench_spawn "${var}_PID" "$BENCH_WORK/$name.log" "$GATEWAY_BIN" --config "$config"
   printf -v "${var}_PORT" '%s' "$port"
   local pid_var=${var}_PID
-  bench_wait_http "$port" "${!pid_var}" "${GATEWAY_START_TIMEOUT:-30}"
+  bench_wait_http "$port" "${!pid_var}" "${GATEWAY_START_TIMEOUT:-30}" "${BENCH_WAIT_SCHEME:-http}"
+}
+
+# bench_tls_cert: a self-signed certificate for 127.0.0.1 in $BENCH_WORK (tls.pem, tls.key).
+bench_tls_cert() {
+  [[ -f $BENCH_WORK/tls.pem ]] && return 0
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$BENCH_WORK/tls.key" -out "$BENCH_WORK/tls.pem" 2>/dev/null \
+    || die "openssl could not make a test certificate"
+  chmod 644 "$BENCH_WORK/tls.key"
 }
 
 # bench_login [PORT]: registers a user on the gateway at PORT (default GATEWAY_PORT) and logs

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Loopback load benchmark: authgate beside nginx and haproxy as plain reverse proxies, and as
-# the forward-auth decision service of an nginx in front, in one run.
+# the forward-auth decision service of an nginx in front, over HTTP/1.1 and HTTP/2 (TLS), in
+# one run; then the token route under a login storm; then a chart.
 #
 #   benches/load.sh [-t THREADS] [-c CONNECTIONS] [-d DURATION] [-r ROUNDS] [-w WARMUP]
 #                   [-s sqlite|postgres|both]
@@ -10,17 +11,28 @@
 # is read apart from the upstream's), the gateway (release build of this checkout, or
 # $AUTHGATE_BIN) with a public route and a token route to the same upstream and forward-auth
 # enabled, and a second nginx that asks the gateway's /auth/verify (`auth_request`, keep-alive)
-# before proxying to the upstream. Then wrk runs ROUNDS alternating rounds over the targets
+# before proxying to the upstream; for HTTP/2, nginx and a second gateway with TLS listeners
+# (a self-signed certificate; ALPN h2) in front of the same upstream. Then wrk (h2load for the
+# *_h2 targets) runs ROUNDS alternating rounds over the targets
 # (A B C D E, A B C D E, ...) and the script reports, per target, the median req/s, p50 and p99
 # latency, and the CPU time per request of the proxy's processes (utime+stime from
 # /proc/PID/stat of the master and its workers, before and after each run, ÷ requests), and of
 # the decision service where there is one (the gateway behind nginx_verify); and each figure's
 # ratio to nginx's in the same round, as the median ratio and its min–max over the rounds. It
 # ends with the gateway's CPU per verify decision against its CPU per request on the public
-# proxied route, which must not be larger.
+# proxied route, which must not be larger, and with each target's floor (token route CPU per
+# request ≤ 1.3× nginx's, req/s ≥ 0.85×, p99 ≤ 1.5×; public route CPU ≤ 1.1×). HTTP/2 targets
+# take their ratios to nginx_h2 (same client, same TLS), the others to nginx.
 #
-# Results: a table on stdout, and runs.csv (one row per wrk run), summary.csv, summary.json and
-# the raw wrk output in target/bench/load-DATE/ ($BENCH_RESULTS_DIR instead of target/bench).
+# Login storm (BENCH_STORM_ROUNDS, 0 skips it): the token route alone, then the token route
+# while a second wrk logs in flat out (BENCH_STORM_CONNECTIONS parallel logins), alternating;
+# reports the token route's p99 with the storm over its p99 without (target: ≤ 2).
+#
+# Chart: chart.png (gnuplot) of each target's median req/s and CPU per request.
+#
+# Results: a table on stdout, and runs.csv (one row per wrk run), summary.csv, summary.json,
+# storm.csv, chart.png and the raw wrk/h2load output in target/bench/load-DATE/
+# ($BENCH_RESULTS_DIR instead of target/bench).
 #
 # The store (-s, BENCH_STORE): the gateway keeps its users and revocations in SQLite (default) or
 # in a PostgreSQL database made for the run on $BENCH_PG_URL's server (default
@@ -32,15 +44,20 @@
 # Settings (flags win over the environment):
 #   BENCH_THREADS=1 BENCH_CONNECTIONS=32 BENCH_DURATION=5s BENCH_ROUNDS=5 BENCH_WARMUP=1s
 #   BENCH_STORE=sqlite
-#   BENCH_TARGETS="upstream nginx haproxy nginx_verify public token"   subset or order; must
-#                         include nginx (with -s both, also public_pg token_pg). nginx_verify:
-#                         nginx → authgate /auth/verify (token route, bearer token) → upstream
+#   BENCH_TARGETS="upstream nginx haproxy nginx_verify public token fresh nginx_h2 token_h2"
+#                         subset or order; must include nginx (with -s both, also public_pg
+#                         token_pg). nginx_verify: nginx → authgate /auth/verify (token route,
+#                         bearer token) → upstream; fresh: the gateway's `auth = "fresh"` route;
+#                         *_h2: HTTP/2 over TLS with h2load
+#   BENCH_H2_CONNECTIONS=8 BENCH_H2_STREAMS=4   h2load -c and -m (streams per connection)
+#   BENCH_STORM_ROUNDS=3 BENCH_STORM_CONNECTIONS=4
 #   PROXY_WORKERS=auto    nginx worker_processes and haproxy nbthread (auto: one per core)
 #   UPSTREAM_WORKERS=1    worker_processes of the upstream nginx
 #   AUTHGATE_BIN=PATH     measure that binary instead of building this checkout
 #   AUTHGATE_BENCH_LOG=warn   the gateway's [log] level
 #
-# Installs wrk, nginx and haproxy from Debian when a command is missing (needs root then).
+# Installs wrk, nginx, haproxy, h2load (nghttp2-client) and gnuplot (gnuplot-nox) from Debian
+# when a command is missing (needs root then).
 # Every process it starts is stopped on exit, Ctrl-C or failure.
 #
 # A new target: a start_NAME function (if it needs its own server) called from start_all, and a
@@ -57,6 +74,10 @@ ROUNDS=${BENCH_ROUNDS:-5}
 WARMUP=${BENCH_WARMUP:-1s}
 STORE=${BENCH_STORE:-sqlite}
 PROXY_WORKERS=${PROXY_WORKERS:-auto}
+H2_CONNECTIONS=${BENCH_H2_CONNECTIONS:-8}
+H2_STREAMS=${BENCH_H2_STREAMS:-4}
+STORM_ROUNDS=${BENCH_STORM_ROUNDS:-3}
+STORM_CONNECTIONS=${BENCH_STORM_CONNECTIONS:-4}
 
 while getopts "t:c:d:r:w:s:h" opt; do
   case $opt in
@@ -71,12 +92,14 @@ while getopts "t:c:d:r:w:s:h" opt; do
   esac
 done
 case $STORE in
-  sqlite | postgres) DEFAULT_TARGETS="upstream nginx haproxy nginx_verify public token" ;;
-  both) DEFAULT_TARGETS="upstream nginx haproxy nginx_verify public token public_pg token_pg" ;;
+  sqlite | postgres) DEFAULT_TARGETS="upstream nginx haproxy nginx_verify public token fresh nginx_h2 token_h2" ;;
+  both) DEFAULT_TARGETS="upstream nginx haproxy nginx_verify public token fresh nginx_h2 token_h2 public_pg token_pg" ;;
   *) die "-s must be sqlite, postgres or both" ;;
 esac
 TARGETS=${BENCH_TARGETS:-$DEFAULT_TARGETS}
 [[ " $TARGETS " == *" nginx "* ]] || die "BENCH_TARGETS must include nginx: ratios are to nginx"
+[[ " $TARGETS " != *"_h2 "* || " $TARGETS " == *" nginx_h2 "* ]] \
+  || die "BENCH_TARGETS with an *_h2 target must include nginx_h2: HTTP/2 ratios are to it"
 ((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
 
 # --- the servers -------------------------------------------------------------------------------
@@ -175,12 +198,47 @@ start_nginx_verify() {
 NGINX
 }
 
+# nginx as a plain reverse proxy with a TLS listener speaking HTTP/2 (ALPN), upstream kept alive.
+start_nginx_h2() {
+  bench_tls_cert
+  NGINX_H2_PORT=$(bench_free_port)
+  # bench_nginx waits for a plain-HTTP answer: nginx answers 400 to plain HTTP on a TLS port.
+  bench_nginx NGINX_H2_PID nginx_h2 "$NGINX_H2_PORT" "$PROXY_WORKERS" <<NGINX
+  upstream backend {
+    server 127.0.0.1:$UPSTREAM_PORT;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_H2_PORT ssl http2;
+    ssl_certificate $BENCH_WORK/tls.pem;
+    ssl_certificate_key $BENCH_WORK/tls.key;
+    http2_max_requests 1000000;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+NGINX
+}
+
+# A second gateway with the same routes and signing secret, its listener on TLS (HTTP/1.1 and
+# HTTP/2 by ALPN); the first gateway's token is valid on it.
+start_gateway_tls() {
+  bench_tls_cert
+  BENCH_GATEWAY_SERVER_TOML="tls_cert_file = \"$BENCH_WORK/tls.pem\"
+tls_key_file = \"$BENCH_WORK/tls.key\"" BENCH_WAIT_SCHEME=https \
+    bench_start_named_gateway gateway_tls sqlite
+}
+
 start_all() {
   bench_start_upstream
   [[ " $TARGETS " == *" nginx "* ]] && start_nginx
   [[ " $TARGETS " == *" haproxy "* ]] && start_haproxy
   if [[ " $TARGETS " == *" public "* || " $TARGETS " == *" token "* ||
-    " $TARGETS " == *" nginx_verify "* ]]; then
+    " $TARGETS " == *" fresh "* || " $TARGETS " == *" nginx_verify "* ||
+    " $TARGETS " == *" token_h2 "* || $STORM_ROUNDS -gt 0 ]]; then
     # The decision endpoint is on for every target: it costs a proxied request one prefix test.
     BENCH_GATEWAY_TOML=$'[forward_auth]\nenabled = true\nsource = "x-original"'
     # shellcheck disable=SC2119 # no wrapper: the gateway runs as it is
@@ -195,6 +253,8 @@ start_all() {
     ACCESS_TOKEN=$token
   fi
   [[ " $TARGETS " == *" nginx_verify "* ]] && start_nginx_verify
+  [[ " $TARGETS " == *" nginx_h2 "* ]] && start_nginx_h2
+  [[ " $TARGETS " == *" token_h2 "* ]] && start_gateway_tls
   return 0
 }
 
@@ -214,6 +274,17 @@ target_token() {
   TARGET_URL=http://127.0.0.1:$GATEWAY_PORT/api/orders/1
   TARGET_HEADER="Authorization: Bearer $ACCESS_TOKEN"
   TARGET_PID=$GATEWAY_PID
+}
+target_fresh() {
+  TARGET_URL=http://127.0.0.1:$GATEWAY_PORT/fresh/orders/1
+  TARGET_HEADER="Authorization: Bearer $ACCESS_TOKEN"
+  TARGET_PID=$GATEWAY_PID
+}
+target_nginx_h2() { TARGET_URL=https://127.0.0.1:$NGINX_H2_PORT/api/orders/1; TARGET_HEADER=; TARGET_PID=$NGINX_H2_PID; }
+target_token_h2() {
+  TARGET_URL=https://127.0.0.1:$GATEWAY_TLS_PORT/api/orders/1
+  TARGET_HEADER="Authorization: Bearer $ACCESS_TOKEN"
+  TARGET_PID=$GATEWAY_TLS_PID
 }
 target_public_pg() { TARGET_URL=http://127.0.0.1:$GATEWAY_PG_PORT/public/orders/1; TARGET_HEADER=; TARGET_PID=$GATEWAY_PG_PID; }
 target_token_pg() {
@@ -262,11 +333,38 @@ write_wrk_script() {
   bench_wrk_done_lua >"$BENCH_WORK/report.lua"
 }
 
-# run_wrk TARGET DURATION OUT: one wrk run against TARGET, its output in OUT.
+# run_wrk TARGET DURATION OUT: one wrk run against TARGET (h2load for an *_h2 target), its
+# output in OUT, ending with the RESULT line.
 run_wrk() {
+  if [[ $1 == *_h2 ]]; then
+    run_h2load "$@"
+    return
+  fi
   local args=(-t"$THREADS" -c"$CONNECTIONS" -d"$2" --latency -s "$BENCH_WORK/report.lua")
   [[ -n $TARGET_HEADER ]] && args+=(-H "$TARGET_HEADER")
   wrk "${args[@]}" "$TARGET_URL" >"$3"
+}
+
+# run_h2load TARGET DURATION OUT: h2load over TLS (ALPN h2) with H2_CONNECTIONS connections of
+# H2_STREAMS concurrent streams each; the RESULT line is made from its summary and per-request
+# log (the percentiles) after the run, so the CPU readings around it see no extra process.
+run_h2load() {
+  local log=$BENCH_WORK/h2load.log seconds=${2%s}
+  local args=(-t"$THREADS" -c"$H2_CONNECTIONS" -m"$H2_STREAMS" -D"$seconds" --log-file="$log")
+  [[ -n $TARGET_HEADER ]] && args+=(-H "$TARGET_HEADER")
+  h2load "${args[@]}" "$TARGET_URL" >"$3.raw"
+  H2LOAD_PENDING=$3
+}
+
+# Appends the RESULT line of the last h2load run to its output file (no-op after wrk).
+finish_h2load() {
+  [[ -n ${H2LOAD_PENDING:-} ]] || return 0
+  {
+    cat "$H2LOAD_PENDING.raw"
+    python3 "$BENCH_ROOT/benches/h2load_result.py" "$H2LOAD_PENDING.raw" "$BENCH_WORK/h2load.log"
+  } >"$H2LOAD_PENDING"
+  rm -f "$H2LOAD_PENDING.raw" "$BENCH_WORK/h2load.log"
+  H2LOAD_PENDING=
 }
 
 # measure ROUND TARGET: one recorded run; appends a row to runs.csv.
@@ -288,6 +386,7 @@ measure() {
   tree_ticks "$UPSTREAM_PID"; u1=$TICKS
   if [[ -n $DECIDER_PID ]]; then tree_ticks "$DECIDER_PID"; d1=$TICKS; fi
   machine_ticks; b1=$BUSY_TICKS; s1=$STEAL_TICKS
+  finish_h2load
 
   local result requests duration_us p50_us p99_us non2xx socket_errors
   result=$(grep '^RESULT ' "$out") || die "no result from wrk for $target (see $out)"
@@ -312,9 +411,90 @@ measure() {
     }' >>"$BENCH_RESULTS/runs.csv"
 }
 
+# --- the login storm --------------------------------------------------------------------------
+
+# A wrk script logging the bench user in, over and over.
+write_login_script() {
+  cat <<'LUA' >"$BENCH_WORK/login.lua"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"username":"bench","password":"benchmark password"}'
+LUA
+  bench_wrk_done_lua >>"$BENCH_WORK/login.lua"
+}
+
+# storm_row ROUND PHASE TOKEN_OUT [LOGIN_OUT]: a row of storm.csv from the RESULT lines.
+storm_row() {
+  local requests duration_us p50 p99 non2xx errors logins=0 login_us=1 login_bad=0
+  read -r _ requests duration_us p50 p99 non2xx errors < <(grep '^RESULT ' "$3") \
+    || die "no result from wrk in $3"
+  ((non2xx == 0)) || die "the token route answered $non2xx errors during the storm (see $3)"
+  if [[ -n ${4:-} ]]; then
+    read -r _ logins login_us _ _ login_bad _ < <(grep '^RESULT ' "$4") \
+      || die "no result from wrk in $4"
+  fi
+  awk -v r="$1" -v ph="$2" -v n="$requests" -v d="$duration_us" -v p50="$p50" -v p99="$p99" \
+    -v ln="$logins" -v ld="$login_us" -v lb="$login_bad" 'BEGIN {
+      printf "%d,%s,%d,%.1f,%d,%d,%d,%.1f,%d\n", r, ph, n, n / (d / 1e6), p50, p99, ln - lb,
+        (ln - lb) / (ld / 1e6), lb
+    }' >>"$BENCH_RESULTS/storm.csv"
+}
+
+# The token route alone, then with logins flat out beside it, STORM_ROUNDS times; storm.csv.
+login_storm() {
+  ((STORM_ROUNDS > 0)) || return 0
+  write_login_script
+  local dir=$BENCH_RESULTS/storm round login_pid
+  mkdir -p "$dir"
+  echo "round,phase,requests,rps,p50_us,p99_us,logins_ok,logins_per_s,login_errors" \
+    >"$BENCH_RESULTS/storm.csv"
+  target_token
+  for ((round = 1; round <= STORM_ROUNDS; round++)); do
+    echo "login storm $round/$STORM_ROUNDS: token route alone, then with $STORM_CONNECTIONS parallel logins" >&2
+    run_wrk token "$DURATION" "$dir/round$round-alone.txt"
+    storm_row "$round" alone "$dir/round$round-alone.txt"
+    wrk -t1 -c"$STORM_CONNECTIONS" -d"$DURATION" -s "$BENCH_WORK/login.lua" \
+      "http://127.0.0.1:$GATEWAY_PORT/auth/login" >"$dir/round$round-logins.txt" &
+    login_pid=$!
+    run_wrk token "$DURATION" "$dir/round$round-storm.txt"
+    wait "$login_pid" || die "the login wrk failed (see $dir/round$round-logins.txt)"
+    bench_check_alive
+    storm_row "$round" storm "$dir/round$round-storm.txt" "$dir/round$round-logins.txt"
+  done
+}
+
+# --- the chart ---------------------------------------------------------------------------------
+
+# chart.png from chart.dat (load_report.py writes it): median req/s and CPU per request.
+draw_chart() {
+  [[ -f $BENCH_RESULTS/chart.dat ]] || return 0
+  local title
+  title="authgate load.sh $(date -u +%Y-%m-%d), commit $(git -C "$BENCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) cores, medians of $ROUNDS rounds"
+  gnuplot <<GNUPLOT || echo "warning: gnuplot could not draw the chart" >&2
+set terminal pngcairo size 1200,520 font ",10" noenhanced
+set output "$BENCH_RESULTS/chart.png"
+set datafile separator ","
+set multiplot layout 1,2 title "$title"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.8
+set grid ytics
+set yrange [0:*]
+set xtics rotate by -35 nomirror
+set key off
+set title "requests per second (higher is better)"
+plot "$BENCH_RESULTS/chart.dat" using 2:xtic(1) linecolor rgb "#3b75af", '' using 0:2:(sprintf("%.0f", \$2)) with labels offset 0,0.7 font ",8"
+set title "proxy CPU per request, µs (lower is better)"
+plot "$BENCH_RESULTS/chart.dat" using 3:xtic(1) linecolor rgb "#c44e52", '' using 0:3:(sprintf("%.1f", \$3)) with labels offset 0,0.7 font ",8"
+unset multiplot
+GNUPLOT
+}
+
 # --- main --------------------------------------------------------------------------------------
 
-bench_need_debs wrk:wrk nginx:nginx haproxy:haproxy curl:curl
+bench_need_debs wrk:wrk nginx:nginx haproxy:haproxy curl:curl h2load:nghttp2-client \
+  gnuplot:gnuplot-nox openssl:openssl
 bench_init
 bench_results_dir load
 bench_gateway_bin
@@ -331,6 +511,8 @@ cat >"$BENCH_RESULTS/meta.json" <<JSON
   "gateway_bin": "$GATEWAY_BIN",
   "commit": "$(git -C "$BENCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
   "wrk": {"threads": $THREADS, "connections": $CONNECTIONS, "duration": "$DURATION", "warmup": "$WARMUP"},
+  "h2load": {"connections": $H2_CONNECTIONS, "streams": $H2_STREAMS, "version": "$(h2load --version | sed -n 's/.*nghttp2\/\([^ ]*\).*/\1/p')"},
+  "storm": {"rounds": $STORM_ROUNDS, "connections": $STORM_CONNECTIONS},
   "rounds": $ROUNDS,
   "targets": "$TARGETS",
   "store": "$STORE",
@@ -347,9 +529,10 @@ echo "warm-up: $WARMUP per target" >&2
 for target in $TARGETS; do
   "target_$target"
   # Each target must reach the upstream: an error or the proxy's own answer would be cheaper.
-  curl -sf ${TARGET_HEADER:+-H "$TARGET_HEADER"} "$TARGET_URL" | grep -q '"from":"upstream"' \
+  curl -skf ${TARGET_HEADER:+-H "$TARGET_HEADER"} "$TARGET_URL" | grep -q '"from":"upstream"' \
     || die "$target ($TARGET_URL) does not answer with the upstream's body"
-  run_wrk "$target" "$WARMUP" /dev/null
+  run_wrk "$target" "$WARMUP" "$BENCH_WORK/warmup.txt"
+  finish_h2load
   bench_check_alive
 done
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -359,5 +542,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
 done
 
+login_storm
 python3 "$BENCH_ROOT/benches/load_report.py" "$BENCH_RESULTS"
+draw_chart
 echo "results: $BENCH_RESULTS"

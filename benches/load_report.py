@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Summarises a benches/load.sh results folder: python3 benches/load_report.py RESULTS_DIR.
 
-Reads runs.csv (one row per wrk run), prints the table and writes summary.csv and summary.json
-beside it. Each figure's ratio to nginx is taken within a round (same minute, same background
-load) and then summarised over the rounds as median and min–max: comparing medians of separate
-runs would mix in the drift of a shared machine.
+Reads runs.csv (one row per wrk run) and storm.csv (the login storm, when it ran), prints the
+tables and the floors, and writes summary.csv, summary.json and chart.dat (for the chart) beside
+them. Each figure's ratio to nginx is taken within a round (same minute, same background load)
+and then summarised over the rounds as median and min–max: comparing medians of separate runs
+would mix in the drift of a shared machine. HTTP/2 targets (`*_h2`) take their ratios to
+nginx_h2 (same client, same TLS) when it ran.
 """
 
 import csv
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 BASELINE = "nginx"
+BASELINE_H2 = "nginx_h2"
 # The forward-auth target and the public proxied route its decision cost is held against.
 VERIFY = "nginx_verify"
 PUBLIC = "public"
@@ -49,6 +52,96 @@ def read_runs(path):
     return rounds, order
 
 
+def baseline_of(target, order):
+    """The target a target's ratios are taken to."""
+    if target.endswith("_h2") and BASELINE_H2 in order:
+        return BASELINE_H2
+    return BASELINE
+
+
+# The floors of the speed issue: (target, column, bound, "max" or "min") on the median ratio.
+FLOORS = [
+    ("token", "proxy_cpu_us_per_req", 1.3, "max"),
+    ("token", "rps", 0.85, "min"),
+    ("token", "p99_us", 1.5, "max"),
+    ("public", "proxy_cpu_us_per_req", 1.1, "max"),
+]
+
+
+def floors(summary):
+    """Each floor with the median ratio it was held against and whether it holds."""
+    out = []
+    for target, column, bound, kind in FLOORS:
+        r = summary.get(target, {}).get(column, {}).get("ratio")
+        if r is None:
+            continue
+        ok = r["median"] <= bound if kind == "max" else r["median"] >= bound
+        out.append({"target": target, "metric": column, "bound": bound, "kind": kind,
+                    "ratio": r["median"], "ok": ok})
+    return out
+
+
+def print_floors(checks):
+    if not checks:
+        return
+    print("Floors (median ratio to nginx in the same round):")
+    for c in checks:
+        sign = "≤" if c["kind"] == "max" else "≥"
+        print(f"  {c['target']:<7} {c['metric']:<22} {c['ratio']:.2f} {sign} {c['bound']}: "
+              + ("ok" if c["ok"] else "MISSED"))
+    print()
+
+
+def storm(folder):
+    """The login storm's rows and the token route's p99 with the storm over its p99 alone in
+    the same round; None when it did not run."""
+    path = folder / "storm.csv"
+    if not path.exists():
+        return None
+    rows = list(csv.DictReader(open(path, newline="")))
+    by_round = {}
+    for row in rows:
+        by_round.setdefault(row["round"], {})[row["phase"]] = row
+    ratios = [float(r["storm"]["p99_us"]) / float(r["alone"]["p99_us"])
+              for r in by_round.values() if "storm" in r and "alone" in r
+              and float(r["alone"]["p99_us"]) > 0]
+    if not ratios:
+        return None
+    med = lambda phase, col: statistics.median(float(r[phase][col]) for r in by_round.values() if phase in r)
+    return {
+        "p99_alone_us": med("alone", "p99_us"),
+        "p99_storm_us": med("storm", "p99_us"),
+        "rps_alone": med("alone", "rps"),
+        "rps_storm": med("storm", "rps"),
+        "logins_per_s": med("storm", "logins_per_s"),
+        "login_errors": sum(int(r["storm"]["login_errors"]) for r in by_round.values() if "storm" in r),
+        "ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "runs": ratios},
+        "ok": statistics.median(ratios) <= 2.0,
+    }
+
+
+def print_storm(result):
+    if result is None:
+        return
+    r = result["ratio"]
+    print(
+        f"Login storm: token route p99 {result['p99_alone_us']:,.0f} µs alone, "
+        f"{result['p99_storm_us']:,.0f} µs beside {result['logins_per_s']:.1f} logins/s "
+        f"({result['login_errors']} login errors); req/s {result['rps_alone']:,.0f} → "
+        f"{result['rps_storm']:,.0f}; p99 ratio {r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f}): "
+        + ("ok, ≤ 2" if result["ok"] else "MISSED, above 2")
+    )
+    print()
+
+
+def write_chart_data(folder, summary, order):
+    """chart.dat: target, median req/s, median CPU per request (µs)."""
+    with open(folder / "chart.dat", "w") as f:
+        for t in order:
+            f.write(f"{t},{summary[t]['rps']['median']:.1f},"
+                    f"{summary[t]['proxy_cpu_us_per_req']['median']:.2f}\n")
+
+
 def summarise(rounds, order):
     """Per target and metric: the median over rounds, and the median, min and max of the
     per-round ratio to the baseline target."""
@@ -58,11 +151,13 @@ def summarise(rounds, order):
         for column, *_ in METRICS + CONTEXT:
             values = [r[target][column] for r in rounds.values() if target in r]
             entry[column] = {"median": statistics.median(values), "runs": values}
+        base = baseline_of(target, order)
+        entry["baseline"] = base
         for column, *_ in METRICS:
             ratios = [
-                r[target][column] / r[BASELINE][column]
+                r[target][column] / r[base][column]
                 for r in rounds.values()
-                if target in r and BASELINE in r and r[BASELINE][column] > 0
+                if target in r and base in r and r[base][column] > 0
             ]
             if ratios:
                 entry[column]["ratio"] = {
@@ -112,7 +207,9 @@ def print_report(summary, order, meta):
             r = summary[t][c].get("ratio")
             cells.append(f"{r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f})" if r else "-")
         rows.append(cells)
-    print_table(f"Ratio to {BASELINE} in the same round: median (min–max over the rounds)", header, rows)
+    print_table(
+        f"Ratio to {BASELINE} ({BASELINE_H2} for *_h2) in the same round: median (min–max over the rounds)",
+        header, rows)
 
 
 def decision_check(rounds):
@@ -152,7 +249,7 @@ def print_decision_check(check):
     print()
 
 
-def write_summary(folder, summary, order, meta, check):
+def write_summary(folder, summary, order, meta, check, floor_checks=None, storm_result=None):
     (folder / "summary.json").write_text(
         json.dumps(
             {
@@ -161,6 +258,8 @@ def write_summary(folder, summary, order, meta, check):
                 "targets": order,
                 "summary": summary,
                 "verify_vs_public": check,
+                "floors": floor_checks,
+                "login_storm": storm_result,
             },
             indent=2,
         )
@@ -191,7 +290,12 @@ def main():
     check = decision_check(rounds)
     print_report(summary, order, meta)
     print_decision_check(check)
-    write_summary(folder, summary, order, meta, check)
+    floor_checks = floors(summary)
+    print_floors(floor_checks)
+    storm_result = storm(folder)
+    print_storm(storm_result)
+    write_summary(folder, summary, order, meta, check, floor_checks, storm_result)
+    write_chart_data(folder, summary, order)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,9 @@ pub(super) async fn serve<H: Handler>(
                 tls: true,
                 slot,
             };
-            serving.run(tls_stream, info, handler).await;
+            // Boxed: the TLS stream's state would otherwise size every connection's task,
+            // plain ones included.
+            Box::pin(serving.run(tls_stream, info, handler)).await;
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -268,16 +270,19 @@ impl Serving<'_> {
     {
         let peer = info.peer;
         let activity = self.activity.clone();
+        // The request's future is boxed: hyper keeps a slot of the service future's size for
+        // the whole life of a connection, and the gateway's is kilobytes. Boxed, an idle
+        // kept-alive connection holds a pointer; the allocation lives as long as the request.
         let service = service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
             let info = info.clone();
             let activity = activity.clone();
-            async move {
+            Box::pin(async move {
                 let _in_flight = activity.begin(&req);
                 let res = handler.handle(req, info).await;
                 activity.answered(&res);
                 Ok::<_, std::convert::Infallible>(res)
-            }
+            })
         });
         let conn = self
             .builder

@@ -480,22 +480,21 @@ impl Process {
     #[allow(clippy::zombie_processes)]
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Process {
         let mut cmd = Command::new(binary());
-        cmd.arg("--config").arg(config);
+        cmd.arg("--config").arg(config).env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
         }
         Process::spawn(cmd)
     }
 
-    /// Starts `cmd` (the binary, or a shell that execs it) with stderr piped and the test
-    /// runner's `RUST_LOG` removed, and waits for its "serving" line.
+    /// Starts `cmd` (the binary, or a shell that execs it; its environment as the caller set
+    /// it) with stderr piped, and waits for its "serving" line.
     // ok: as for `start`.
     #[allow(clippy::zombie_processes)]
     pub fn spawn(mut cmd: Command) -> Process {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env_remove("RUST_LOG");
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn authgate");
         let rx = stderr_lines(&mut child);
         let mut before_serving = Vec::new();

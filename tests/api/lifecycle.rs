@@ -228,7 +228,8 @@ fn the_open_files_soft_limit_is_raised_to_the_hard_limit_at_start_and_logged() {
     cmd.arg("-c")
         .arg(r#"ulimit -S -n 256 && exec "$0" --config "$1""#)
         .arg(binary())
-        .arg(&path);
+        .arg(&path)
+        .env_remove("RUST_LOG");
     let p = Process::spawn(cmd);
     let pid = p.child.id().to_string();
     assert_eq!(open_files_limits(&pid), (hard, hard));

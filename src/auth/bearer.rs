@@ -55,9 +55,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, BearerError> {
     }
     // A byte scan without early exit (SIMD, as above): a `char` pattern costs several times as
     // much on every authenticated request.
-    let separators = credential
-        .bytes()
-        .fold(0u8, |acc, b| acc | u8::from(b == b' ') | u8::from(b == b','));
+    let separators = credential.bytes().fold(0u8, |acc, b| {
+        acc | u8::from(b == b' ') | u8::from(b == b',')
+    });
     if separators != 0 {
         return Err(BearerError::MultipleCredentials);
     }

@@ -164,6 +164,7 @@ impl App {
         );
         let drain = Arc::new(Drain::default());
         let metrics = Arc::new(Metrics::new());
+        metrics.set_key_generation(tokens.key_generation());
         let shutdown = CancellationToken::new();
         let sessions = Sessions::new(
             store.clone(),
@@ -213,8 +214,12 @@ impl App {
             metrics.clone(),
         )
         .with_limits(head_limits(&config));
-        let admin_service =
-            AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone());
+        let admin_service = AdminService::new(
+            drain.clone(),
+            store.clone(),
+            metrics.clone(),
+            revocations.clone(),
+        );
         let background = Background {
             follower,
             store: store.clone(),
@@ -224,7 +229,7 @@ impl App {
             clock,
         };
         Ok(App {
-            reload: ReloadHandle::new(config.clone(), table, tls.clone()),
+            reload: ReloadHandle::new(config.clone(), table, tls.clone(), tokens.clone(), metrics),
             config,
             gateway: Arc::new(gateway),
             admin_service: Arc::new(admin_service),

@@ -43,7 +43,9 @@ pub struct Identity {
 impl Identity {
     /// The identity of a verified token (its strings are moved, not copied).
     pub fn from_verified(verified: Verified, presentation: Presentation) -> Identity {
-        let Verified { claims, user_id } = verified;
+        let Verified {
+            claims, user_id, ..
+        } = verified;
         let fresh = claims.is_fresh();
         Identity {
             user_id,

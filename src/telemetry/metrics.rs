@@ -121,6 +121,14 @@ pub struct Metrics {
     decisions: Family<OutcomeLabels, Counter>,
     revocations: Family<KindLabels, Gauge>,
     stale: Gauge,
+    reloads: Family<ResultLabels, Counter>,
+    last_reload: Gauge,
+    key_generation: Gauge,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -151,6 +159,29 @@ impl Metrics {
         let decisions = Family::<OutcomeLabels, Counter>::default();
         let revocations = Family::<KindLabels, Gauge>::default();
         let stale = Gauge::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
+        let last_reload = Gauge::default();
+        let key_generation = Gauge::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by result: success or failure (nothing applied)",
+            reloads.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (start or reload), Unix seconds",
+            last_reload.clone(),
+        );
+        registry.register(
+            "token_key_generation",
+            "Generation of the token key set: 0 at start, one more after each key reload",
+            key_generation.clone(),
+        );
+        last_reload.set(unix_now());
+        for result in ["success", "failure"] {
+            // Both series exist from the start, so `increase()` sees the first failure.
+            let _ = reloads.get_or_create(&ResultLabels { result });
+        }
         registry.register(
             "requests",
             "Requests answered, by matched route and status",
@@ -196,7 +227,25 @@ impl Metrics {
             decisions,
             revocations,
             stale,
+            reloads,
+            last_reload,
+            key_generation,
         }
+    }
+
+    /// Records one configuration reload; a success also sets the time of the last good one.
+    pub fn record_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+        if ok {
+            self.last_reload.set(unix_now());
+        }
+    }
+
+    /// Sets the token key generation shown in the exposition.
+    pub fn set_key_generation(&self, generation: u64) {
+        self.key_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
     }
 
     /// Records one forward-auth decision: allowed (`refusal` is `None`) or refused with that
@@ -264,6 +313,13 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ async fn app_with_admin() -> (TestApp, Tokens) {
 fn sign(app: &TestApp, claims: &Claims) -> String {
     let secret = std::fs::read(app.dir.path().join("jwt-secret")).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.kid = Some(app.state.tokens.signing_kid().to_owned());
+    header.kid = Some(app.state.tokens.signing_kid());
     let key = jsonwebtoken::EncodingKey::from_secret(&secret);
     jsonwebtoken::encode(&header, claims, &key).unwrap()
 }

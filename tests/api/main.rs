@@ -18,6 +18,7 @@ mod front_proxy;
 mod helpers;
 mod lifecycle;
 mod limits;
+mod operations;
 #[path = "../support/postgres.rs"]
 mod pg;
 mod protocols;

@@ -372,8 +372,8 @@ async fn build_hasher(config: &Config) -> Result<PasswordHasher, StartError> {
         .map_err(|e| StartError::Config(ConfigError::new(&config.source, "auth.argon2", None, e)))
 }
 
-/// The raw bytes of `AUTHGATE_JWT_SECRET`, when set.
-fn env_secret() -> Option<Vec<u8>> {
+/// The raw bytes of `AUTHGATE_JWT_SECRET`, when set (the gateway and `explain` read it).
+pub fn env_secret() -> Option<Vec<u8>> {
     use std::os::unix::ffi::OsStringExt;
     std::env::var_os("AUTHGATE_JWT_SECRET").map(|v| v.into_vec())
 }

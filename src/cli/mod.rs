@@ -10,6 +10,7 @@
 pub mod demo;
 mod echo_upstream;
 mod exit;
+mod explain;
 mod serve;
 mod signals;
 mod user;
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use exit::{EXIT_CONFIG, EXIT_RUNTIME};
+pub use explain::ExplainArgs;
 pub use user::UserCommand;
 
 /// authgate: an authentication gateway in front of HTTP services.
@@ -69,6 +71,10 @@ pub enum Command {
     /// revocations within a second.
     #[command(subcommand)]
     User(UserCommand),
+    /// Explain offline what the gateway would do with one request: the normalised path, the
+    /// matching route (or why none), what the upstream would receive, and each check with its
+    /// result for the given token. Revocations are read from the store when reachable.
+    Explain(ExplainArgs),
 }
 
 /// Parses the command line and runs it; returns the process exit code.
@@ -83,5 +89,6 @@ pub fn main() -> ExitCode {
             data_dir,
         }) => demo::run(listen, admin_listen, &data_dir),
         Some(Command::User(cmd)) => user::run(&cli.config, cmd),
+        Some(Command::Explain(args)) => explain::run(&cli.config, args),
     }
 }

@@ -16,7 +16,7 @@
 
 mod body;
 pub mod browser;
-mod checks;
+pub mod checks;
 pub mod client;
 pub mod forward;
 pub mod grpc;

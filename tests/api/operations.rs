@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{client, header, Process, PASSWORD};
+use crate::helpers::{client, header, user_cli_async, write_binary_config, Process, PASSWORD};
 
 /// A fresh Ed25519 key pair in `dir`: (private PKCS#8 PEM path, public SPKI PEM path).
 fn ed25519_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -213,4 +213,145 @@ async fn sighup_rotates_signing_keys_and_a_removed_key_is_refused_right_after_th
         text.contains("authgate_config_last_reload_success_timestamp_seconds "),
         "{text}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// authgate explain
+// ---------------------------------------------------------------------------------------------
+
+const EXPLAIN_ROUTES: &str = r#"
+[[routes]]
+prefix = "/api"
+upstream = "http://127.0.0.1:9/v1"
+auth = "token"
+strip_prefix = true
+methods = ["GET", "POST"]
+
+[[routes]]
+prefix = "/admin"
+upstream = "http://127.0.0.1:9"
+auth = "token"
+roles = ["admin"]
+"#;
+
+/// `authgate explain --json` for `config`: (exit code, the report).
+async fn explain(config: &Path, args: &[&str]) -> (Option<i32>, Value) {
+    let mut all = vec!["explain", "--json"];
+    all.extend_from_slice(args);
+    let out = user_cli_async(config, &all, None).await;
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "explain printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_names_the_route_upstream_headers_and_the_failing_check_with_its_error_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_binary_config(dir.path(), "", EXPLAIN_ROUTES);
+    let p = Process::start(&config, &[]);
+    let g = Gateway { p: &p, c: client() };
+    let token = g.register_and_login("explained").await;
+
+    // A valid token on a token route: forwarded, prefix stripped, identity headers set.
+    let (code, r) = explain(
+        &config,
+        &["--token", &token, "get", "http://h/api/../api/items?x=1"],
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    assert_eq!(r["path"], "/api/items", "{r}");
+    assert_eq!(r["route"]["prefix"], "/api");
+    assert_eq!(r["verdict"]["forwarded"], true, "{r}");
+    assert_eq!(r["upstream"]["url"], "http://127.0.0.1:9/v1/items?x=1");
+    assert_eq!(r["upstream"]["headers"]["x-auth-username"], "explained");
+    assert_eq!(r["upstream"]["headers"]["x-forwarded-prefix"], "/api");
+    assert_eq!(r["upstream"]["headers"]["authorization"], Value::Null);
+    assert_eq!(check(&r, "token")["result"], "pass");
+    assert_eq!(check(&r, "revocation")["result"], "pass");
+    assert!(
+        r["revocation"]
+            .as_str()
+            .unwrap()
+            .starts_with("read from the store"),
+        "{r}"
+    );
+
+    // The role check fails: 403 forbidden, as the gateway answers.
+    let (_, r) = explain(&config, &["--token", &token, "GET", "/admin/panel"]).await;
+    assert_eq!(r["verdict"]["status"], 403, "{r}");
+    assert_eq!(r["verdict"]["error"], "forbidden");
+    assert_eq!(check(&r, "roles")["result"], "fail");
+    let live =
+        g.c.get(g.url("/admin/panel"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(live.status(), StatusCode::FORBIDDEN);
+
+    // A method the route does not take: 405 after the token checks.
+    let (_, r) = explain(&config, &["--token", &token, "DELETE", "/api/items"]).await;
+    assert_eq!(r["verdict"]["error"], "method_not_allowed", "{r}");
+    assert_eq!(check(&r, "method")["result"], "fail");
+
+    // No token, a forged one, no route.
+    let (_, r) = explain(&config, &["GET", "/api/items"]).await;
+    assert_eq!(r["verdict"]["error"], "missing_token", "{r}");
+    let (_, r) = explain(&config, &["--token", "a.b.c", "GET", "/api/items"]).await;
+    assert_eq!(r["verdict"]["error"], "invalid_token", "{r}");
+    assert_eq!(check(&r, "token")["result"], "fail");
+    let (_, r) = explain(&config, &["GET", "/apix/items"]).await;
+    assert_eq!(r["verdict"]["status"], 404, "{r}");
+    assert!(
+        r["no_route"]
+            .as_str()
+            .unwrap()
+            .contains("/api matches only as text"),
+        "{r}"
+    );
+    let (_, r) = explain(&config, &["POST", "/auth/login"]).await;
+    assert_eq!(r["handled_by"], "gateway", "{r}");
+
+    // Revoked through the store (by the operator CLI): explain reads it from there.
+    let out = user_cli_async(&config, &["user", "logout-all", "explained"], None).await;
+    assert!(out.status.success());
+    let (_, r) = explain(&config, &["--token", &token, "GET", "/api/items"]).await;
+    assert_eq!(r["verdict"]["error"], "token_revoked", "{r}");
+    assert_eq!(check(&r, "revocation")["result"], "fail");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_says_so_when_the_store_cannot_be_read_and_prints_text_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    // A store that is not there yet (and must not be created by explain).
+    let config = write_binary_config(dir.path(), "", EXPLAIN_ROUTES);
+    let out = user_cli_async(&config, &["explain", "GET", "/api/items"], None).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("revocation  not checked"), "{text}");
+    assert!(text.contains("verdict     401 missing_token"), "{text}");
+    assert!(
+        text.contains("route       routes[0] prefix \"/api\""),
+        "{text}"
+    );
+    assert!(!dir.path().join("authgate.db").exists());
+    assert!(!dir.path().join("jwt-secret").exists());
+
+    // A URL that is not one is a usage error.
+    let out = user_cli_async(&config, &["explain", "GET", "http://[bad"], None).await;
+    assert_eq!(out.status.code(), Some(2));
 }

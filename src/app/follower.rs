@@ -76,6 +76,11 @@ impl RevocationFollower {
         })
     }
 
+    /// When the last successful read of the feed started (the index is in sync as of then).
+    pub(super) fn confirmed(&self) -> watch::Receiver<Instant> {
+        self.confirmed.subscribe()
+    }
+
     /// The index this follower keeps up to date.
     pub(super) fn index(&self) -> Arc<RevocationIndex> {
         self.index.clone()

@@ -87,6 +87,8 @@ pub struct App {
     tokens: Arc<TokenService>,
     hasher: PasswordHasher,
     drain: Arc<Drain>,
+    /// The public listener's connections (built early: `/metrics` counts them).
+    connections: Arc<Connections>,
     shutdown: CancellationToken,
     public: TcpListener,
     admin: Option<TcpListener>,
@@ -148,6 +150,7 @@ impl App {
                 .await
                 .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
         let revocations = follower.index();
+        let confirmed = follower.confirmed();
         let hasher = build_hasher(&config).await?;
         let limiter = LoginLimiter::new(store.clone(), config.auth.login_limit, clock.clone());
 
@@ -204,6 +207,15 @@ impl App {
             shutdown.clone(),
             clock.clone(),
         );
+        let connections = Connections::new();
+        add_probes(
+            &metrics,
+            &drain,
+            &connections,
+            proxy.open_tunnels(),
+            &hasher,
+            confirmed,
+        );
         let gateway = Gateway::new(
             endpoints,
             proxy,
@@ -239,6 +251,7 @@ impl App {
             tokens,
             hasher,
             drain,
+            connections,
             shutdown,
             public,
             admin,
@@ -298,6 +311,7 @@ impl App {
             background,
             tls,
             drain,
+            connections,
             shutdown,
             public,
             admin,
@@ -324,7 +338,6 @@ impl App {
             tls = tls.is_some(),
             "authgate serving"
         );
-        let connections = Connections::new();
         let opts = ServeOptions {
             header_timeout,
             send_timeout: config.server.body_timeout,
@@ -356,6 +369,67 @@ impl App {
             Err(RunError::GraceExpired(in_flight))
         }
     }
+}
+
+/// The figures `/metrics` reads from running parts on each scrape.
+fn add_probes(
+    metrics: &Metrics,
+    drain: &Arc<Drain>,
+    connections: &Arc<Connections>,
+    tunnels: Arc<std::sync::atomic::AtomicUsize>,
+    hasher: &PasswordHasher,
+    confirmed: tokio::sync::watch::Receiver<tokio::time::Instant>,
+) {
+    use crate::telemetry::metrics::ProbeKind::{Counter, Gauge};
+    let d = drain.clone();
+    metrics.add_probe(
+        "requests_in_flight",
+        "Requests being answered now (public listener)",
+        Gauge,
+        move || d.in_flight() as f64,
+    );
+    let c = connections.clone();
+    metrics.add_probe(
+        "open_connections",
+        "Open connections on the public listener, upgraded ones included",
+        Gauge,
+        move || c.live() as f64,
+    );
+    metrics.add_probe(
+        "websocket_tunnels",
+        "WebSocket tunnels open now",
+        Gauge,
+        move || tunnels.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    let h = hasher.clone();
+    metrics.add_probe(
+        "hash_queue_depth",
+        "Password checks waiting for a hashing slot now",
+        Gauge,
+        move || h.queue().waiting as f64,
+    );
+    let h = hasher.clone();
+    metrics.add_probe(
+        "hash_queue_waits",
+        "Waits for a hashing slot, finished or given up",
+        Counter,
+        move || h.queue().waits as f64,
+    );
+    let h = hasher.clone();
+    metrics.add_probe(
+        "hash_queue_wait_seconds",
+        "Seconds spent waiting for a hashing slot, all waits together (divide by \
+         hash_queue_waits for the mean)",
+        Counter,
+        move || h.queue().wait_seconds,
+    );
+    metrics.add_probe(
+        "revocation_sync_lag_seconds",
+        "Seconds since the revocation index was last confirmed in sync with the store's log \
+         (PostgreSQL: past max_staleness authenticated routes answer 503)",
+        Gauge,
+        move || confirmed.borrow().elapsed().as_secs_f64(),
+    );
 }
 
 /// The password hasher with max(1, cores − 1) permits. Building it computes the dummy hash:

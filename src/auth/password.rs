@@ -50,6 +50,52 @@ struct Inner {
     /// PHC string of a random password under the current parameters, for unknown users.
     dummy_phc: PasswordHash,
     hashes_started: AtomicU64,
+    queue: QueueCounters,
+}
+
+/// The hashing queue as `/metrics` shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HashQueue {
+    /// Requests waiting for a hashing slot now.
+    pub waiting: u64,
+    /// Slots granted (or waits given up) so far.
+    pub waits: u64,
+    /// Seconds spent waiting for a slot, all waits together.
+    pub wait_seconds: f64,
+}
+
+#[derive(Default)]
+struct QueueCounters {
+    waiting: AtomicU64,
+    waits: AtomicU64,
+    wait_micros: AtomicU64,
+}
+
+/// Counts one request in the queue until dropped (a cancelled wait leaves it too).
+struct InQueue<'a> {
+    counters: &'a QueueCounters,
+    since: std::time::Instant,
+}
+
+impl<'a> InQueue<'a> {
+    fn enter(counters: &'a QueueCounters) -> Self {
+        counters.waiting.fetch_add(1, Ordering::Relaxed);
+        Self {
+            counters,
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for InQueue<'_> {
+    fn drop(&mut self) {
+        let micros = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.counters.waits.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .wait_micros
+            .fetch_add(micros, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -98,6 +144,7 @@ impl PasswordHasher {
                 max_wait,
                 dummy_phc,
                 hashes_started: AtomicU64::new(0),
+                queue: QueueCounters::default(),
             }),
         })
     }
@@ -144,7 +191,18 @@ impl PasswordHasher {
         self.inner.hashes_started.load(Ordering::Relaxed)
     }
 
+    /// The hashing queue now: who waits, and how long waits took so far.
+    pub fn queue(&self) -> HashQueue {
+        let q = &self.inner.queue;
+        HashQueue {
+            waiting: q.waiting.load(Ordering::Relaxed),
+            waits: q.waits.load(Ordering::Relaxed),
+            wait_seconds: q.wait_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+
     async fn acquire(&self) -> Result<OwnedSemaphorePermit, HashError> {
+        let _in_queue = InQueue::enter(&self.inner.queue);
         let waiting = Arc::clone(&self.inner.permits).acquire_owned();
         match tokio::time::timeout(self.inner.max_wait, waiting).await {
             Ok(Ok(permit)) => Ok(permit),

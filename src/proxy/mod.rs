@@ -78,6 +78,11 @@ impl Proxy {
         }
     }
 
+    /// The number of WebSocket tunnels open now, shared (for `/metrics`).
+    pub fn open_tunnels(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.tunnels.open_count()
+    }
+
     /// The table as of now: take it once per request, so a reload affects later requests only.
     pub fn table(&self) -> Arc<ProxyTable> {
         self.table.load_full()

@@ -40,10 +40,16 @@ impl AdminService {
         }
     }
 
-    fn metrics(&self) -> Response<Body> {
-        let text = self
-            .metrics
-            .render(self.revocations.sizes(), self.revocations.is_stale());
+    /// The exposition, rendered on the blocking pool (the process figures read `/proc`).
+    async fn metrics(&self) -> Response<Body> {
+        let metrics = self.metrics.clone();
+        let (sizes, stale) = (self.revocations.sizes(), self.revocations.is_stale());
+        let text = tokio::task::spawn_blocking(move || metrics.render(sizes, stale))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "metrics task failed");
+                String::new()
+            });
         let mut res = Response::new(full(text));
         res.headers_mut().insert(
             CONTENT_TYPE,
@@ -75,7 +81,7 @@ impl Handler for AdminService {
         let (status, text) = match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, "ok"),
             (&Method::GET | &Method::HEAD, "/readyz") => self.readiness().await,
-            (&Method::GET | &Method::HEAD, "/metrics") => return self.metrics(),
+            (&Method::GET | &Method::HEAD, "/metrics") => return self.metrics().await,
             (_, "/healthz" | "/readyz" | "/metrics") => {
                 return ApiError::MethodNotAllowed {
                     allow: HeaderValue::from_static("GET, HEAD"),

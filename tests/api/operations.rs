@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{client, header, user_cli_async, write_binary_config, Process, PASSWORD};
+use crate::helpers::{
+    client, header, user_cli_async, with_routes, write_binary_config, Process, TestApp, PASSWORD,
+};
 
 /// A fresh Ed25519 key pair in `dir`: (private PKCS#8 PEM path, public SPKI PEM path).
 fn ed25519_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -354,4 +356,122 @@ async fn explain_says_so_when_the_store_cannot_be_read_and_prints_text_by_defaul
     // A URL that is not one is a usage error.
     let out = user_cli_async(&config, &["explain", "GET", "http://[bad"], None).await;
     assert_eq!(out.status.code(), Some(2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// /metrics
+// ---------------------------------------------------------------------------------------------
+
+/// The value of the sample `series` (name with its labels, exactly as exposed).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_show_process_build_connections_tunnels_accounts_hashing_and_sync_figures() {
+    let ws = crate::proxy::ws_echo_upstream().await;
+    let app = TestApp::spawn_with(with_routes(&format!(
+        "[[routes]]\nprefix = \"/ws\"\nupstream = \"http://{ws}\"\nauth = \"token\"\n"
+    )))
+    .await;
+    let tokens = app.user("metered").await;
+    assert_eq!(
+        app.login_raw("metered", "wrong password").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.refresh(&tokens.refresh).await.status(), StatusCode::OK);
+    // Page views of the login endpoint are not login attempts.
+    let page = app
+        .client
+        .get(app.url("/auth/login"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        page.status(),
+        StatusCode::OK,
+        "cookies are off: no sign-in page"
+    );
+    let mut tunnel = crate::proxy::ws_connect(app.addr, "/ws/x", Some(&tokens.access))
+        .await
+        .unwrap();
+    crate::proxy::ws_roundtrip(&mut tunnel, "counted").await;
+
+    let r = app
+        .client
+        .get(format!("http://{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    for family in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(sample(&text, family) > 0.0, "{family}");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                r#"authgate_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+    // Only the admin request is being answered, and it is not on the public listener.
+    assert_eq!(sample(&text, "authgate_requests_in_flight"), 0.0);
+    assert!(
+        sample(&text, "authgate_open_connections") >= 2.0,
+        "pooled client + tunnel"
+    );
+    assert_eq!(sample(&text, "authgate_websocket_tunnels"), 1.0);
+    assert_eq!(
+        sample(&text, r#"authgate_logins_total{outcome="success"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"authgate_logins_total{outcome="invalid_credentials"}"#
+        ),
+        1.0
+    );
+    assert!(!text.contains(r#"authgate_logins_total{outcome="method_not_allowed"}"#));
+    assert_eq!(
+        sample(&text, r#"authgate_registrations_total{outcome="success"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"authgate_refreshes_total{outcome="success"}"#),
+        1.0
+    );
+    assert_eq!(sample(&text, "authgate_hash_queue_depth"), 0.0);
+    // register + login + failed login: one wait for a hashing slot each.
+    assert_eq!(
+        sample(&text, "authgate_hash_queue_waits_total"),
+        app.state.hasher.hashes_started() as f64
+    );
+    assert!(sample(&text, "authgate_hash_queue_wait_seconds_total") >= 0.0);
+    assert!(sample(&text, "authgate_revocation_sync_lag_seconds") >= 0.0);
+    assert_eq!(
+        sample(&text, r#"authgate_config_reloads_total{result="failure"}"#),
+        0.0
+    );
+    assert!(
+        sample(
+            &text,
+            "authgate_config_last_reload_success_timestamp_seconds"
+        ) > 1.6e9
+    );
 }

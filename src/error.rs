@@ -370,6 +370,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::UsernameTaken => ApiError::UsernameTaken,
+            // A login that raced `authgate user disable`: answered as a wrong password.
+            StoreError::UserDisabled => ApiError::InvalidCredentials,
             StoreError::Busy => {
                 tracing::warn!("store busy");
                 ApiError::Unavailable {

@@ -16,7 +16,7 @@ use crate::auth::limiter;
 use crate::auth::password::PasswordHasher;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::sessions::operations;
+use crate::sessions::{operations, rules};
 use crate::store::{Store, StoreError, User};
 
 /// `authgate user ...`: operator commands on the store.
@@ -31,8 +31,29 @@ pub enum UserCommand {
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
     },
-    /// List users with their roles.
-    List,
+    /// List users with their roles (and whether disabled).
+    List {
+        /// Print one JSON array of {id, username, roles, created_at, disabled}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a user's password, read from a prompt, or from standard input when it is not a
+    /// terminal (one trailing newline removed). Every session of the user is revoked.
+    Passwd {
+        /// Username.
+        name: String,
+    },
+    /// Disable a user: every session is revoked and logins answer 401 invalid_credentials,
+    /// exactly like a wrong password, until `user enable`.
+    Disable {
+        /// Username.
+        name: String,
+    },
+    /// Enable a disabled user again (they log in anew; nothing old is restored).
+    Enable {
+        /// Username.
+        name: String,
+    },
     /// Delete a user and revoke every token of theirs.
     Delete {
         /// Username.
@@ -97,7 +118,37 @@ async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
     let now = Clock::system().now();
     match cmd {
         UserCommand::Add { name, roles } => add(config, &store, &name, roles, now).await,
-        UserCommand::List => Ok(list(&store.list_users().await.map_err(text)?)),
+        UserCommand::List { json } => {
+            let users = store.list_users().await.map_err(text)?;
+            if json {
+                list_json(&users)
+            } else {
+                Ok(list(&users))
+            }
+        }
+        UserCommand::Passwd { name } => passwd(config, &store, &name, now).await,
+        UserCommand::Disable { name } => {
+            let user = find(&store, &name).await?;
+            let sweep = rules::sweep(None, now, config.tokens.leeway);
+            let revoked = store
+                .set_disabled(user.id, true, sweep)
+                .await
+                .map_err(text)?;
+            Ok(format!(
+                "{}: disabled; {} session(s) revoked, logins refused until `user enable`",
+                user.username,
+                revoked.len()
+            ))
+        }
+        UserCommand::Enable { name } => {
+            let user = find(&store, &name).await?;
+            let sweep = rules::sweep(None, now, config.tokens.leeway);
+            store
+                .set_disabled(user.id, false, sweep)
+                .await
+                .map_err(text)?;
+            Ok(format!("{}: enabled; they can log in again", user.username))
+        }
         UserCommand::Delete { name } => {
             let user = find(&store, &name).await?;
             operations::delete_user(store.as_ref(), user.id, now, config.tokens.refresh_ttl)
@@ -167,11 +218,7 @@ async fn add(
     }
     let password = read_password()?;
     check_password(&password, config.auth.min_password_length).map_err(str::to_owned)?;
-    let hasher = PasswordHasher::new(config.auth.argon2, 1, Duration::from_secs(60))?;
-    let hash = hasher
-        .hash(&password)
-        .await
-        .map_err(|e| format!("hashing failed: {e}"))?;
+    let hash = hash_password(config, &password).await?;
     let user = store
         .create_user(name, &hash, roles, now)
         .await
@@ -185,6 +232,37 @@ async fn add(
         user.id,
         user.roles.join(", ")
     ))
+}
+
+async fn passwd(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    name: &str,
+    now: i64,
+) -> Result<String, String> {
+    let user = find(store, name).await?;
+    let password = read_password()?;
+    check_password(&password, config.auth.min_password_length).map_err(str::to_owned)?;
+    let hash = hash_password(config, &password).await?;
+    let sweep = rules::sweep(None, now, config.tokens.leeway);
+    let revoked = store
+        .set_password(user.id, &hash, sweep)
+        .await
+        .map_err(text)?;
+    Ok(format!(
+        "{}: password changed; {} session(s) revoked",
+        user.username,
+        revoked.len()
+    ))
+}
+
+/// The argon2id hash of `password` under `[auth] argon2`, on a one-slot pool.
+async fn hash_password(config: &Config, password: &str) -> Result<String, String> {
+    let hasher = PasswordHasher::new(config.auth.argon2, 1, Duration::from_secs(60))?;
+    hasher
+        .hash(password)
+        .await
+        .map_err(|e| format!("hashing failed: {e}"))
 }
 
 /// From a prompt on a terminal (asked twice), otherwise all of standard input with one
@@ -224,20 +302,41 @@ fn check_role(role: &str) -> Result<(), String> {
     }
 }
 
+/// `user list --json`: created_at as RFC 3339, roles as an array.
+fn list_json(users: &[User]) -> Result<String, String> {
+    let rows: Vec<serde_json::Value> = users
+        .iter()
+        .map(|u| {
+            serde_json::json!({
+                "id": u.id,
+                "username": u.username,
+                "roles": u.roles,
+                "created_at": rfc3339(u.created_at),
+                "disabled": u.disabled,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())
+}
+
+fn rfc3339(epoch_secs: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(epoch_secs).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 fn list(users: &[User]) -> String {
     let mut out = format!(
         "{:>6}  {:<32}  {:<20}  roles",
         "id", "username", "created_at"
     );
     for u in users {
-        let at =
-            std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(u.created_at).unwrap_or(0));
         out.push_str(&format!(
-            "\n{:>6}  {:<32}  {:<20}  {}",
+            "\n{:>6}  {:<32}  {:<20}  {}{}",
             u.id,
             u.username,
-            humantime::format_rfc3339_seconds(at),
-            u.roles.join(",")
+            rfc3339(u.created_at),
+            u.roles.join(","),
+            if u.disabled { "  (disabled)" } else { "" }
         ));
     }
     out

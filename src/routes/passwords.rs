@@ -30,7 +30,8 @@ impl Passwords {
     /// Checks `password` against the stored hash of `username` and returns the user; counts
     /// the outcome for the login limiter against the name, the client address `client` and
     /// the pair. One argon2 verify whether or not the user exists (against a dummy hash when
-    /// not): same answer, same store calls, same time.
+    /// not): same answer, same store calls, same time. A disabled user's right password is
+    /// answered exactly like a wrong one, after the same verify, and counts as a failure.
     pub async fn check(
         &self,
         username: &str,
@@ -60,7 +61,7 @@ impl Passwords {
         let hash = found.as_ref().map(|u| u.password_hash.as_str());
         let ok = self.hasher.verify(password, hash).await?;
         match (ok, found) {
-            (true, Some(u)) => {
+            (true, Some(u)) if !u.user.disabled => {
                 attempt.succeeded().await;
                 Ok(u.user)
             }

@@ -100,6 +100,10 @@ pub enum StoreError {
     /// worth retrying later. Answered `503`.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// A session was to start for a user an operator has disabled (answered like a wrong
+    /// password).
+    #[error("the user is disabled")]
+    UserDisabled,
     /// Anything else (I/O, an unexpected SQLite error); details for the log.
     #[error("store error: {0}")]
     Internal(String),
@@ -141,6 +145,18 @@ pub trait Store: Send + Sync + 'static {
         sweep: SessionSweep<'a>,
     ) -> StoreFuture<'a, Vec<Revocation>>;
 
+    /// Disables (`true`) or enables user `user_id`. Disabling also revokes the sessions
+    /// `sweep` selects, in the same transaction, and from then on [`Store::create_session`]
+    /// refuses the user with [`StoreError::UserDisabled`]: a login racing the change is either
+    /// revoked or refused. Enabling revokes nothing. Returns the appended `Session` entries.
+    /// [`StoreError::NotFound`] for an unknown user.
+    fn set_disabled<'a>(
+        &'a self,
+        user_id: i64,
+        disabled: bool,
+        sweep: SessionSweep<'a>,
+    ) -> StoreFuture<'a, Vec<Revocation>>;
+
     /// Deletes the user and their roles, marks their sessions revoked at `now` and appends a
     /// `User(id)` entry covering tokens until `covers_until`, in one transaction. Returns the
     /// appended entries, or `None` when there is no such user.
@@ -159,7 +175,7 @@ pub trait Store: Send + Sync + 'static {
     /// user (matched case-insensitively).
     fn revoke_role<'a>(&'a self, username: &'a str, role: &'a str) -> StoreFuture<'a, bool>;
 
-    /// Records a new login session.
+    /// Records a new login session; [`StoreError::UserDisabled`] when its user is disabled.
     fn create_session<'a>(&'a self, session: &'a Session) -> StoreFuture<'a, ()>;
 
     /// Looks a session up, revoked or not, with its retired refresh token. Reads the latest

@@ -77,6 +77,8 @@ pub struct User {
     pub roles: Vec<String>,
     /// Seconds since the epoch.
     pub created_at: i64,
+    /// Disabled by an operator: logins fail as with a wrong password, no session may start.
+    pub disabled: bool,
 }
 
 /// A user together with the stored password hash, for password checks only.
@@ -330,6 +332,7 @@ mod tests {
                 username: "a".into(),
                 roles: vec![],
                 created_at: 0,
+                disabled: false,
             },
             password_hash: "$argon2id$v=19$secret".into(),
         };

@@ -47,6 +47,8 @@ macro_rules! conformance_suite {
             concurrent_revocations_of_one_session_append_one_entry,
             a_password_change_revokes_the_swept_sessions_only,
             logout_all_revokes_every_live_session_of_the_user,
+            disabling_a_user_revokes_their_sessions_and_refuses_new_ones_until_enabled,
+            a_login_racing_a_disable_is_revoked_or_refused,
             the_refresh_swap_records_the_retired_token_and_needs_the_current_one,
             concurrent_swaps_from_one_token_succeed_exactly_once,
             rotation_rotates_then_tolerates_the_grace_then_detects_reuse,
@@ -444,6 +446,114 @@ pub async fn logout_all_revokes_every_live_session_of_the_user<B: Backend>() {
             .revoke_user_sessions(9_999, rules::sweep(None, 2_000, LEEWAY))
             .await,
         Err(StoreError::NotFound)
+    );
+}
+
+pub async fn disabling_a_user_revokes_their_sessions_and_refuses_new_ones_until_enabled<
+    B: Backend,
+>() {
+    let (db, store) = fresh::<B>().await;
+    let u = user(&store, "ivan").await;
+    let other = user(&store, "judy").await;
+    assert!(!u.disabled);
+    for (sid, owner) in [("a", u.id), ("b", u.id), ("o", other.id)] {
+        store
+            .create_session(&session(sid, owner, 1_000, 5_000))
+            .await
+            .unwrap();
+    }
+    let entries = store
+        .set_disabled(u.id, true, rules::sweep(None, 2_000, LEEWAY))
+        .await
+        .unwrap();
+    assert_eq!(
+        session_ids(&entries),
+        BTreeSet::from(["a".into(), "b".into()])
+    );
+    assert!(!store.session("o").await.unwrap().unwrap().revoked);
+    // Seen by every reader, another process included.
+    let again = db.open().await;
+    assert!(
+        again
+            .user_by_name("IVAN")
+            .await
+            .unwrap()
+            .unwrap()
+            .user
+            .disabled
+    );
+    assert!(again.user_by_id(u.id).await.unwrap().unwrap().disabled);
+    let listed = again.list_users().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|u| u.disabled).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert_eq!(
+        again
+            .create_session(&session("c", u.id, 2_000, 6_000))
+            .await,
+        Err(StoreError::UserDisabled)
+    );
+    assert!(again.session("c").await.unwrap().is_none());
+
+    // Enabling revokes nothing and lets sessions start again.
+    let entries = store
+        .set_disabled(u.id, false, rules::sweep(None, 3_000, LEEWAY))
+        .await
+        .unwrap();
+    assert!(entries.is_empty());
+    assert!(!store.user_by_id(u.id).await.unwrap().unwrap().disabled);
+    store
+        .create_session(&session("d", u.id, 3_000, 7_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .set_disabled(9_999, true, rules::sweep(None, 3_000, LEEWAY))
+            .await,
+        Err(StoreError::NotFound)
+    );
+}
+
+pub async fn a_login_racing_a_disable_is_revoked_or_refused<B: Backend>() {
+    let db = B::create().await;
+    let setup = db.open().await;
+    let u = user(&setup, "kim").await;
+    let racers = stores(&db, 2).await;
+    let (logins, disabler) = (racers[0].clone(), racers[1].clone());
+    let login = tokio::spawn(async move {
+        let mut started = Vec::new();
+        for i in 0..20 {
+            let sid = format!("s{i}");
+            match logins
+                .create_session(&session(&sid, u.id, 1_000, 5_000))
+                .await
+            {
+                Ok(()) => started.push(sid),
+                Err(StoreError::UserDisabled) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        started
+    });
+    let disable = tokio::spawn(async move {
+        disabler
+            .set_disabled(u.id, true, rules::sweep(None, 2_000, LEEWAY))
+            .await
+            .unwrap()
+    });
+    let started = login.await.unwrap();
+    let revoked = session_ids(&disable.await.unwrap());
+    // Every session that started before the disable is revoked by it; none starts after.
+    for sid in &started {
+        assert!(revoked.contains(sid), "{sid} escaped the disable");
+        assert!(setup.session(sid).await.unwrap().unwrap().revoked);
+    }
+    assert_eq!(
+        setup
+            .create_session(&session("late", u.id, 3_000, 6_000))
+            .await,
+        Err(StoreError::UserDisabled)
     );
 }
 

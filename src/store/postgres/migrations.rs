@@ -75,6 +75,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (username, address)
     );
     ",
+    // 2: users an operator disabled (`authgate user disable`): they cannot log in.
+    "
+    ALTER TABLE users ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT false;
+    ",
 ];
 
 /// The schema version this build creates and understands.

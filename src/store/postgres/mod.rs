@@ -149,7 +149,8 @@ fn fold(username: &str) -> String {
 
 /// A user with their roles (sorted), in one statement.
 const USER_COLUMNS: &str = "SELECT u.id, u.username, u.created_at, u.password_hash,
-        COALESCE(array_agg(r.role ORDER BY r.role) FILTER (WHERE r.role IS NOT NULL), '{}')
+        COALESCE(array_agg(r.role ORDER BY r.role) FILTER (WHERE r.role IS NOT NULL), '{}'),
+        u.disabled
      FROM users u LEFT JOIN user_roles r ON r.user_id = u.id";
 
 fn user_of(row: &Row) -> User {
@@ -158,6 +159,7 @@ fn user_of(row: &Row) -> User {
         username: row.get(1),
         created_at: row.get(2),
         roles: row.get(4),
+        disabled: row.get(5),
     }
 }
 
@@ -204,6 +206,7 @@ async fn insert_user(
         username: username.to_owned(),
         roles,
         created_at: now,
+        disabled: false,
     })
 }
 
@@ -574,6 +577,35 @@ impl Store for PostgresStore {
         })
     }
 
+    fn set_disabled<'a>(
+        &'a self,
+        user_id: i64,
+        disabled: bool,
+        sweep: SessionSweep<'a>,
+    ) -> StoreFuture<'a, Vec<Revocation>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(map_err)?;
+            // The row lock this takes orders it against `create_session`'s FOR SHARE read.
+            let changed = execute(
+                &tx,
+                "UPDATE users SET disabled = $2 WHERE id = $1",
+                &[&user_id, &disabled],
+            )
+            .await?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let entries = if disabled {
+                revoke_swept_sessions(&tx, user_id, &sweep).await?
+            } else {
+                Vec::new()
+            };
+            tx.commit().await.map_err(map_err)?;
+            Ok(entries)
+        })
+    }
+
     fn delete_user(
         &self,
         id: i64,
@@ -637,11 +669,17 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let client = self.client().await?;
             let retired = session.retired_refresh.as_ref();
-            execute(
+            // One statement. FOR SHARE waits for a disable in progress (it holds the user's
+            // row lock until its sweep commits) and then reads the committed flag; a disable
+            // that starts later waits for this insert, and its sweep then sees the session.
+            let inserted = execute(
                 &client,
-                "INSERT INTO sessions (sid, user_id, created_at, expires_at, auth_time,
+                "WITH owner AS (SELECT disabled FROM users WHERE id = $2 FOR SHARE)
+                 INSERT INTO sessions (sid, user_id, created_at, expires_at, auth_time,
                                        refresh_jti, prev_refresh_jti, prev_retired_at, revoked_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 SELECT $1::text, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::text,
+                        $7::text, $8::bigint, $9::bigint
+                 WHERE NOT EXISTS (SELECT 1 FROM owner WHERE disabled)",
                 &[
                     &session.sid,
                     &session.user_id,
@@ -655,6 +693,9 @@ impl Store for PostgresStore {
                 ],
             )
             .await?;
+            if inserted == 0 {
+                return Err(StoreError::UserDisabled);
+            }
             Ok(())
         })
     }

@@ -73,6 +73,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (username, address)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 4: users an operator disabled (`authgate user disable`): they cannot log in.
+    "
+    ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1));
+    ",
 ];
 
 /// The schema version this build creates and understands.

@@ -271,6 +271,7 @@ fn insert_user(
         username: username.to_owned(),
         roles,
         created_at: now,
+        disabled: false,
     })
 }
 
@@ -291,16 +292,23 @@ fn find_user_by_name(
 ) -> Result<Option<UserWithHash>, StoreError> {
     let row = conn
         .prepare_cached(
-            "SELECT id, username, password_hash, created_at FROM users WHERE username_lower = ?1",
+            "SELECT id, username, password_hash, created_at, disabled FROM users
+             WHERE username_lower = ?1",
         )
         .and_then(|mut stmt| {
             stmt.query_row([fold(username)], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
             })
             .optional()
         })
         .map_err(map_err)?;
-    let Some((id, username, password_hash, created_at)) = row else {
+    let Some((id, username, password_hash, created_at, disabled)) = row else {
         return Ok(None);
     };
     let roles = roles_of(conn, id)?;
@@ -310,6 +318,7 @@ fn find_user_by_name(
             username,
             roles,
             created_at,
+            disabled,
         },
         password_hash,
     }))
@@ -317,13 +326,13 @@ fn find_user_by_name(
 
 fn find_user_by_id(conn: &Connection, id: i64) -> Result<Option<User>, StoreError> {
     let row = conn
-        .prepare_cached("SELECT username, created_at FROM users WHERE id = ?1")
+        .prepare_cached("SELECT username, created_at, disabled FROM users WHERE id = ?1")
         .and_then(|mut stmt| {
-            stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+            stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                 .optional()
         })
         .map_err(map_err)?;
-    let Some((username, created_at)) = row else {
+    let Some((username, created_at, disabled)) = row else {
         return Ok(None);
     };
     Ok(Some(User {
@@ -331,24 +340,28 @@ fn find_user_by_id(conn: &Connection, id: i64) -> Result<Option<User>, StoreErro
         username,
         roles: roles_of(conn, id)?,
         created_at,
+        disabled,
     }))
 }
 
 fn all_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
     let mut stmt = conn
-        .prepare_cached("SELECT id, username, created_at FROM users ORDER BY id")
+        .prepare_cached("SELECT id, username, created_at, disabled FROM users ORDER BY id")
         .map_err(map_err)?;
     let rows = stmt
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String, i64)>>>())
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String, i64, bool)>>>())
         .map_err(map_err)?;
     rows.into_iter()
-        .map(|(id, username, created_at)| {
+        .map(|(id, username, created_at, disabled)| {
             Ok(User {
                 id,
                 username,
                 roles: roles_of(conn, id)?,
                 created_at,
+                disabled,
             })
         })
         .collect()
@@ -386,6 +399,27 @@ fn change_password(
         .map_err(map_err)?;
     if changed == 0 {
         return Err(StoreError::NotFound);
+    }
+    revoke_swept_sessions(tx, user_id, sweep)
+}
+
+fn change_disabled(
+    tx: &Connection,
+    user_id: i64,
+    disabled: bool,
+    sweep: &Sweep,
+) -> Result<Vec<Revocation>, StoreError> {
+    let changed = tx
+        .execute(
+            "UPDATE users SET disabled = ?2 WHERE id = ?1",
+            params![user_id, disabled],
+        )
+        .map_err(map_err)?;
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    if !disabled {
+        return Ok(Vec::new());
     }
     revoke_swept_sessions(tx, user_id, sweep)
 }
@@ -468,6 +502,18 @@ fn find_session(conn: &Connection, sid: &str) -> Result<Option<Session>, StoreEr
 }
 
 fn insert_session(tx: &Connection, session: &Session) -> Result<(), StoreError> {
+    // In the writer's transaction: a disable commits wholly before or after this check.
+    let disabled: Option<bool> = tx
+        .query_row(
+            "SELECT disabled FROM users WHERE id = ?1",
+            [session.user_id],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(map_err)?;
+    if disabled == Some(true) {
+        return Err(StoreError::UserDisabled);
+    }
     let retired = session.retired_refresh.as_ref();
     tx.execute(
         "INSERT INTO sessions (sid, user_id, created_at, expires_at, auth_time, refresh_jti,
@@ -799,6 +845,16 @@ impl Store for SqliteStore {
         let new_hash = new_hash.to_owned();
         let sweep = Sweep::from(sweep);
         self.write(move |tx| change_password(tx, user_id, &new_hash, &sweep))
+    }
+
+    fn set_disabled<'a>(
+        &'a self,
+        user_id: i64,
+        disabled: bool,
+        sweep: SessionSweep<'a>,
+    ) -> StoreFuture<'a, Vec<Revocation>> {
+        let sweep = Sweep::from(sweep);
+        self.write(move |tx| change_disabled(tx, user_id, disabled, &sweep))
     }
 
     fn delete_user(

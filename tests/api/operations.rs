@@ -475,3 +475,117 @@ async fn metrics_show_process_build_connections_tunnels_accounts_hashing_and_syn
         ) > 1.6e9
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Operator CLI: passwd, disable/enable, list --json, completions, man
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_passwd_disable_and_enable_revoke_sessions_and_a_disabled_login_looks_like_a_wrong_password(
+) {
+    let app = TestApp::spawn().await;
+    let cfg = app.config_path.clone();
+    let first = app.user("dora").await;
+
+    // passwd from standard input: every session revoked, only the new password works.
+    let out = user_cli_async(
+        &cfg,
+        &["user", "passwd", "dora"],
+        Some("brand new password\n"),
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 session(s) revoked"));
+    // The refresh reads its session from the store: revoked at once.
+    assert_eq!(
+        app.refresh(&first.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app.login_raw("dora", PASSWORD).await;
+    crate::helpers::assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let r = app.login_raw("dora", "brand new password").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let second: Value = r.json().await.unwrap();
+    let too_short = user_cli_async(&cfg, &["user", "passwd", "dora"], Some("short\n")).await;
+    assert_eq!(too_short.status.code(), Some(1));
+    let nobody = user_cli_async(
+        &cfg,
+        &["user", "passwd", "nobody"],
+        Some("long enough pw\n"),
+    )
+    .await;
+    assert_eq!(nobody.status.code(), Some(1));
+
+    // disable: sessions revoked; the right password is answered exactly like a wrong one,
+    // after one argon2 run as well.
+    let out = user_cli_async(&cfg, &["user", "disable", "dora"], None).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("disabled; 1 session(s) revoked"));
+    let refresh = second["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        app.refresh(refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let hashes = app.state.hasher.hashes_started();
+    let wrong = app.login_raw("dora", "not the password").await;
+    assert_eq!(app.state.hasher.hashes_started(), hashes + 1);
+    let disabled = app.login_raw("dora", "brand new password").await;
+    assert_eq!(app.state.hasher.hashes_started(), hashes + 2);
+    assert_eq!(wrong.status(), disabled.status());
+    assert_eq!(
+        header(wrong.headers(), "www-authenticate"),
+        header(disabled.headers(), "www-authenticate")
+    );
+    let (wrong, disabled): (Value, Value) =
+        (wrong.json().await.unwrap(), disabled.json().await.unwrap());
+    assert_eq!(wrong, disabled);
+    assert_eq!(disabled["error"], "invalid_credentials");
+
+    // list --json shows it; enable lets the user in again.
+    let out = user_cli_async(&cfg, &["user", "list", "--json"], None).await;
+    assert!(out.status.success());
+    let users: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(users[0]["username"], "dora", "{users}");
+    assert_eq!(users[0]["disabled"], true);
+    assert_eq!(users[0]["roles"], serde_json::json!([]));
+    assert!(users[0]["created_at"].as_str().unwrap().ends_with('Z'));
+    let out = user_cli_async(&cfg, &["user", "list"], None).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(disabled)"));
+    let out = user_cli_async(&cfg, &["user", "enable", "dora"], None).await;
+    assert!(out.status.success());
+    let r = app.login_raw("dora", "brand new password").await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[test]
+fn completions_for_each_shell_and_the_man_page_are_generated_from_the_cli() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = std::process::Command::new(crate::helpers::binary())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            script.contains("explain") && script.contains("passwd"),
+            "{shell}"
+        );
+    }
+    let out = std::process::Command::new(crate::helpers::binary())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    // The man page (`authgate man > authgate.1`).
+    let out = std::process::Command::new(crate::helpers::binary())
+        .arg("man")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH authgate 1"), "{page}");
+    for sub in ["explain", "completions", "check\\-config", "user"] {
+        assert!(page.contains(sub), "{sub} missing from\n{page}");
+    }
+}

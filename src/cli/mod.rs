@@ -11,6 +11,7 @@ pub mod demo;
 mod echo_upstream;
 mod exit;
 mod explain;
+mod healthcheck;
 mod serve;
 mod signals;
 mod user;
@@ -22,6 +23,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 pub use exit::{EXIT_CONFIG, EXIT_RUNTIME};
 pub use explain::ExplainArgs;
+pub use healthcheck::HealthcheckArgs;
 pub use user::UserCommand;
 
 /// authgate: an authentication gateway in front of HTTP services.
@@ -82,6 +84,9 @@ pub enum Command {
     },
     /// Print the manual page (roff): `authgate man > authgate.1`.
     Man,
+    /// Ask the admin listener's /healthz; exit 0 when it answers 200 (for container
+    /// HEALTHCHECKs in images without curl).
+    Healthcheck(HealthcheckArgs),
 }
 
 /// The manual page of `authgate` in roff (options, and each subcommand with its summary),
@@ -111,6 +116,7 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "authgate", &mut script);
             print_bytes(&script)
         }
+        Some(Command::Healthcheck(args)) => healthcheck::run(&cli.config, args),
         Some(Command::Man) => match man_page() {
             Ok(page) => print_bytes(&page),
             Err(e) => {

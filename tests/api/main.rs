@@ -19,6 +19,7 @@ mod helpers;
 mod lifecycle;
 mod limits;
 mod operations;
+mod packaging;
 #[path = "../support/postgres.rs"]
 mod pg;
 mod protocols;

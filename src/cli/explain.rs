@@ -19,7 +19,7 @@ use http::header::{AUTHORIZATION, HOST};
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use serde::Serialize;
 
-use super::exit::{load_config, EXIT_CONFIG, EXIT_RUNTIME};
+use super::exit::{current_thread_runtime, load_config, EXIT_CONFIG, EXIT_RUNTIME};
 use crate::auth::authenticator::Authenticator;
 use crate::auth::claims::TokenType;
 use crate::auth::keys::{load_keys, KeyLoad};
@@ -137,15 +137,9 @@ pub(super) fn run(config_path: &Path, args: ExplainArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("authgate: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     let revocations = runtime.block_on(read_revocations(&config));
     let report = explain(&config, &table, &method, &args, &uri, revocations);

@@ -13,7 +13,7 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::exit::{load_config, EXIT_CONFIG, EXIT_RUNTIME};
+use super::exit::{current_thread_runtime, load_config, EXIT_CONFIG, EXIT_RUNTIME};
 
 /// How long the probe waits for an answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -49,15 +49,9 @@ pub(super) fn run(config_path: &Path, args: HealthcheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("authgate: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     let answer = runtime.block_on(async {
         let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();

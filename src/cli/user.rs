@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use super::exit::{load_config, EXIT_RUNTIME};
+use super::exit::{current_thread_runtime, load_config, EXIT_RUNTIME};
 use crate::auth::accounts_rules::{check_password, check_username};
 use crate::auth::limiter;
 use crate::auth::password::PasswordHasher;
@@ -92,12 +92,9 @@ pub(super) fn run(config_path: &Path, cmd: UserCommand) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+        Err(code) => return code,
     };
     match runtime.block_on(execute(&config, cmd)) {
         Ok(text) => {

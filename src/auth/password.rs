@@ -1,19 +1,33 @@
 //! Password hashing and verification: argon2id PHC strings, computed off the async reactor.
 //!
-//! Owns the bounded hashing pool (a semaphore in front of `spawn_blocking`), the wait limit
-//! that turns a full queue into `HashError::Busy` (503 + `Retry-After` at the HTTP layer), and
-//! the dummy hash that makes "unknown user" cost the same as "wrong password".
+//! Owns the bounded hashing pool, the wait limit that turns a full queue into
+//! `HashError::Busy` (503 + `Retry-After` at the HTTP layer), and the dummy hash that makes
+//! "unknown user" cost the same as "wrong password".
+//!
+//! The pool is a fixed set of threads, one per permit, each owning one argon2 memory block
+//! that it reuses for every hash. Allocating the block per hash (as `spawn_blocking` with
+//! argon2's own allocation did) left one retained ~19 MiB block per malloc arena and blocking
+//! thread: resident memory climbed to hundreds of MB and was never returned. With owned blocks
+//! the argon2 memory is `permits × memory_kib`, whatever the number of logins.
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use argon2::password_hash::phc::{Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Argon2Settings;
+
+/// Salt length of new hashes (argon2's recommended 16 bytes).
+const SALT_LEN: usize = 16;
+
+/// Largest stored `m` (KiB) a worker grows its block to for one verification; a stored hash
+/// asking for more is refused as internal rather than allowed to allocate without bound.
+const MAX_STORED_MEMORY_KIB: u32 = 4 * 1024 * 1024;
 
 /// Why a hash or verify did not produce an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,13 +57,62 @@ pub struct PasswordHasher {
 }
 
 struct Inner {
-    argon2: Argon2<'static>,
     params: Params,
     permits: Arc<Semaphore>,
     max_wait: Duration,
     /// PHC string of a random password under the current parameters, for unknown users.
     dummy_phc: PasswordHash,
-    hashes_started: AtomicU64,
+    hashes_started: Arc<AtomicU64>,
+    /// Jobs for the hashing threads; dropping the last sender ends them.
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Work for one hashing thread, run with that thread's own memory block.
+type Job = Box<dyn FnOnce(&mut Workspace) + Send>;
+
+/// A hashing thread's reusable argon2 memory.
+struct Workspace {
+    blocks: Vec<Block>,
+    /// Blocks the configured parameters need: what the thread keeps between jobs.
+    keep: usize,
+}
+
+impl Workspace {
+    fn new(keep: usize) -> Self {
+        Self {
+            blocks: Vec::new(),
+            keep,
+        }
+    }
+
+    /// Runs argon2 for `params` in this workspace's memory, growing it if a stored hash asks
+    /// for more than the configured cost and shrinking it back afterwards.
+    fn run(
+        &mut self,
+        algorithm: Algorithm,
+        version: Version,
+        params: Params,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), HashError> {
+        let need = params.block_count();
+        if self.blocks.len() < need {
+            self.blocks.resize(need, Block::default());
+        }
+        let memory = self
+            .blocks
+            .get_mut(..need)
+            .ok_or_else(|| HashError::Internal("argon2 memory".into()))?;
+        let result = Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(password, salt, out, memory)
+            .map_err(|e| HashError::Internal(format!("argon2: {e}")));
+        if self.blocks.len() > self.keep {
+            self.blocks.truncate(self.keep);
+            self.blocks.shrink_to_fit();
+        }
+        result
+    }
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -65,11 +128,11 @@ impl fmt::Debug for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// Builds the hasher: validates the parameters, sizes the pool to `permits` concurrent
-    /// hashes (callers pass `max(1, cores - 1)`), and computes the dummy hash.
+    /// Builds the hasher: validates the parameters, starts `permits` hashing threads (callers
+    /// pass `max(1, cores - 1)`), and computes the dummy hash.
     ///
-    /// This runs one argon2 hash synchronously, so call it at start-up (or on a blocking
-    /// thread), not from a request.
+    /// This waits for one argon2 hash, so call it at start-up (or on a blocking thread), not
+    /// from a request.
     pub fn new(
         settings: Argon2Settings,
         permits: usize,
@@ -88,16 +151,16 @@ impl PasswordHasher {
             None,
         )
         .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-        let dummy_phc = dummy_hash(&argon2)?;
+        let jobs = start_workers(permits, params.block_count())?;
+        let dummy_phc = dummy_hash(&jobs, &params)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                argon2,
                 params,
                 permits: Arc::new(Semaphore::new(permits)),
                 max_wait,
                 dummy_phc,
-                hashes_started: AtomicU64::new(0),
+                hashes_started: Arc::new(AtomicU64::new(0)),
+                jobs,
             }),
         })
     }
@@ -107,14 +170,11 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
         let permit = self.acquire().await?;
         let secret = SecretBytes::copy_of(password);
-        let inner = Arc::clone(&self.inner);
-        run_blocking(permit, move || {
-            inner.hashes_started.fetch_add(1, Ordering::Relaxed);
-            inner
-                .argon2
-                .hash_password(secret.as_bytes())
-                .map(|phc: PasswordHash| phc.to_string())
-                .map_err(|e| HashError::Internal(format!("argon2 hash: {e}")))
+        let params = self.inner.params.clone();
+        let started = Arc::clone(&self.inner.hashes_started);
+        self.run(permit, move |space| {
+            started.fetch_add(1, Ordering::Relaxed);
+            new_phc(space, &params, secret.as_bytes()).map(|phc| phc.to_string())
         })
         .await
     }
@@ -128,12 +188,13 @@ impl PasswordHasher {
         };
         let permit = self.acquire().await?;
         let secret = SecretBytes::copy_of(password);
-        let inner = Arc::clone(&self.inner);
-        run_blocking(permit, move || {
-            inner.hashes_started.fetch_add(1, Ordering::Relaxed);
-            let target = stored.as_ref().unwrap_or(&inner.dummy_phc);
-            let matched = check(&inner.argon2, secret.as_bytes(), target)?;
-            Ok(matched && stored.is_some())
+        let known = stored.is_some();
+        let target = stored.unwrap_or_else(|| self.inner.dummy_phc.clone());
+        let started = Arc::clone(&self.inner.hashes_started);
+        self.run(permit, move |space| {
+            started.fetch_add(1, Ordering::Relaxed);
+            let matched = check(space, secret.as_bytes(), &target)?;
+            Ok(matched && known)
         })
         .await
     }
@@ -153,6 +214,30 @@ impl PasswordHasher {
         }
     }
 
+    /// Runs `job` on a hashing thread under the caller's span. The permit moves into the job
+    /// so the slot stays taken until argon2 finishes, even if the request future is dropped;
+    /// with one thread per permit a job never waits for a thread.
+    async fn run<T, F>(&self, permit: OwnedSemaphorePermit, job: F) -> Result<T, HashError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Workspace) -> Result<T, HashError> + Send + 'static,
+    {
+        let span = tracing::Span::current();
+        let (tx, rx) = oneshot::channel();
+        let boxed: Job = Box::new(move |space| {
+            let _permit = permit;
+            let answer = span.in_scope(|| job(space));
+            // The request may have gone away meanwhile; nobody is left to tell.
+            let _ = tx.send(answer);
+        });
+        self.inner
+            .jobs
+            .send(boxed)
+            .map_err(|_| HashError::Internal("hashing threads have stopped".into()))?;
+        rx.await
+            .map_err(|_| HashError::Internal("hashing task failed".into()))?
+    }
+
     /// Takes a hashing slot without waiting, so tests can fill the pool deterministically.
     #[cfg(test)]
     fn take_permit_for_test(&self) -> Option<OwnedSemaphorePermit> {
@@ -160,21 +245,64 @@ impl PasswordHasher {
     }
 }
 
-/// Runs `job` on the blocking pool under the caller's span. The permit moves into the job so
-/// the slot stays taken until argon2 finishes, even if the request future is dropped.
-async fn run_blocking<T, F>(permit: OwnedSemaphorePermit, job: F) -> Result<T, HashError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, HashError> + Send + 'static,
-{
-    let span = tracing::Span::current();
-    let handle = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        span.in_scope(job)
-    });
-    handle
-        .await
-        .map_err(|e| HashError::Internal(format!("hashing task failed: {e}")))?
+/// Starts `count` hashing threads sharing one job queue, each keeping `keep` blocks.
+fn start_workers(count: usize, keep: usize) -> Result<mpsc::Sender<Job>, String> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for n in 0..count {
+        let rx = Arc::clone(&rx);
+        std::thread::Builder::new()
+            .name(format!("authgate-hash-{n}"))
+            .spawn(move || worker(&rx, keep))
+            .map_err(|e| format!("cannot start a password hashing thread: {e}"))?;
+    }
+    Ok(tx)
+}
+
+/// One hashing thread: takes jobs until every sender is gone. A panicking job loses its
+/// answer (the caller sees an internal error), not the thread.
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>, keep: usize) {
+    let mut space = Workspace::new(keep);
+    loop {
+        let next = {
+            let queue = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.recv()
+        };
+        let Ok(job) = next else { return };
+        if catch_unwind(AssertUnwindSafe(|| job(&mut space))).is_err() {
+            tracing::error!("a password hashing job panicked");
+            space = Workspace::new(keep);
+        }
+    }
+}
+
+/// A new argon2id PHC hash of `password` with a random salt, in `space`'s memory.
+fn new_phc(
+    space: &mut Workspace,
+    params: &Params,
+    password: &[u8],
+) -> Result<PasswordHash, HashError> {
+    let mut raw = [0u8; SALT_LEN];
+    getrandom::fill(&mut raw)
+        .map_err(|e| HashError::Internal(format!("random source failed: {e}")))?;
+    let salt = Salt::new(&raw).map_err(|e| HashError::Internal(format!("salt: {e}")))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    space.run(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        params.clone(),
+        password,
+        &salt,
+        &mut out,
+    )?;
+    let internal = |e: &dyn fmt::Display| HashError::Internal(format!("phc: {e}"));
+    Ok(PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| internal(&e))?,
+        salt: Some(salt),
+        hash: Some(Output::new(&out).map_err(|e| internal(&e))?),
+    })
 }
 
 /// Parses a stored PHC string; failure means a corrupt store row, logged without its content.
@@ -185,26 +313,49 @@ fn parse_stored(text: &str) -> Result<PasswordHash, HashError> {
     })
 }
 
-/// One argon2 verification: a mismatch is `false`; any other failure is internal.
-fn check(argon2: &Argon2<'_>, password: &[u8], stored: &PasswordHash) -> Result<bool, HashError> {
-    match argon2.verify_password(password, stored) {
-        Ok(()) => Ok(true),
-        Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
-        Err(e) => {
-            tracing::error!(error = %e, "stored password hash cannot be verified");
-            Err(HashError::Internal(format!("argon2 verify: {e}")))
-        }
+/// One argon2 verification with the stored hash's own algorithm, version and parameters: a
+/// mismatch is `false`; anything that cannot be computed is internal.
+fn check(space: &mut Workspace, password: &[u8], stored: &PasswordHash) -> Result<bool, HashError> {
+    let refuse = |why: String| {
+        tracing::error!(error = %why, "stored password hash cannot be verified");
+        HashError::Internal(format!("argon2 verify: {why}"))
+    };
+    let algorithm =
+        Algorithm::try_from(stored.algorithm.as_str()).map_err(|e| refuse(e.to_string()))?;
+    let version = match stored.version {
+        Some(v) => Version::try_from(v).map_err(|e| refuse(e.to_string()))?,
+        None => Version::V0x13,
+    };
+    let params = Params::try_from(stored).map_err(|e| refuse(e.to_string()))?;
+    if params.m_cost() > MAX_STORED_MEMORY_KIB {
+        return Err(refuse(format!("m = {} KiB is too large", params.m_cost())));
     }
+    let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else {
+        return Err(refuse("no salt or no hash".into()));
+    };
+    let mut out = vec![0u8; expected.len()];
+    space.run(algorithm, version, params, password, salt, &mut out)?;
+    let computed = Output::new(&out).map_err(|e| refuse(e.to_string()))?;
+    // `Output`'s equality is constant-time.
+    Ok(&computed == expected)
 }
 
-/// Hashes a random password so verifying against it costs the same as a real user's hash.
-fn dummy_hash(argon2: &Argon2<'_>) -> Result<PasswordHash, String> {
+/// Hashes a random password on a hashing thread, so verifying against it costs the same as a
+/// real user's hash.
+fn dummy_hash(jobs: &mpsc::Sender<Job>, params: &Params) -> Result<PasswordHash, String> {
     let mut random = [0u8; 32];
     getrandom::fill(&mut random).map_err(|e| format!("random source failed: {e}"))?;
     let secret = SecretBytes(random.to_vec());
     random.fill(0);
-    argon2
-        .hash_password(secret.as_bytes())
+    let params = params.clone();
+    let (tx, rx) = mpsc::channel();
+    let job: Job = Box::new(move |space| {
+        let _ = tx.send(new_phc(space, &params, secret.as_bytes()));
+    });
+    jobs.send(job)
+        .map_err(|_| "password hashing threads did not start".to_string())?;
+    rx.recv()
+        .map_err(|_| "the dummy password hash was not computed".to_string())?
         .map_err(|e| format!("cannot compute the dummy password hash: {e}"))
 }
 
@@ -335,6 +486,52 @@ mod tests {
         let phc = old.hash("migrating").await.expect("hash");
         let h = hasher(1, Duration::from_secs(5));
         assert!(h.verify("migrating", Some(&phc)).await.expect("verify"));
+    }
+
+    #[tokio::test]
+    async fn hashes_agree_with_the_argon2_crates_own_api_both_ways() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let h = hasher(1, Duration::from_secs(5));
+        let crate_argon2 = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).expect("params"),
+        );
+        let theirs: PasswordHash = crate_argon2.hash_password(b"stored before").expect("hash");
+        assert!(h
+            .verify("stored before", Some(&theirs.to_string()))
+            .await
+            .expect("verify"));
+        assert!(!h
+            .verify("stored befor", Some(&theirs.to_string()))
+            .await
+            .expect("verify"));
+        let ours = h.hash("stored after").await.expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("phc");
+        assert!(crate_argon2
+            .verify_password(b"stored after", &parsed)
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_stored_hash_asking_for_more_memory_verifies_and_the_block_shrinks_back() {
+        let big = PasswordHasher::new(
+            Argon2Settings {
+                memory_kib: 4096,
+                iterations: 1,
+                parallelism: 1,
+            },
+            1,
+            Duration::from_secs(5),
+        )
+        .expect("valid");
+        let phc = big.hash("bigger cost").await.expect("hash");
+        let h = hasher(1, Duration::from_secs(5));
+        assert!(h.verify("bigger cost", Some(&phc)).await.expect("verify"));
+        let mut space = Workspace::new(1024);
+        let stored = PasswordHash::new(&phc).expect("phc");
+        assert!(check(&mut space, b"bigger cost", &stored).expect("check"));
+        assert_eq!(space.blocks.len(), 1024);
     }
 
     #[test]

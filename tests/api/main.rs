@@ -18,6 +18,7 @@ mod front_proxy;
 mod helpers;
 mod lifecycle;
 mod limits;
+mod memory;
 #[path = "../support/postgres.rs"]
 mod pg;
 mod protocols;

@@ -21,6 +21,7 @@ use tracing::Instrument;
 use super::cors::Cors;
 use crate::auth::limiter::client_ip;
 use crate::error::{ApiError, ErrorCode};
+use crate::origin::is_valid_host;
 use crate::path::{normalize, under_prefix};
 use crate::proxy::grpc::is_grpc_request;
 use crate::proxy::table::ProxyTable;
@@ -270,16 +271,29 @@ impl Handler for Gateway {
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request must carry exactly one `Host` (hyper does not check).
-/// Two differing hosts are a parser differential waiting to happen; none is malformed.
+/// Two differing hosts are a parser differential waiting to happen; none is malformed. Any
+/// version: a `Host` or authority that is not a plain `host[:port]` (`gw, evil`, `gw/../x`,
+/// user information) is refused, as upstreams and `X-Forwarded-Host` readers would each
+/// read such a value their own way.
 fn check_host<B>(req: &Request<B>) -> Result<(), ApiError> {
-    if req.version() != http::Version::HTTP_11 {
-        return Ok(());
-    }
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), None) => Ok(()),
-        _ => Err(ApiError::InvalidRequest(
+    let (first, second) = (hosts.next(), hosts.next());
+    if req.version() == http::Version::HTTP_11 && (first.is_none() || second.is_some()) {
+        return Err(ApiError::InvalidRequest(
             "an HTTP/1.1 request needs exactly one Host header".into(),
-        )),
+        ));
     }
+    let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+    let all_valid = first
+        .into_iter()
+        .chain(second)
+        .map(http::HeaderValue::as_bytes)
+        .chain(authority)
+        .all(is_valid_host);
+    if !all_valid {
+        return Err(ApiError::InvalidRequest(
+            "the request's host is not a valid host[:port]".into(),
+        ));
+    }
+    Ok(())
 }

@@ -149,7 +149,8 @@ impl App {
                 .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
         let revocations = follower.index();
         let hasher = build_hasher(&config).await?;
-        let limiter = LoginLimiter::new(store.clone(), config.auth.login_limit, clock.clone());
+        let limiter = LoginLimiter::new(store.clone(), config.auth.login_limit, clock.clone())
+            .with_register_limit(config.auth.register_limit);
 
         let public = bind(config.server.listen, "server.listen").await?;
         let admin = match config.admin.listen {
@@ -186,6 +187,7 @@ impl App {
                 cookies: config.auth.cookies.clone(),
                 allow_registration: config.auth.allow_registration,
                 min_password_length: config.auth.min_password_length,
+                reserved_usernames: config.auth.reserved_usernames.clone(),
                 max_body: config.server.max_body,
                 body_timeout: config.server.body_timeout,
             },

@@ -392,6 +392,10 @@ impl TokenService {
         if claims.iat > now.saturating_add(leeway) {
             return Err(TokenError::Invalid("iat in the future"));
         }
+        // A password check that has not happened yet cannot make a token fresh.
+        if claims.auth_time > now.saturating_add(leeway) {
+            return Err(TokenError::Invalid("auth_time in the future"));
+        }
         Ok(claims)
     }
 }

@@ -158,6 +158,16 @@ mod tests {
                     address_max_failures: 20,
                     window: Duration::from_secs(15 * 60),
                 },
+                register_limit: RegisterLimit {
+                    max: 10,
+                    window: Duration::from_secs(3600),
+                },
+                reserved_usernames: vec![
+                    "admin".into(),
+                    "root".into(),
+                    "administrator".into(),
+                    "system".into(),
+                ],
                 cookies: CookieConfig {
                     enabled: false,
                     secure: true,
@@ -182,6 +192,7 @@ mod tests {
                 trusted_proxies: Vec::new(),
                 upstream_ca_file: None,
                 idle_timeout: Duration::from_secs(5 * 60),
+                strip_header_prefixes: vec!["x-auth-".into()],
             }
         );
         assert_eq!(

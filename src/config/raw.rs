@@ -137,6 +137,8 @@ pub(crate) struct RawAuth {
     pub refresh_reuse_grace: String,
     pub argon2: RawArgon2,
     pub login_limit: RawLoginLimit,
+    pub register_limit: RawRegisterLimit,
+    pub reserved_usernames: Vec<String>,
     pub cookies: RawCookies,
 }
 
@@ -150,6 +152,10 @@ impl Default for RawAuth {
             refresh_reuse_grace: "10s".into(),
             argon2: RawArgon2::default(),
             login_limit: RawLoginLimit::default(),
+            register_limit: RawRegisterLimit::default(),
+            reserved_usernames: ["admin", "root", "administrator", "system"]
+                .map(String::from)
+                .to_vec(),
             cookies: RawCookies::default(),
         }
     }
@@ -230,6 +236,23 @@ impl Default for RawArgon2 {
     }
 }
 
+/// `[auth] register_limit = { ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRegisterLimit {
+    pub max: i64,
+    pub window: String,
+}
+
+impl Default for RawRegisterLimit {
+    fn default() -> Self {
+        Self {
+            max: 10,
+            window: "1h".into(),
+        }
+    }
+}
+
 /// `[auth] login_limit = { ... }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -260,6 +283,7 @@ pub(crate) struct RawProxy {
     pub trusted_proxies: Vec<String>,
     pub upstream_ca_file: Option<String>,
     pub idle_timeout: String,
+    pub strip_header_prefixes: Vec<String>,
 }
 
 impl Default for RawProxy {
@@ -270,6 +294,7 @@ impl Default for RawProxy {
             trusted_proxies: Vec::new(),
             upstream_ca_file: None,
             idle_timeout: "5m".into(),
+            strip_header_prefixes: vec!["X-Auth-".into()],
         }
     }
 }

@@ -248,6 +248,11 @@ pub struct AuthConfig {
     pub argon2: Argon2Settings,
     /// Failed-login limiting.
     pub login_limit: LoginLimit,
+    /// Registrations per client address.
+    pub register_limit: RegisterLimit,
+    /// Usernames refused at registration (lowercase; compared case-insensitively). The CLI
+    /// may still create them.
+    pub reserved_usernames: Vec<String>,
     /// `[auth.cookies]`: tokens in cookies, CSRF, the sign-in page.
     pub cookies: CookieConfig,
 }
@@ -337,6 +342,16 @@ pub struct LoginLimit {
     pub window: Duration,
 }
 
+/// `[auth] register_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterLimit {
+    /// Registration attempts from one client address answered (with anything but 429)
+    /// within `window` before further ones get 429.
+    pub max: u32,
+    /// Fixed window, counted from the address's first attempt.
+    pub window: Duration,
+}
+
 /// `[proxy]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
@@ -351,6 +366,8 @@ pub struct ProxyConfig {
     /// Default of a route's `idle_timeout`: a proxied body that moves no byte for this long
     /// is ended.
     pub idle_timeout: Duration,
+    /// Client headers whose names start with one of these (lowercase) never reach upstreams.
+    pub strip_header_prefixes: Vec<String>,
 }
 
 /// Header names the gateway sets on authenticated requests.

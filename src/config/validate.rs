@@ -21,8 +21,8 @@ use super::types::redact_url;
 use super::{
     AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, CookieConfig, CorsConfig,
     ForwardAuthConfig, ForwardAuthSource, IdentityHeaders, LogConfig, LogFormat, LoginLimit,
-    PostgresUrl, ProxyConfig, RouteAuth, RouteConfig, SameSite, ServerConfig, StoreConfig,
-    StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig, UpstreamProtocol,
+    PostgresUrl, ProxyConfig, RegisterLimit, RouteAuth, RouteConfig, SameSite, ServerConfig,
+    StoreConfig, StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig, UpstreamProtocol,
 };
 use crate::origin::Origin;
 
@@ -502,6 +502,15 @@ impl Checker<'_> {
             )?,
             argon2: self.argon2(&raw.argon2)?,
             login_limit: self.login_limit(&raw.login_limit)?,
+            register_limit: RegisterLimit {
+                max: self.u32("auth.register_limit.max", raw.register_limit.max, 1)?,
+                window: self.duration(
+                    "auth.register_limit.window",
+                    &raw.register_limit.window,
+                    Zero::Refused,
+                )?,
+            },
+            reserved_usernames: self.reserved_usernames(&raw.reserved_usernames)?,
             cookies: self.cookies(raw.cookies)?,
         })
     }
@@ -684,6 +693,40 @@ impl Checker<'_> {
         })
     }
 
+    fn reserved_usernames(&self, raw: &[String]) -> Result<Vec<String>, ConfigError> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, name)| {
+                if name.is_empty() {
+                    return Err(self.bad(
+                        &format!("auth.reserved_usernames[{i}]"),
+                        name,
+                        "is empty; list usernames to refuse at registration",
+                    ));
+                }
+                Ok(name.to_lowercase())
+            })
+            .collect()
+    }
+
+    fn strip_header_prefixes(&self, raw: &[String]) -> Result<Vec<String>, ConfigError> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, prefix)| {
+                // A prefix is the start of a header name: a non-empty run of name characters.
+                if HeaderName::from_bytes(prefix.as_bytes()).is_err() {
+                    return Err(self.bad(
+                        &format!("proxy.strip_header_prefixes[{i}]"),
+                        prefix,
+                        "is not the start of a header name (letters, digits and \
+                         !#$%&'*+-.^_`|~ only, at least one)",
+                    ));
+                }
+                Ok(prefix.to_ascii_lowercase())
+            })
+            .collect()
+    }
+
     fn proxy(&self, raw: RawProxy) -> Result<ProxyConfig, ConfigError> {
         let trusted_proxies = raw
             .trusted_proxies
@@ -701,6 +744,7 @@ impl Checker<'_> {
             trusted_proxies,
             upstream_ca_file,
             idle_timeout: self.duration("proxy.idle_timeout", &raw.idle_timeout, Zero::Refused)?,
+            strip_header_prefixes: self.strip_header_prefixes(&raw.strip_header_prefixes)?,
         })
     }
 

@@ -57,17 +57,35 @@ impl Endpoints {
     pub(super) async fn register(
         &self,
         req: Request<Incoming>,
+        ctx: &RequestContext,
     ) -> Result<Response<Body>, ApiError> {
         // Answered before parsing: a closed door says so whatever is sent.
         if !self.settings.allow_registration {
             return Err(ApiError::RegistrationDisabled);
         }
+        // `register_limit`, before the body is read; every answered attempt counts.
+        let attempt = self.passwords.begin_registration(ctx.client).await?;
+        let answer = self.register_counted(req).await;
+        attempt.counted().await;
+        answer
+    }
+
+    /// `POST /auth/register` once admitted by the registration limit.
+    async fn register_counted(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let input: RegisterBody = self.read_body(req).await?;
         let username = required(&input.username, "username")?;
         let password = required(&input.password, "password")?;
         check_username(username).map_err(|m| ApiError::InvalidRequest(m.into()))?;
         password_rules(password, self.settings.min_password_length)
             .map_err(|m| ApiError::InvalidRequest(m.into()))?;
+        // Reserved names look taken (the CLI may create them); no hash is spent on them.
+        if self
+            .settings
+            .reserved_usernames
+            .contains(&username.to_lowercase())
+        {
+            return Err(ApiError::UsernameTaken);
+        }
         let hash = self.passwords.hash(password).await?;
         let user = self
             .store

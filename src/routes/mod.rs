@@ -51,6 +51,8 @@ pub struct EndpointSettings {
     pub allow_registration: bool,
     /// Shortest accepted password, in Unicode scalar values.
     pub min_password_length: usize,
+    /// Usernames refused at registration (lowercase).
+    pub reserved_usernames: Vec<String>,
     /// Largest accepted request body, in bytes.
     pub max_body: usize,
     /// Longest wait for the next piece of a request body (`408` beyond).
@@ -202,7 +204,7 @@ impl Endpoints {
     ) -> Result<Response<Body>, ApiError> {
         let method = req.method().clone();
         match (endpoint, method) {
-            (Endpoint::Register, Method::POST) => self.register(req).await,
+            (Endpoint::Register, Method::POST) => self.register(req, ctx).await,
             (Endpoint::Login, Method::POST) => self.login(req, ctx).await,
             (Endpoint::Login, Method::GET) if self.serves_page(&req) => self.sign_in_page(&req),
             (Endpoint::Refresh, Method::POST) => self.refresh(&req).await,

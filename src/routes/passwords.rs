@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::auth::accounts_rules::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
-use crate::auth::limiter::{LimitError, LoginLimiter};
+use crate::auth::limiter::{Attempt, LimitError, LoginLimiter};
 use crate::auth::password::PasswordHasher;
 use crate::error::ApiError;
 use crate::store::{Store, User};
@@ -70,6 +70,21 @@ impl Passwords {
                 Err(ApiError::InvalidCredentials)
             }
         }
+    }
+
+    /// Admits one registration from `client` under `register_limit`, or `429`. The attempt
+    /// counts once reported with [`Attempt::counted`], whatever the registration's answer.
+    pub async fn begin_registration(&self, client: IpAddr) -> Result<Attempt, ApiError> {
+        self.limiter
+            .begin_registration(client)
+            .await
+            .map_err(|e| match e {
+                LimitError::Limited { retry_after } => {
+                    tracing::warn!(client = %client, retry_after, "registration refused: too many");
+                    ApiError::RateLimited { retry_after }
+                }
+                LimitError::Store(e) => e.into(),
+            })
     }
 
     /// The argon2id hash of a new password (on the bounded pool).

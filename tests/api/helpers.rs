@@ -77,6 +77,16 @@ impl Setup {
             Some(file) => file.clone(),
             None => dir.join("jwt-secret"),
         };
+        // Every in-process test client comes from 127.0.0.1: tests that are not about the
+        // registration limit must not run into its default of 10 an hour.
+        let auth = if self.auth.contains("register_limit") {
+            self.auth.clone()
+        } else {
+            format!(
+                "register_limit = {{ max = 100000, window = \"1h\" }}\n{}",
+                self.auth
+            )
+        };
         format!(
             r#"[server]
 listen = "127.0.0.1:0"
@@ -109,7 +119,6 @@ level = "warn"
             secret_file = secret_file.display(),
             server = self.server,
             tokens = self.tokens,
-            auth = self.auth,
             proxy = self.proxy,
             cookies = self.cookies,
             cors = self.cors,

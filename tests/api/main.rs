@@ -6,6 +6,8 @@
 
 mod accounts;
 mod browsers;
+mod catalogue_gaps;
+mod catalogue_lockout;
 mod chromium;
 mod demo;
 mod grpc;

@@ -43,6 +43,7 @@ use crate::server::drain::Drain;
 use crate::server::limits::HeadLimits;
 use crate::server::{accept_loop, tls, ServeOptions};
 use crate::sessions::{SessionRules, Sessions};
+use crate::store::health::{WatchedStore, WriteHealth};
 use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use background::Background;
@@ -137,6 +138,10 @@ impl App {
         let store = crate::store::open(&config.store)
             .await
             .map_err(StartError::Runtime)?;
+        // Every write's outcome is recorded, so /readyz can say whether the store accepts
+        // writes without writing itself.
+        let write_health = Arc::new(WriteHealth::default());
+        let store: Arc<dyn Store> = Arc::new(WatchedStore::new(store, write_health.clone()));
         // Only replicas sharing PostgreSQL fail closed when out of sync (§6); an SQLite
         // gateway reads a log on its own disk.
         let max_staleness = match config.store.url {
@@ -216,7 +221,8 @@ impl App {
         )
         .with_limits(head_limits(&config));
         let admin_service =
-            AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone());
+            AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone())
+                .with_write_health(write_health);
         let background = Background {
             follower,
             store: store.clone(),

@@ -13,6 +13,7 @@
 //! conformance suite in `tests/store/`.
 
 pub mod feed;
+pub mod health;
 mod model;
 mod postgres;
 mod sqlite;

@@ -484,18 +484,24 @@ impl Process {
     /// logs). The test runner's `RUST_LOG` is not passed on; `env` may set one.
     // ok: the child is killed and waited for by `Drop` once it is inside a `Process`, and a
     // test that panics before that ends the test process anyway.
-    #[allow(clippy::zombie_processes)]
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Process {
         let mut cmd = Command::new(binary());
-        cmd.arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env_remove("RUST_LOG");
+        cmd.arg("--config").arg(config).env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::start_command(cmd)
+    }
+
+    /// Starts `cmd` (which runs the gateway, perhaps through a wrapper such as `sh -c`) with
+    /// its stderr read as [`Process::start`] does, and waits for its "serving" line. The
+    /// environment is left as `cmd` has it.
+    // ok: as for `start`.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_command(mut cmd: Command) -> Process {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn authgate");
         let rx = stderr_lines(&mut child);
         loop {

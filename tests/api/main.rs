@@ -15,6 +15,7 @@ mod grpc;
 // into this test binary (the library does not export it).
 #[path = "../../src/cli/echo_upstream.rs"]
 mod echo;
+mod faults;
 mod forward_auth;
 mod front_proxy;
 mod helpers;

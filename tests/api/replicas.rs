@@ -32,28 +32,28 @@ const IN_SYNC: Duration = Duration::from_secs(1);
 const RECOVERY: Duration = Duration::from_secs(20);
 
 /// A database and a signing secret shared by the replicas of one test.
-struct Cluster {
-    db: TestDatabase,
+pub(crate) struct Cluster {
+    pub(crate) db: TestDatabase,
     secret: TempDir,
 }
 
 /// How one replica is set up.
 #[derive(Clone, Default)]
-struct ReplicaOptions {
+pub(crate) struct ReplicaOptions {
     /// `[auth]` lines.
-    auth: String,
+    pub(crate) auth: String,
     /// `[proxy]` lines.
-    proxy: String,
+    pub(crate) proxy: String,
     /// `max_staleness`, default 10 s.
-    max_staleness: Option<&'static str>,
+    pub(crate) max_staleness: Option<&'static str>,
     /// Connect through this address instead of the server's (a proxy the test can cut).
-    via: Option<SocketAddr>,
+    pub(crate) via: Option<SocketAddr>,
     /// PostgreSQL `application_name` of its connections, so a test can find them.
-    name: Option<&'static str>,
+    pub(crate) name: Option<&'static str>,
 }
 
 impl Cluster {
-    async fn new() -> Cluster {
+    pub(crate) async fn new() -> Cluster {
         Cluster {
             db: TestDatabase::create().await,
             secret: tempfile::tempdir().unwrap(),
@@ -84,7 +84,7 @@ impl Cluster {
 
     /// A replica in this process. Start them one after the other: the first creates the
     /// shared secret file.
-    async fn replica(&self, options: ReplicaOptions) -> TestApp {
+    pub(crate) async fn replica(&self, options: ReplicaOptions) -> TestApp {
         TestApp::spawn_with(Setup {
             auth: options.auth.clone(),
             proxy: options.proxy.clone(),

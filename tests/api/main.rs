@@ -8,6 +8,7 @@ mod accounts;
 mod browsers;
 mod catalogue_gaps;
 mod catalogue_lockout;
+mod catalogue_tokens;
 mod chromium;
 mod demo;
 mod grpc;

@@ -7,6 +7,7 @@
 mod accounts;
 mod browsers;
 mod catalogue_gaps;
+mod catalogue_http;
 mod catalogue_lockout;
 mod catalogue_tokens;
 mod chromium;

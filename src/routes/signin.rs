@@ -293,6 +293,35 @@ mod tests {
         Browser::new(&config, "/auth").unwrap()
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// The reference: at every depth of decoding, a local target is a path on this host
+        /// — one leading `/` not followed by `/` or `\\` (which browsers read as `/`, making
+        /// `//host` or `/\\host` a network path) — with no control character.
+        #[test]
+        fn a_local_redirect_target_never_leaves_this_host(
+            rd in proptest::prelude::prop_oneof![
+                "(/|//|/\\\\|%2[fF]|%5[cC]|%25|[a-z.:@]|%0[0-9a-fA-F]){0,8}",
+                proptest::prelude::any::<String>(),
+            ],
+        ) {
+            if is_local_path(&rd) {
+                let mut text = rd.clone();
+                loop {
+                    proptest::prop_assert!(text.starts_with('/'), "{rd:?}");
+                    proptest::prop_assert!(!text.starts_with("//") && !text.starts_with("/\\"), "{rd:?}");
+                    proptest::prop_assert!(!text.bytes().any(|b| b.is_ascii_control()), "{rd:?}");
+                    let next = percent_decode_str(&text).decode_utf8_lossy().into_owned();
+                    if next == text {
+                        break;
+                    }
+                    text = next;
+                }
+            }
+        }
+    }
+
     #[test]
     fn rd_goes_to_local_paths_and_redirect_origins_only() {
         let b = browser();

@@ -38,7 +38,7 @@ use crate::store::Store;
 use crate::telemetry;
 pub use passwords::Passwords;
 use signin::Browser;
-pub use verify::{DecisionTable, ForwardAuth, VERIFY_PATH};
+pub use verify::{original_request, DecisionTable, ForwardAuth, VERIFY_PATH};
 
 /// The settings of `[auth]` and `[server]` the endpoints read (fixed until a restart).
 #[derive(Debug, Clone)]

@@ -11,11 +11,9 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use crate::helpers::{binary, client, write_binary_config, Process, TestApp, PASSWORD};
-use crate::proxy::recording_upstream;
+use crate::proxy::{raw_upstream, recording_upstream};
 use crate::replicas::{Cluster, ReplicaOptions};
 
 /// `GET /readyz` on `admin`: its status.
@@ -54,6 +52,46 @@ async fn a_logout_while_another_process_holds_the_write_lock_is_an_error_and_not
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// A config for the real binary in `dir`: cheap argon2 (these tests are about the store) and
+/// `/api` (token) to a recording upstream.
+async fn binary_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let (rec, _seen) = recording_upstream().await;
+    write_binary_config(
+        dir,
+        "",
+        &format!(
+            "[auth]\nargon2 = {{ memory_kib = 1024, iterations = 1, parallelism = 1 }}\n\n\
+             [[routes]]\nprefix = \"/api\"\nupstream = \"http://{rec}\"\nauth = \"token\"\n"
+        ),
+    )
+}
+
+/// Registers `name` on the gateway at `base` and logs in `count` times: the access tokens.
+async fn sessions(http: &reqwest::Client, base: &str, name: &str, count: usize) -> Vec<String> {
+    let creds = json!({"username": name, "password": PASSWORD});
+    let res = http
+        .post(format!("{base}/auth/register"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let mut tokens = Vec::new();
+    for _ in 0..count {
+        let v: serde_json::Value = http
+            .post(format!("{base}/auth/login"))
+            .json(&creds)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens.push(v["access_token"].as_str().unwrap().to_owned());
+    }
+    tokens
+}
+
 /// The real binary started through `sh` with `SIGXFSZ` ignored (inherited across `exec`), so a
 /// file-size limit set later makes its writes fail with `EFBIG` — the file cannot grow, as on
 /// a full disk — instead of killing it.
@@ -81,37 +119,12 @@ fn set_file_size_limit(pid: u32, soft: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_logout_when_the_store_files_cannot_grow_is_an_error_and_not_ready() {
     let dir = tempfile::tempdir().unwrap();
-    let (rec, _seen) = recording_upstream().await;
-    let config = write_binary_config(
-        dir.path(),
-        "",
-        &format!(
-            "[auth]\nargon2 = {{ memory_kib = 1024, iterations = 1, parallelism = 1 }}\n\n\
-             [[routes]]\nprefix = \"/api\"\nupstream = \"http://{rec}\"\nauth = \"token\"\n"
-        ),
-    );
+    let config = binary_config(dir.path()).await;
     let gateway = start_ignoring_sigxfsz(&config);
     let admin = gateway.admin.expect("admin listener");
     let base = format!("http://{}", gateway.addr);
     let http = client();
-    let creds = json!({"username": "full", "password": PASSWORD});
-    let res = http
-        .post(format!("{base}/auth/register"))
-        .json(&creds)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let login: serde_json::Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&creds)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = login["access_token"].as_str().unwrap().to_owned();
+    let access = sessions(&http, &base, "full", 1).await.remove(0);
 
     // From here no write may reach a file offset past one byte: the WAL cannot take a frame.
     set_file_size_limit(gateway.child.id(), "1");
@@ -144,39 +157,11 @@ async fn a_logout_when_the_store_files_cannot_grow_is_an_error_and_not_ready() {
 async fn every_logout_answered_200_before_a_sigkill_holds_after_restart() {
     const SESSIONS: usize = 500;
     let dir = tempfile::tempdir().unwrap();
-    let (rec, _seen) = recording_upstream().await;
-    let config = write_binary_config(
-        dir.path(),
-        "",
-        &format!(
-            "[auth]\nargon2 = {{ memory_kib = 1024, iterations = 1, parallelism = 1 }}\n\n\
-             [[routes]]\nprefix = \"/api\"\nupstream = \"http://{rec}\"\nauth = \"token\"\n"
-        ),
-    );
+    let config = binary_config(dir.path()).await;
     let mut gateway = Process::start(&config, &[]);
     let base = format!("http://{}", gateway.addr);
     let http = client();
-    let creds = json!({"username": "crash", "password": PASSWORD});
-    let res = http
-        .post(format!("{base}/auth/register"))
-        .json(&creds)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let mut tokens = Vec::new();
-    for _ in 0..SESSIONS {
-        let v: serde_json::Value = http
-            .post(format!("{base}/auth/login"))
-            .json(&creds)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        tokens.push(v["access_token"].as_str().unwrap().to_owned());
-    }
+    let tokens = sessions(&http, &base, "crash", SESSIONS).await;
 
     // All 500 logouts at once; the process is killed once a fifth of them have their 200.
     let answered = Arc::new(AtomicUsize::new(0));
@@ -297,22 +282,9 @@ async fn postgres_connections_killed_during_logouts_never_lose_a_200() {
 
 /// An upstream that answers a head promising 100 000 bytes, sends 1 000, then closes.
 async fn dying_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-                    .await;
-                let _ = stream.write_all(&[b'x'; 1000]).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    addr
+    let mut reply = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    reply.extend_from_slice(&[b'x'; 1000]);
+    raw_upstream(reply.leak(), false).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

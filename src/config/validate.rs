@@ -1476,6 +1476,44 @@ mod tests {
     }
 
     #[test]
+    fn register_limit_reserved_usernames_and_strip_prefixes_are_checked_by_key() {
+        let c = parse(
+            "[auth]\nregister_limit = { max = 3, window = \"10m\" }\n\
+             reserved_usernames = [\"Ops\"]\n[proxy]\nstrip_header_prefixes = [\"X-Internal-\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.auth.register_limit.max, 3);
+        assert_eq!(c.auth.register_limit.window, Duration::from_secs(600));
+        assert_eq!(c.auth.reserved_usernames, ["ops"]);
+        assert_eq!(c.proxy.strip_header_prefixes, ["x-internal-"]);
+        let c = parse("[proxy]\nstrip_header_prefixes = []\n").expect("valid");
+        assert!(c.proxy.strip_header_prefixes.is_empty());
+
+        refused(
+            "[auth]\nregister_limit = { max = 0 }\n",
+            "auth.register_limit.max",
+            "",
+        );
+        refused(
+            "[auth]\nregister_limit = { window = \"0s\" }\n",
+            "auth.register_limit.window",
+            "",
+        );
+        refused(
+            "[auth]\nreserved_usernames = [\"\"]\n",
+            "auth.reserved_usernames[0]",
+            "empty",
+        );
+        for bad in ["", "X Auth", "X-Auth:"] {
+            refused(
+                &format!("[proxy]\nstrip_header_prefixes = [\"ok-\", \"{bad}\"]\n"),
+                "proxy.strip_header_prefixes[1]",
+                "header name",
+            );
+        }
+    }
+
+    #[test]
     fn a_listen_address_must_be_ip_and_port() {
         refused(
             "[server]\nlisten = \"localhost:8080\"\n",

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod browsers;
+mod catalogue_accounts;
 mod catalogue_gaps;
 mod catalogue_http;
 mod catalogue_lockout;

@@ -481,6 +481,9 @@ async fn a_replica_cut_off_longer_than_max_staleness_fails_closed_then_recovers(
     // Back in sync: what was revoked while cut off is refused, nothing was lost.
     let r = b.get("/api/x", Some(&revoked.access)).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    // Changes: readiness also needs the store to have accepted a write since the failed
+    // ones (the background probe's, within 2 s, or a real one): the login is that write.
+    assert_eq!(b.login_raw("gus", PASSWORD).await.status(), StatusCode::OK);
     let ready = admin_get(&b, "/readyz").await;
     assert_eq!(ready.status(), StatusCode::OK);
     let metrics = admin_get(&b, "/metrics").await.text().await.unwrap();
@@ -488,7 +491,6 @@ async fn a_replica_cut_off_longer_than_max_staleness_fails_closed_then_recovers(
         metrics.contains("authgate_revocations_stale 0"),
         "{metrics}"
     );
-    assert_eq!(b.login_raw("gus", PASSWORD).await.status(), StatusCode::OK);
 }
 
 // ---------------------------------------------------------------- one answer, two replicas

@@ -10,6 +10,7 @@ mod catalogue_accounts;
 mod catalogue_gaps;
 mod catalogue_http;
 mod catalogue_lockout;
+mod catalogue_logs;
 mod catalogue_tokens;
 mod chromium;
 mod demo;

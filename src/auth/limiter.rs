@@ -85,7 +85,7 @@ impl LoginLimiter {
 
     /// Admits one registration attempt from `addr`, or refuses it with the `Retry-After` of
     /// the address's window. Every admitted attempt counts whatever its answer: report it with
-    /// [`Attempt::failed`]. Without a register limit every attempt is admitted.
+    /// [`Attempt::counted`]. Without a register limit every attempt is admitted.
     pub async fn begin_registration(&self, addr: IpAddr) -> Result<Attempt, LimitError> {
         let Some(limit) = self.registrations else {
             return Ok(self.attempt(String::new(), Vec::new(), self.limit.window));
@@ -352,6 +352,38 @@ mod tests {
             clock,
             _dir: dir,
         }
+    }
+
+    #[tokio::test]
+    async fn registrations_count_per_address_in_their_own_window_apart_from_logins() {
+        let f = fixture(1, 1, 1).await;
+        let limiter = f.limiter.clone().with_register_limit(RegisterLimit {
+            max: 2,
+            window: Duration::from_secs(3600),
+        });
+        for _ in 0..2 {
+            limiter
+                .begin_registration(ip("192.0.2.1"))
+                .await
+                .expect("admitted")
+                .counted()
+                .await;
+        }
+        let refused = limiter.begin_registration(ip("192.0.2.1")).await;
+        assert!(
+            matches!(refused, Err(LimitError::Limited { retry_after: 3600 })),
+            "{:?}",
+            refused.err()
+        );
+        // Another address, and logins from this one, are not touched.
+        assert!(limiter.begin_registration(ip("192.0.2.2")).await.is_ok());
+        assert_eq!(f.check("alice", "192.0.2.1").await, Ok(()));
+        // Pruning keeps the hour-long window although logins count over a minute.
+        f.clock.advance(Duration::from_secs(120));
+        limiter.prune().await.unwrap();
+        assert!(limiter.begin_registration(ip("192.0.2.1")).await.is_err());
+        f.clock.advance(Duration::from_secs(3600));
+        assert!(limiter.begin_registration(ip("192.0.2.1")).await.is_ok());
     }
 
     impl Fixture {

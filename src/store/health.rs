@@ -7,8 +7,8 @@
 //! one-row write (a lapsed reservation on a counter no login uses), run by a background task
 //! every few seconds and never by `/readyz` itself, which only reads the recorded state.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{
     CounterKey, CounterTimes, FeedCursor, FeedPage, FeedSignals, LoginFinish, LoginReserve,
@@ -19,26 +19,33 @@ use super::{
 /// The counter the probe writes: `/` is in no username, so no login or unlock meets it.
 const PROBE_KEY: &str = "/health-probe";
 
-/// The last write's outcome, shared by the watched store and the readiness check.
+/// The outcome of the latest-started write that has finished, shared by the watched store and
+/// the readiness check. Writes are numbered when they start, and a write that finishes after
+/// a later-started one has been recorded does not overwrite it: a probe stuck behind a lock
+/// that has since been released cannot undo the success of a write that came after it.
 #[derive(Debug)]
 pub struct WriteHealth {
-    writable: AtomicBool,
+    /// Numbers handed to writes as they start.
+    started: AtomicU64,
+    /// (number of the write last recorded, whether it was accepted).
+    last: Mutex<(u64, bool)>,
     failures: AtomicU64,
 }
 
 impl Default for WriteHealth {
     fn default() -> Self {
         Self {
-            writable: AtomicBool::new(true),
+            started: AtomicU64::new(1),
+            last: Mutex::new((0, true)),
             failures: AtomicU64::new(0),
         }
     }
 }
 
 impl WriteHealth {
-    /// Whether the last write (real or probe) was accepted by the database.
+    /// Whether the latest write (real or probe) was accepted by the database.
     pub fn is_writable(&self) -> bool {
-        self.writable.load(Ordering::Acquire)
+        self.last.lock().unwrap_or_else(PoisonError::into_inner).1
     }
 
     /// Writes the database failed since start.
@@ -46,8 +53,14 @@ impl WriteHealth {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// Records one write's outcome.
-    pub fn record<T>(&self, result: &Result<T, StoreError>) {
+    /// A number for a write about to start; pass it to [`WriteHealth::record`].
+    pub fn start(&self) -> u64 {
+        self.started.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records the outcome of write number `seq` (from [`WriteHealth::start`]), unless a
+    /// later-started write's outcome is already recorded.
+    pub fn record<T>(&self, seq: u64, result: &Result<T, StoreError>) {
         let accepted = match result {
             Ok(_) | Err(StoreError::UsernameTaken | StoreError::NotFound) => true,
             Err(_) => false,
@@ -55,7 +68,13 @@ impl WriteHealth {
         if !accepted {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        let was = self.writable.swap(accepted, Ordering::AcqRel);
+        let was = {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if seq < last.0 {
+                return;
+            }
+            std::mem::replace(&mut *last, (seq, accepted)).1
+        };
         if was != accepted {
             if accepted {
                 tracing::info!("the store accepts writes again");
@@ -101,9 +120,10 @@ impl WatchedStore {
 
     /// Runs a write and records its outcome.
     fn watch<'a, T: Send + 'a>(&'a self, write: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
+        let seq = self.health.start();
         Box::pin(async move {
             let result = write.await;
-            self.health.record(&result);
+            self.health.record(seq, &result);
             result
         })
     }
@@ -238,16 +258,30 @@ mod tests {
     fn client_mistakes_are_accepted_writes_and_database_failures_are_not() {
         let h = WriteHealth::default();
         assert!(h.is_writable());
-        h.record::<()>(&Err(StoreError::Busy));
+        h.record::<()>(h.start(), &Err(StoreError::Busy));
         assert!(!h.is_writable());
-        h.record::<()>(&Err(StoreError::UsernameTaken));
+        h.record::<()>(h.start(), &Err(StoreError::UsernameTaken));
         assert!(h.is_writable());
-        h.record::<()>(&Err(StoreError::Internal("disk I/O error".into())));
-        h.record::<()>(&Err(StoreError::Unavailable("gone".into())));
+        h.record::<()>(
+            h.start(),
+            &Err(StoreError::Internal("disk I/O error".into())),
+        );
+        h.record::<()>(h.start(), &Err(StoreError::Unavailable("gone".into())));
         assert!(!h.is_writable());
         assert_eq!(h.failures(), 3);
-        h.record(&Ok(()));
+        h.record(h.start(), &Ok(()));
         assert!(h.is_writable());
+    }
+
+    #[test]
+    fn a_write_that_started_earlier_and_failed_later_does_not_undo_a_later_success() {
+        let h = WriteHealth::default();
+        let stuck_probe = h.start();
+        let logout = h.start();
+        h.record(logout, &Ok(()));
+        h.record::<()>(stuck_probe, &Err(StoreError::Busy));
+        assert!(h.is_writable());
+        assert_eq!(h.failures(), 1, "still counted as a failure");
     }
 
     #[test]

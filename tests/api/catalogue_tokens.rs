@@ -598,3 +598,36 @@ async fn d_authorization_header_shapes() {
     .await;
     assert_eq!(res.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn c6_c8_c14_a_logged_out_token_is_refused_in_every_spelling() {
+    let b = Bench::new().await;
+    let res = b.app.logout(&b.access).await;
+    assert_eq!(res.status(), 200);
+    b.refused(
+        "C6 after logout",
+        &format!("Bearer {}", b.access),
+        401,
+        "token_revoked",
+    )
+    .await;
+    // C8: a second logout with the revoked token is 401 token_revoked.
+    let res = b.app.logout(&b.access).await;
+    assert_eq!(res.status(), 401);
+    // C7: the session's refresh token is gone with it.
+    let res = b.app.refresh(&b.refresh).await;
+    assert_eq!(res.status(), 401);
+    // C14: the same claims in another encoding (padding, standard alphabet, a flipped
+    // trailing bit) are malformed before revocation is even asked.
+    let (h, p, s) = {
+        let mut it = b.access.split('.');
+        (it.next().unwrap(), it.next().unwrap(), it.next().unwrap())
+    };
+    for token in [
+        format!("{h}.{p}.{s}="),
+        format!("{}.{p}.{s}", STANDARD.encode(b.header.to_string())),
+        format!("{h}.{p}=.{s}"),
+    ] {
+        b.invalid("C14 re-encoded", &token).await;
+    }
+}

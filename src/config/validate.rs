@@ -722,6 +722,23 @@ impl Checker<'_> {
                          !#$%&'*+-.^_`|~ only, at least one)",
                     ));
                 }
+                // A family that takes a header the gateway relies on would break requests
+                // (framing, host, credentials, the client's request id, forwarding).
+                let folded = loose_spelling(prefix);
+                let covered = RESERVED_HEADERS
+                    .iter()
+                    .chain(&["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"])
+                    .find(|name| name.starts_with(folded.as_str()));
+                if let Some(name) = covered {
+                    return Err(self.bad(
+                        &format!("proxy.strip_header_prefixes[{i}]"),
+                        prefix,
+                        format!(
+                            "would strip {name}, a header the gateway reads or forwards \
+                             itself; use a narrower prefix like \"X-Auth-\""
+                        ),
+                    ));
+                }
                 Ok(prefix.to_ascii_lowercase())
             })
             .collect()
@@ -1504,6 +1521,17 @@ mod tests {
             "auth.reserved_usernames[0]",
             "empty",
         );
+        for (bad, why) in [
+            ("X-", "x-request-id"),
+            ("content", "content-length"),
+            ("Host", "host"),
+        ] {
+            refused(
+                &format!("[proxy]\nstrip_header_prefixes = [\"{bad}\"]\n"),
+                "proxy.strip_header_prefixes[0]",
+                why,
+            );
+        }
         for bad in ["", "X Auth", "X-Auth:"] {
             refused(
                 &format!("[proxy]\nstrip_header_prefixes = [\"ok-\", \"{bad}\"]\n"),

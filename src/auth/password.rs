@@ -8,7 +8,9 @@
 //! that it reuses for every hash. Allocating the block per hash (as `spawn_blocking` with
 //! argon2's own allocation did) left one retained ~19 MiB block per malloc arena and blocking
 //! thread: resident memory climbed to hundreds of MB and was never returned. With owned blocks
-//! the argon2 memory is `permits × memory_kib`, whatever the number of logins.
+//! the argon2 memory is at most `permits × memory_kib`, whatever the number of logins. Work
+//! goes to the most recently idle thread (a stack), so a thread only ever allocates its block
+//! when that many hashes ran at once: memory follows peak concurrency, not the core count.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -63,12 +65,66 @@ struct Inner {
     /// PHC string of a random password under the current parameters, for unknown users.
     dummy_phc: PasswordHash,
     hashes_started: Arc<AtomicU64>,
-    /// Jobs for the hashing threads; dropping the last sender ends them.
-    jobs: mpsc::Sender<Job>,
+    /// The hashing threads; dropping it ends them.
+    workers: Workers,
 }
 
-/// Work for one hashing thread, run with that thread's own memory block.
-type Job = Box<dyn FnOnce(&mut Workspace) + Send>;
+/// Work for one hashing thread, run with that thread's own memory block; what it returns
+/// delivers the answer, once the thread is idle again (so a caller who has its answer finds
+/// the same thread free for its next hash).
+type Job = Box<dyn FnOnce(&mut Workspace) -> Deliver + Send>;
+
+/// Hands a finished job's answer to whoever waits for it.
+type Deliver = Box<dyn FnOnce() + Send>;
+
+/// A job and the hashing slot it holds: the slot is freed only after its thread is idle
+/// again, so whoever holds a slot always finds an idle thread.
+struct Task {
+    job: Job,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The hashing threads: one channel each, and the stack of idle ones (most recent on top).
+struct Workers {
+    senders: Vec<mpsc::Sender<Task>>,
+    idle: Arc<Mutex<Vec<usize>>>,
+}
+
+impl Workers {
+    /// Starts `count` threads, each keeping `keep` blocks once it has hashed.
+    fn start(count: usize, keep: usize) -> Result<Workers, String> {
+        // Thread 0 on top: the first jobs all go to it.
+        let idle = Arc::new(Mutex::new((0..count).rev().collect::<Vec<_>>()));
+        let mut senders = Vec::with_capacity(count);
+        for n in 0..count {
+            let (tx, rx) = mpsc::channel::<Task>();
+            let idle = Arc::clone(&idle);
+            std::thread::Builder::new()
+                .name(format!("authgate-hash-{n}"))
+                .spawn(move || worker(n, &rx, &idle, keep))
+                .map_err(|e| format!("cannot start a password hashing thread: {e}"))?;
+            senders.push(tx);
+        }
+        Ok(Workers { senders, idle })
+    }
+
+    /// Hands `job` to the most recently idle thread.
+    fn send(&self, job: Job, permit: OwnedSemaphorePermit) -> Result<(), String> {
+        let n = lock(&self.idle)
+            .pop()
+            .ok_or("no idle hashing thread for a held slot")?;
+        let sender = self.senders.get(n).ok_or("no such hashing thread")?;
+        sender
+            .send(Task { job, permit })
+            .map_err(|_| "the hashing thread has stopped".to_owned())
+    }
+}
+
+/// The idle stack, whatever a panicking holder left (each change is one push or pop).
+fn lock(idle: &Mutex<Vec<usize>>) -> std::sync::MutexGuard<'_, Vec<usize>> {
+    idle.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// A hashing thread's reusable argon2 memory.
 struct Workspace {
@@ -151,16 +207,22 @@ impl PasswordHasher {
             None,
         )
         .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
-        let jobs = start_workers(permits, params.block_count())?;
-        let dummy_phc = dummy_hash(&jobs, &params)?;
+        let workers = Workers::start(permits, params.block_count())?;
+        let slots = Arc::new(Semaphore::new(permits));
+        // The dummy hash holds a slot like any hash, so the thread that ran it is idle again
+        // before anyone else can take that slot.
+        let slot = Arc::clone(&slots)
+            .try_acquire_owned()
+            .map_err(|e| format!("password hashing slots: {e}"))?;
+        let dummy_phc = dummy_hash(&workers, &params, slot)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
-                permits: Arc::new(Semaphore::new(permits)),
+                permits: slots,
                 max_wait,
                 dummy_phc,
                 hashes_started: Arc::new(AtomicU64::new(0)),
-                jobs,
+                workers,
             }),
         })
     }
@@ -214,7 +276,7 @@ impl PasswordHasher {
         }
     }
 
-    /// Runs `job` on a hashing thread under the caller's span. The permit moves into the job
+    /// Runs `job` on a hashing thread under the caller's span. The permit moves with the job
     /// so the slot stays taken until argon2 finishes, even if the request future is dropped;
     /// with one thread per permit a job never waits for a thread.
     async fn run<T, F>(&self, permit: OwnedSemaphorePermit, job: F) -> Result<T, HashError>
@@ -225,15 +287,16 @@ impl PasswordHasher {
         let span = tracing::Span::current();
         let (tx, rx) = oneshot::channel();
         let boxed: Job = Box::new(move |space| {
-            let _permit = permit;
             let answer = span.in_scope(|| job(space));
-            // The request may have gone away meanwhile; nobody is left to tell.
-            let _ = tx.send(answer);
+            Box::new(move || {
+                // The request may have gone away meanwhile; nobody is left to tell.
+                let _ = tx.send(answer);
+            })
         });
         self.inner
-            .jobs
-            .send(boxed)
-            .map_err(|_| HashError::Internal("hashing threads have stopped".into()))?;
+            .workers
+            .send(boxed, permit)
+            .map_err(HashError::Internal)?;
         rx.await
             .map_err(|_| HashError::Internal("hashing task failed".into()))?
     }
@@ -245,33 +308,21 @@ impl PasswordHasher {
     }
 }
 
-/// Starts `count` hashing threads sharing one job queue, each keeping `keep` blocks.
-fn start_workers(count: usize, keep: usize) -> Result<mpsc::Sender<Job>, String> {
-    let (tx, rx) = mpsc::channel::<Job>();
-    let rx = Arc::new(Mutex::new(rx));
-    for n in 0..count {
-        let rx = Arc::clone(&rx);
-        std::thread::Builder::new()
-            .name(format!("authgate-hash-{n}"))
-            .spawn(move || worker(&rx, keep))
-            .map_err(|e| format!("cannot start a password hashing thread: {e}"))?;
-    }
-    Ok(tx)
-}
-
-/// One hashing thread: takes jobs until every sender is gone. A panicking job loses its
-/// answer (the caller sees an internal error), not the thread.
-fn worker(rx: &Mutex<mpsc::Receiver<Job>>, keep: usize) {
+/// Hashing thread `n`: runs its tasks until its sender is gone, going back on the idle
+/// stack before it frees each task's slot and delivers the answer. A panicking job loses its answer (the caller sees
+/// an internal error), not the thread.
+fn worker(n: usize, rx: &mpsc::Receiver<Task>, idle: &Mutex<Vec<usize>>, keep: usize) {
     let mut space = Workspace::new(keep);
-    loop {
-        let next = {
-            let queue = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            queue.recv()
-        };
-        let Ok(job) = next else { return };
-        if catch_unwind(AssertUnwindSafe(|| job(&mut space))).is_err() {
+    while let Ok(Task { job, permit }) = rx.recv() {
+        let deliver = catch_unwind(AssertUnwindSafe(|| job(&mut space)));
+        if deliver.is_err() {
             tracing::error!("a password hashing job panicked");
             space = Workspace::new(keep);
+        }
+        lock(idle).push(n);
+        drop(permit);
+        if let Ok(deliver) = deliver {
+            deliver();
         }
     }
 }
@@ -342,7 +393,11 @@ fn check(space: &mut Workspace, password: &[u8], stored: &PasswordHash) -> Resul
 
 /// Hashes a random password on a hashing thread, so verifying against it costs the same as a
 /// real user's hash.
-fn dummy_hash(jobs: &mpsc::Sender<Job>, params: &Params) -> Result<PasswordHash, String> {
+fn dummy_hash(
+    workers: &Workers,
+    params: &Params,
+    slot: OwnedSemaphorePermit,
+) -> Result<PasswordHash, String> {
     let mut random = [0u8; 32];
     getrandom::fill(&mut random).map_err(|e| format!("random source failed: {e}"))?;
     let secret = SecretBytes(random.to_vec());
@@ -350,10 +405,12 @@ fn dummy_hash(jobs: &mpsc::Sender<Job>, params: &Params) -> Result<PasswordHash,
     let params = params.clone();
     let (tx, rx) = mpsc::channel();
     let job: Job = Box::new(move |space| {
-        let _ = tx.send(new_phc(space, &params, secret.as_bytes()));
+        let answer = new_phc(space, &params, secret.as_bytes());
+        Box::new(move || {
+            let _ = tx.send(answer);
+        })
     });
-    jobs.send(job)
-        .map_err(|_| "password hashing threads did not start".to_string())?;
+    workers.send(job, slot)?;
     rx.recv()
         .map_err(|_| "the dummy password hash was not computed".to_string())?
         .map_err(|e| format!("cannot compute the dummy password hash: {e}"))
@@ -532,6 +589,17 @@ mod tests {
         let stored = PasswordHash::new(&phc).expect("phc");
         assert!(check(&mut space, b"bigger cost", &stored).expect("check"));
         assert_eq!(space.blocks.len(), 1024);
+    }
+
+    #[tokio::test]
+    async fn sequential_hashes_reuse_one_thread_so_one_block() {
+        let h = hasher(4, Duration::from_secs(5));
+        for _ in 0..8 {
+            h.hash("one at a time").await.expect("hash");
+        }
+        // The most recently idle thread takes the next job: thread 0 did them all, and the
+        // others never allocated. All four are idle again, 0 on top.
+        assert_eq!(*lock(&h.inner.workers.idle), [3, 2, 1, 0]);
     }
 
     #[test]

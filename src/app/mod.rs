@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::authenticator::Authenticator;
 use crate::auth::keys::{load_keys, KeyLoad};
+use crate::auth::legacy::LegacyTokens;
 use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenService;
@@ -106,6 +107,7 @@ impl App {
             tls::server_config(files, &config.source)?;
         }
         ProxyTable::build(config)?;
+        legacy_tokens(config, Clock::system())?;
         crate::store::check(&config.store.url)
             .map_err(|e| store_config_error(config, &e.to_string()))?;
         Ok(())
@@ -143,10 +145,17 @@ impl App {
             StoreUrl::Postgres(_) => Some(config.store.max_staleness),
             StoreUrl::Sqlite(_) => None,
         };
-        let follower =
+        let legacy = legacy_tokens(&config, clock.clone())?;
+        let mut follower =
             RevocationFollower::start(store.clone(), clock.now(), tokens.leeway(), max_staleness)
                 .await
                 .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
+        if legacy.is_some() {
+            follower
+                .load_directory()
+                .await
+                .map_err(|e| StartError::Runtime(format!("cannot read the users: {e}")))?;
+        }
         let revocations = follower.index();
         let hasher = build_hasher(&config).await?;
         let limiter = LoginLimiter::new(store.clone(), config.auth.login_limit, clock.clone());
@@ -160,7 +169,8 @@ impl App {
         let config = Arc::new(config);
         let auth = Arc::new(
             Authenticator::new(tokens.clone(), revocations.clone())
-                .with_cookies(config.auth.cookies.enabled),
+                .with_cookies(config.auth.cookies.enabled)
+                .with_legacy(legacy),
         );
         let drain = Arc::new(Drain::default());
         let metrics = Arc::new(Metrics::new());
@@ -212,7 +222,8 @@ impl App {
             drain.clone(),
             metrics.clone(),
         )
-        .with_limits(head_limits(&config));
+        .with_limits(head_limits(&config))
+        .with_error_format(config.compat.error_format);
         let admin_service =
             AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone());
         let background = Background {
@@ -365,6 +376,16 @@ async fn build_hasher(config: &Config) -> Result<PasswordHasher, StartError> {
         .await
         .map_err(|e| StartError::Runtime(format!("hasher task failed: {e}")))?
         .map_err(|e| StartError::Config(ConfigError::new(&config.source, "auth.argon2", None, e)))
+}
+
+/// The legacy token verifier of `[compat.flask_jwt_extended]`, when configured; its secret
+/// file must be readable (a configuration error otherwise).
+fn legacy_tokens(config: &Config, clock: Clock) -> Result<Option<Arc<LegacyTokens>>, StartError> {
+    let Some(legacy) = &config.compat.flask_jwt_extended else {
+        return Ok(None);
+    };
+    let tokens = LegacyTokens::load(legacy, &config.source, config.tokens.leeway, clock)?;
+    Ok(Some(Arc::new(tokens)))
 }
 
 /// The raw bytes of `AUTHGATE_JWT_SECRET`, when set.

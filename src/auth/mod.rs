@@ -15,6 +15,7 @@ pub mod cookies;
 pub mod error;
 pub mod identity;
 pub mod keys;
+pub mod legacy;
 pub mod limiter;
 pub mod password;
 pub mod policy;

@@ -262,6 +262,7 @@ mod tests {
             expires_at: auth_time + 900,
             token_type: TokenType::Access,
             presentation: Presentation::BearerHeader,
+            legacy: false,
         }
     }
 

@@ -75,6 +75,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (username, address)
     );
     ",
+    // 2: migrating from flask-jwt-extended. Two more kinds of log entry (a per-username
+    // cut-off of legacy tokens, and "users were added" for readers' username maps), and each
+    // legacy refresh token exchanged for a session recorded by its `jti` until it expires.
+    "
+    ALTER TABLE revocations DROP CONSTRAINT revocations_kind_check;
+    ALTER TABLE revocations ADD CONSTRAINT revocations_kind_check
+        CHECK (kind IN ('session', 'user', 'token', 'legacy_cutoff', 'directory'));
+
+    CREATE TABLE legacy_exchanges (
+        legacy_jti TEXT   PRIMARY KEY,
+        sid        TEXT   NOT NULL UNIQUE,
+        legacy_exp BIGINT NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build creates and understands.

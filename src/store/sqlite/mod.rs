@@ -664,7 +664,78 @@ fn prune_expired(tx: &Connection, expired_by: i64) -> Result<usize, StoreError> 
     let sessions = tx
         .execute("DELETE FROM sessions WHERE expires_at <= ?1", [expired_by])
         .map_err(map_err)?;
-    Ok(entries + sessions)
+    let exchanges = tx
+        .execute(
+            "DELETE FROM legacy_exchanges WHERE legacy_exp <= ?1",
+            [expired_by],
+        )
+        .map_err(map_err)?;
+    Ok(entries + sessions + exchanges)
+}
+
+// ---- legacy tokens and hashes ----
+
+fn exchange(
+    tx: &Connection,
+    legacy_jti: &str,
+    legacy_exp: i64,
+    session: &Session,
+) -> Result<Option<Session>, StoreError> {
+    // The write lock is held (BEGIN IMMEDIATE): nobody records this jti between the read and
+    // the insert.
+    let known: Option<String> = tx
+        .prepare_cached("SELECT sid FROM legacy_exchanges WHERE legacy_jti = ?1")
+        .and_then(|mut stmt| stmt.query_row([legacy_jti], |row| row.get(0)).optional())
+        .map_err(map_err)?;
+    if let Some(sid) = known {
+        return find_session(tx, &sid);
+    }
+    insert_session(tx, session)?;
+    tx.execute(
+        "INSERT INTO legacy_exchanges (legacy_jti, sid, legacy_exp) VALUES (?1, ?2, ?3)",
+        params![legacy_jti, session.sid, legacy_exp],
+    )
+    .map_err(map_err)?;
+    Ok(Some(session.clone()))
+}
+
+fn exchange_of(conn: &Connection, sid: &str) -> Result<Option<(String, i64)>, StoreError> {
+    conn.prepare_cached("SELECT legacy_jti, legacy_exp FROM legacy_exchanges WHERE sid = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([sid], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(map_err)
+}
+
+fn replace_hash(
+    tx: &Connection,
+    user_id: i64,
+    old_hash: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    let changed = tx
+        .execute(
+            "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",
+            params![user_id, old_hash, new_hash],
+        )
+        .map_err(map_err)?;
+    Ok(changed == 1)
+}
+
+fn hash_samples(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT password_hash FROM users")
+        .map_err(map_err)?;
+    let mut rows = stmt.query([]).map_err(map_err)?;
+    let mut samples = std::collections::BTreeMap::new();
+    while let Some(row) = rows.next().map_err(map_err)? {
+        let hash: String = row.get(0).map_err(map_err)?;
+        samples
+            .entry(super::hash_parameters(&hash).to_owned())
+            .or_insert(hash);
+    }
+    Ok(samples.into_values().collect())
 }
 
 // ---- failed-login counters ----
@@ -906,6 +977,43 @@ impl Store for SqliteStore {
             tx.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
                 .map_err(map_err)
         })
+    }
+
+    fn append_revocation(
+        &self,
+        kind: RevocationKind,
+        covers_until: i64,
+    ) -> StoreFuture<'_, Revocation> {
+        self.write(move |tx| append_revocation(tx, &kind, covers_until))
+    }
+
+    fn exchange_legacy<'a>(
+        &'a self,
+        legacy_jti: &'a str,
+        legacy_exp: i64,
+        session: &'a Session,
+    ) -> StoreFuture<'a, Option<Session>> {
+        let (jti, session) = (legacy_jti.to_owned(), session.clone());
+        self.write(move |tx| exchange(tx, &jti, legacy_exp, &session))
+    }
+
+    fn legacy_exchange_of<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<(String, i64)>> {
+        let sid = sid.to_owned();
+        self.read(move |tx| exchange_of(tx, &sid))
+    }
+
+    fn rehash_password<'a>(
+        &'a self,
+        user_id: i64,
+        old_hash: &'a str,
+        new_hash: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        let (old, new) = (old_hash.to_owned(), new_hash.to_owned());
+        self.write(move |tx| replace_hash(tx, user_id, &old, &new))
+    }
+
+    fn password_hash_samples(&self) -> StoreFuture<'_, Vec<String>> {
+        self.read(|tx| hash_samples(tx))
     }
 
     fn reserve_login(&self, reserve: LoginReserve) -> StoreFuture<'_, Reservation> {

@@ -17,7 +17,7 @@ use crate::auth::password::PasswordHasher;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::sessions::operations;
-use crate::store::{Store, StoreError, User};
+use crate::store::{RevocationKind, Store, StoreError, User};
 
 /// `authgate user ...`: operator commands on the store.
 #[derive(Debug, Subcommand)]
@@ -136,13 +136,16 @@ async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
         UserCommand::LogoutAll { name } => {
             let user = find(&store, &name).await?;
             let revoked =
-                operations::revoke_all_sessions(store.as_ref(), user.id, now, config.tokens.leeway)
+                operations::revoke_all_sessions(store.as_ref(), &user, now, config.tokens.leeway)
                     .await
                     .map_err(text)?;
+            let sessions = revoked
+                .iter()
+                .filter(|e| matches!(e.kind, RevocationKind::Session(_)))
+                .count();
             Ok(format!(
-                "{}: {} session(s) revoked",
+                "{}: {sessions} session(s) revoked, and any legacy tokens",
                 user.username,
-                revoked.len()
             ))
         }
         UserCommand::Unlock { name } => {

@@ -158,6 +158,17 @@ impl App {
         }
         let revocations = follower.index();
         let hasher = build_hasher(&config).await?;
+        // Failed password checks take as long as the slowest scheme the store holds, so
+        // imported users cannot be told apart by timing (HTTP-API.md §7.5).
+        let samples = store
+            .password_hash_samples()
+            .await
+            .map_err(|e| StartError::Runtime(format!("cannot read the password hashes: {e}")))?;
+        let floor = hasher
+            .measure_floor(&samples)
+            .await
+            .map_err(|e| StartError::Runtime(format!("cannot time the password hashes: {e}")))?;
+        tracing::debug!(floor = ?floor, schemes = samples.len(), "failed password checks padded");
         let limiter = LoginLimiter::new(store.clone(), config.auth.login_limit, clock.clone());
 
         let public = bind(config.server.listen, "server.listen").await?;

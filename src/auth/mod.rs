@@ -13,6 +13,7 @@ pub mod bearer;
 pub mod claims;
 pub mod cookies;
 pub mod error;
+pub mod hash_formats;
 pub mod identity;
 pub mod keys;
 pub mod legacy;

@@ -7,12 +7,13 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::hash_formats::StoredHash;
 use crate::config::Argon2Settings;
 
 /// Why a hash or verify did not produce an answer.
@@ -46,10 +47,24 @@ struct Inner {
     argon2: Argon2<'static>,
     params: Params,
     permits: Arc<Semaphore>,
+    /// How many hashes may run at once (the semaphore's size).
+    pool_size: u32,
     max_wait: Duration,
     /// PHC string of a random password under the current parameters, for unknown users.
     dummy_phc: PasswordHash,
     hashes_started: AtomicU64,
+    /// The least time a failed check takes, in nanoseconds: the slowest scheme in the store,
+    /// measured at start ([`PasswordHasher::measure_floor`]).
+    floor_nanos: AtomicU64,
+}
+
+/// The outcome of a password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    /// The password matched a stored hash.
+    pub matched: bool,
+    /// It matched a hash that is not argon2id with the configured parameters: store a new one.
+    pub rehash: bool,
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -95,17 +110,83 @@ impl PasswordHasher {
                 argon2,
                 params,
                 permits: Arc::new(Semaphore::new(permits)),
+                pool_size: u32::try_from(permits).unwrap_or(u32::MAX),
                 max_wait,
                 dummy_phc,
                 hashes_started: AtomicU64::new(0),
+                floor_nanos: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Sets the floor of failed checks to the slowest of `samples` (one stored hash per
+    /// scheme and parameter set, `Store::password_hash_samples`) and of the dummy hash: each
+    /// timed as the median of three checks of a random password, on the hashing pool. No
+    /// floor when every sample is argon2id with the configured parameters (the dummy's cost).
+    /// Called at start; returns the floor.
+    pub async fn measure_floor(&self, samples: &[String]) -> Result<Duration, HashError> {
+        let mut targets: Vec<Option<StoredHash>> = vec![None];
+        for sample in samples {
+            match StoredHash::parse(sample) {
+                // Argon2id with our parameters costs what the dummy costs.
+                Ok(parsed) if !parsed.needs_rehash(&self.inner.params) => {}
+                Ok(parsed) => targets.push(Some(parsed)),
+                Err(reason) => tracing::warn!(reason, "a stored password hash does not parse"),
+            }
+        }
+        if targets.len() == 1 {
+            // Every user's hash is the dummy's scheme: failures already cost the same.
+            self.inner.floor_nanos.store(0, Ordering::Relaxed);
+            return Ok(Duration::ZERO);
+        }
+        let mut floor = Duration::ZERO;
+        for target in targets {
+            let mut times = Vec::with_capacity(3);
+            for _ in 0..3 {
+                let permit = self.acquire(self.permits_for(target.as_ref())).await?;
+                let inner = Arc::clone(&self.inner);
+                let target = target.clone();
+                let spent = run_blocking(permit, move || {
+                    let started = Instant::now();
+                    let secret = SecretBytes::random()?;
+                    match &target {
+                        Some(stored) => stored
+                            .verify(secret.as_bytes())
+                            .map_err(HashError::Internal)?,
+                        None => check(&inner.argon2, secret.as_bytes(), &inner.dummy_phc)?,
+                    };
+                    Ok(started.elapsed())
+                })
+                .await?;
+                times.push(spent);
+            }
+            times.sort();
+            floor = floor.max(times.get(1).copied().unwrap_or_default());
+        }
+        let nanos = u64::try_from(floor.as_nanos()).unwrap_or(u64::MAX);
+        self.inner.floor_nanos.store(nanos, Ordering::Relaxed);
+        Ok(floor)
+    }
+
+    /// The least time a failed check takes.
+    pub fn floor(&self) -> Duration {
+        Duration::from_nanos(self.inner.floor_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Hashing slots a check against `stored` takes: one per argon2 run's worth of memory,
+    /// so a large scrypt hash counts as several argon2 runs (at most the whole pool).
+    fn permits_for(&self, stored: Option<&StoredHash>) -> u32 {
+        let per_slot = u64::from(self.inner.params.m_cost()).max(1);
+        let needed = stored.map_or(1, |s| s.memory_kib().div_ceil(per_slot));
+        u32::try_from(needed)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.inner.pool_size.max(1))
     }
 
     /// Hashes `password` with a fresh random salt into a PHC string
     /// (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`).
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
-        let permit = self.acquire().await?;
+        let permit = self.acquire(1).await?;
         let secret = SecretBytes::copy_of(password);
         let inner = Arc::clone(&self.inner);
         run_blocking(permit, move || {
@@ -122,20 +203,54 @@ impl PasswordHasher {
     /// Checks `password` against a stored PHC string. `None` (no such user) verifies against
     /// the dummy hash and answers `false`, so both failures cost one argon2 run.
     pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, HashError> {
-        let stored = match phc {
+        Ok(self.check(password, phc).await?.matched)
+    }
+
+    /// Checks `password` against a stored hash of any format the store may hold (argon2,
+    /// bcrypt, werkzeug pbkdf2 and scrypt), on the hashing pool — a large scrypt hash taking
+    /// several slots. `None` (no such user) checks against the dummy hash. A failed check
+    /// lasts at least the floor; the wait happens after the slot is given back.
+    pub async fn check(&self, password: &str, stored: Option<&str>) -> Result<Checked, HashError> {
+        let stored = match stored {
             Some(text) => Some(parse_stored(text)?),
             None => None,
         };
-        let permit = self.acquire().await?;
+        let permit = self.acquire(self.permits_for(stored.as_ref())).await?;
         let secret = SecretBytes::copy_of(password);
         let inner = Arc::clone(&self.inner);
-        run_blocking(permit, move || {
+        let (checked, spent) = run_blocking(permit, move || {
+            let started = Instant::now();
             inner.hashes_started.fetch_add(1, Ordering::Relaxed);
-            let target = stored.as_ref().unwrap_or(&inner.dummy_phc);
-            let matched = check(&inner.argon2, secret.as_bytes(), target)?;
-            Ok(matched && stored.is_some())
+            let checked = match &stored {
+                Some(hash) => Checked {
+                    matched: hash.verify(secret.as_bytes()).map_err(|e| {
+                        tracing::error!(error = %e, "stored password hash cannot be verified");
+                        HashError::Internal(e)
+                    })?,
+                    rehash: hash.needs_rehash(&inner.params),
+                },
+                None => {
+                    check(&inner.argon2, secret.as_bytes(), &inner.dummy_phc)?;
+                    Checked {
+                        matched: false,
+                        rehash: false,
+                    }
+                }
+            };
+            Ok((checked, started.elapsed()))
         })
-        .await
+        .await?;
+        if !checked.matched {
+            // Imported users' cheaper schemes must not tell them apart by timing.
+            let floor = self.floor();
+            if floor > spent {
+                tokio::time::sleep(floor - spent).await;
+            }
+        }
+        Ok(Checked {
+            rehash: checked.matched && checked.rehash,
+            ..checked
+        })
     }
 
     /// How many argon2 runs (hashes and verifies, the dummy included) have started since
@@ -144,8 +259,8 @@ impl PasswordHasher {
         self.inner.hashes_started.load(Ordering::Relaxed)
     }
 
-    async fn acquire(&self) -> Result<OwnedSemaphorePermit, HashError> {
-        let waiting = Arc::clone(&self.inner.permits).acquire_owned();
+    async fn acquire(&self, slots: u32) -> Result<OwnedSemaphorePermit, HashError> {
+        let waiting = Arc::clone(&self.inner.permits).acquire_many_owned(slots);
         match tokio::time::timeout(self.inner.max_wait, waiting).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_closed)) => Err(HashError::Internal("hashing pool closed".into())),
@@ -177,10 +292,10 @@ where
         .map_err(|e| HashError::Internal(format!("hashing task failed: {e}")))?
 }
 
-/// Parses a stored PHC string; failure means a corrupt store row, logged without its content.
-fn parse_stored(text: &str) -> Result<PasswordHash, HashError> {
-    PasswordHash::new(text).map_err(|e| {
-        tracing::error!(error = %e, "stored password hash is not a valid PHC string");
+/// Parses a stored hash; failure means a corrupt store row, logged without its content.
+fn parse_stored(text: &str) -> Result<StoredHash, HashError> {
+    StoredHash::parse(text).map_err(|reason| {
+        tracing::error!(reason, "stored password hash does not parse");
         HashError::Internal("stored password hash does not parse".into())
     })
 }
@@ -215,6 +330,14 @@ struct SecretBytes(Vec<u8>);
 impl SecretBytes {
     fn copy_of(password: &str) -> Self {
         Self(password.as_bytes().to_vec())
+    }
+
+    /// 32 random bytes: a password nobody has.
+    fn random() -> Result<Self, HashError> {
+        let mut bytes = vec![0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| HashError::Internal(format!("random source failed: {e}")))?;
+        Ok(Self(bytes))
     }
 
     fn as_bytes(&self) -> &[u8] {

@@ -25,8 +25,8 @@ const SCRYPT_LEN: usize = 64;
 /// A stored password hash, parsed.
 #[derive(Debug, Clone)]
 pub enum StoredHash {
-    /// An argon2 PHC string (any variant and parameters).
-    Argon2(PasswordHash),
+    /// An argon2 PHC string (any variant and parameters); boxed, it is by far the largest.
+    Argon2(Box<PasswordHash>),
     /// A bcrypt string, verified by the `bcrypt` crate.
     Bcrypt(String),
     /// werkzeug `pbkdf2:HASH:ITER$SALT$HEX`.
@@ -67,7 +67,7 @@ impl StoredHash {
     pub fn parse(text: &str) -> Result<StoredHash, &'static str> {
         if text.starts_with("$argon2") {
             return PasswordHash::new(text)
-                .map(StoredHash::Argon2)
+                .map(|phc| StoredHash::Argon2(Box::new(phc)))
                 .map_err(|_| "not a valid argon2 PHC string");
         }
         if ["$2a$", "$2b$", "$2y$"].iter().any(|p| text.starts_with(p)) {
@@ -158,7 +158,7 @@ impl StoredHash {
         match self {
             StoredHash::Argon2(phc) => {
                 // The parameters come from the hash itself.
-                match Argon2::default().verify_password(password, phc) {
+                match Argon2::default().verify_password(password, phc.as_ref()) {
                     Ok(()) => Ok(true),
                     Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
                     Err(e) => Err(format!("argon2 verify: {e}")),
@@ -223,7 +223,7 @@ impl StoredHash {
         };
         let same = phc.algorithm.as_str() == Algorithm::Argon2id.as_str()
             && phc.version == Some(Version::V0x13.into())
-            && Params::try_from(phc).is_ok_and(|p| {
+            && Params::try_from(phc.as_ref()).is_ok_and(|p| {
                 p.m_cost() == params.m_cost()
                     && p.t_cost() == params.t_cost()
                     && p.p_cost() == params.p_cost()

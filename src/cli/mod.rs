@@ -10,6 +10,7 @@
 pub mod demo;
 mod echo_upstream;
 mod exit;
+mod import;
 mod serve;
 mod signals;
 mod user;

@@ -13,6 +13,7 @@ mod grpc;
 // into this test binary (the library does not export it).
 #[path = "../../src/cli/echo_upstream.rs"]
 mod echo;
+mod flask;
 mod forward_auth;
 mod front_proxy;
 mod helpers;

@@ -350,7 +350,8 @@ async fn every_client_version_reaches_every_upstream_version_and_gets_the_gatewa
 }
 
 /// A child process killed (and waited for) when the test ends, however it ends.
-struct KillOnDrop(Child);
+/// A child process killed (and reaped) when dropped.
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -15,8 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::exit::EXIT_RUNTIME;
-use super::user::check_role;
-use crate::auth::accounts_rules::{check_username, MAX_PASSWORD_BYTES};
+use crate::auth::accounts_rules::{check_role, check_username, MAX_PASSWORD_BYTES};
 use crate::auth::hash_formats::StoredHash;
 use crate::auth::password::PasswordHasher;
 use crate::auth::revocation::fold_username;

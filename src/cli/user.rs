@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::exit::{load_config, EXIT_RUNTIME};
-use crate::auth::accounts_rules::{check_password, check_username};
+use crate::auth::accounts_rules::{check_password, check_role, check_username};
 use crate::auth::limiter;
 use crate::auth::password::PasswordHasher;
 use crate::clock::Clock;
@@ -226,22 +226,6 @@ fn read_password() -> Result<String, String> {
         input.truncate(stripped.len());
     }
     Ok(input)
-}
-
-/// Role names: 1-64 characters of `A-Z a-z 0-9 . _ - :`.
-pub(super) fn check_role(role: &str) -> Result<(), String> {
-    let ok = !role.is_empty()
-        && role.len() <= 64
-        && role
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "role {role:?} must be 1-64 characters of A-Z a-z 0-9 . _ - :"
-        ))
-    }
 }
 
 fn list(users: &[User]) -> String {

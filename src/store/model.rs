@@ -143,6 +143,18 @@ pub fn hash_parameters(hash: &str) -> &str {
     hash.split_once('$').map_or(hash, |(params, _)| params)
 }
 
+/// One hash of `hashes` for each distinct [`hash_parameters`], ordered by them (what
+/// `Store::password_hash_samples` answers).
+pub fn one_per_parameter_set(hashes: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut samples = std::collections::BTreeMap::new();
+    for hash in hashes {
+        samples
+            .entry(hash_parameters(&hash).to_owned())
+            .or_insert(hash);
+    }
+    samples.into_values().collect()
+}
+
 /// A login session: the tokens of one login share its `sid`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {

@@ -171,6 +171,11 @@ async fn migrated() -> (Migrated, TempDir) {
     (m, dir)
 }
 
+/// The user `name` as the gateway's store holds it.
+async fn stored(app: &TestApp, name: &str) -> authgate::store::UserWithHash {
+    app.state.store.user_by_name(name).await.unwrap().unwrap()
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -227,13 +232,7 @@ async fn tokens_the_flask_app_minted_work_on_proxied_routes_without_roles_or_ses
     let r = app.get("/api/x", Some(&m.alice.access)).await;
     assert_eq!(r.status(), StatusCode::OK);
     let echo: Value = r.json().await.unwrap();
-    let alice = app
-        .state
-        .store
-        .user_by_name("alice")
-        .await
-        .unwrap()
-        .unwrap();
+    let alice = stored(&app, "alice").await;
     assert_eq!(
         echo_header(&echo, "x-auth-user-id"),
         alice.user.id.to_string()
@@ -316,13 +315,7 @@ async fn a_kept_legacy_refresh_token_opens_one_session_and_is_answered_again() {
         .json()
         .await
         .unwrap();
-    let alice = app
-        .state
-        .store
-        .user_by_name("alice")
-        .await
-        .unwrap()
-        .unwrap();
+    let alice = stored(&app, "alice").await;
     assert_eq!(v["identity"], alice.user.id.to_string());
     assert_eq!(v["gateway_user"], "alice");
 
@@ -482,7 +475,7 @@ async fn users_the_flask_app_stored_log_in_after_import_and_are_argon2id_afterwa
         ("bob", "$2b$"),
         ("carol", "pbkdf2:sha256:"),
     ] {
-        let before = app.state.store.user_by_name(name).await.unwrap().unwrap();
+        let before = stored(&app, name).await;
         assert!(before.password_hash.starts_with(old), "{name}");
         let r = app.login_raw(name, "not the password").await;
         assert_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
@@ -490,7 +483,7 @@ async fn users_the_flask_app_stored_log_in_after_import_and_are_argon2id_afterwa
             app.login_raw(name, OLD_PASSWORD).await.status(),
             StatusCode::OK
         );
-        let after = app.state.store.user_by_name(name).await.unwrap().unwrap();
+        let after = stored(&app, name).await;
         assert!(after.password_hash.starts_with("$argon2id$"), "{name}");
         assert_eq!(
             app.login_raw(name, OLD_PASSWORD).await.status(),
@@ -498,7 +491,7 @@ async fn users_the_flask_app_stored_log_in_after_import_and_are_argon2id_afterwa
         );
     }
     // bob's role came over from the old app's column.
-    let bob = app.state.store.user_by_name("bob").await.unwrap().unwrap();
+    let bob = stored(&app, "bob").await;
     assert_eq!(bob.user.roles, ["ops"]);
 }
 
@@ -599,45 +592,36 @@ async fn the_migration_script_moves_the_flask_app_behind_authgate_without_loggin
     let gateway = Process::start(&config, &[]);
     let base = format!("http://{}", gateway.addr);
     let http = client();
+    let send = |method: reqwest::Method, path: &str, token: &str| {
+        let req = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(token);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
     // The old client's access token still works, through authgate and at the app.
-    let r = http
-        .get(format!("{base}/whoami"))
-        .bearer_auth(&client_tokens.access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = send(reqwest::Method::GET, "/whoami", &client_tokens.access).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(v["identity"], "alice@example.com");
     // A fresh-only endpoint takes its fresh token.
-    let r = http
-        .post(format!("{base}/orders"))
-        .bearer_auth(&client_tokens.access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
+    let (status, _) = send(reqwest::Method::POST, "/orders", &client_tokens.access).await;
+    assert_eq!(status, StatusCode::CREATED);
     // Its refresh token, kept and used again and again (rotation off for old clients).
     for _ in 0..2 {
-        let r = http
-            .post(format!("{base}/auth/refresh"))
-            .bearer_auth(&client_tokens.refresh)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        let v: Value = r.json().await.unwrap();
+        let (status, v) = send(
+            reqwest::Method::POST,
+            "/auth/refresh",
+            &client_tokens.refresh,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
         let access = v["access_token"].as_str().expect("access token");
         assert!(v.get("refresh_token").is_none(), "{v}");
         // The app accepts authgate's token too: same secret, forwarded.
-        let r = http
-            .get(format!("{base}/whoami"))
-            .bearer_auth(access)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        let v: Value = r.json().await.unwrap();
+        let (status, v) = send(reqwest::Method::GET, "/whoami", access).await;
+        assert_eq!(status, StatusCode::OK);
         assert_eq!(v["gateway_user"], "alice@example.com");
     }
     // Errors in the shape the old clients read.

@@ -920,14 +920,9 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let client = self.client().await?;
             let found = rows(&client, "SELECT password_hash FROM users", &[]).await?;
-            let mut samples = std::collections::BTreeMap::new();
-            for row in &found {
-                let hash: String = row.get(0);
-                samples
-                    .entry(super::hash_parameters(&hash).to_owned())
-                    .or_insert(hash);
-            }
-            Ok(samples.into_values().collect())
+            Ok(super::one_per_parameter_set(
+                found.iter().map(|row| row.get::<_, String>(0)),
+            ))
         })
     }
 

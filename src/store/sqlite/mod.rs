@@ -727,15 +727,11 @@ fn hash_samples(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn
         .prepare_cached("SELECT password_hash FROM users")
         .map_err(map_err)?;
-    let mut rows = stmt.query([]).map_err(map_err)?;
-    let mut samples = std::collections::BTreeMap::new();
-    while let Some(row) = rows.next().map_err(map_err)? {
-        let hash: String = row.get(0).map_err(map_err)?;
-        samples
-            .entry(super::hash_parameters(&hash).to_owned())
-            .or_insert(hash);
-    }
-    Ok(samples.into_values().collect())
+    let hashes = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(map_err)?;
+    Ok(super::one_per_parameter_set(hashes))
 }
 
 // ---- failed-login counters ----

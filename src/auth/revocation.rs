@@ -363,6 +363,50 @@ mod tests {
     }
 
     #[test]
+    fn legacy_users_are_known_cut_off_and_deleted_by_name() {
+        let idx = RevocationIndex::new();
+        idx.load_users([(1, "Alice"), (2, "bob")]);
+        assert_eq!(
+            idx.legacy_user("alice", 100),
+            LegacyUser::Known(1, "Alice".into())
+        );
+        assert_eq!(idx.legacy_user("carol", 100), LegacyUser::Unknown);
+        let cutoff = |seq, name: &str, before| {
+            entry(
+                seq,
+                RevocationKind::LegacyCutoff {
+                    username: name.into(),
+                    before,
+                },
+                i64::MAX,
+            )
+        };
+        let mut rx = idx.subscribe();
+        idx.apply(&[cutoff(1, "alice", 150)]);
+        assert!(rx.has_changed().unwrap(), "tunnels re-check on a cut-off");
+        assert_eq!(idx.legacy_user("ALICE", 150), LegacyUser::Revoked);
+        assert_eq!(
+            idx.legacy_user("alice", 151),
+            LegacyUser::Known(1, "Alice".into())
+        );
+        // An older cut-off changes nothing.
+        idx.apply(&[cutoff(2, "alice", 120)]);
+        assert_eq!(idx.legacy_user("alice", 140), LegacyUser::Revoked);
+        // Deleted: revoked, and a later reload of the users does not bring them back.
+        idx.apply(&[entry(3, RevocationKind::User(2), 500)]);
+        assert_eq!(idx.legacy_user("bob", 100), LegacyUser::Unknown);
+        idx.load_users([(1, "Alice"), (2, "bob")]);
+        assert_eq!(idx.legacy_user("bob", 100), LegacyUser::Unknown);
+        idx.add_user(3, "Carol");
+        assert_eq!(
+            idx.legacy_user("carol", 100),
+            LegacyUser::Known(3, "Carol".into())
+        );
+        assert_eq!(idx.prune(i64::MAX - 1), 1, "cut-offs are never pruned");
+        assert_eq!(idx.legacy_user("alice", 140), LegacyUser::Revoked);
+    }
+
+    #[test]
     fn a_repeated_entry_keeps_the_later_expiry() {
         let idx = RevocationIndex::new();
         idx.apply(&[session(1, "s", 100)]);

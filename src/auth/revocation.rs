@@ -381,7 +381,7 @@ mod tests {
                 i64::MAX,
             )
         };
-        let mut rx = idx.subscribe();
+        let rx = idx.subscribe();
         idx.apply(&[cutoff(1, "alice", 150)]);
         assert!(rx.has_changed().unwrap(), "tunnels re-check on a cut-off");
         assert_eq!(idx.legacy_user("ALICE", 150), LegacyUser::Revoked);

@@ -25,7 +25,8 @@ const SCRYPT_LEN: usize = 64;
 /// A stored password hash, parsed.
 #[derive(Debug, Clone)]
 pub enum StoredHash {
-    /// An argon2 PHC string (any variant and parameters); boxed, it is by far the largest.
+    /// A PHC string: argon2 (any variant and parameters), or another algorithm that fails to
+    /// verify. Boxed: it is by far the largest variant.
     Argon2(Box<PasswordHash>),
     /// A bcrypt string, verified by the `bcrypt` crate.
     Bcrypt(String),
@@ -65,11 +66,6 @@ pub enum Pbkdf2Digest {
 impl StoredHash {
     /// Parses a stored hash; the error says what is wrong, never quoting the hash.
     pub fn parse(text: &str) -> Result<StoredHash, &'static str> {
-        if text.starts_with("$argon2") {
-            return PasswordHash::new(text)
-                .map(|phc| StoredHash::Argon2(Box::new(phc)))
-                .map_err(|_| "not a valid argon2 PHC string");
-        }
         if ["$2a$", "$2b$", "$2y$"].iter().any(|p| text.starts_with(p)) {
             let cost = text
                 .get(4..6)
@@ -79,6 +75,13 @@ impl StoredHash {
                 return Err("not a valid bcrypt string (cost 4-20, 60 characters)");
             }
             return Ok(StoredHash::Bcrypt(text.to_owned()));
+        }
+        if text.starts_with('$') {
+            // A PHC string: argon2 verifies it, refusing (as a failure to verify, not a
+            // mismatch) one of another algorithm. `authgate user import` takes argon2 only.
+            return PasswordHash::new(text)
+                .map(|phc| StoredHash::Argon2(Box::new(phc)))
+                .map_err(|_| "not a valid PHC string");
         }
         let (method, rest) = text
             .split_once('$')
@@ -215,6 +218,15 @@ impl StoredHash {
         }
     }
 
+    /// Whether this is a scheme authgate verifies: argon2, bcrypt, werkzeug PBKDF2 or scrypt
+    /// (a PHC string of another algorithm parses, but never verifies).
+    pub fn is_supported(&self) -> bool {
+        match self {
+            StoredHash::Argon2(phc) => phc.algorithm.as_str().starts_with("argon2"),
+            _ => true,
+        }
+    }
+
     /// Whether the hash is anything but argon2id (v1.3) with exactly `params`: such a hash is
     /// replaced at the owner's next successful password check.
     pub fn needs_rehash(&self, params: &Params) -> bool {
@@ -325,5 +337,8 @@ mod tests {
         ] {
             assert!(StoredHash::parse(bad).is_err(), "{bad:?}");
         }
+        let other_phc =
+            "$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        assert!(!StoredHash::parse(other_phc).unwrap().is_supported());
     }
 }

@@ -130,6 +130,10 @@ impl PasswordHasher {
             match StoredHash::parse(sample) {
                 // Argon2id with our parameters costs what the dummy costs.
                 Ok(parsed) if !parsed.needs_rehash(&self.inner.params) => {}
+                // It cannot be checked at all: its owner's logins fail as internal errors.
+                Ok(parsed) if !parsed.is_supported() => {
+                    tracing::warn!("a stored password hash is of an unsupported algorithm")
+                }
                 Ok(parsed) => targets.push(Some(parsed)),
                 Err(reason) => tracing::warn!(reason, "a stored password hash does not parse"),
             }

@@ -249,7 +249,10 @@ fn check(line: usize, row: JsonRecord) -> Result<Record, String> {
     check_username(&username).map_err(|m| format!("username: {m}"))?;
     let secret = match (row.password_hash, row.password) {
         (Some(hash), None) if !hash.is_empty() => {
-            StoredHash::parse(&hash).map_err(|m| format!("password_hash: {m}"))?;
+            let parsed = StoredHash::parse(&hash).map_err(|m| format!("password_hash: {m}"))?;
+            if !parsed.is_supported() {
+                return Err("password_hash: a PHC string of an algorithm other than argon2".into());
+            }
             Secret::Hash(hash)
         }
         (None, Some(password)) if !password.is_empty() => {
@@ -304,7 +307,7 @@ mod tests {
             "{{\"username\":\"alice\",\"password_hash\":\"{BCRYPT}\",\"roles\":[\"ops\"]}}\n\n\
              {{\"username\":\"bad name!\",\"password\":\"x\"}}\n\
              {{\"username\":\"dave\",\"password\":\"pw\",\"password_hash\":\"{BCRYPT}\"}}\n\
-             {{\"username\":\"erin\",\"password_hash\":\"md5$abc\"}}\nnot json\n"
+             {{\"username\":\"erin\",\"password_hash\":\"$pbkdf2-sha256$i=1$c2FsdA$aGFzaA\"}}\nnot json\n"
         );
         let (records, bad) = parse(&text, true);
         assert_eq!(records.len(), 1);

@@ -267,15 +267,15 @@ impl Sessions {
         let Some(revocation) = revoked else {
             return Err(AuthError::Revoked.into());
         };
-        self.revocations.apply(&[revocation]);
+        let mut entries = vec![revocation];
         // A session a legacy refresh token was exchanged into takes that token with it.
         if let Some((jti, exp)) = self.store.legacy_exchange_of(&identity.session_id).await? {
-            let entry = self
-                .store
-                .append_revocation(RevocationKind::Token(jti), exp)
-                .await?;
-            self.revocations.apply(&[entry]);
+            let kind = RevocationKind::Token(jti);
+            entries.push(self.store.append_revocation(kind, exp).await?);
         }
+        // Into memory last, right before the answer: a tunnel of the session is closed by
+        // it, and a client waiting for both sees the logout answered as the tunnel closes.
+        self.revocations.apply(&entries);
         tracing::info!(user_id = identity.user_id, "logout");
         Ok(())
     }

@@ -642,3 +642,60 @@ async fn the_migration_script_moves_the_flask_app_behind_authgate_without_loggin
         assert_eq!(r.status(), StatusCode::OK, "{name}");
     }
 }
+
+// ---------------------------------------------------------------- the import command
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_line_stops_the_import_with_nothing_changed_unless_skip_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"sqlite://{}/authgate.db\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let hash = bcrypt::hash(OLD_PASSWORD, 4).unwrap();
+    let file = dir.path().join("users.csv");
+    std::fs::write(
+        &file,
+        format!(
+            "username,password_hash,roles\nann,{hash},ops;admin\nnot a name,{hash},\n\
+             ben,md5$nope,\ncid,{hash},\n"
+        ),
+    )
+    .unwrap();
+    let list = || async {
+        let out = user_cli_async(&config, &["user", "list"], None).await;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = user_cli_async(&config, &["user", "import", path_str(&file)], None).await;
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("line 3") && said.contains("line 4"), "{said}");
+    assert!(!list().await.contains("ann"), "nothing imported");
+
+    let args = ["user", "import", "--skip-bad", path_str(&file)];
+    let out = user_cli_async(&config, &args, None).await;
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    let users = list().await;
+    assert!(users.contains("ann") && users.contains("cid"), "{users}");
+    assert!(users.contains("admin,ops"), "{users}");
+
+    // Everything again, plaintext this time: duplicates are skipped and reported, exit 0.
+    let plain = dir.path().join("again.jsonl");
+    std::fs::write(
+        &plain,
+        "{\"username\":\"ANN\",\"password\":\"x\"}\n{\"username\":\"dee\",\"password\":\"p, w\"}\n",
+    )
+    .unwrap();
+    let out = user_cli_async(&config, &["user", "import", path_str(&plain)], None).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("imported 1 user(s); skipped 1 duplicate(s)"),
+        "{said}"
+    );
+}

@@ -18,7 +18,7 @@ pub mod rules;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::claims::new_jti;
+use crate::auth::claims::{new_jti, TokenType};
 use crate::auth::error::AuthError;
 use crate::auth::identity::Identity;
 use crate::auth::revocation::RevocationIndex;
@@ -252,11 +252,18 @@ impl Sessions {
     /// A session already ended is [`AuthError::Revoked`].
     pub async fn logout(&self, identity: &Identity) -> Result<(), SessionError> {
         if identity.legacy {
-            // A legacy token has no session: its `jti` is revoked, until its own `exp`.
+            // A legacy token has no session: its `jti` is revoked, until its own `exp`; a
+            // refresh token also ends the session it was exchanged into, if it was.
             let exp = i64::try_from(identity.expires_at).unwrap_or(i64::MAX);
             let kind = RevocationKind::Token(identity.token_id.clone());
-            let entry = self.store.append_revocation(kind, exp).await?;
-            self.revocations.apply(&[entry]);
+            let mut entries = vec![self.store.append_revocation(kind, exp).await?];
+            if identity.token_type == TokenType::Refresh {
+                if let Some(sid) = self.store.legacy_session_of(&identity.token_id).await? {
+                    let ended = self.store.revoke_session(&sid, self.clock.now()).await?;
+                    entries.extend(ended);
+                }
+            }
+            self.revocations.apply(&entries);
             tracing::info!(user_id = identity.user_id, "logout (legacy token)");
             return Ok(());
         }

@@ -248,6 +248,9 @@ pub trait Store: Send + Sync + 'static {
     /// The legacy refresh token (`jti`, `exp`) session `sid` was opened by, if it was.
     fn legacy_exchange_of<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<(String, i64)>>;
 
+    /// The session legacy refresh token `legacy_jti` was exchanged into, if it was.
+    fn legacy_session_of<'a>(&'a self, legacy_jti: &'a str) -> StoreFuture<'a, Option<String>>;
+
     /// Replaces user `user_id`'s password hash with `new_hash` only while it is still
     /// `old_hash` (re-hashing at login must never undo a concurrent password change). `true`
     /// when it replaced it.

@@ -325,6 +325,15 @@ async fn a_kept_legacy_refresh_token_opens_one_session_and_is_answered_again() {
     assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
     let r = app.logout(&m.alice.refresh).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
+
+    // The other way round: logging out with the legacy refresh token ends its session too.
+    let bob: Value = app.refresh(&m.bob.refresh).await.json().await.unwrap();
+    let access = bob["access_token"].as_str().expect("access token");
+    assert_eq!(app.logout(&m.bob.refresh).await.status(), StatusCode::OK);
+    let r = app.get("/api/x", Some(access)).await;
+    assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    let r = app.refresh(&m.bob.refresh).await;
+    assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

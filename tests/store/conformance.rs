@@ -1260,6 +1260,11 @@ pub async fn a_legacy_refresh_token_is_exchanged_for_one_session_even_concurrent
         store.legacy_exchange_of(&sid).await.unwrap(),
         Some(("legacy-jti".to_owned(), 9_000))
     );
+    assert_eq!(
+        store.legacy_session_of("legacy-jti").await.unwrap(),
+        Some(sid.clone())
+    );
+    assert_eq!(store.legacy_session_of("other-jti").await.unwrap(), None);
     for i in 0..12 {
         let other = format!("s{i}");
         if other != sid {

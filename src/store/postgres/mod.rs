@@ -898,6 +898,19 @@ impl Store for PostgresStore {
         })
     }
 
+    fn legacy_session_of<'a>(&'a self, legacy_jti: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = row_opt(
+                &client,
+                "SELECT sid FROM legacy_exchanges WHERE legacy_jti = $1",
+                &[&legacy_jti],
+            )
+            .await?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
     fn rehash_password<'a>(
         &'a self,
         user_id: i64,

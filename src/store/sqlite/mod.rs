@@ -998,6 +998,15 @@ impl Store for SqliteStore {
         self.read(move |tx| exchange_of(tx, &sid))
     }
 
+    fn legacy_session_of<'a>(&'a self, legacy_jti: &'a str) -> StoreFuture<'a, Option<String>> {
+        let jti = legacy_jti.to_owned();
+        self.read(move |tx| {
+            tx.prepare_cached("SELECT sid FROM legacy_exchanges WHERE legacy_jti = ?1")
+                .and_then(|mut stmt| stmt.query_row([&jti], |row| row.get(0)).optional())
+                .map_err(map_err)
+        })
+    }
+
     fn rehash_password<'a>(
         &'a self,
         user_id: i64,

@@ -31,6 +31,8 @@ from flask_jwt_extended import (
     get_jwt,
     get_jwt_identity,
     jwt_required,
+    set_access_cookies,
+    set_refresh_cookies,
 )
 from werkzeug.security import check_password_hash, generate_password_hash
 from werkzeug.serving import make_server
@@ -40,6 +42,8 @@ with open(os.environ["JWT_SECRET_FILE"], encoding="utf-8") as f:
     app.config["JWT_SECRET_KEY"] = f.read()
 app.config["JWT_ACCESS_TOKEN_EXPIRES"] = timedelta(hours=1)
 app.config["JWT_REFRESH_TOKEN_EXPIRES"] = timedelta(days=30)
+# Bearer tokens, and cookie mode for the browser front end (tokens then carry a `csrf` claim).
+app.config["JWT_TOKEN_LOCATION"] = ["headers", "cookies"]
 app.config["BCRYPT_LOG_ROUNDS"] = int(os.environ.get("BCRYPT_LOG_ROUNDS", "12"))
 bcrypt = Bcrypt(app)
 jwt = JWTManager(app)
@@ -110,6 +114,18 @@ def auth_api_login():
         ),
         "refresh_token": create_refresh_token(identity=data["username"]),
     }
+
+
+@app.post("/cookie-login")
+def cookie_login():
+    """Cookie mode: the tokens in flask-jwt-extended's cookies, with their CSRF cookies."""
+    data = request.get_json()
+    if not check(data["username"], data["password"]):
+        return {"msg": "Bad username or password"}, 401
+    response = jsonify(msg="login successful")
+    set_access_cookies(response, create_access_token(identity=data["username"], fresh=True))
+    set_refresh_cookies(response, create_refresh_token(identity=data["username"]))
+    return response
 
 
 @app.post("/refresh")

@@ -107,6 +107,27 @@ impl FlaskApp {
         }
     }
 
+    /// A cookie-mode login: the cookies it sets, by name.
+    async fn cookie_login(&self, username: &str) -> std::collections::HashMap<String, String> {
+        let body = json!({"username": username, "password": OLD_PASSWORD});
+        let r = self
+            .client
+            .post(self.url("/cookie-login"))
+            .json(&body)
+            .send()
+            .await
+            .expect("Flask request");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| {
+                let c = cookie::Cookie::parse(v.to_str().ok()?.to_owned()).ok()?;
+                Some((c.name().to_owned(), c.value().to_owned()))
+            })
+            .collect()
+    }
+
     /// TokenRefresh: a new access token, not fresh.
     async fn refresh(&self, refresh: &str) -> String {
         let (status, v) = self.post("/refresh", json!({}), Some(refresh)).await;
@@ -436,6 +457,40 @@ async fn users_imported_while_the_gateway_runs_have_their_legacy_tokens_accepted
         app.get("/api/x", Some(&erin.access)).await.status() == StatusCode::OK
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_tokens_in_flask_jwt_extended_cookies_pass_the_same_csrf_check() {
+    let (m, dir) = migrated().await;
+    let setup = Setup {
+        cookies: "enabled = true".into(),
+        ..legacy_setup(&m, "2099-01-01T00:00:00Z", "")
+    };
+    let app = TestApp::spawn_in(setup, dir).await;
+    let jar = m.flask.cookie_login("alice").await;
+    let cookie = format!("access_token_cookie={}", jar["access_token_cookie"]);
+    let send = |method: reqwest::Method, csrf: Option<&str>| {
+        let mut req = app
+            .request(method, "/api/x", None)
+            .header("cookie", &cookie);
+        if let Some(value) = csrf {
+            req = req.header("x-csrf-token", value);
+        }
+        req.send()
+    };
+    assert_eq!(
+        send(reqwest::Method::GET, None).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let r = send(reqwest::Method::POST, None).await.unwrap();
+    assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+    let r = send(reqwest::Method::POST, Some("not-the-value"))
+        .await
+        .unwrap();
+    assert_error(r, StatusCode::FORBIDDEN, "csrf_failed").await;
+    let csrf = jar["csrf_access_token"].as_str();
+    let r = send(reqwest::Method::POST, Some(csrf)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }
 
 // ---------------------------------------------------------------- error format

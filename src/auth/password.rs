@@ -464,6 +464,75 @@ mod tests {
         assert!(h.verify("migrating", Some(&phc)).await.expect("verify"));
     }
 
+    /// A werkzeug scrypt hash of `password` with N = 2^log_n, r = 8 (N·r·128 bytes).
+    fn scrypt_hash(password: &str, log_n: u8) -> String {
+        let params = scrypt::Params::new(log_n, 8, 1).expect("params");
+        let mut out = [0u8; 64];
+        scrypt::scrypt(password.as_bytes(), b"salt", &params, &mut out).expect("scrypt");
+        format!("scrypt:{}:8:1$salt${}", 1u32 << log_n, hex::encode(out))
+    }
+
+    #[tokio::test]
+    async fn a_legacy_hash_verifies_and_asks_for_a_rehash() {
+        let h = hasher(2, Duration::from_secs(5));
+        let stored = scrypt_hash("migrating", 10);
+        let checked = h.check("migrating", Some(&stored)).await.expect("check");
+        assert_eq!(
+            checked,
+            Checked {
+                matched: true,
+                rehash: true
+            }
+        );
+        let wrong = h.check("migrating!", Some(&stored)).await.expect("check");
+        assert_eq!(
+            wrong,
+            Checked {
+                matched: false,
+                rehash: false
+            }
+        );
+        let ours = h.hash("migrating").await.expect("hash");
+        let checked = h.check("migrating", Some(&ours)).await.expect("check");
+        assert!(checked.matched && !checked.rehash);
+    }
+
+    #[tokio::test]
+    async fn scrypt_takes_as_many_hashing_slots_as_its_memory_needs() {
+        // argon2 here takes 1 MiB; scrypt with N = 2^11, r = 8 takes 2 MiB: two slots.
+        let h = hasher(2, Duration::from_millis(20));
+        let stored = scrypt_hash("pw", 11);
+        let held = h.take_permit_for_test().expect("a free slot");
+        assert_eq!(h.check("pw", Some(&stored)).await, Err(HashError::Busy));
+        assert!(
+            h.verify("pw", None).await.is_ok(),
+            "argon2 fits in one slot"
+        );
+        drop(held);
+        assert!(h.check("pw", Some(&stored)).await.expect("check").matched);
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_lasts_at_least_the_floor_measured_from_the_slowest_sample() {
+        let h = hasher(1, Duration::from_secs(5));
+        let ours = h.hash("pw").await.expect("hash");
+        // Only hashes of the configured argon2id: no floor.
+        assert_eq!(
+            h.measure_floor(&[ours]).await.expect("floor"),
+            Duration::ZERO
+        );
+        let slow = scrypt_hash("pw", 14);
+        let floor = h.measure_floor(&[slow]).await.expect("floor");
+        assert!(floor > Duration::ZERO);
+        let started = Instant::now();
+        assert!(!h.verify("wrong", None).await.expect("verify"));
+        assert!(
+            started.elapsed() >= floor,
+            "{:?} < {floor:?}",
+            started.elapsed()
+        );
+    }
+
     #[test]
     fn invalid_settings_and_zero_permits_are_refused() {
         let bad = Argon2Settings {

@@ -1,6 +1,6 @@
 //! The application: everything checked and built from a [`Config`], then the listeners bound
 //! (port 0 works; the bound addresses are exposed), run until the shutdown handle fires, and
-//! drained as HTTP-API.md §6 describes.
+//! drained as docs/http-api.md §6 describes.
 //!
 //! Building wires the parts together: one token service, revocation index, authenticator and
 //! store shared by the account endpoints (`routes/`) and the proxy (`proxy/`), which own the

@@ -223,7 +223,7 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    // ---- failed-login counters (HTTP-API.md §3) ----
+    // ---- failed-login counters (docs/http-api.md §3) ----
 
     /// Reserves one password check against every counter of `reserve`, if each leaves room
     /// (failures in its running window plus checks in flight below its limit): one atomic

@@ -151,7 +151,7 @@ pub struct SessionSweep<'a> {
     pub revoked_at: i64,
 }
 
-/// One failed-login counter (HTTP-API.md §3): a username and client address together, a
+/// One failed-login counter (docs/http-api.md §3): a username and client address together, a
 /// username over all addresses (`address` empty), or an address over all usernames
 /// (`username` empty). Ordered, so every writer locks counters in the same order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -807,7 +807,7 @@ async fn hop_by_hop_and_forwarding_headers_are_rewritten() {
     assert_eq!(echo_header(&v, "x-forwarded-host"), "client.example:8443");
     assert_eq!(echo_header(&v, "host"), echo_authority);
     assert_eq!(echo_header(&v, "x-kept"), "yes");
-    // Changed by HTTP-API.md §7.1: `TE: trailers` (only that value) and `Trailer` pass; the
+    // Changed by docs/http-api.md §7.1: `TE: trailers` (only that value) and `Trailer` pass; the
     // client's X-Forwarded-Prefix never does; Via gets the gateway's entry after the client's.
     assert_eq!(echo_header(&v, "te"), "trailers");
     assert_eq!(echo_header(&v, "trailer"), "X-Checksum");

@@ -1,6 +1,6 @@
 //! Validated configuration: what the rest of the gateway reads.
 //!
-//! Every value here has already passed the rules of docs/configuration.md; nothing downstream re-checks
+//! Every value here has passed the rules of docs/configuration.md; nothing downstream re-checks
 //! or re-parses it. The raw serde mirror of the file lives in `raw.rs` and is converted into
 //! these types by `validate.rs`, the only place a configuration can fail.
 

@@ -284,3 +284,118 @@ fn the_example_file_mentions_every_key_and_sets_only_documented_defaults() {
         );
     }
 }
+
+/// The Markdown files of the repository that readers follow links in.
+fn markdown_files() -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        let path = entry.expect("docs entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// GitHub's anchor of a heading: lower case, punctuation dropped, spaces to `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut in_code = false;
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && line.starts_with('#') {
+            out.insert(anchor(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_relative_link_in_the_docs_points_to_a_file_and_heading_that_exist() {
+    let mut broken = Vec::new();
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).expect("read markdown");
+        let dir = file.parent().expect("a folder");
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with("mailto:") || target.contains(' ') {
+                continue;
+            }
+            let (path, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let linked = if path.is_empty() {
+                file.clone()
+            } else {
+                dir.join(path)
+            };
+            if !linked.exists() {
+                broken.push(format!("{}: {target} (no such file)", file.display()));
+                continue;
+            }
+            if !fragment.is_empty() && linked.extension().is_some_and(|e| e == "md") {
+                let heads = anchors(&std::fs::read_to_string(&linked).expect("read linked"));
+                if !heads.contains(fragment) {
+                    broken.push(format!("{}: {target} (no such heading)", file.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn nothing_in_the_repository_points_to_contract_files_outside_it() {
+    // Spelt in pieces so that this file does not match itself.
+    let outside = [
+        concat!("HTTP-API", ".md"),
+        concat!("CONFIG", ".md"),
+        concat!("../", "shared"),
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut hits = Vec::new();
+    let mut stack: Vec<std::path::PathBuf> = [
+        "src", "tests", "docs", "config", "examples", "scripts", "benches",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .chain(
+        ["README.md", "Cargo.toml", "Dockerfile"]
+            .iter()
+            .map(|f| root.join(f)),
+    )
+    .collect();
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read folder") {
+                stack.push(entry.expect("entry").path());
+            }
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue; // binary files (keys are text; images are not)
+        };
+        for (n, line) in text.lines().enumerate() {
+            if outside.iter().any(|o| line.contains(o)) {
+                hits.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "point these to docs/http-api.md or docs/configuration.md instead:\n{}",
+        hits.join("\n")
+    );
+}

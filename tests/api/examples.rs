@@ -46,14 +46,9 @@ async fn the_curl_walkthrough_script_runs_to_its_end() {
     let app = TestApp::spawn().await;
     // The script calls `curl` by name: put the one scripts/test found first on PATH.
     let curl = tools::curl();
-    let path = std::env::join_paths(
-        curl.parent()
-            .map(Path::to_path_buf)
-            .into_iter()
-            .chain(std::env::split_paths(
-                &std::env::var_os("PATH").unwrap_or_default(),
-            )),
-    )
+    let path = std::env::join_paths(curl.parent().map(Path::to_path_buf).into_iter().chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
     .expect("PATH");
     let mut command = Command::new("bash");
     command

@@ -399,3 +399,105 @@ fn nothing_in_the_repository_points_to_contract_files_outside_it() {
         hits.join("\n")
     );
 }
+
+/// One of each error the gateway answers itself.
+fn every_error() -> Vec<authgate::error::ApiError> {
+    use authgate::error::ApiError as E;
+    let all = vec![
+        E::InvalidRequest("x".into()),
+        E::MissingToken,
+        E::TokenExpired,
+        E::InvalidToken("x"),
+        E::TokenRevoked,
+        E::FreshTokenRequired { max_age: None },
+        E::InvalidCredentials,
+        E::Forbidden,
+        E::RegistrationDisabled,
+        E::CsrfFailed,
+        E::CorsForbidden,
+        E::PeerNotAllowed,
+        E::AsForbidden(Box::new(E::InvalidRequest("x".into()))),
+        E::NotFound,
+        E::MethodNotAllowed {
+            allow: http::HeaderValue::from_static("GET"),
+        },
+        E::RequestTimeout,
+        E::UsernameTaken,
+        E::PayloadTooLarge,
+        E::UriTooLong,
+        E::HeadersTooLarge("x"),
+        E::UnsupportedMediaType,
+        E::RateLimited { retry_after: 1 },
+        E::BadGateway,
+        E::Unavailable {
+            retry_after: 1,
+            close: false,
+        },
+        E::GatewayTimeout,
+        E::Internal,
+    ];
+    // A new variant fails to compile here until it is added to the list above.
+    for e in &all {
+        match e {
+            E::InvalidRequest(_)
+            | E::MissingToken
+            | E::TokenExpired
+            | E::InvalidToken(_)
+            | E::TokenRevoked
+            | E::FreshTokenRequired { .. }
+            | E::InvalidCredentials
+            | E::Forbidden
+            | E::RegistrationDisabled
+            | E::CsrfFailed
+            | E::CorsForbidden
+            | E::PeerNotAllowed
+            | E::AsForbidden(_)
+            | E::NotFound
+            | E::MethodNotAllowed { .. }
+            | E::RequestTimeout
+            | E::UsernameTaken
+            | E::PayloadTooLarge
+            | E::UriTooLong
+            | E::HeadersTooLarge(_)
+            | E::UnsupportedMediaType
+            | E::RateLimited { .. }
+            | E::BadGateway
+            | E::Unavailable { .. }
+            | E::GatewayTimeout
+            | E::Internal => {}
+        }
+    }
+    all
+}
+
+#[test]
+fn every_error_code_is_in_the_http_reference_with_its_status_and_in_openapi_yaml() {
+    const API: &str = include_str!("../docs/http-api.md");
+    const OPENAPI: &str = include_str!("../docs/openapi.yaml");
+    let table: BTreeSet<(String, String)> = API
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.strip_prefix("| ")?.split(" | ").collect();
+            let status = cells.first()?.trim();
+            let code = cells.get(1)?.trim().strip_prefix('`')?.strip_suffix('`')?;
+            (status.len() == 3 && status.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| (status.to_owned(), code.to_owned()))
+        })
+        .collect();
+    for e in every_error() {
+        // The forward-auth 403 that keeps another refusal's code is documented with §7.3.
+        if matches!(e, authgate::error::ApiError::AsForbidden(_)) {
+            continue;
+        }
+        let row = (e.status().as_u16().to_string(), e.code().to_owned());
+        assert!(
+            table.contains(&row),
+            "docs/http-api.md §1 lacks the row {row:?}; its table: {table:?}"
+        );
+        assert!(
+            OPENAPI.contains(&format!("            - {}\n", e.code())),
+            "docs/openapi.yaml's Error enum lacks {}",
+            e.code()
+        );
+    }
+}

@@ -1704,8 +1704,16 @@ async fn a_body_cut_short_upstream_is_cut_short_for_the_client() {
     let upstream = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            // Read the whole request head first: closing with unread bytes would reset the
+            // connection, and the proxy could see the reset before the answer (a 502).
+            let mut head = Vec::new();
             let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
             let _ = stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
                 .await;

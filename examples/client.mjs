@@ -120,7 +120,10 @@ async function main() {
   await c.login(user, password);
   console.log("me:", (await c.me()).username);
   const echoed = await c.request("GET", "/api/orders");
-  const identity = Object.fromEntries((echoed.headers ?? []).map(([k, v]) => [k.toLowerCase(), v]));
+  // The demo's echo upstream lists headers as [name, value] pairs; others may send an object.
+  const echoedHeaders = echoed?.headers ?? [];
+  const pairs = Array.isArray(echoedHeaders) ? echoedHeaders : Object.entries(echoedHeaders);
+  const identity = Object.fromEntries(pairs.map(([k, v]) => [String(k).toLowerCase(), v]));
   console.log("upstream saw user:", identity["x-auth-username"]);
   await c.refresh();
   // The refreshed token is not fresh: /admin asks for a step-up, which request() does.

@@ -5,7 +5,10 @@ It keeps the access and refresh tokens of one session, refreshes once when the g
 `token_expired`, steps up with the password when a route says `fresh_token_required`, and
 branches on the stable `error` codes of the gateway's JSON errors (never on messages).
 
-Run against `authgate demo` (or any gateway with its /api token route and /admin fresh route):
+Run against `authgate demo`, whose echo upstream answers with the request it saw (headers as a
+list of [name, value] pairs). Against your own gateway, give it a token route at /api and a
+fresh route at /admin; it prints the identity headers only when the upstream echoes them in
+that shape or as a JSON object:
 
     python3 examples/client.py                     # http://127.0.0.1:8080, user alice
     python3 examples/client.py --base https://gw.example.com --user bob
@@ -104,6 +107,16 @@ class Client:
         return body
 
 
+def echoed_headers(echoed):
+    """The headers an echoing upstream reports: a list of pairs (the demo) or an object."""
+    headers = echoed.get("headers") if isinstance(echoed, dict) else None
+    if isinstance(headers, dict):
+        return {k.lower(): v for k, v in headers.items()}
+    if isinstance(headers, list):
+        return {pair[0].lower(): pair[1] for pair in headers if len(pair) == 2}
+    return {}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default=os.environ.get("AUTHGATE_URL", "http://127.0.0.1:8080"))
@@ -116,7 +129,7 @@ def main():
     c.login(args.user, password)
     print("me:", c.me()["username"])
     echoed = c.request("GET", "/api/orders")
-    identity = {k.lower(): v for k, v in echoed["headers"]} if isinstance(echoed, dict) else {}
+    identity = echoed_headers(echoed)
     print("upstream saw user:", identity.get("x-auth-username"))
     c.refresh()
     # The refreshed token is not fresh: /admin asks for a step-up, which request() does.

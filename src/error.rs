@@ -1,7 +1,7 @@
 //! The one error type at the HTTP boundary, and the one function that renders it.
 //!
 //! Every error the gateway itself answers is JSON `{"error": CODE, "message": TEXT}` with the
-//! status and code of HTTP-API.md §1; every 401 carries `WWW-Authenticate`. Details that could
+//! status and code of docs/http-api.md §1; every 401 carries `WWW-Authenticate`. Details that could
 //! help an attacker (which check failed, store errors) go to the log, never into the body.
 //! A gRPC call refused on the proxied side gets the same error the gRPC way instead
 //! ([`ApiError::into_grpc_response`], §7.1): same headers, a status mapped to gRPC's.
@@ -62,7 +62,7 @@ pub enum ApiError {
     PeerNotAllowed,
     /// 403 with the code and message of the refusal inside: the forward-auth endpoint answers
     /// what would be a 400 or a 405 elsewhere this way (front proxies treat any status but
-    /// 200, 401 and 403 as their own error), keeping the code (HTTP-API.md §7.3).
+    /// 200, 401 and 403 as their own error), keeping the code (docs/http-api.md §7.3).
     AsForbidden(Box<ApiError>),
     /// 404: no route or endpoint.
     NotFound,
@@ -137,7 +137,7 @@ impl ApiError {
         }
     }
 
-    /// The stable machine code of HTTP-API.md §1.
+    /// The stable machine code of docs/http-api.md §1.
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
@@ -226,7 +226,7 @@ impl ApiError {
         })
     }
 
-    /// Renders the error as the JSON response of HTTP-API.md §1: the one place that does.
+    /// Renders the error as the JSON response of docs/http-api.md §1: the one place that does.
     /// The response carries its [`ErrorCode`] for the access log and metrics.
     pub fn into_response(self) -> Response<Body> {
         let body = ErrorBody {
@@ -287,7 +287,7 @@ struct FlaskBody<'a> {
 }
 
 impl ApiError {
-    /// Status and `msg` of a token error the way flask-jwt-extended answers it (HTTP-API.md
+    /// Status and `msg` of a token error the way flask-jwt-extended answers it (docs/http-api.md
     /// §7.5): 401 for a missing, expired or revoked token, fresh required and CSRF failure;
     /// 422 for a malformed token, a bad signature, a wrong type, `iss`/`aud` or a token not
     /// yet valid. `None` for every other error, which keeps §1.
@@ -359,7 +359,7 @@ const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 const GRPC_MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 
 impl ApiError {
-    /// The gRPC status code of this refusal (HTTP-API.md §7.1): 401 → 16 UNAUTHENTICATED,
+    /// The gRPC status code of this refusal (docs/http-api.md §7.1): 401 → 16 UNAUTHENTICATED,
     /// 403 → 7 PERMISSION_DENIED, 404 → 12 UNIMPLEMENTED, 429 → 8 RESOURCE_EXHAUSTED, 502 and
     /// 503 → 14 UNAVAILABLE, 504 → 4 DEADLINE_EXCEEDED, anything else → 13 INTERNAL.
     pub fn grpc_status(&self) -> u8 {

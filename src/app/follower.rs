@@ -80,7 +80,7 @@ impl RevocationFollower {
         })
     }
 
-    /// Loads the username map legacy tokens are read with (HTTP-API.md §7.5), and keeps it
+    /// Loads the username map legacy tokens are read with (docs/http-api.md §7.5), and keeps it
     /// current from here on. Called right after [`RevocationFollower::start`]: a user created
     /// after the start's snapshot is announced on the feed, so none falls in between.
     pub(super) async fn load_directory(&mut self) -> Result<(), StoreError> {

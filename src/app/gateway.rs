@@ -103,7 +103,7 @@ impl Gateway {
         }
     }
 
-    /// Answers token errors in `format` (HTTP-API.md §7.5); decisions keep §1.
+    /// Answers token errors in `format` (docs/http-api.md §7.5); decisions keep §1.
     pub fn with_error_format(mut self, format: ErrorFormat) -> Self {
         self.error_format = format;
         self
@@ -150,7 +150,7 @@ impl Gateway {
         let latency = started.elapsed();
         let mut res = match result {
             Ok(res) => res,
-            // gRPC calls refused on the proxied side get gRPC's answer (HTTP-API.md §7.1).
+            // gRPC calls refused on the proxied side get gRPC's answer (docs/http-api.md §7.1).
             Err(e) if grpc && !route.is_endpoint() => e.into_grpc_response(),
             Err(e)
                 if self.error_format == ErrorFormat::FlaskJwtExtended
@@ -197,7 +197,7 @@ impl Gateway {
                 let result = forward_auth.verify(&req, peer, &known.request_id, own_path, &*table);
                 self.metrics
                     .record_decision(result.as_ref().err().map(ApiError::code));
-                // CORS never applies to decisions (HTTP-API.md §7.3).
+                // CORS never applies to decisions (docs/http-api.md §7.3).
                 return Dispatched {
                     result,
                     route: RouteLabel::Static(VERIFY_LABEL),

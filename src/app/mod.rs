@@ -1,6 +1,6 @@
 //! The application: everything checked and built from a [`Config`], then the listeners bound
 //! (port 0 works; the bound addresses are exposed), run until the shutdown handle fires, and
-//! drained as HTTP-API.md §6 describes.
+//! drained as docs/http-api.md §6 describes.
 //!
 //! Building wires the parts together: one token service, revocation index, authenticator and
 //! store shared by the account endpoints (`routes/`) and the proxy (`proxy/`), which own the
@@ -159,7 +159,7 @@ impl App {
         let revocations = follower.index();
         let hasher = build_hasher(&config).await?;
         // Failed password checks take as long as the slowest scheme the store holds, so
-        // imported users cannot be told apart by timing (HTTP-API.md §7.5).
+        // imported users cannot be told apart by timing (docs/http-api.md §7.5).
         let samples = store
             .password_hash_samples()
             .await

@@ -1,4 +1,4 @@
-//! Input rules for usernames, passwords and role names (HTTP-API §3 "Rules", §6 "Bodies and shapes").
+//! Input rules for usernames, passwords and role names (docs/http-api.md §3 "Rules", §6 "Bodies and shapes").
 //!
 //! Owns what a well-formed username and password are. Each failure carries the human
 //! message for the `400 invalid_request` body. Values are checked exactly as received: no

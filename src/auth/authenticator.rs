@@ -10,7 +10,7 @@
 //! lookup. A missing credential (`Ok(None)`) stays distinct from a bad one (`Err`), so a route
 //! with optional authentication can let the first through as anonymous and refuse the second.
 //!
-//! CSRF (double submit, HTTP-API.md §7.4) is checked here, right after revocation and before
+//! CSRF (double submit, docs/http-api.md §7.4) is checked here, right after revocation and before
 //! anything a caller checks next (freshness, roles, method — the order of §7.2): a
 //! cookie-authenticated request with an unsafe method must echo its token's `csrf` claim in
 //! `X-CSRF-TOKEN`. Doing it here means no caller can forget it.
@@ -108,7 +108,7 @@ impl Authenticator {
     /// The identity the credential of a request with `method` and `headers` proves;
     /// `Ok(None)` when it presents none.
     ///
-    /// Order (HTTP-API.md §2, §7.2): the credential's framing, then signature, `exp`/`nbf`,
+    /// Order (docs/http-api.md §2, §7.2): the credential's framing, then signature, `exp`/`nbf`,
     /// `iss`, `aud`, type and claim shape, then revocation — or [`AuthError::Unavailable`]
     /// when the revocation index is stale — then CSRF for a cookie. Freshness and roles are
     /// the policy's.
@@ -180,7 +180,7 @@ impl Authenticator {
             .is_revoked(&identity.token_id, &identity.session_id, identity.user_id)
     }
 
-    /// A legacy token's identity (HTTP-API.md §7.5): verified with the old app's secret,
+    /// A legacy token's identity (docs/http-api.md §7.5): verified with the old app's secret,
     /// then — from memory — its `jti`, the cut-off of its user, the username map; CSRF as
     /// for ours. No roles, no session.
     fn legacy_identity(

@@ -1,4 +1,4 @@
-//! The password hash formats the store may hold (HTTP-API.md §7.5): argon2 PHC strings (what
+//! The password hash formats the store may hold (docs/http-api.md §7.5): argon2 PHC strings (what
 //! authgate writes), and what a Flask app wrote — bcrypt (`$2a$`, `$2b$`, `$2y$`, as
 //! flask-bcrypt writes) and werkzeug's `pbkdf2:sha256:ITER$SALT$HEX` and `scrypt:N:r:p$SALT$HEX`.
 //!

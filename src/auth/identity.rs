@@ -40,7 +40,7 @@ pub struct Identity {
     /// How the credential was presented.
     pub presentation: Presentation,
     /// A legacy (flask-jwt-extended) token: no roles, an empty session id, `auth_time` its
-    /// `iat` (HTTP-API.md §7.5).
+    /// `iat` (docs/http-api.md §7.5).
     pub legacy: bool,
 }
 

@@ -1,5 +1,5 @@
 //! Legacy tokens: HS256 JWTs minted by the flask-jwt-extended app authgate replaces
-//! (HTTP-API.md §7.5), accepted until `accept_until` so nobody is logged out by the move.
+//! (docs/http-api.md §7.5), accepted until `accept_until` so nobody is logged out by the move.
 //!
 //! Owns the legacy secret and its prebuilt `Validation`, the legacy claim shape (string `sub`
 //! holding a username, `type`, `jti`, `fresh` as a bool or a float time, optional `csrf`) and

@@ -78,7 +78,7 @@ impl Sets {
     }
 }
 
-/// What the index says about a legacy token's user (HTTP-API.md §7.5).
+/// What the index says about a legacy token's user (docs/http-api.md §7.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LegacyUser {
     /// The user the token's `sub` names: id and username as registered.

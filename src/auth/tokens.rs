@@ -400,7 +400,7 @@ impl TokenService {
 /// shape a legacy (flask-jwt-extended) token has, so the authenticator tries it as one.
 pub const NO_KID: &str = "header has no kid";
 
-/// The header checks of a legacy token (HTTP-API.md §7.5): size and alphabet, `alg` exactly
+/// The header checks of a legacy token (docs/http-api.md §7.5): size and alphabet, `alg` exactly
 /// HS256, none of `crit`/`jku`/`x5u`/`jwk`/`x5c`, and no `kid` (a token with one is ours).
 pub fn check_legacy_header(token: &str) -> Result<(), TokenError> {
     let segment = check_format(token)?;

@@ -1,4 +1,4 @@
-//! `authgate user import FILE`: users exported from the app authgate replaces (HTTP-API.md
+//! `authgate user import FILE`: users exported from the app authgate replaces (docs/http-api.md
 //! §7.5), with their password hashes as that app wrote them (argon2, bcrypt, werkzeug
 //! `pbkdf2:`/`scrypt:`) or plaintext passwords (hashed with argon2id here).
 //!
@@ -54,7 +54,7 @@ struct JsonRecord {
     roles: Option<Vec<String>>,
 }
 
-/// Runs the import of `file` into the store of `config`; the exit code of HTTP-API.md §7.5
+/// Runs the import of `file` into the store of `config`; the exit code of docs/http-api.md §7.5
 /// (0, or 65 when a line was bad; 1 when the store or the file failed).
 pub(super) async fn run(config: &Config, file: &Path, skip_bad: bool) -> ExitCode {
     let text = match std::fs::read_to_string(file) {

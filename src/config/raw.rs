@@ -1,4 +1,4 @@
-//! The serde mirror of the TOML file: every key of CONFIG.md with its default, nothing checked.
+//! The serde mirror of the TOML file: every key of docs/configuration.md, its default, no checks.
 //!
 //! Values that need a rule (durations, addresses, URLs, enumerations, ranges) stay strings or
 //! wide integers here so that `validate.rs` can name the key and quote the value as written.

@@ -1,6 +1,6 @@
 //! Validated configuration: what the rest of the gateway reads.
 //!
-//! Every value here has already passed the rules of CONFIG.md; nothing downstream re-checks
+//! Every value here has passed the rules of docs/configuration.md; nothing downstream re-checks
 //! or re-parses it. The raw serde mirror of the file lives in `raw.rs` and is converted into
 //! these types by `validate.rs`, the only place a configuration can fail.
 
@@ -417,7 +417,7 @@ pub struct ForwardAuthConfig {
     pub default_auth: RouteAuth,
 }
 
-/// `[compat]` section (HTTP-API.md §7.5).
+/// `[compat]` section (docs/http-api.md §7.5).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CompatConfig {
     /// How token errors are answered.
@@ -429,7 +429,7 @@ pub struct CompatConfig {
 /// The shape of token error answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ErrorFormat {
-    /// `{"error", "message"}` with the statuses of HTTP-API.md §1.
+    /// `{"error", "message"}` with the statuses of docs/http-api.md §1.
     #[default]
     Authgate,
     /// `{"msg"}` with flask-jwt-extended's statuses (401 and 422).

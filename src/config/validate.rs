@@ -1,4 +1,4 @@
-//! Raw → validated: every rule of CONFIG.md beyond TOML types.
+//! Raw → validated: every rule of docs/configuration.md beyond TOML types.
 //!
 //! This is the only place a well-formed file can still be refused. Each refusal is a
 //! [`ConfigError`] naming the key path, the value as written (strings quoted) and a reason that
@@ -2148,7 +2148,7 @@ mod tests {
 
     #[test]
     fn fresh_max_age_applies_to_fresh_routes_and_to_fresh_methods() {
-        // Changed by HTTP-API.md §7.2: a token route may set it with fresh_methods; without
+        // Changed by docs/http-api.md §7.2: a token route may set it with fresh_methods; without
         // them it still has nothing to apply to.
         refused(
             &route("auth = \"token\"\nfresh_max_age = \"5m\""),

@@ -73,7 +73,7 @@ impl Endpoints {
             .store
             .create_user(username, &hash, Vec::new(), self.clock.now())
             .await?;
-        // Legacy tokens naming this user work at once (HTTP-API.md §7.5).
+        // Legacy tokens naming this user work at once (docs/http-api.md §7.5).
         self.auth.user_created(user.id, &user.username);
         tracing::info!(user_id = user.id, "registered");
         json(

@@ -76,7 +76,7 @@ impl Passwords {
     }
 
     /// Replaces `user`'s imported or outdated hash with argon2id of the configured parameters
-    /// now that `password` is known to match it (HTTP-API.md §7.5). Only if the stored hash is
+    /// now that `password` is known to match it (docs/http-api.md §7.5). Only if the stored hash is
     /// still the one checked, so a concurrent password change wins. A failure is logged; the
     /// login it follows stands, and the next one tries again.
     async fn rehash(&self, user: &UserWithHash, password: &str) {

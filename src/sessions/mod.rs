@@ -181,7 +181,7 @@ impl Sessions {
         }
     }
 
-    /// A legacy refresh token (HTTP-API.md §7.5) exchanged for authgate tokens in one session
+    /// A legacy refresh token (docs/http-api.md §7.5) exchanged for authgate tokens in one session
     /// per legacy `jti`: the first use opens it, every later use answers its current tokens
     /// (no reuse detection), and it ends at the earlier of the legacy token's `exp` and
     /// `refresh_ttl` from the first use — never later than the legacy token would have.

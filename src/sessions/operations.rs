@@ -118,7 +118,7 @@ pub async fn delete_user(
 }
 
 /// Refuses from now on every legacy (flask-jwt-extended) token of `username` issued at or
-/// before `now` (HTTP-API.md §7.5): the per-user cut-off that logout-all, a password change,
+/// before `now` (docs/http-api.md §7.5): the per-user cut-off that logout-all, a password change,
 /// deletion — and disabling a user — set. Returns the durable log entry; the caller applies
 /// it to its in-memory index (a running gateway reads it from the log within a second).
 ///

@@ -223,7 +223,7 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    // ---- migrating from flask-jwt-extended (HTTP-API.md §7.5) ----
+    // ---- migrating from flask-jwt-extended (docs/http-api.md §7.5) ----
 
     /// Appends one entry to the revocation log (a legacy token's `jti`, a legacy cut-off, a
     /// directory change) and returns it, durable.
@@ -265,7 +265,7 @@ pub trait Store: Send + Sync + 'static {
     /// ([`hash_parameters`]), so the gateway can time the slowest at start.
     fn password_hash_samples(&self) -> StoreFuture<'_, Vec<String>>;
 
-    // ---- failed-login counters (HTTP-API.md §3) ----
+    // ---- failed-login counters (docs/http-api.md §3) ----
 
     /// Reserves one password check against every counter of `reserve`, if each leaves room
     /// (failures in its running window plus checks in flight below its limit): one atomic

@@ -10,7 +10,7 @@ pub enum RevocationKind {
     /// One token, by `jti`.
     Token(String),
     /// Every legacy (flask-jwt-extended) token of a username issued at or before `before`
-    /// (logout-all, a password change, deletion, disabling: HTTP-API.md §7.5). Keyed by the
+    /// (logout-all, a password change, deletion, disabling: docs/http-api.md §7.5). Keyed by the
     /// folded username, not the id: a legacy token names its user by name, and a deleted
     /// name registered again must not inherit the old tokens.
     LegacyCutoff {
@@ -208,7 +208,7 @@ pub struct SessionSweep<'a> {
     pub revoked_at: i64,
 }
 
-/// One failed-login counter (HTTP-API.md §3): a username and client address together, a
+/// One failed-login counter (docs/http-api.md §3): a username and client address together, a
 /// username over all addresses (`address` empty), or an address over all usernames
 /// (`username` empty). Ordered, so every writer locks counters in the same order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,4 +1,4 @@
-//! Moving a Flask + flask-jwt-extended service behind authgate (HTTP-API.md §7.5), against
+//! Moving a Flask + flask-jwt-extended service behind authgate (docs/http-api.md §7.5), against
 //! the real app of `examples/migrate-from-flask/app.py` run by the test venv's Python: tokens
 //! it minted (access, fresh, not fresh, float `fresh`, refresh exchanged) are accepted, until
 //! `accept_until` and only for users that exist; users it stored (flask-bcrypt, werkzeug
@@ -226,7 +226,7 @@ async fn gateway(m: &Migrated, dir: TempDir, compat: &str) -> TestApp {
 }
 
 /// Polls `check` until it holds; revocations written by another process take effect
-/// within a second (HTTP-API.md §6).
+/// within a second (docs/http-api.md §6).
 async fn within_a_second<F, Fut>(what: &str, check: F)
 where
     F: Fn() -> Fut,

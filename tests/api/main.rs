@@ -13,12 +13,14 @@ mod grpc;
 // into this test binary (the library does not export it).
 #[path = "../../src/cli/echo_upstream.rs"]
 mod echo;
+mod examples;
 mod flask;
 mod forward_auth;
 mod front_proxy;
 mod helpers;
 mod lifecycle;
 mod limits;
+mod openapi;
 #[path = "../support/postgres.rs"]
 mod pg;
 mod protocols;

@@ -1,4 +1,4 @@
-//! Sessions (HTTP-API.md §2, §3, §6): login, refresh with rotation, reuse detection and the
+//! Sessions (docs/http-api.md §2, §3, §6): login, refresh with rotation, reuse detection and the
 //! grace rule, step-up with `/auth/fresh`, logout, token-type confusion, unknown user versus
 //! wrong password, failed-login limiting, and revocations that survive a crash or come from
 //! the operator CLI in another process.

@@ -100,8 +100,12 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(map_err)?;
+    // `CREATE TABLE IF NOT EXISTS` on an existing table sends a NOTICE, which the driver logs
+    // at INFO: every replica after the first would log a harmless line that reads like an
+    // error. Notices are silenced for this transaction only.
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS authgate_schema (
+        "SET LOCAL client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS authgate_schema (
              only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
              version  BIGINT  NOT NULL
          );

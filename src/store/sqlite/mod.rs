@@ -166,7 +166,7 @@ where
 /// Creates the database file empty with mode 0600 when it does not exist yet (SQLite makes
 /// an empty file a new database). SQLite would create it 0644; it gives the `-wal` and
 /// `-shm` files the database file's mode, so all three are readable by their owner only
-/// (HTTP-API.md §6). An existing file keeps the mode its owner gave it.
+/// (docs/http-api.md §6). An existing file keeps the mode its owner gave it.
 fn create_owner_only(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()

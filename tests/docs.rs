@@ -235,7 +235,10 @@ fn example_mentions() -> BTreeSet<String> {
             section = "routes[]".into();
             continue;
         }
-        if let Some(name) = line.strip_prefix('[') {
+        // A section header, or one commented out (`# [compat.flask_jwt_extended]`) with its
+        // keys shown as comments below it.
+        let header = line.trim_start_matches('#').trim_start();
+        if let Some(name) = header.strip_prefix('[').filter(|_| !header.contains(" = ")) {
             section = name.split(']').next().unwrap_or("").to_owned();
             continue;
         }

@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use super::cors::Cors;
 use crate::auth::limiter::client_ip;
+use crate::config::ErrorFormat;
 use crate::error::{ApiError, ErrorCode};
 use crate::origin::is_valid_host;
 use crate::path::{normalize, under_prefix};
@@ -51,6 +52,8 @@ pub struct Gateway {
     drain: Arc<Drain>,
     metrics: Arc<Metrics>,
     limits: HeadLimits,
+    /// How token errors are answered (`[compat] error_format`).
+    error_format: ErrorFormat,
 }
 
 /// What dispatch hands back to the outer step.
@@ -97,7 +100,14 @@ impl Gateway {
                 max_header_bytes: usize::MAX,
                 max_headers: usize::MAX,
             },
+            error_format: ErrorFormat::Authgate,
         }
+    }
+
+    /// Answers token errors in `format` (docs/http-api.md §7.5); decisions keep §1.
+    pub fn with_error_format(mut self, format: ErrorFormat) -> Self {
+        self.error_format = format;
+        self
     }
 
     /// Checks every request's head against `limits` first (`414`, `431`).
@@ -141,8 +151,14 @@ impl Gateway {
         let latency = started.elapsed();
         let mut res = match result {
             Ok(res) => res,
-            // gRPC calls refused on the proxied side get gRPC's answer (HTTP-API.md §7.1).
+            // gRPC calls refused on the proxied side get gRPC's answer (docs/http-api.md §7.1).
             Err(e) if grpc && !route.is_endpoint() => e.into_grpc_response(),
+            Err(e)
+                if self.error_format == ErrorFormat::FlaskJwtExtended
+                    && route.as_str() != VERIFY_LABEL =>
+            {
+                e.into_flask_response()
+            }
             Err(e) => e.into_response(),
         };
         if let (Some(rules), true) = (&self.cors, cors) {
@@ -182,7 +198,7 @@ impl Gateway {
                 let result = forward_auth.verify(&req, peer, &known.request_id, own_path, &*table);
                 self.metrics
                     .record_decision(result.as_ref().err().map(ApiError::code));
-                // CORS never applies to decisions (HTTP-API.md §7.3).
+                // CORS never applies to decisions (docs/http-api.md §7.3).
                 return Dispatched {
                     result,
                     route: RouteLabel::Static(VERIFY_LABEL),

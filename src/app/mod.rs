@@ -1,6 +1,6 @@
 //! The application: everything checked and built from a [`Config`], then the listeners bound
 //! (port 0 works; the bound addresses are exposed), run until the shutdown handle fires, and
-//! drained as HTTP-API.md §6 describes.
+//! drained as docs/http-api.md §6 describes.
 //!
 //! Building wires the parts together: one token service, revocation index, authenticator and
 //! store shared by the account endpoints (`routes/`) and the proxy (`proxy/`), which own the
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::authenticator::Authenticator;
 use crate::auth::keys::{load_keys, KeyLoad};
+use crate::auth::legacy::LegacyTokens;
 use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenService;
@@ -107,6 +108,7 @@ impl App {
             tls::server_config(files, &config.source)?;
         }
         ProxyTable::build(config)?;
+        legacy_tokens(config, Clock::system())?;
         crate::store::check(&config.store.url)
             .map_err(|e| store_config_error(config, &e.to_string()))?;
         Ok(())
@@ -148,12 +150,30 @@ impl App {
             StoreUrl::Postgres(_) => Some(config.store.max_staleness),
             StoreUrl::Sqlite(_) => None,
         };
-        let follower =
+        let legacy = legacy_tokens(&config, clock.clone())?;
+        let mut follower =
             RevocationFollower::start(store.clone(), clock.now(), tokens.leeway(), max_staleness)
                 .await
                 .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
+        if legacy.is_some() {
+            follower
+                .load_directory()
+                .await
+                .map_err(|e| StartError::Runtime(format!("cannot read the users: {e}")))?;
+        }
         let revocations = follower.index();
         let hasher = build_hasher(&config).await?;
+        // Failed password checks take as long as the slowest scheme the store holds, so
+        // imported users cannot be told apart by timing (docs/http-api.md §7.5).
+        let samples = store
+            .password_hash_samples()
+            .await
+            .map_err(|e| StartError::Runtime(format!("cannot read the password hashes: {e}")))?;
+        let floor = hasher
+            .measure_floor(&samples)
+            .await
+            .map_err(|e| StartError::Runtime(format!("cannot time the password hashes: {e}")))?;
+        tracing::debug!(floor = ?floor, schemes = samples.len(), "failed password checks padded");
         let limiter = LoginLimiter::new(store.clone(), config.auth.login_limit, clock.clone())
             .with_register_limit(config.auth.register_limit);
 
@@ -166,7 +186,8 @@ impl App {
         let config = Arc::new(config);
         let auth = Arc::new(
             Authenticator::new(tokens.clone(), revocations.clone())
-                .with_cookies(config.auth.cookies.enabled),
+                .with_cookies(config.auth.cookies.enabled)
+                .with_legacy(legacy),
         );
         let drain = Arc::new(Drain::default());
         let metrics = Arc::new(Metrics::new());
@@ -219,7 +240,8 @@ impl App {
             drain.clone(),
             metrics.clone(),
         )
-        .with_limits(head_limits(&config));
+        .with_limits(head_limits(&config))
+        .with_error_format(config.compat.error_format);
         let admin_service =
             AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone())
                 .with_write_health(write_health);
@@ -373,6 +395,16 @@ async fn build_hasher(config: &Config) -> Result<PasswordHasher, StartError> {
         .await
         .map_err(|e| StartError::Runtime(format!("hasher task failed: {e}")))?
         .map_err(|e| StartError::Config(ConfigError::new(&config.source, "auth.argon2", None, e)))
+}
+
+/// The legacy token verifier of `[compat.flask_jwt_extended]`, when configured; its secret
+/// file must be readable (a configuration error otherwise).
+fn legacy_tokens(config: &Config, clock: Clock) -> Result<Option<Arc<LegacyTokens>>, StartError> {
+    let Some(legacy) = &config.compat.flask_jwt_extended else {
+        return Ok(None);
+    };
+    let tokens = LegacyTokens::load(legacy, &config.source, config.tokens.leeway, clock)?;
+    Ok(Some(Arc::new(tokens)))
 }
 
 /// The raw bytes of `AUTHGATE_JWT_SECRET`, when set.

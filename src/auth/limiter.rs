@@ -1,4 +1,4 @@
-//! Failed-login limiting in three tiers (HTTP-API.md §3, §6 "Sessions"), and the choice of
+//! Failed-login limiting in three tiers (docs/http-api.md §3, §6 "Sessions"), and the choice of
 //! which address counts as the client's.
 //!
 //! Every password check is counted against three counters, each with its own fixed window

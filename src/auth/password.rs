@@ -16,12 +16,13 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::{Output, ParamsString, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use super::hash_formats::StoredHash;
 use crate::config::Argon2Settings;
 
 /// Salt length of new hashes (argon2's recommended 16 bytes).
@@ -61,10 +62,15 @@ pub struct PasswordHasher {
 struct Inner {
     params: Params,
     permits: Arc<Semaphore>,
+    /// How many hashes may run at once (the semaphore's size).
+    pool_size: u32,
     max_wait: Duration,
     /// PHC string of a random password under the current parameters, for unknown users.
     dummy_phc: PasswordHash,
     hashes_started: Arc<AtomicU64>,
+    /// The least time a failed check takes, in nanoseconds: the slowest scheme in the store,
+    /// measured at start ([`PasswordHasher::measure_floor`]).
+    floor_nanos: AtomicU64,
     /// The hashing threads; dropping it ends them.
     workers: Workers,
 }
@@ -171,6 +177,15 @@ impl Workspace {
     }
 }
 
+/// The outcome of a password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    /// The password matched a stored hash.
+    pub matched: bool,
+    /// It matched a hash that is not argon2id with the configured parameters: store a new one.
+    pub rehash: bool,
+}
+
 impl fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The dummy hash is not secret, but nothing here is useful in a log either.
@@ -219,18 +234,87 @@ impl PasswordHasher {
             inner: Arc::new(Inner {
                 params,
                 permits: slots,
+                pool_size: u32::try_from(permits).unwrap_or(u32::MAX),
                 max_wait,
                 dummy_phc,
                 hashes_started: Arc::new(AtomicU64::new(0)),
+                floor_nanos: AtomicU64::new(0),
                 workers,
             }),
         })
     }
 
+    /// Sets the floor of failed checks to the slowest of `samples` (one stored hash per
+    /// scheme and parameter set, `Store::password_hash_samples`) and of the dummy hash: each
+    /// timed as the median of three checks of a random password, on the hashing pool. No
+    /// floor when every sample is argon2id with the configured parameters (the dummy's cost).
+    /// Called at start; returns the floor.
+    pub async fn measure_floor(&self, samples: &[String]) -> Result<Duration, HashError> {
+        let mut targets: Vec<Option<StoredHash>> = vec![None];
+        for sample in samples {
+            match StoredHash::parse(sample) {
+                // Argon2id with our parameters costs what the dummy costs.
+                Ok(parsed) if !parsed.needs_rehash(&self.inner.params) => {}
+                // It cannot be checked at all: its owner's logins fail as internal errors.
+                Ok(parsed) if !parsed.is_supported() => {
+                    tracing::warn!("a stored password hash is of an unsupported algorithm")
+                }
+                Ok(parsed) => targets.push(Some(parsed)),
+                Err(reason) => tracing::warn!(reason, "a stored password hash does not parse"),
+            }
+        }
+        if targets.len() == 1 {
+            // Every user's hash is the dummy's scheme: failures already cost the same.
+            self.inner.floor_nanos.store(0, Ordering::Relaxed);
+            return Ok(Duration::ZERO);
+        }
+        let mut floor = Duration::ZERO;
+        for target in targets {
+            let mut times = Vec::with_capacity(3);
+            for _ in 0..3 {
+                let permit = self.acquire(self.permits_for(target.as_ref())).await?;
+                let target = target.clone();
+                let dummy = self.inner.dummy_phc.clone();
+                let spent = self
+                    .run(permit, move |space| {
+                        let began = Instant::now();
+                        let secret = SecretBytes::random()?;
+                        match &target {
+                            Some(stored) => verify_stored(space, secret.as_bytes(), stored)?,
+                            None => check(space, secret.as_bytes(), &dummy)?,
+                        };
+                        Ok(began.elapsed())
+                    })
+                    .await?;
+                times.push(spent);
+            }
+            times.sort();
+            floor = floor.max(times.get(1).copied().unwrap_or_default());
+        }
+        let nanos = u64::try_from(floor.as_nanos()).unwrap_or(u64::MAX);
+        self.inner.floor_nanos.store(nanos, Ordering::Relaxed);
+        Ok(floor)
+    }
+
+    /// The least time a failed check takes.
+    pub fn floor(&self) -> Duration {
+        Duration::from_nanos(self.inner.floor_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Hashing slots a check against `stored` takes: one per argon2 run's worth of memory,
+    /// so a large scrypt hash counts as several argon2 runs (at most the whole pool).
+    fn permits_for(&self, stored: Option<&StoredHash>) -> u32 {
+        let per_slot = u64::from(self.inner.params.m_cost()).max(1);
+        let needed = stored.map_or(1, |s| s.memory_kib().div_ceil(per_slot));
+        u32::try_from(needed)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.inner.pool_size.max(1))
+    }
+
     /// Hashes `password` with a fresh random salt into a PHC string
     /// (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`).
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
-        let permit = self.acquire().await?;
+        let permit = self.acquire(1).await?;
         let secret = SecretBytes::copy_of(password);
         let params = self.inner.params.clone();
         let started = Arc::clone(&self.inner.hashes_started);
@@ -244,21 +328,54 @@ impl PasswordHasher {
     /// Checks `password` against a stored PHC string. `None` (no such user) verifies against
     /// the dummy hash and answers `false`, so both failures cost one argon2 run.
     pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, HashError> {
-        let stored = match phc {
+        Ok(self.check(password, phc).await?.matched)
+    }
+
+    /// Checks `password` against a stored hash of any format the store may hold (argon2,
+    /// bcrypt, werkzeug pbkdf2 and scrypt), on the hashing pool — a large scrypt hash taking
+    /// several slots. `None` (no such user) checks against the dummy hash. A failed check
+    /// lasts at least the floor; the wait happens after the slot is given back.
+    pub async fn check(&self, password: &str, stored: Option<&str>) -> Result<Checked, HashError> {
+        let stored = match stored {
             Some(text) => Some(parse_stored(text)?),
             None => None,
         };
-        let permit = self.acquire().await?;
+        let permit = self.acquire(self.permits_for(stored.as_ref())).await?;
         let secret = SecretBytes::copy_of(password);
-        let known = stored.is_some();
-        let target = stored.unwrap_or_else(|| self.inner.dummy_phc.clone());
+        let dummy = self.inner.dummy_phc.clone();
+        let params = self.inner.params.clone();
         let started = Arc::clone(&self.inner.hashes_started);
-        self.run(permit, move |space| {
-            started.fetch_add(1, Ordering::Relaxed);
-            let matched = check(space, secret.as_bytes(), &target)?;
-            Ok(matched && known)
+        let (checked, spent) = self
+            .run(permit, move |space| {
+                let began = Instant::now();
+                started.fetch_add(1, Ordering::Relaxed);
+                let checked = match &stored {
+                    Some(hash) => Checked {
+                        matched: verify_stored(space, secret.as_bytes(), hash)?,
+                        rehash: hash.needs_rehash(&params),
+                    },
+                    None => {
+                        check(space, secret.as_bytes(), &dummy)?;
+                        Checked {
+                            matched: false,
+                            rehash: false,
+                        }
+                    }
+                };
+                Ok((checked, began.elapsed()))
+            })
+            .await?;
+        if !checked.matched {
+            // Imported users' cheaper schemes must not tell them apart by timing.
+            let floor = self.floor();
+            if floor > spent {
+                tokio::time::sleep(floor - spent).await;
+            }
+        }
+        Ok(Checked {
+            rehash: checked.matched && checked.rehash,
+            ..checked
         })
-        .await
     }
 
     /// How many argon2 runs (hashes and verifies, the dummy included) have started since
@@ -267,8 +384,8 @@ impl PasswordHasher {
         self.inner.hashes_started.load(Ordering::Relaxed)
     }
 
-    async fn acquire(&self) -> Result<OwnedSemaphorePermit, HashError> {
-        let waiting = Arc::clone(&self.inner.permits).acquire_owned();
+    async fn acquire(&self, slots: u32) -> Result<OwnedSemaphorePermit, HashError> {
+        let waiting = Arc::clone(&self.inner.permits).acquire_many_owned(slots);
         match tokio::time::timeout(self.inner.max_wait, waiting).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_closed)) => Err(HashError::Internal("hashing pool closed".into())),
@@ -356,12 +473,28 @@ fn new_phc(
     })
 }
 
-/// Parses a stored PHC string; failure means a corrupt store row, logged without its content.
-fn parse_stored(text: &str) -> Result<PasswordHash, HashError> {
-    PasswordHash::new(text).map_err(|e| {
-        tracing::error!(error = %e, "stored password hash is not a valid PHC string");
+/// Parses a stored hash; failure means a corrupt store row, logged without its content.
+fn parse_stored(text: &str) -> Result<StoredHash, HashError> {
+    StoredHash::parse(text).map_err(|reason| {
+        tracing::error!(reason, "stored password hash does not parse");
         HashError::Internal("stored password hash does not parse".into())
     })
+}
+
+/// Checks `password` against a stored hash of any supported format: argon2 in the hashing
+/// thread's own reused memory, the imported schemes (bcrypt, PBKDF2, scrypt) by their crates.
+fn verify_stored(
+    space: &mut Workspace,
+    password: &[u8],
+    stored: &StoredHash,
+) -> Result<bool, HashError> {
+    match stored {
+        StoredHash::Argon2(phc) => check(space, password, phc),
+        other => other.verify(password).map_err(|e| {
+            tracing::error!(error = %e, "stored password hash cannot be verified");
+            HashError::Internal(e)
+        }),
+    }
 }
 
 /// One argon2 verification with the stored hash's own algorithm, version and parameters: a
@@ -423,6 +556,14 @@ struct SecretBytes(Vec<u8>);
 impl SecretBytes {
     fn copy_of(password: &str) -> Self {
         Self(password.as_bytes().to_vec())
+    }
+
+    /// 32 random bytes: a password nobody has.
+    fn random() -> Result<Self, HashError> {
+        let mut bytes = vec![0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| HashError::Internal(format!("random source failed: {e}")))?;
+        Ok(Self(bytes))
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -600,6 +741,75 @@ mod tests {
         // The most recently idle thread takes the next job: thread 0 did them all, and the
         // others never allocated. All four are idle again, 0 on top.
         assert_eq!(*lock(&h.inner.workers.idle), [3, 2, 1, 0]);
+    }
+
+    /// A werkzeug scrypt hash of `password` with N = 2^log_n, r = 8 (N·r·128 bytes).
+    fn scrypt_hash(password: &str, log_n: u8) -> String {
+        let params = scrypt::Params::new(log_n, 8, 1).expect("params");
+        let mut out = [0u8; 64];
+        scrypt::scrypt(password.as_bytes(), b"salt", &params, &mut out).expect("scrypt");
+        format!("scrypt:{}:8:1$salt${}", 1u32 << log_n, hex::encode(out))
+    }
+
+    #[tokio::test]
+    async fn a_legacy_hash_verifies_and_asks_for_a_rehash() {
+        let h = hasher(2, Duration::from_secs(5));
+        let stored = scrypt_hash("migrating", 10);
+        let checked = h.check("migrating", Some(&stored)).await.expect("check");
+        assert_eq!(
+            checked,
+            Checked {
+                matched: true,
+                rehash: true
+            }
+        );
+        let wrong = h.check("migrating!", Some(&stored)).await.expect("check");
+        assert_eq!(
+            wrong,
+            Checked {
+                matched: false,
+                rehash: false
+            }
+        );
+        let ours = h.hash("migrating").await.expect("hash");
+        let checked = h.check("migrating", Some(&ours)).await.expect("check");
+        assert!(checked.matched && !checked.rehash);
+    }
+
+    #[tokio::test]
+    async fn scrypt_takes_as_many_hashing_slots_as_its_memory_needs() {
+        // argon2 here takes 1 MiB; scrypt with N = 2^11, r = 8 takes 2 MiB: two slots.
+        let h = hasher(2, Duration::from_millis(20));
+        let stored = scrypt_hash("pw", 11);
+        let held = h.take_permit_for_test().expect("a free slot");
+        assert_eq!(h.check("pw", Some(&stored)).await, Err(HashError::Busy));
+        assert!(
+            h.verify("pw", None).await.is_ok(),
+            "argon2 fits in one slot"
+        );
+        drop(held);
+        assert!(h.check("pw", Some(&stored)).await.expect("check").matched);
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_lasts_at_least_the_floor_measured_from_the_slowest_sample() {
+        let h = hasher(1, Duration::from_secs(5));
+        let ours = h.hash("pw").await.expect("hash");
+        // Only hashes of the configured argon2id: no floor.
+        assert_eq!(
+            h.measure_floor(&[ours]).await.expect("floor"),
+            Duration::ZERO
+        );
+        let slow = scrypt_hash("pw", 14);
+        let floor = h.measure_floor(&[slow]).await.expect("floor");
+        assert!(floor > Duration::ZERO);
+        let started = Instant::now();
+        assert!(!h.verify("wrong", None).await.expect("verify"));
+        assert!(
+            started.elapsed() >= floor,
+            "{:?} < {floor:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

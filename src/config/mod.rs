@@ -1,4 +1,4 @@
-//! Configuration: the TOML file of CONFIG.md, read, checked and turned into typed values.
+//! Configuration: the TOML file of docs/configuration.md, read, checked and typed.
 //!
 //! `types` holds the validated shapes the rest of the gateway reads; `error` the one error
 //! type naming file, key path, value and reason; `raw` the serde mirror of the file with its
@@ -100,7 +100,7 @@ mod tests {
         HeaderName::from_static(name)
     }
 
-    /// Asserts every section but `[[routes]]` holds CONFIG.md's defaults.
+    /// Asserts every section but `[[routes]]` holds the defaults of docs/configuration.md.
     fn assert_defaults(c: &Config) {
         assert_eq!(
             c.server,

@@ -1,4 +1,4 @@
-//! The serde mirror of the TOML file: every key of CONFIG.md with its default, nothing checked.
+//! The serde mirror of the TOML file: every key of docs/configuration.md, its default, no checks.
 //!
 //! Values that need a rule (durations, addresses, URLs, enumerations, ranges) stay strings or
 //! wide integers here so that `validate.rs` can name the key and quote the value as written.
@@ -23,7 +23,33 @@ pub(crate) struct RawConfig {
     pub log: RawLog,
     pub cors: RawCors,
     pub forward_auth: RawForwardAuth,
+    pub compat: RawCompat,
     pub routes: Vec<RawRoute>,
+}
+
+/// `[compat]`: what a service migrating from flask-jwt-extended keeps for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCompat {
+    pub error_format: String,
+    pub flask_jwt_extended: Option<RawFlaskJwtExtended>,
+}
+
+impl Default for RawCompat {
+    fn default() -> Self {
+        Self {
+            error_format: "authgate".into(),
+            flask_jwt_extended: None,
+        }
+    }
+}
+
+/// `[compat.flask_jwt_extended]`: both keys required when the section is present.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawFlaskJwtExtended {
+    pub secret_file: Option<String>,
+    pub accept_until: Option<String>,
 }
 
 /// `[server]`.

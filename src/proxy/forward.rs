@@ -1,6 +1,6 @@
 //! Forwarding a request that passed its route's policy: the upstream request is built from the
 //! client's (headers rewritten in §6 order), sent on the route's client within the route's
-//! timeout, and the response streamed back (HTTP-API.md §4, §6, §7.1).
+//! timeout, and the response streamed back (docs/http-api.md §4, §6, §7.1).
 //!
 //! Versions: the upstream request goes out in the route's protocol (HTTP/1.1, h2c, or what
 //! ALPN picks; an upgrade always on HTTP/1.1), and the client's answer carries the gateway's

@@ -1,6 +1,6 @@
-//! Header rewriting between client and upstream (HTTP-API.md §4, §6 "Proxying"; catalogue E).
+//! Header rewriting between client and upstream (docs/http-api.md §4).
 //!
-//! Request side, in this order (the order is the security property — catalogue E6):
+//! Request side, in this order (the order is the security property):
 //! 1. [`strip_hop_by_hop`]: fields named in `Connection`, then the standard hop-by-hop set
 //!    (`Trailer` is end-to-end and stays; `TE: trailers` is put back by [`set_te_trailers`]);
 //! 2. [`HeaderRewriter::strip_identity`]: every client copy of an identity header (configured
@@ -39,7 +39,7 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// The standard hop-by-hop set removed in both directions. `Trailer` is not in it: it names
-/// the trailer fields of this message end to end (HTTP-API.md §7.1), and hyper writes an
+/// the trailer fields of this message end to end (docs/http-api.md §7.1), and hyper writes an
 /// HTTP/1.1 message's trailers only when it is there. `TE` is, and only `TE: trailers` is put
 /// back ([`set_te_trailers`]).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -55,11 +55,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Fields a `Connection` header may not nominate: removing them would change the message's
 /// framing (`Content-Length`) or lose the client's host before it reaches `X-Forwarded-Host`.
-/// The gateway recomputes both toward the upstream anyway (catalogue E7).
+/// The gateway recomputes both toward the upstream anyway.
 const NOT_NOMINATABLE: [HeaderName; 2] = [CONTENT_LENGTH, HOST];
 
 /// Forwarding headers a client could spoof and that the gateway does not vouch for: dropped
-/// so an upstream never believes a client-chosen address, port or path prefix (catalogue E9).
+/// so an upstream never believes a client-chosen address, port or path prefix.
 const RIVAL_FORWARDING: [HeaderName; 5] = [
     HeaderName::from_static("forwarded"),
     HeaderName::from_static("x-real-ip"),
@@ -69,7 +69,7 @@ const RIVAL_FORWARDING: [HeaderName; 5] = [
 ];
 
 /// Headers some frameworks honour to override the method or path the gateway authorised
-/// (catalogue E10, G13).
+///.
 const ROUTING_OVERRIDES: [HeaderName; 5] = [
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
@@ -300,7 +300,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     }
 }
 
-/// The host the client asked for (HTTP-API.md §7.1): the absolute-form request-target's
+/// The host the client asked for (docs/http-api.md §7.1): the absolute-form request-target's
 /// authority (HTTP/1.1), else `:authority` (HTTP/2 — hyper puts both in the URI), else `Host`.
 /// User information in an authority is never part of it.
 pub fn client_host(uri: &http::Uri, headers: &HeaderMap) -> Option<HeaderValue> {
@@ -398,7 +398,7 @@ fn appended_forwarded_for(headers: &HeaderMap, peer: IpAddr) -> HeaderValue {
 
 /// True when the client asks for a WebSocket upgrade: `Upgrade: websocket` (any case) with
 /// `upgrade` among the `Connection` tokens. Ask before [`strip_hop_by_hop`], which removes
-/// both; any other protocol (`h2c`, ...) is never tunnelled (catalogue E8).
+/// both; any other protocol (`h2c`, ...) is never tunnelled.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let mut upgrades = headers.get_all(UPGRADE).iter();
     let websocket = match (upgrades.next(), upgrades.next()) {
@@ -536,7 +536,7 @@ mod tests {
 
     #[test]
     fn standard_hop_by_hop_headers_are_removed_and_trailer_is_kept() {
-        // Changed by HTTP-API.md §7.1: Trailer is end-to-end; TE goes here and only
+        // Changed by docs/http-api.md §7.1: Trailer is end-to-end; TE goes here and only
         // `TE: trailers` is put back by the forwarding step.
         let mut headers = map(&[
             ("keep-alive", "timeout=5"),

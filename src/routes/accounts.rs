@@ -91,6 +91,8 @@ impl Endpoints {
             .store
             .create_user(username, &hash, Vec::new(), self.clock.now())
             .await?;
+        // Legacy tokens naming this user work at once (docs/http-api.md §7.5).
+        self.auth.user_created(user.id, &user.username);
         tracing::info!(user_id = user.id, "registered");
         json(
             StatusCode::CREATED,
@@ -141,7 +143,7 @@ impl Endpoints {
         let hash = self.passwords.hash(new).await?;
         let revoked = self
             .sessions
-            .change_password(user.id, &hash, &identity.session_id)
+            .change_password(&user, &hash, &identity.session_id)
             .await?;
         tracing::info!(
             user_id = user.id,

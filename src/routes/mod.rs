@@ -1,4 +1,4 @@
-//! The endpoints the gateway serves itself under the auth prefix (HTTP-API.md §3): one file
+//! The endpoints the gateway serves itself under the auth prefix (docs/http-api.md §3): one file
 //! per resource, each handler a method of [`Endpoints`]. Unknown paths answer 404 and wrong
 //! methods 405 before any token is read. The forward-auth decision endpoint (`verify.rs`,
 //! §7.3) is its own [`ForwardAuth`], built only when enabled: it takes any method and any

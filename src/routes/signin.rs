@@ -1,4 +1,4 @@
-//! The browser side of the account endpoints (HTTP-API.md §7.4), present only with
+//! The browser side of the account endpoints (docs/http-api.md §7.4), present only with
 //! `[auth.cookies] enabled`: the cookies that token answers set and logout answers clear, the
 //! sign-in page, and the rules of a page post — where the browser may be sent back to (`rd`)
 //! and which pages may post at all (login CSRF, by `Origin`).

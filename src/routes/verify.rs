@@ -1,13 +1,13 @@
 //! The forward-auth decision endpoint, `{auth prefix}/verify` (any method, any sub-path), for a
 //! proxy already in front: nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`,
-//! Envoy `ext_authz` (HTTP-API.md §7.3). It answers "may this request pass?" instead of
+//! Envoy `ext_authz` (docs/http-api.md §7.3). It answers "may this request pass?" instead of
 //! forwarding.
 //!
 //! One line per decision, in this order:
 //! 1. the TCP peer must be in `[forward_auth] allowed_peers` (never a forwarded address);
 //! 2. the original method and URI come from the one configured source, never another
 //!    (nginx's subrequest copies every client header, so in nginx mode a client-sent
-//!    `X-Forwarded-Uri` must never be read — catalogue E10);
+//!    `X-Forwarded-Uri` must never be read);
 //! 3. the URI's path is normalised exactly as a proxied request's (`path::normalize`; the host
 //!    of an absolute URI is ignored) and matched in the same route table, a path no route
 //!    matches getting `[forward_auth] default_auth`;

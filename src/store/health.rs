@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{
     CounterKey, CounterTimes, FeedCursor, FeedPage, FeedSignals, LoginFinish, LoginReserve,
-    Reservation, Revocation, Session, SessionSweep, Store, StoreError, StoreFuture, User,
-    UserWithHash,
+    Reservation, Revocation, RevocationKind, Session, SessionSweep, Store, StoreError, StoreFuture,
+    User, UserWithHash,
 };
 
 /// The counter the probe writes: `/` is in no username, so no login or unlock meets it.
@@ -226,6 +226,44 @@ impl Store for WatchedStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         self.inner.ping()
+    }
+
+    fn append_revocation(
+        &self,
+        kind: RevocationKind,
+        covers_until: i64,
+    ) -> StoreFuture<'_, Revocation> {
+        self.watch(self.inner.append_revocation(kind, covers_until))
+    }
+
+    fn exchange_legacy<'a>(
+        &'a self,
+        legacy_jti: &'a str,
+        legacy_exp: i64,
+        session: &'a Session,
+    ) -> StoreFuture<'a, Option<Session>> {
+        self.watch(self.inner.exchange_legacy(legacy_jti, legacy_exp, session))
+    }
+
+    fn legacy_exchange_of<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<(String, i64)>> {
+        self.inner.legacy_exchange_of(sid)
+    }
+
+    fn legacy_session_of<'a>(&'a self, legacy_jti: &'a str) -> StoreFuture<'a, Option<String>> {
+        self.inner.legacy_session_of(legacy_jti)
+    }
+
+    fn rehash_password<'a>(
+        &'a self,
+        user_id: i64,
+        old_hash: &'a str,
+        new_hash: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        self.watch(self.inner.rehash_password(user_id, old_hash, new_hash))
+    }
+
+    fn password_hash_samples(&self) -> StoreFuture<'_, Vec<String>> {
+        self.inner.password_hash_samples()
     }
 
     fn feed_signals(&self) -> Option<FeedSignals> {

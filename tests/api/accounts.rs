@@ -1,4 +1,4 @@
-//! Accounts (HTTP-API.md §3): register with every §1 error it can produce, the caller's own
+//! Accounts (docs/http-api.md §3): register with every §1 error it can produce, the caller's own
 //! account (`/auth/me`, `PUT /auth/password`, `DELETE /auth/me`), the admin user resource,
 //! the JWK Set, unknown endpoints and methods, and the operator's `authgate user` commands.
 

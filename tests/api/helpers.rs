@@ -53,6 +53,8 @@ pub struct Setup {
     pub cors: String,
     /// Extra lines for `[forward_auth]`.
     pub forward_auth: String,
+    /// Extra lines for `[compat]` (its subtable `[compat.flask_jwt_extended]` too).
+    pub compat: String,
     /// `[[routes]]` tables; `None` means the default routes to the echo upstream. Every
     /// [`ECHO`] in the text is replaced by the echo upstream's address.
     pub routes: Option<String>,
@@ -114,6 +116,9 @@ level = "warn"
 [forward_auth]
 {forward_auth}
 
+[compat]
+{compat}
+
 {routes}
 "#,
             secret_file = secret_file.display(),
@@ -123,6 +128,7 @@ level = "warn"
             cookies = self.cookies,
             cors = self.cors,
             forward_auth = self.forward_auth,
+            compat = self.compat,
         )
     }
 }

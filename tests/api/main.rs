@@ -19,13 +19,16 @@ mod grpc;
 // into this test binary (the library does not export it).
 #[path = "../../src/cli/echo_upstream.rs"]
 mod echo;
+mod examples;
 mod faults;
+mod flask;
 mod forward_auth;
 mod front_proxy;
 mod helpers;
 mod lifecycle;
 mod limits;
 mod memory;
+mod openapi;
 #[path = "../support/postgres.rs"]
 mod pg;
 mod protocols;

@@ -1,4 +1,4 @@
-//! Several replicas on one PostgreSQL database (HTTP-API.md §3, §6): revocations made on one
+//! Several replicas on one PostgreSQL database (docs/http-api.md §3, §6): revocations made on one
 //! replica, or by the CLI, are refused on every other; a replica that restarts, loses its
 //! connections or is cut off from the database never accepts a revoked token, and fails
 //! closed (503) while it cannot confirm it is in sync; registration, rotation races and the

@@ -10,7 +10,7 @@
 //! lookup. A missing credential (`Ok(None)`) stays distinct from a bad one (`Err`), so a route
 //! with optional authentication can let the first through as anonymous and refuse the second.
 //!
-//! CSRF (double submit, HTTP-API.md §7.4) is checked here, right after revocation and before
+//! CSRF (double submit, docs/http-api.md §7.4) is checked here, right after revocation and before
 //! anything a caller checks next (freshness, roles, method — the order of §7.2): a
 //! cookie-authenticated request with an unsafe method must echo its token's `csrf` claim in
 //! `X-CSRF-TOKEN`. Doing it here means no caller can forget it.
@@ -27,8 +27,9 @@ use super::claims::TokenType;
 use super::cookies::{request_cookie, ACCESS_COOKIE, REFRESH_COOKIE, X_CSRF_TOKEN};
 use super::error::AuthError;
 use super::identity::{Identity, Presentation};
-use super::revocation::RevocationIndex;
-use super::tokens::{TokenError, TokenService};
+use super::legacy::{LegacyTokens, UNKNOWN_USER};
+use super::revocation::{LegacyUser, RevocationIndex};
+use super::tokens::{check_legacy_header, TokenError, TokenService};
 use crate::telemetry;
 
 /// Which token types a caller accepts, and so which cookie it reads.
@@ -69,6 +70,8 @@ pub struct Authenticator {
     revocations: Arc<RevocationIndex>,
     /// Whether token cookies are a credential source (`[auth.cookies] enabled`).
     cookies: bool,
+    /// Legacy (flask-jwt-extended) tokens, when `[compat.flask_jwt_extended]` is set.
+    legacy: Option<Arc<LegacyTokens>>,
 }
 
 impl Authenticator {
@@ -79,7 +82,21 @@ impl Authenticator {
             tokens,
             revocations,
             cookies: false,
+            legacy: None,
         }
+    }
+
+    /// The same authenticator accepting legacy tokens with `legacy` (a token without `kid`
+    /// is tried as one).
+    pub fn with_legacy(mut self, legacy: Option<Arc<LegacyTokens>>) -> Self {
+        self.legacy = legacy;
+        self
+    }
+
+    /// Adds a user registered by this process to the username map legacy tokens are read
+    /// with.
+    pub fn user_created(&self, id: i64, username: &str) {
+        self.revocations.add_user(id, username);
     }
 
     /// The same authenticator reading token cookies too when `enabled`.
@@ -91,7 +108,7 @@ impl Authenticator {
     /// The identity the credential of a request with `method` and `headers` proves;
     /// `Ok(None)` when it presents none.
     ///
-    /// Order (HTTP-API.md §2, §7.2): the credential's framing, then signature, `exp`/`nbf`,
+    /// Order (docs/http-api.md §2, §7.2): the credential's framing, then signature, `exp`/`nbf`,
     /// `iss`, `aud`, type and claim shape, then revocation — or [`AuthError::Unavailable`]
     /// when the revocation index is stale — then CSRF for a cookie. Freshness and roles are
     /// the policy's.
@@ -104,13 +121,17 @@ impl Authenticator {
         let Some((token, presentation)) = self.credential(headers, accept)? else {
             return Ok(None);
         };
-        let verified = self.tokens.verify_as(token, accept.types()).map_err(|e| {
-            // Which check failed goes to the log (never the token); the client gets one message.
-            if let TokenError::Invalid(reason) = &e {
-                tracing::debug!(reason, "token refused");
+        let verified = match self.tokens.verify_as(token, accept.types()) {
+            Ok(verified) => verified,
+            // Not one of ours: with legacy tokens on, a token without `kid` is tried as one
+            // (only on this error path, so authgate tokens pay nothing for it).
+            Err(TokenError::Invalid(_))
+                if self.legacy.is_some() && check_legacy_header(token).is_ok() =>
+            {
+                return self.legacy_identity(token, presentation, headers, method, accept);
             }
-            AuthError::from(e)
-        })?;
+            Err(e) => return Err(refused(e)),
+        };
         let claims = &verified.claims;
         // A stale replica cannot tell whether a well-signed token was revoked elsewhere:
         // it fails closed. Checked before the index so "in sync" covers what is read next.
@@ -147,8 +168,53 @@ impl Authenticator {
     /// Whether `identity`'s token, session or user has been revoked since it was verified
     /// (long-lived connections ask again after [`Authenticator::revocation_changes`]).
     pub fn is_revoked(&self, identity: &Identity) -> bool {
+        if identity.legacy
+            && self
+                .revocations
+                .legacy_user(&identity.username, identity.auth_time)
+                == LegacyUser::Revoked
+        {
+            return true;
+        }
         self.revocations
             .is_revoked(&identity.token_id, &identity.session_id, identity.user_id)
+    }
+
+    /// A legacy token's identity (docs/http-api.md §7.5): verified with the old app's secret,
+    /// then — from memory — its `jti`, the cut-off of its user, the username map; CSRF as
+    /// for ours. No roles, no session.
+    fn legacy_identity(
+        &self,
+        token: &str,
+        presentation: Presentation,
+        headers: &HeaderMap,
+        method: &Method,
+        accept: Accept,
+    ) -> Result<Option<Identity>, AuthError> {
+        let Some(legacy) = &self.legacy else {
+            return Err(AuthError::Invalid("header has no kid"));
+        };
+        let claims = legacy.verify(token, accept.types()).map_err(refused)?;
+        if self.revocations.is_stale() {
+            return Err(AuthError::Unavailable);
+        }
+        if self.revocations.is_revoked(&claims.jti, "", 0) {
+            return Err(AuthError::Revoked);
+        }
+        let (user_id, username) = match self.revocations.legacy_user(&claims.sub, claims.iat) {
+            LegacyUser::Known(id, name) => (id, name),
+            LegacyUser::Revoked => return Err(AuthError::Revoked),
+            LegacyUser::Unknown => {
+                tracing::debug!(reason = UNKNOWN_USER, "token refused");
+                return Err(AuthError::Invalid(UNKNOWN_USER));
+            }
+        };
+        if presentation == Presentation::Cookie && !is_safe(method) {
+            check_csrf(headers, claims.csrf.as_deref())?;
+        }
+        let identity = Identity::from_legacy(claims, user_id, username, presentation, legacy.now());
+        telemetry::record_user(identity.user_id);
+        Ok(Some(identity))
     }
 
     /// A receiver that changes whenever something new is revoked.
@@ -176,6 +242,15 @@ impl Authenticator {
             .find_map(|name| request_cookie(headers, name))
             .map(|token| (token, Presentation::Cookie)))
     }
+}
+
+/// A refused token as an [`AuthError`]; which check failed goes to the log (never the token),
+/// the client gets one message.
+fn refused(e: TokenError) -> AuthError {
+    if let TokenError::Invalid(reason) = &e {
+        tracing::debug!(reason, "token refused");
+    }
+    AuthError::from(e)
 }
 
 /// GET, HEAD and OPTIONS change nothing and need no CSRF header (§7.4).

@@ -452,7 +452,7 @@ impl TokenService {
         if header.typ.as_deref() != Some("JWT") {
             return Err(TokenError::Invalid("header typ is not JWT"));
         }
-        let kid = header.kid.ok_or(TokenError::Invalid("header has no kid"))?;
+        let kid = header.kid.ok_or(TokenError::Invalid(NO_KID))?;
         keys.decoding
             .iter()
             .find(|(ours, _)| *ours == kid)
@@ -474,8 +474,44 @@ impl TokenService {
         if claims.iat > now.saturating_add(leeway) {
             return Err(TokenError::Invalid("iat in the future"));
         }
+        // A password check that has not happened yet cannot make a token fresh.
+        if claims.auth_time > now.saturating_add(leeway) {
+            return Err(TokenError::Invalid("auth_time in the future"));
+        }
         Ok(claims)
     }
+}
+
+/// The reason [`TokenService::verify_as`] gives a token whose header names no `kid`: the one
+/// shape a legacy (flask-jwt-extended) token has, so the authenticator tries it as one.
+pub const NO_KID: &str = "header has no kid";
+
+/// The header checks of a legacy token (docs/http-api.md §7.5): size and alphabet, `alg` exactly
+/// HS256, none of `crit`/`jku`/`x5u`/`jwk`/`x5c`, and no `kid` (a token with one is ours).
+pub fn check_legacy_header(token: &str) -> Result<(), TokenError> {
+    let segment = check_format(token)?;
+    let json = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::Invalid("header is not base64url"))?;
+    let header: RawHeader = serde_json::from_slice(&json)
+        .map_err(|_| TokenError::Invalid("header is not a JSON object of strings"))?;
+    if header.alg.as_deref() != Some("HS256") {
+        return Err(TokenError::Invalid("algorithm not allowed"));
+    }
+    if header.forbidden {
+        return Err(TokenError::Invalid(
+            "header carries crit, jku, x5u, jwk or x5c",
+        ));
+    }
+    if header.kid.is_some() {
+        return Err(TokenError::Invalid("unknown kid"));
+    }
+    Ok(())
+}
+
+/// Maps jsonwebtoken's refusal to ours (shared with the legacy verifier).
+pub(crate) fn jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
+    map_jwt_error(e)
 }
 
 /// The one `Validation`: our algorithm only, every time claim checked, all spec claims required.

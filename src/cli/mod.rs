@@ -1,5 +1,5 @@
 //! The command line of the `authgate` binary: `serve` (the default), `check-config`, `demo`
-//! and the operator's `user` commands, with the exit codes of HTTP-API.md §6 (0 clean,
+//! and the operator's `user` commands, with the exit codes of docs/http-api.md §6 (0 clean,
 //! 1 runtime failure, 2 usage, 64 bad config — always before any port is bound).
 //!
 //! `main.rs` only calls [`main`]. Each command has its file; `exit` holds what they share
@@ -12,6 +12,7 @@ mod echo_upstream;
 mod exit;
 mod explain;
 mod healthcheck;
+mod import;
 mod serve;
 mod signals;
 mod user;

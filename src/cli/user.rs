@@ -11,13 +11,13 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::exit::{current_thread_runtime, load_config, EXIT_RUNTIME};
-use crate::auth::accounts_rules::{check_password, check_username};
+use crate::auth::accounts_rules::{check_password, check_role, check_username};
 use crate::auth::limiter;
 use crate::auth::password::PasswordHasher;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::sessions::{operations, rules};
-use crate::store::{Store, StoreError, User};
+use crate::store::{RevocationKind, Store, StoreError, User};
 
 /// `authgate user ...`: operator commands on the store.
 #[derive(Debug, Subcommand)]
@@ -78,6 +78,18 @@ pub enum UserCommand {
         /// Username.
         name: String,
     },
+    /// Import users exported from another app: CSV with a header row
+    /// (`username,password_hash,roles` or `username,password,roles`, roles separated by `;`)
+    /// or JSON lines (`username`, `password_hash` or `password`, `roles` as an array). Hashes:
+    /// argon2, bcrypt, werkzeug pbkdf2 and scrypt; they become argon2id at each user's next
+    /// login. Exit 0 when every line was imported or skipped as a duplicate, 65 otherwise.
+    Import {
+        /// The file (`.jsonl`, `.ndjson` or `.json`, or starting with `{`: JSON lines).
+        file: std::path::PathBuf,
+        /// Import the good lines even when some are malformed (still exit 65).
+        #[arg(long)]
+        skip_bad: bool,
+    },
     /// Clear a username's failed-login counts (per username, and per username and address),
     /// so its owner can log in again before the window passes. Address counts stay.
     Unlock {
@@ -96,6 +108,9 @@ pub(super) fn run(config_path: &Path, cmd: UserCommand) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    if let UserCommand::Import { file, skip_bad } = &cmd {
+        return runtime.block_on(super::import::run(&config, file, *skip_bad));
+    }
     match runtime.block_on(execute(&config, cmd)) {
         Ok(text) => {
             println!("{text}");
@@ -126,6 +141,10 @@ async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
         UserCommand::Passwd { name } => passwd(config, &store, &name, now).await,
         UserCommand::Disable { name } => {
             let user = find(&store, &name).await?;
+            // Tokens the old Flask app minted for them end too, before the disable itself.
+            operations::cut_off_legacy_tokens(store.as_ref(), &user.username, now)
+                .await
+                .map_err(text)?;
             let sweep = rules::sweep(None, now, config.tokens.leeway);
             let revoked = store
                 .set_disabled(user.id, true, sweep)
@@ -184,15 +203,19 @@ async fn execute(config: &Config, cmd: UserCommand) -> Result<String, String> {
         UserCommand::LogoutAll { name } => {
             let user = find(&store, &name).await?;
             let revoked =
-                operations::revoke_all_sessions(store.as_ref(), user.id, now, config.tokens.leeway)
+                operations::revoke_all_sessions(store.as_ref(), &user, now, config.tokens.leeway)
                     .await
                     .map_err(text)?;
+            let sessions = revoked
+                .iter()
+                .filter(|e| matches!(e.kind, RevocationKind::Session(_)))
+                .count();
             Ok(format!(
-                "{}: {} session(s) revoked",
+                "{}: {sessions} session(s) revoked, and any legacy tokens",
                 user.username,
-                revoked.len()
             ))
         }
+        UserCommand::Import { .. } => Err("the import runs on its own".into()),
         UserCommand::Unlock { name } => {
             let cleared = limiter::unlock(store.as_ref(), &name).await.map_err(text)?;
             Ok(format!(
@@ -241,6 +264,10 @@ async fn passwd(
     let password = read_password()?;
     check_password(&password, config.auth.min_password_length).map_err(str::to_owned)?;
     let hash = hash_password(config, &password).await?;
+    // Like a password change through the API: legacy tokens end with the old password.
+    operations::cut_off_legacy_tokens(store.as_ref(), &user.username, now)
+        .await
+        .map_err(text)?;
     let sweep = rules::sweep(None, now, config.tokens.leeway);
     let revoked = store
         .set_password(user.id, &hash, sweep)
@@ -282,21 +309,6 @@ fn read_password() -> Result<String, String> {
         input.truncate(stripped.len());
     }
     Ok(input)
-}
-
-fn check_role(role: &str) -> Result<(), String> {
-    let ok = !role.is_empty()
-        && role.len() <= 64
-        && role
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "role {role:?} must be 1-64 characters of A-Z a-z 0-9 . _ - :"
-        ))
-    }
 }
 
 /// `user list --json`: created_at as RFC 3339, roles as an array.

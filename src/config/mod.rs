@@ -1,4 +1,4 @@
-//! Configuration: the TOML file of CONFIG.md, read, checked and turned into typed values.
+//! Configuration: the TOML file of docs/configuration.md, read, checked and typed.
 //!
 //! `types` holds the validated shapes the rest of the gateway reads; `error` the one error
 //! type naming file, key path, value and reason; `raw` the serde mirror of the file with its
@@ -117,7 +117,7 @@ mod tests {
         HeaderName::from_static(name)
     }
 
-    /// Asserts every section but `[[routes]]` holds CONFIG.md's defaults.
+    /// Asserts every section but `[[routes]]` holds the defaults of docs/configuration.md.
     fn assert_defaults(c: &Config) {
         assert_eq!(
             c.server,
@@ -175,6 +175,16 @@ mod tests {
                     address_max_failures: 20,
                     window: Duration::from_secs(15 * 60),
                 },
+                register_limit: RegisterLimit {
+                    max: 10,
+                    window: Duration::from_secs(3600),
+                },
+                reserved_usernames: vec![
+                    "admin".into(),
+                    "root".into(),
+                    "administrator".into(),
+                    "system".into(),
+                ],
                 cookies: CookieConfig {
                     enabled: false,
                     secure: true,
@@ -199,6 +209,7 @@ mod tests {
                 trusted_proxies: Vec::new(),
                 upstream_ca_file: None,
                 idle_timeout: Duration::from_secs(5 * 60),
+                strip_header_prefixes: vec!["x-auth-".into()],
             }
         );
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Proxying: everything between a request outside the auth prefix and the upstream.
 //!
 //! `router` is the compiled route table and `table` everything a reload swaps with it;
-//! `headers` rewrites request and response headers in the order HTTP-API.md §6 fixes;
+//! `headers` rewrites request and response headers in the order docs/http-api.md §6 fixes;
 //! `client` holds the pooled upstream clients (HTTP/1.1, h2c, ALPN); `forward` sends the
 //! request and streams the answer back through `body` (timeouts, client faults, trailers);
 //! `websocket` tunnels upgraded connections; `checks` refuses request shapes before any token

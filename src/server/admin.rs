@@ -13,6 +13,7 @@ use super::response::{full, Body};
 use super::{ConnInfo, Handler};
 use crate::auth::revocation::RevocationIndex;
 use crate::error::ApiError;
+use crate::store::health::WriteHealth;
 use crate::store::Store;
 use crate::telemetry::metrics::{self, Metrics};
 
@@ -22,6 +23,8 @@ pub struct AdminService {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     revocations: Arc<RevocationIndex>,
+    /// Whether the store's last write (real or the background probe's) was accepted.
+    write_health: Option<Arc<WriteHealth>>,
 }
 
 impl AdminService {
@@ -37,7 +40,14 @@ impl AdminService {
             store,
             metrics,
             revocations,
+            write_health: None,
         }
+    }
+
+    /// Readiness also requires the store to have accepted its last write.
+    pub fn with_write_health(mut self, health: Arc<WriteHealth>) -> Self {
+        self.write_health = Some(health);
+        self
     }
 
     /// The exposition, rendered on the blocking pool (the process figures read `/proc`).
@@ -65,6 +75,10 @@ impl AdminService {
         // A stale replica refuses authenticated requests: a load balancer should skip it.
         if self.revocations.is_stale() {
             return (StatusCode::SERVICE_UNAVAILABLE, "revocations not in sync");
+        }
+        // Recorded by the writes themselves and a background probe: no write per /readyz.
+        if self.write_health.as_ref().is_some_and(|h| !h.is_writable()) {
+            return (StatusCode::SERVICE_UNAVAILABLE, "store not writable");
         }
         match self.store.ping().await {
             Ok(()) => (StatusCode::OK, "ready"),

@@ -1,4 +1,4 @@
-//! Metrics for `GET /metrics` on the admin listener (HTTP-API.md §5): requests by route and
+//! Metrics for `GET /metrics` on the admin listener (docs/http-api.md §5): requests by route and
 //! status, latency histograms by route, auth failures by reason, upstream errors, forward-auth
 //! decisions by outcome, and the sizes of the revocation sets. Families are registered once; recording a request costs a
 //! hash lookup under a read lock and no allocation (route labels are shared `Arc<str>`s or

@@ -57,6 +57,11 @@ pub fn curl() -> PathBuf {
     program("AUTHGATE_TEST_CURL", "curl")
 }
 
+/// Node.js (Debian's nodejs, 18 or later: global fetch), which runs examples/client.mjs.
+pub fn node() -> PathBuf {
+    program("AUTHGATE_TEST_NODE", "Node.js")
+}
+
 /// psql, PostgreSQL's client, for set-up a test does outside the gateway.
 pub fn psql() -> PathBuf {
     program("AUTHGATE_TEST_PSQL", "psql")

@@ -166,7 +166,7 @@ where
 /// Creates the database file empty with mode 0600 when it does not exist yet (SQLite makes
 /// an empty file a new database). SQLite would create it 0644; it gives the `-wal` and
 /// `-shm` files the database file's mode, so all three are readable by their owner only
-/// (HTTP-API.md §6). An existing file keeps the mode its owner gave it.
+/// (docs/http-api.md §6). An existing file keeps the mode its owner gave it.
 fn create_owner_only(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
@@ -710,7 +710,74 @@ fn prune_expired(tx: &Connection, expired_by: i64) -> Result<usize, StoreError> 
     let sessions = tx
         .execute("DELETE FROM sessions WHERE expires_at <= ?1", [expired_by])
         .map_err(map_err)?;
-    Ok(entries + sessions)
+    let exchanges = tx
+        .execute(
+            "DELETE FROM legacy_exchanges WHERE legacy_exp <= ?1",
+            [expired_by],
+        )
+        .map_err(map_err)?;
+    Ok(entries + sessions + exchanges)
+}
+
+// ---- legacy tokens and hashes ----
+
+fn exchange(
+    tx: &Connection,
+    legacy_jti: &str,
+    legacy_exp: i64,
+    session: &Session,
+) -> Result<Option<Session>, StoreError> {
+    // The write lock is held (BEGIN IMMEDIATE): nobody records this jti between the read and
+    // the insert.
+    let known: Option<String> = tx
+        .prepare_cached("SELECT sid FROM legacy_exchanges WHERE legacy_jti = ?1")
+        .and_then(|mut stmt| stmt.query_row([legacy_jti], |row| row.get(0)).optional())
+        .map_err(map_err)?;
+    if let Some(sid) = known {
+        return find_session(tx, &sid);
+    }
+    insert_session(tx, session)?;
+    tx.execute(
+        "INSERT INTO legacy_exchanges (legacy_jti, sid, legacy_exp) VALUES (?1, ?2, ?3)",
+        params![legacy_jti, session.sid, legacy_exp],
+    )
+    .map_err(map_err)?;
+    Ok(Some(session.clone()))
+}
+
+fn exchange_of(conn: &Connection, sid: &str) -> Result<Option<(String, i64)>, StoreError> {
+    conn.prepare_cached("SELECT legacy_jti, legacy_exp FROM legacy_exchanges WHERE sid = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([sid], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(map_err)
+}
+
+fn replace_hash(
+    tx: &Connection,
+    user_id: i64,
+    old_hash: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    let changed = tx
+        .execute(
+            "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",
+            params![user_id, old_hash, new_hash],
+        )
+        .map_err(map_err)?;
+    Ok(changed == 1)
+}
+
+fn hash_samples(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT password_hash FROM users")
+        .map_err(map_err)?;
+    let hashes = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(map_err)?;
+    Ok(super::one_per_parameter_set(hashes))
 }
 
 // ---- failed-login counters ----
@@ -962,6 +1029,52 @@ impl Store for SqliteStore {
             tx.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
                 .map_err(map_err)
         })
+    }
+
+    fn append_revocation(
+        &self,
+        kind: RevocationKind,
+        covers_until: i64,
+    ) -> StoreFuture<'_, Revocation> {
+        self.write(move |tx| append_revocation(tx, &kind, covers_until))
+    }
+
+    fn exchange_legacy<'a>(
+        &'a self,
+        legacy_jti: &'a str,
+        legacy_exp: i64,
+        session: &'a Session,
+    ) -> StoreFuture<'a, Option<Session>> {
+        let (jti, session) = (legacy_jti.to_owned(), session.clone());
+        self.write(move |tx| exchange(tx, &jti, legacy_exp, &session))
+    }
+
+    fn legacy_exchange_of<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<(String, i64)>> {
+        let sid = sid.to_owned();
+        self.read(move |tx| exchange_of(tx, &sid))
+    }
+
+    fn legacy_session_of<'a>(&'a self, legacy_jti: &'a str) -> StoreFuture<'a, Option<String>> {
+        let jti = legacy_jti.to_owned();
+        self.read(move |tx| {
+            tx.prepare_cached("SELECT sid FROM legacy_exchanges WHERE legacy_jti = ?1")
+                .and_then(|mut stmt| stmt.query_row([&jti], |row| row.get(0)).optional())
+                .map_err(map_err)
+        })
+    }
+
+    fn rehash_password<'a>(
+        &'a self,
+        user_id: i64,
+        old_hash: &'a str,
+        new_hash: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        let (old, new) = (old_hash.to_owned(), new_hash.to_owned());
+        self.write(move |tx| replace_hash(tx, user_id, &old, &new))
+    }
+
+    fn password_hash_samples(&self) -> StoreFuture<'_, Vec<String>> {
+        self.read(|tx| hash_samples(tx))
     }
 
     fn reserve_login(&self, reserve: LoginReserve) -> StoreFuture<'_, Reservation> {

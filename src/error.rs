@@ -1,7 +1,7 @@
 //! The one error type at the HTTP boundary, and the one function that renders it.
 //!
 //! Every error the gateway itself answers is JSON `{"error": CODE, "message": TEXT}` with the
-//! status and code of HTTP-API.md §1; every 401 carries `WWW-Authenticate`. Details that could
+//! status and code of docs/http-api.md §1; every 401 carries `WWW-Authenticate`. Details that could
 //! help an attacker (which check failed, store errors) go to the log, never into the body.
 //! A gRPC call refused on the proxied side gets the same error the gRPC way instead
 //! ([`ApiError::into_grpc_response`], §7.1): same headers, a status mapped to gRPC's.
@@ -62,7 +62,7 @@ pub enum ApiError {
     PeerNotAllowed,
     /// 403 with the code and message of the refusal inside: the forward-auth endpoint answers
     /// what would be a 400 or a 405 elsewhere this way (front proxies treat any status but
-    /// 200, 401 and 403 as their own error), keeping the code (HTTP-API.md §7.3).
+    /// 200, 401 and 403 as their own error), keeping the code (docs/http-api.md §7.3).
     AsForbidden(Box<ApiError>),
     /// 404: no route or endpoint.
     NotFound,
@@ -137,7 +137,7 @@ impl ApiError {
         }
     }
 
-    /// The stable machine code of HTTP-API.md §1.
+    /// The stable machine code of docs/http-api.md §1.
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
@@ -226,7 +226,7 @@ impl ApiError {
         })
     }
 
-    /// Renders the error as the JSON response of HTTP-API.md §1: the one place that does.
+    /// Renders the error as the JSON response of docs/http-api.md §1: the one place that does.
     /// The response carries its [`ErrorCode`] for the access log and metrics.
     pub fn into_response(self) -> Response<Body> {
         let body = ErrorBody {
@@ -280,6 +280,71 @@ impl ApiError {
     }
 }
 
+/// The body of a token error in the flask-jwt-extended format.
+#[derive(serde::Serialize)]
+struct FlaskBody<'a> {
+    msg: &'a str,
+}
+
+impl ApiError {
+    /// Status and `msg` of a token error the way flask-jwt-extended answers it (docs/http-api.md
+    /// §7.5): 401 for a missing, expired or revoked token, fresh required and CSRF failure;
+    /// 422 for a malformed token, a bad signature, a wrong type, `iss`/`aud` or a token not
+    /// yet valid. `None` for every other error, which keeps §1.
+    pub fn flask_answer(&self) -> Option<(StatusCode, &'static str)> {
+        use crate::auth::legacy::{PAST_ACCEPT_UNTIL, UNKNOWN_USER};
+        const UNAUTHORIZED: StatusCode = StatusCode::UNAUTHORIZED;
+        Some(match self {
+            Self::MissingToken => (UNAUTHORIZED, "Missing Authorization Header"),
+            Self::TokenExpired => (UNAUTHORIZED, "Token has expired"),
+            Self::TokenRevoked => (UNAUTHORIZED, "Token has been revoked"),
+            Self::FreshTokenRequired { .. } => (UNAUTHORIZED, "Fresh token required"),
+            Self::CsrfFailed => (UNAUTHORIZED, "CSRF double submit tokens do not match"),
+            // Not a flaw of the token itself: the user it names, or the window to accept it.
+            Self::InvalidToken(reason) if *reason == UNKNOWN_USER => {
+                (UNAUTHORIZED, "Error loading the user")
+            }
+            Self::InvalidToken(reason) if *reason == PAST_ACCEPT_UNTIL => {
+                (UNAUTHORIZED, "Token is no longer accepted")
+            }
+            Self::InvalidToken(reason) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                match *reason {
+                    "bad signature" => "Signature verification failed",
+                    "nbf in the future" => "The token is not yet valid (nbf)",
+                    "wrong iss" => "Invalid issuer",
+                    "wrong or unexpected aud" => "Invalid audience",
+                    "wrong token type" => "Wrong token type",
+                    _ => "Invalid token",
+                },
+            ),
+            _ => return None,
+        })
+    }
+
+    /// Renders the error as flask-jwt-extended would (`{"msg": ...}`) when it is a token
+    /// error, else as §1. The 401s keep their `WWW-Authenticate`.
+    pub fn into_flask_response(self) -> Response<Body> {
+        let Some((status, msg)) = self.flask_answer() else {
+            return self.into_response();
+        };
+        let bytes = serde_json::to_vec(&FlaskBody { msg }).unwrap_or_default();
+        let mut res = Response::new(full(bytes));
+        *res.status_mut() = status;
+        res.extensions_mut().insert(ErrorCode(self.code()));
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if status == StatusCode::UNAUTHORIZED {
+            self.add_headers(headers);
+            // A CSRF failure is a 403 in §1, without a challenge; as a 401 it needs one.
+            headers
+                .entry(WWW_AUTHENTICATE)
+                .or_insert(HeaderValue::from_static("Bearer realm=\"authgate\""));
+        }
+        res
+    }
+}
+
 /// The §1 code of an error answer, kept in the response's extensions: the access log and the
 /// metrics read it from there, so a handler that renders an error its own way (the sign-in
 /// page's HTML, a logout answer with its cookies cleared) still counts as that error.
@@ -294,7 +359,7 @@ const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 const GRPC_MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 
 impl ApiError {
-    /// The gRPC status code of this refusal (HTTP-API.md §7.1): 401 → 16 UNAUTHENTICATED,
+    /// The gRPC status code of this refusal (docs/http-api.md §7.1): 401 → 16 UNAUTHENTICATED,
     /// 403 → 7 PERMISSION_DENIED, 404 → 12 UNIMPLEMENTED, 429 → 8 RESOURCE_EXHAUSTED, 502 and
     /// 503 → 14 UNAVAILABLE, 504 → 4 DEADLINE_EXCEEDED, anything else → 13 INTERNAL.
     pub fn grpc_status(&self) -> u8 {
@@ -370,6 +435,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::UsernameTaken => ApiError::UsernameTaken,
+            // A login that raced `authgate user disable`: answered as a wrong password.
+            StoreError::UserDisabled => ApiError::InvalidCredentials,
             StoreError::Busy => {
                 tracing::warn!("store busy");
                 ApiError::Unavailable {
@@ -525,6 +592,34 @@ mod tests {
         }
         let res = ApiError::InvalidRequest("100% über".into()).into_grpc_response();
         assert_eq!(res.headers()["grpc-message"], "100%25 %C3%BCber");
+    }
+
+    #[test]
+    fn the_flask_format_answers_token_errors_with_msg_and_its_statuses() {
+        let cases = [
+            (ApiError::MissingToken, 401),
+            (ApiError::TokenExpired, 401),
+            (ApiError::TokenRevoked, 401),
+            (ApiError::FreshTokenRequired { max_age: None }, 401),
+            (ApiError::CsrfFailed, 401),
+            (ApiError::InvalidToken("bad signature"), 422),
+            (ApiError::InvalidToken("wrong token type"), 422),
+            (ApiError::InvalidToken("malformed token"), 422),
+        ];
+        for (e, status) in cases {
+            let res = e.into_flask_response();
+            assert_eq!(res.status().as_u16(), status);
+            assert_eq!(
+                res.headers().contains_key(WWW_AUTHENTICATE),
+                status == 401,
+                "{res:?}"
+            );
+        }
+        assert_eq!(
+            ApiError::Forbidden.into_flask_response().status(),
+            StatusCode::FORBIDDEN,
+            "other errors keep §1"
+        );
     }
 
     #[test]

@@ -119,6 +119,54 @@ fn default_port(https: bool) -> u16 {
     }
 }
 
+/// Whether `value` is a valid `Host` (or `:authority`): `host[:port]`, where host is a DNS
+/// name or IPv4 address (letters, digits, `-`, `.`, `_`, `~`) or a bracketed IPv6 address, and
+/// port is 1–5 digits up to 65535. Refused: user information, lists (`gw, evil`), paths
+/// (`gw/../x`), percent-encoding, spaces, an empty port. Empty is valid (RFC 9112 §3.2: a
+/// target without authority sends an empty `Host`).
+pub fn is_valid_host(value: &[u8]) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let (ip, after) = (&rest[..end], &rest[end + 1..]);
+        let ipv6 = std::str::from_utf8(ip)
+            .ok()
+            .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok());
+        if ipv6.is_none() {
+            return false;
+        }
+        match after {
+            [] => return true,
+            [b':', port @ ..] => (ip, Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(i) => (&value[..i], Some(&value[i + 1..])),
+            None => (value, None),
+        }
+    };
+    let name_ok = !host.is_empty()
+        && host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        || value.starts_with(b"[");
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(p)
+                .ok()
+                .and_then(|s| s.parse::<u16>().ok())
+                .is_some()
+    });
+    name_ok && port_ok
+}
+
 /// The host a request was sent to: `:authority` (HTTP/2, absolute-form) or else the one
 /// `Host` header, as text.
 pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
@@ -132,6 +180,29 @@ pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str>
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_an_authority_without_user_information_lists_or_paths() {
+        for good in [
+            "gw",
+            "gw.example.com",
+            "GW.Example.com:8080",
+            "127.0.0.1",
+            "127.0.0.1:65535",
+            "[::1]",
+            "[::1]:443",
+            "under_score.local",
+            "",
+        ] {
+            assert!(is_valid_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "gw, evil", "gw,evil", "gw/../x", "gw/x", "user@gw", "gw:", "gw:65536", "gw:80:80",
+            "gw:8o", "[::1", "[not-ip]", "[::1]x", "gw%2fx", "g w", ":80", "gw\\x", "gw?x", "gw#x",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
 
     #[test]
     fn origins_parse_as_browsers_send_them_and_nothing_else() {

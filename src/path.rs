@@ -1,7 +1,7 @@
 //! Request-path rules with no dependencies: normalisation, the one canonical path that both
-//! the routing decision and the forwarded request use (HTTP-API.md §4 and §6 "Proxying",
-//! catalogue part G), and [`under_prefix`], the one prefix test that the public service (auth
-//! prefix), the route table and the configuration checks share.
+//! the routing decision and the forwarded request use (docs/http-api.md §4), and
+//! [`under_prefix`], the one prefix test that the public service (auth prefix), the route
+//! table and the configuration checks share.
 //!
 //! Steps, in this order:
 //! 1. Check every raw byte: only RFC 3986 `pchar`s, `/` and `%` may appear. A raw `\` and

@@ -12,10 +12,15 @@ use crate::auth::limiter::LoginLimiter;
 use crate::auth::revocation::RevocationIndex;
 use crate::clock::Clock;
 use crate::sessions::rules::expired_by;
+use crate::store::health::probe;
 use crate::store::Store;
 
 /// How often expired revocations, sessions and failed-login counters are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// How often the store's writability is probed (one one-row write), so readiness notices a
+/// locked, read-only or full database in quiet times and its recovery after a failed write.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// What the background tasks keep in step.
 pub struct Background {
@@ -46,6 +51,7 @@ impl Background {
             clock,
         } = self;
         tokio::spawn(follower.run(stop.clone()));
+        tokio::spawn(probe_writes(store.clone(), clock.clone(), stop.clone()));
         let pruner = Pruner {
             store,
             revocations,
@@ -54,6 +60,18 @@ impl Background {
             clock,
         };
         tokio::spawn(pruner.run(stop));
+    }
+}
+
+/// Probes the store's writability every [`PROBE_EVERY`]; the watched store records the
+/// outcome for `/readyz`.
+async fn probe_writes(store: Arc<dyn Store>, clock: Clock, stop: CancellationToken) {
+    let mut ticker = Ticker::new(PROBE_EVERY, stop);
+    while ticker.next().await {
+        let now_ms = i64::try_from(clock.since_epoch().as_millis()).unwrap_or(i64::MAX);
+        if let Err(e) = probe(store.as_ref(), now_ms).await {
+            tracing::debug!(error = %e, "store write probe failed");
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! CORS for browsers on other origins (HTTP-API.md §7.4), applied by the public service to
+//! CORS for browsers on other origins (docs/http-api.md §7.4), applied by the public service to
 //! every answer, the account endpoints' and the proxied ones alike; off while `[cors]
 //! allowed_origins` is empty.
 //!

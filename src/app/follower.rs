@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::ticker::Ticker;
 use crate::auth::revocation::RevocationIndex;
 use crate::sessions::rules::expired_by;
-use crate::store::{FeedCursor, FeedSignal, FeedSignals, Store, StoreError};
+use crate::store::{FeedCursor, FeedSignal, FeedSignals, RevocationKind, Store, StoreError};
 
 /// How often the feed is read for entries written by other processes (§6: within 1 s), when
 /// nothing signals them sooner.
@@ -48,6 +48,9 @@ pub(super) struct RevocationFollower {
     max_staleness: Option<Duration>,
     /// Since when reads fail, so a store that is down is logged once, not every poll.
     failing_since: Option<Instant>,
+    /// Whether the index keeps the username map of legacy tokens (re-read from the store
+    /// when the feed says users were added).
+    directory: bool,
 }
 
 impl RevocationFollower {
@@ -74,7 +77,28 @@ impl RevocationFollower {
             confirmed,
             max_staleness,
             failing_since: None,
+            directory: false,
         })
+    }
+
+    /// When the last successful read of the feed started (the index is in sync as of then).
+    pub(super) fn confirmed(&self) -> watch::Receiver<Instant> {
+        self.confirmed.subscribe()
+    }
+
+    /// Loads the username map legacy tokens are read with (docs/http-api.md §7.5), and keeps it
+    /// current from here on. Called right after [`RevocationFollower::start`]: a user created
+    /// after the start's snapshot is announced on the feed, so none falls in between.
+    pub(super) async fn load_directory(&mut self) -> Result<(), StoreError> {
+        self.directory = true;
+        self.reload_directory().await
+    }
+
+    async fn reload_directory(&self) -> Result<(), StoreError> {
+        let users = self.store.list_users().await?;
+        self.index
+            .load_users(users.iter().map(|u| (u.id, u.username.as_str())));
+        Ok(())
     }
 
     /// The index this follower keeps up to date.
@@ -92,6 +116,14 @@ impl RevocationFollower {
             .await
             .map_err(|_| StoreError::Unavailable(format!("no answer within {READ_TIMEOUT:?}")))??;
         self.index.apply(&page.entries);
+        let added_users = page
+            .entries
+            .iter()
+            .any(|e| e.kind == RevocationKind::Directory);
+        if self.directory && added_users {
+            // The cursor stays until the map is read, so a failure retries both.
+            self.reload_directory().await?;
+        }
         self.cursor = page.cursor;
         self.confirmed.send_replace(started);
         Ok(page.entries.len())

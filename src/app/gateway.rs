@@ -20,7 +20,9 @@ use tracing::Instrument;
 
 use super::cors::Cors;
 use crate::auth::limiter::client_ip;
+use crate::config::ErrorFormat;
 use crate::error::{ApiError, ErrorCode};
+use crate::origin::is_valid_host;
 use crate::path::{normalize, under_prefix};
 use crate::proxy::grpc::is_grpc_request;
 use crate::proxy::table::ProxyTable;
@@ -50,6 +52,8 @@ pub struct Gateway {
     drain: Arc<Drain>,
     metrics: Arc<Metrics>,
     limits: HeadLimits,
+    /// How token errors are answered (`[compat] error_format`).
+    error_format: ErrorFormat,
 }
 
 /// What dispatch hands back to the outer step.
@@ -96,7 +100,14 @@ impl Gateway {
                 max_header_bytes: usize::MAX,
                 max_headers: usize::MAX,
             },
+            error_format: ErrorFormat::Authgate,
         }
+    }
+
+    /// Answers token errors in `format` (docs/http-api.md §7.5); decisions keep §1.
+    pub fn with_error_format(mut self, format: ErrorFormat) -> Self {
+        self.error_format = format;
+        self
     }
 
     /// Checks every request's head against `limits` first (`414`, `431`).
@@ -140,8 +151,14 @@ impl Gateway {
         let latency = started.elapsed();
         let mut res = match result {
             Ok(res) => res,
-            // gRPC calls refused on the proxied side get gRPC's answer (HTTP-API.md §7.1).
+            // gRPC calls refused on the proxied side get gRPC's answer (docs/http-api.md §7.1).
             Err(e) if grpc && !route.is_endpoint() => e.into_grpc_response(),
+            Err(e)
+                if self.error_format == ErrorFormat::FlaskJwtExtended
+                    && route.as_str() != VERIFY_LABEL =>
+            {
+                e.into_flask_response()
+            }
             Err(e) => e.into_response(),
         };
         if let (Some(rules), true) = (&self.cors, cors) {
@@ -156,6 +173,8 @@ impl Gateway {
         res.headers_mut().insert(X_REQUEST_ID, rid);
         self.metrics
             .record(route.metric(), res.status(), latency, error_code);
+        self.metrics
+            .record_account(route.as_str(), &method, res.status(), error_code);
         telemetry::access(&AccessRecord {
             method: &method,
             path: uri.path(),
@@ -181,7 +200,7 @@ impl Gateway {
                 let result = forward_auth.verify(&req, peer, &known.request_id, own_path, &*table);
                 self.metrics
                     .record_decision(result.as_ref().err().map(ApiError::code));
-                // CORS never applies to decisions (HTTP-API.md §7.3).
+                // CORS never applies to decisions (docs/http-api.md §7.3).
                 return Dispatched {
                     result,
                     route: RouteLabel::Static(VERIFY_LABEL),
@@ -270,16 +289,29 @@ impl Handler for Gateway {
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request must carry exactly one `Host` (hyper does not check).
-/// Two differing hosts are a parser differential waiting to happen; none is malformed.
+/// Two differing hosts are a parser differential waiting to happen; none is malformed. Any
+/// version: a `Host` or authority that is not a plain `host[:port]` (`gw, evil`, `gw/../x`,
+/// user information) is refused, as upstreams and `X-Forwarded-Host` readers would each
+/// read such a value their own way.
 fn check_host<B>(req: &Request<B>) -> Result<(), ApiError> {
-    if req.version() != http::Version::HTTP_11 {
-        return Ok(());
-    }
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), None) => Ok(()),
-        _ => Err(ApiError::InvalidRequest(
+    let (first, second) = (hosts.next(), hosts.next());
+    if req.version() == http::Version::HTTP_11 && (first.is_none() || second.is_some()) {
+        return Err(ApiError::InvalidRequest(
             "an HTTP/1.1 request needs exactly one Host header".into(),
-        )),
+        ));
     }
+    let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+    let all_valid = first
+        .into_iter()
+        .chain(second)
+        .map(http::HeaderValue::as_bytes)
+        .chain(authority)
+        .all(is_valid_host);
+    if !all_valid {
+        return Err(ApiError::InvalidRequest(
+            "the request's host is not a valid host[:port]".into(),
+        ));
+    }
+    Ok(())
 }

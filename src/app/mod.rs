@@ -1,6 +1,6 @@
 //! The application: everything checked and built from a [`Config`], then the listeners bound
 //! (port 0 works; the bound addresses are exposed), run until the shutdown handle fires, and
-//! drained as HTTP-API.md §6 describes.
+//! drained as docs/http-api.md §6 describes.
 //!
 //! Building wires the parts together: one token service, revocation index, authenticator and
 //! store shared by the account endpoints (`routes/`) and the proxy (`proxy/`), which own the
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::authenticator::Authenticator;
 use crate::auth::keys::{load_keys, KeyLoad};
+use crate::auth::legacy::LegacyTokens;
 use crate::auth::limiter::LoginLimiter;
 use crate::auth::password::PasswordHasher;
 use crate::auth::tokens::TokenService;
@@ -43,6 +44,7 @@ use crate::server::drain::Drain;
 use crate::server::limits::HeadLimits;
 use crate::server::{accept_loop, tls, ServeOptions};
 use crate::sessions::{SessionRules, Sessions};
+use crate::store::health::{WatchedStore, WriteHealth};
 use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use background::Background;
@@ -87,6 +89,8 @@ pub struct App {
     tokens: Arc<TokenService>,
     hasher: PasswordHasher,
     drain: Arc<Drain>,
+    /// The public listener's connections (built early: `/metrics` counts them).
+    connections: Arc<Connections>,
     shutdown: CancellationToken,
     public: TcpListener,
     admin: Option<TcpListener>,
@@ -106,6 +110,7 @@ impl App {
             tls::server_config(files, &config.source)?;
         }
         ProxyTable::build(config)?;
+        legacy_tokens(config, Clock::system())?;
         crate::store::check(&config.store.url)
             .map_err(|e| store_config_error(config, &e.to_string()))?;
         Ok(())
@@ -137,19 +142,43 @@ impl App {
         let store = crate::store::open(&config.store)
             .await
             .map_err(StartError::Runtime)?;
+        // Every write's outcome is recorded, so /readyz can say whether the store accepts
+        // writes without writing itself.
+        let write_health = Arc::new(WriteHealth::default());
+        let store: Arc<dyn Store> = Arc::new(WatchedStore::new(store, write_health.clone()));
         // Only replicas sharing PostgreSQL fail closed when out of sync (§6); an SQLite
         // gateway reads a log on its own disk.
         let max_staleness = match config.store.url {
             StoreUrl::Postgres(_) => Some(config.store.max_staleness),
             StoreUrl::Sqlite(_) => None,
         };
-        let follower =
+        let legacy = legacy_tokens(&config, clock.clone())?;
+        let mut follower =
             RevocationFollower::start(store.clone(), clock.now(), tokens.leeway(), max_staleness)
                 .await
                 .map_err(|e| StartError::Runtime(format!("cannot read the revocation log: {e}")))?;
+        if legacy.is_some() {
+            follower
+                .load_directory()
+                .await
+                .map_err(|e| StartError::Runtime(format!("cannot read the users: {e}")))?;
+        }
         let revocations = follower.index();
+        let confirmed = follower.confirmed();
         let hasher = build_hasher(&config).await?;
-        let limiter = LoginLimiter::new(store.clone(), config.auth.login_limit, clock.clone());
+        // Failed password checks take as long as the slowest scheme the store holds, so
+        // imported users cannot be told apart by timing (docs/http-api.md §7.5).
+        let samples = store
+            .password_hash_samples()
+            .await
+            .map_err(|e| StartError::Runtime(format!("cannot read the password hashes: {e}")))?;
+        let floor = hasher
+            .measure_floor(&samples)
+            .await
+            .map_err(|e| StartError::Runtime(format!("cannot time the password hashes: {e}")))?;
+        tracing::debug!(floor = ?floor, schemes = samples.len(), "failed password checks padded");
+        let limiter = LoginLimiter::new(store.clone(), config.auth.login_limit, clock.clone())
+            .with_register_limit(config.auth.register_limit);
 
         let public = bind(config.server.listen, "server.listen").await?;
         let admin = match config.admin.listen {
@@ -160,10 +189,12 @@ impl App {
         let config = Arc::new(config);
         let auth = Arc::new(
             Authenticator::new(tokens.clone(), revocations.clone())
-                .with_cookies(config.auth.cookies.enabled),
+                .with_cookies(config.auth.cookies.enabled)
+                .with_legacy(legacy),
         );
         let drain = Arc::new(Drain::default());
         let metrics = Arc::new(Metrics::new());
+        metrics.set_key_generation(tokens.key_generation());
         let shutdown = CancellationToken::new();
         let sessions = Sessions::new(
             store.clone(),
@@ -186,6 +217,7 @@ impl App {
                 cookies: config.auth.cookies.clone(),
                 allow_registration: config.auth.allow_registration,
                 min_password_length: config.auth.min_password_length,
+                reserved_usernames: config.auth.reserved_usernames.clone(),
                 max_body: config.server.max_body,
                 body_timeout: config.server.body_timeout,
             },
@@ -203,6 +235,15 @@ impl App {
             shutdown.clone(),
             clock.clone(),
         );
+        let connections = Connections::new();
+        add_probes(
+            &metrics,
+            &drain,
+            &connections,
+            proxy.open_tunnels(),
+            &hasher,
+            confirmed,
+        );
         let gateway = Gateway::new(
             endpoints,
             proxy,
@@ -212,9 +253,15 @@ impl App {
             drain.clone(),
             metrics.clone(),
         )
-        .with_limits(head_limits(&config));
-        let admin_service =
-            AdminService::new(drain.clone(), store.clone(), metrics, revocations.clone());
+        .with_limits(head_limits(&config))
+        .with_error_format(config.compat.error_format);
+        let admin_service = AdminService::new(
+            drain.clone(),
+            store.clone(),
+            metrics.clone(),
+            revocations.clone(),
+        )
+        .with_write_health(write_health);
         let background = Background {
             follower,
             store: store.clone(),
@@ -224,7 +271,7 @@ impl App {
             clock,
         };
         Ok(App {
-            reload: ReloadHandle::new(config.clone(), table, tls.clone()),
+            reload: ReloadHandle::new(config.clone(), table, tls.clone(), tokens.clone(), metrics),
             config,
             gateway: Arc::new(gateway),
             admin_service: Arc::new(admin_service),
@@ -234,6 +281,7 @@ impl App {
             tokens,
             hasher,
             drain,
+            connections,
             shutdown,
             public,
             admin,
@@ -293,6 +341,7 @@ impl App {
             background,
             tls,
             drain,
+            connections,
             shutdown,
             public,
             admin,
@@ -319,7 +368,6 @@ impl App {
             tls = tls.is_some(),
             "authgate serving"
         );
-        let connections = Connections::new();
         let opts = ServeOptions {
             header_timeout,
             send_timeout: config.server.body_timeout,
@@ -353,6 +401,67 @@ impl App {
     }
 }
 
+/// The figures `/metrics` reads from running parts on each scrape.
+fn add_probes(
+    metrics: &Metrics,
+    drain: &Arc<Drain>,
+    connections: &Arc<Connections>,
+    tunnels: Arc<std::sync::atomic::AtomicUsize>,
+    hasher: &PasswordHasher,
+    confirmed: tokio::sync::watch::Receiver<tokio::time::Instant>,
+) {
+    use crate::telemetry::metrics::ProbeKind::{Counter, Gauge};
+    let d = drain.clone();
+    metrics.add_probe(
+        "requests_in_flight",
+        "Requests being answered now (public listener)",
+        Gauge,
+        move || d.in_flight() as f64,
+    );
+    let c = connections.clone();
+    metrics.add_probe(
+        "open_connections",
+        "Open connections on the public listener, upgraded ones included",
+        Gauge,
+        move || c.live() as f64,
+    );
+    metrics.add_probe(
+        "websocket_tunnels",
+        "WebSocket tunnels open now",
+        Gauge,
+        move || tunnels.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    let h = hasher.clone();
+    metrics.add_probe(
+        "hash_queue_depth",
+        "Password checks waiting for a hashing slot now",
+        Gauge,
+        move || h.queue().waiting as f64,
+    );
+    let h = hasher.clone();
+    metrics.add_probe(
+        "hash_queue_waits",
+        "Waits for a hashing slot, finished or given up",
+        Counter,
+        move || h.queue().waits as f64,
+    );
+    let h = hasher.clone();
+    metrics.add_probe(
+        "hash_queue_wait_seconds",
+        "Seconds spent waiting for a hashing slot, all waits together (divide by \
+         hash_queue_waits for the mean)",
+        Counter,
+        move || h.queue().wait_seconds,
+    );
+    metrics.add_probe(
+        "revocation_sync_lag_seconds",
+        "Seconds since the revocation index was last confirmed in sync with the store's log \
+         (PostgreSQL: past max_staleness authenticated routes answer 503)",
+        Gauge,
+        move || confirmed.borrow().elapsed().as_secs_f64(),
+    );
+}
+
 /// The password hasher with max(1, cores − 1) permits. Building it computes the dummy hash:
 /// one argon2 run, on the blocking pool.
 async fn build_hasher(config: &Config) -> Result<PasswordHasher, StartError> {
@@ -367,8 +476,18 @@ async fn build_hasher(config: &Config) -> Result<PasswordHasher, StartError> {
         .map_err(|e| StartError::Config(ConfigError::new(&config.source, "auth.argon2", None, e)))
 }
 
-/// The raw bytes of `AUTHGATE_JWT_SECRET`, when set.
-fn env_secret() -> Option<Vec<u8>> {
+/// The legacy token verifier of `[compat.flask_jwt_extended]`, when configured; its secret
+/// file must be readable (a configuration error otherwise).
+fn legacy_tokens(config: &Config, clock: Clock) -> Result<Option<Arc<LegacyTokens>>, StartError> {
+    let Some(legacy) = &config.compat.flask_jwt_extended else {
+        return Ok(None);
+    };
+    let tokens = LegacyTokens::load(legacy, &config.source, config.tokens.leeway, clock)?;
+    Ok(Some(Arc::new(tokens)))
+}
+
+/// The raw bytes of `AUTHGATE_JWT_SECRET`, when set (the gateway and `explain` read it).
+pub fn env_secret() -> Option<Vec<u8>> {
     use std::os::unix::ffi::OsStringExt;
     std::env::var_os("AUTHGATE_JWT_SECRET").map(|v| v.into_vec())
 }

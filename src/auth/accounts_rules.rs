@@ -1,4 +1,4 @@
-//! Input rules for usernames and passwords (HTTP-API §3 "Rules", §6 "Bodies and shapes").
+//! Input rules for usernames, passwords and role names (docs/http-api.md §3 "Rules", §6 "Bodies and shapes").
 //!
 //! Owns what a well-formed username and password are. Each failure carries the human
 //! message for the `400 invalid_request` body. Values are checked exactly as received: no
@@ -47,6 +47,23 @@ pub fn check_password(s: &str, min_len: usize) -> Result<(), &'static str> {
         return Err(PASSWORD_SHORT_MESSAGE);
     }
     Ok(())
+}
+
+/// Accepts a role name of 1-64 characters of `A-Z a-z 0-9 . _ - :` (operator commands and
+/// imports); the error names the role.
+pub fn check_role(role: &str) -> Result<(), String> {
+    let ok = !role.is_empty()
+        && role.len() <= 64
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "role {role:?} must be 1-64 characters of A-Z a-z 0-9 . _ - :"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! found, keyed by the token's bytes, until the token's `exp` or a key reload; revocation,
 //! staleness and CSRF are checked on every request, hit or miss.
 //!
-//! CSRF (double submit, HTTP-API.md §7.4) is checked here, right after revocation and before
+//! CSRF (double submit, docs/http-api.md §7.4) is checked here, right after revocation and before
 //! anything a caller checks next (freshness, roles, method — the order of §7.2): a
 //! cookie-authenticated request with an unsafe method must echo its token's `csrf` claim in
 //! `X-CSRF-TOKEN`. Doing it here means no caller can forget it.
@@ -31,8 +31,9 @@ use super::claims::TokenType;
 use super::cookies::{request_cookie, ACCESS_COOKIE, REFRESH_COOKIE, X_CSRF_TOKEN};
 use super::error::AuthError;
 use super::identity::{Identity, Presentation};
-use super::revocation::RevocationIndex;
-use super::tokens::{TokenError, TokenService, Verified};
+use super::legacy::{LegacyTokens, UNKNOWN_USER};
+use super::revocation::{LegacyUser, RevocationIndex};
+use super::tokens::{check_legacy_header, TokenError, TokenService, Verified};
 use super::verified_cache::VerifiedCache;
 use crate::telemetry;
 
@@ -76,6 +77,8 @@ pub struct Authenticator {
     cookies: bool,
     /// Tokens verified before, by their bytes.
     verified: VerifiedCache,
+    /// Legacy (flask-jwt-extended) tokens, when `[compat.flask_jwt_extended]` is set.
+    legacy: Option<Arc<LegacyTokens>>,
 }
 
 impl Authenticator {
@@ -87,7 +90,21 @@ impl Authenticator {
             revocations,
             cookies: false,
             verified: VerifiedCache::default(),
+            legacy: None,
         }
+    }
+
+    /// The same authenticator accepting legacy tokens with `legacy` (a token without `kid`
+    /// is tried as one).
+    pub fn with_legacy(mut self, legacy: Option<Arc<LegacyTokens>>) -> Self {
+        self.legacy = legacy;
+        self
+    }
+
+    /// Adds a user registered by this process to the username map legacy tokens are read
+    /// with.
+    pub fn user_created(&self, id: i64, username: &str) {
+        self.revocations.add_user(id, username);
     }
 
     /// The same authenticator reading token cookies too when `enabled`.
@@ -99,7 +116,7 @@ impl Authenticator {
     /// The identity the credential of a request with `method` and `headers` proves;
     /// `Ok(None)` when it presents none.
     ///
-    /// Order (HTTP-API.md §2, §7.2): the credential's framing, then signature, `exp`/`nbf`,
+    /// Order (docs/http-api.md §2, §7.2): the credential's framing, then signature, `exp`/`nbf`,
     /// `iss`, `aud`, type and claim shape, then revocation — or [`AuthError::Unavailable`]
     /// when the revocation index is stale — then CSRF for a cookie. Freshness and roles are
     /// the policy's.
@@ -112,7 +129,17 @@ impl Authenticator {
         let Some((token, presentation)) = self.credential(headers, accept)? else {
             return Ok(None);
         };
-        let verified = self.verify(token, accept)?;
+        let verified = match self.verify(token, accept) {
+            Ok(verified) => verified,
+            // Not one of ours: with legacy tokens on, a token without `kid` is tried as one
+            // (only on this error path, so authgate tokens pay nothing for it).
+            Err(TokenError::Invalid(_))
+                if self.legacy.is_some() && check_legacy_header(token).is_ok() =>
+            {
+                return self.legacy_identity(token, presentation, headers, method, accept);
+            }
+            Err(e) => return Err(refused(e)),
+        };
         let claims = &verified.claims;
         // A stale replica cannot tell whether a well-signed token was revoked elsewhere:
         // it fails closed. Checked before the index so "in sync" covers what is read next.
@@ -137,9 +164,9 @@ impl Authenticator {
     /// What verifying `token` finds, from the cache when it was verified before under the
     /// current keys and has not expired; a token of a type `accept` does not take is refused
     /// either way.
-    fn verify(&self, token: &str, accept: Accept) -> Result<Arc<Verified>, AuthError> {
-        // Read before verifying: a reload during the verification leaves an entry that the
-        // next request no longer trusts.
+    fn verify(&self, token: &str, accept: Accept) -> Result<Arc<Verified>, TokenError> {
+        // An entry records the generation of the key set that checked it
+        // (`Verified::key_generation`), so one made under keys a reload replaced never hits.
         let generation = self.tokens.key_generation();
         let verified = match self
             .verified
@@ -149,15 +176,15 @@ impl Authenticator {
             None => {
                 let verified = self
                     .tokens
-                    .verify_as(token, &[TokenType::Access, TokenType::Refresh])
-                    .map_err(refused)?;
+                    .verify_as(token, &[TokenType::Access, TokenType::Refresh])?;
                 let verified = Arc::new(verified);
-                self.verified.insert(token, generation, verified.clone());
+                self.verified
+                    .insert(token, verified.key_generation, verified.clone());
                 verified
             }
         };
         if !accept.types().contains(&verified.claims.r#type) {
-            return Err(refused(TokenError::Invalid("wrong token type")));
+            return Err(TokenError::Invalid("wrong token type"));
         }
         Ok(verified)
     }
@@ -177,8 +204,53 @@ impl Authenticator {
     /// Whether `identity`'s token, session or user has been revoked since it was verified
     /// (long-lived connections ask again after [`Authenticator::revocation_changes`]).
     pub fn is_revoked(&self, identity: &Identity) -> bool {
+        if identity.legacy
+            && self
+                .revocations
+                .legacy_user(&identity.username, identity.auth_time)
+                == LegacyUser::Revoked
+        {
+            return true;
+        }
         self.revocations
             .is_revoked(&identity.token_id, &identity.session_id, identity.user_id)
+    }
+
+    /// A legacy token's identity (docs/http-api.md §7.5): verified with the old app's secret,
+    /// then — from memory — its `jti`, the cut-off of its user, the username map; CSRF as
+    /// for ours. No roles, no session.
+    fn legacy_identity(
+        &self,
+        token: &str,
+        presentation: Presentation,
+        headers: &HeaderMap,
+        method: &Method,
+        accept: Accept,
+    ) -> Result<Option<Identity>, AuthError> {
+        let Some(legacy) = &self.legacy else {
+            return Err(AuthError::Invalid("header has no kid"));
+        };
+        let claims = legacy.verify(token, accept.types()).map_err(refused)?;
+        if self.revocations.is_stale() {
+            return Err(AuthError::Unavailable);
+        }
+        if self.revocations.is_revoked(&claims.jti, "", 0) {
+            return Err(AuthError::Revoked);
+        }
+        let (user_id, username) = match self.revocations.legacy_user(&claims.sub, claims.iat) {
+            LegacyUser::Known(id, name) => (id, name),
+            LegacyUser::Revoked => return Err(AuthError::Revoked),
+            LegacyUser::Unknown => {
+                tracing::debug!(reason = UNKNOWN_USER, "token refused");
+                return Err(AuthError::Invalid(UNKNOWN_USER));
+            }
+        };
+        if presentation == Presentation::Cookie && !is_safe(method) {
+            check_csrf(headers, claims.csrf.as_deref())?;
+        }
+        let identity = Identity::from_legacy(claims, user_id, username, presentation, legacy.now());
+        telemetry::record_user(identity.user_id);
+        Ok(Some(identity))
     }
 
     /// A receiver that changes whenever something new is revoked.
@@ -208,8 +280,8 @@ impl Authenticator {
     }
 }
 
-/// A refused token as the client's error; which check failed goes to the log (never the
-/// token), the client gets one message.
+/// A refused token as an [`AuthError`]; which check failed goes to the log (never the token),
+/// the client gets one message.
 fn refused(e: TokenError) -> AuthError {
     if let TokenError::Invalid(reason) = &e {
         tracing::debug!(reason, "token refused");

@@ -1,4 +1,4 @@
-//! Reading a bearer token from the `Authorization` header (RFC 6750 §2.1, HTTP-API.md §1, §6).
+//! Reading a bearer token from the `Authorization` header (RFC 6750 §2.1, docs/http-api.md §1, §6).
 //!
 //! Owns the one parser every token-checking path uses, so the gateway and any upstream can never
 //! disagree about which credential a request carried. Invariants: exactly one `Authorization`

@@ -1,4 +1,4 @@
-//! The claims authgate puts in its tokens (HTTP-API.md §2), as one strictly typed struct.
+//! The claims authgate puts in its tokens (docs/http-api.md §2), as one strictly typed struct.
 //!
 //! Owns: the claim names and JSON types, the access/refresh shape rules, and `jti` generation.
 //! Invariants: a claim of the wrong JSON type fails deserialisation (typed fields, duplicate
@@ -60,7 +60,7 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fresh: Option<bool>,
     /// The double-submit CSRF value a cookie-authenticated unsafe request must echo in
-    /// `X-CSRF-TOKEN` (HTTP-API.md §7.4); issued only while cookies are enabled.
+    /// `X-CSRF-TOKEN` (docs/http-api.md §7.4); issued only while cookies are enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csrf: Option<String>,
 }

@@ -1,4 +1,4 @@
-//! The cookie transport of tokens (HTTP-API.md §7.4), with flask-jwt-extended's cookie names:
+//! The cookie transport of tokens (docs/http-api.md §7.4), with flask-jwt-extended's cookie names:
 //! reading a credential cookie from a request, writing the four cookies on login, refresh and
 //! step-up and clearing them on logout ([`CookieWriter`], built with the `cookie` crate), and
 //! taking the gateway's cookies out of what an upstream receives.

@@ -3,6 +3,7 @@
 //! identity headers, tunnels, the account endpoints) reads this, never the token again.
 
 use super::claims::TokenType;
+use super::legacy::LegacyClaims;
 use super::tokens::Verified;
 
 /// How the credential reached the gateway. More sources (a session cookie, a legacy token)
@@ -38,12 +39,17 @@ pub struct Identity {
     pub token_type: TokenType,
     /// How the credential was presented.
     pub presentation: Presentation,
+    /// A legacy (flask-jwt-extended) token: no roles, an empty session id, `auth_time` its
+    /// `iat` (docs/http-api.md §7.5).
+    pub legacy: bool,
 }
 
 impl Identity {
     /// The identity of a verified token (its strings are moved, not copied).
     pub fn from_verified(verified: Verified, presentation: Presentation) -> Identity {
-        let Verified { claims, user_id } = verified;
+        let Verified {
+            claims, user_id, ..
+        } = verified;
         let fresh = claims.is_fresh();
         Identity {
             user_id,
@@ -56,6 +62,32 @@ impl Identity {
             expires_at: claims.exp,
             token_type: claims.r#type,
             presentation,
+            legacy: false,
+        }
+    }
+
+    /// The identity of a verified legacy token of user `user_id` (`username` as registered),
+    /// judged fresh or not at `now`.
+    pub fn from_legacy(
+        claims: LegacyClaims,
+        user_id: i64,
+        username: String,
+        presentation: Presentation,
+        now: u64,
+    ) -> Identity {
+        let fresh = claims.is_fresh(now);
+        Identity {
+            user_id,
+            username,
+            roles: Vec::new(),
+            session_id: String::new(),
+            token_id: claims.jti,
+            auth_time: claims.iat,
+            fresh,
+            expires_at: claims.exp,
+            token_type: claims.r#type,
+            presentation,
+            legacy: true,
         }
     }
 
@@ -74,6 +106,7 @@ impl Identity {
             expires_at: claims.exp,
             token_type: claims.r#type,
             presentation,
+            legacy: false,
         }
     }
 }

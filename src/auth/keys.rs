@@ -540,7 +540,7 @@ pub(crate) mod test_keys {
         (private, public)
     }
 
-    /// A `[tokens]` section with defaults close to CONFIG.md.
+    /// A `[tokens]` section with defaults close to the documented ones.
     pub(crate) fn config(algorithm: TokenAlgorithm, dir: &Path) -> TokensConfig {
         TokensConfig {
             algorithm,

@@ -1,4 +1,4 @@
-//! Failed-login limiting in three tiers (HTTP-API.md §3, §6 "Sessions"), and the choice of
+//! Failed-login limiting in three tiers (docs/http-api.md §3, §6 "Sessions"), and the choice of
 //! which address counts as the client's.
 //!
 //! Every password check is counted against three counters, each with its own fixed window
@@ -24,7 +24,7 @@ use http::header::HeaderMap;
 use ipnet::IpNet;
 
 use crate::clock::Clock;
-use crate::config::LoginLimit;
+use crate::config::{LoginLimit, RegisterLimit};
 use crate::store::{
     CounterKey, CounterReading, CounterTimes, LoginFinish, LoginOutcome, LoginReserve, Store,
     StoreError,
@@ -33,6 +33,10 @@ use crate::store::{
 /// How long a reservation counts when its check never reports an outcome (the process died):
 /// far longer than any password check takes (the hash queue gives up after 2 s).
 pub const LEASE: Duration = Duration::from_secs(30);
+
+/// The username part of the registration counters' keys: `/` is in no username, so no
+/// login counter (and no `user unlock`) can meet them.
+const REGISTRATIONS: &str = "/register";
 
 /// The de-facto standard header proxies append client addresses to (`http` has no constant).
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -58,6 +62,8 @@ pub struct LoginLimiter {
     store: Arc<dyn Store>,
     limit: LoginLimit,
     clock: Clock,
+    /// Registrations per address, counted in the same store table (one counter per address).
+    registrations: Option<RegisterLimit>,
 }
 
 impl LoginLimiter {
@@ -67,7 +73,30 @@ impl LoginLimiter {
             store,
             limit,
             clock,
+            registrations: None,
         }
+    }
+
+    /// The same limiter also counting registrations per client address (`register_limit`).
+    pub fn with_register_limit(mut self, limit: RegisterLimit) -> Self {
+        self.registrations = Some(limit);
+        self
+    }
+
+    /// Admits one registration attempt from `addr`, or refuses it with the `Retry-After` of
+    /// the address's window. Every admitted attempt counts whatever its answer: report it with
+    /// [`Attempt::counted`]. Without a register limit every attempt is admitted.
+    pub async fn begin_registration(&self, addr: IpAddr) -> Result<Attempt, LimitError> {
+        let Some(limit) = self.registrations else {
+            return Ok(self.attempt(String::new(), Vec::new(), self.limit.window));
+        };
+        let address = addr.to_canonical().to_string();
+        self.reserve(
+            String::new(),
+            vec![(key(REGISTRATIONS, &address), limit.max)],
+            limit.window,
+        )
+        .await
     }
 
     /// Admits one password check for `username` from `addr` — reserved against its three
@@ -81,7 +110,17 @@ impl LoginLimiter {
             (key(&user, ""), self.limit.user_max_failures),
             (key("", &address), self.limit.address_max_failures),
         ];
-        let times = self.times();
+        self.reserve(user, counters, self.limit.window).await
+    }
+
+    /// Reserves one check against `counters` (each with its limit), all counted in `window`.
+    async fn reserve(
+        &self,
+        user: String,
+        counters: Vec<(CounterKey, u32)>,
+        window: Duration,
+    ) -> Result<Attempt, LimitError> {
+        let times = self.times(window);
         let reserve = LoginReserve {
             counters: counters.clone(),
             times,
@@ -94,56 +133,66 @@ impl LoginLimiter {
                 .readings
                 .iter()
                 .zip(limits)
-                .filter_map(|(reading, max)| self.retry_after(reading, max, times.now))
+                .filter_map(|(reading, max)| retry_after(reading, max, window, times.now))
                 .max()
                 .unwrap_or(1);
             return Err(LimitError::Limited { retry_after });
         }
-        Ok(Attempt {
+        let keys = counters.into_iter().map(|(key, _)| key).collect();
+        Ok(self.attempt(user, keys, window))
+    }
+
+    fn attempt(&self, user: String, counters: Vec<CounterKey>, window: Duration) -> Attempt {
+        Attempt {
             limiter: self.clone(),
             user,
-            counters: counters.into_iter().map(|(key, _)| key).collect(),
+            counters,
+            window,
             open: true,
-        })
-    }
-
-    /// Drops counters with nothing left in them; the gateway calls this every minute.
-    pub async fn prune(&self) -> Result<usize, StoreError> {
-        self.store.prune_login_counters(self.times()).await
-    }
-
-    /// Seconds to wait for a counter found full at `now`: until its window passes when its
-    /// failures alone fill it, else 1 (the checks in flight may succeed). `None` when it has
-    /// room.
-    fn retry_after(&self, reading: &CounterReading, max: u32, now: i64) -> Option<u64> {
-        if reading.failures >= max {
-            let ends = reading
-                .window_start
-                .saturating_add(millis(self.limit.window));
-            return Some(ceil_secs(ends.saturating_sub(now)));
         }
-        (reading.failures.saturating_add(reading.pending) >= max).then_some(1)
     }
 
-    fn times(&self) -> CounterTimes {
+    /// Drops counters with nothing left in them; the gateway calls this every minute. A
+    /// counter is kept for the longer of the login and registration windows.
+    pub async fn prune(&self) -> Result<usize, StoreError> {
+        let longest = self
+            .registrations
+            .map_or(self.limit.window, |r| r.window.max(self.limit.window));
+        self.store.prune_login_counters(self.times(longest)).await
+    }
+
+    fn times(&self, window: Duration) -> CounterTimes {
         let now = millis(self.clock.since_epoch());
         CounterTimes {
             now,
-            window_from: now.saturating_sub(millis(self.limit.window)),
+            window_from: now.saturating_sub(millis(window)),
         }
     }
 
-    async fn finish(&self, counters: Vec<CounterKey>, outcome: LoginOutcome) {
+    async fn finish(&self, counters: Vec<CounterKey>, outcome: LoginOutcome, window: Duration) {
+        if counters.is_empty() {
+            return;
+        }
         let finish = LoginFinish {
             counters,
             outcome,
-            times: self.times(),
+            times: self.times(window),
         };
         // The reservation lapses with its lease should this fail; the check's answer stands.
         if let Err(e) = self.store.finish_login(finish).await {
             tracing::warn!(error = %e, "cannot record a password check's outcome");
         }
     }
+}
+
+/// Seconds to wait for a counter found full at `now`: until its `window` passes when its
+/// failures alone fill it, else 1 (the checks in flight may succeed). `None` when it has room.
+fn retry_after(reading: &CounterReading, max: u32, window: Duration, now: i64) -> Option<u64> {
+    if reading.failures >= max {
+        let ends = reading.window_start.saturating_add(millis(window));
+        return Some(ceil_secs(ends.saturating_sub(now)));
+    }
+    (reading.failures.saturating_add(reading.pending) >= max).then_some(1)
 }
 
 /// Clears the failed-login counts of `username` (its own counter and its pairs with
@@ -159,6 +208,7 @@ pub struct Attempt {
     limiter: LoginLimiter,
     user: String,
     counters: Vec<CounterKey>,
+    window: Duration,
     open: bool,
 }
 
@@ -167,7 +217,15 @@ impl Attempt {
     pub async fn failed(mut self) {
         self.open = false;
         let counters = std::mem::take(&mut self.counters);
-        self.limiter.finish(counters, LoginOutcome::Failed).await;
+        self.limiter
+            .finish(counters, LoginOutcome::Failed, self.window)
+            .await;
+    }
+
+    /// A registration attempt was answered (whatever the answer): it counts against its
+    /// address, like a failure.
+    pub async fn counted(self) {
+        self.failed().await;
     }
 
     /// The password was right: the reservation ends and the username's counters are
@@ -178,7 +236,7 @@ impl Attempt {
         let outcome = LoginOutcome::Succeeded {
             clear_username: std::mem::take(&mut self.user),
         };
-        self.limiter.finish(counters, outcome).await;
+        self.limiter.finish(counters, outcome, self.window).await;
     }
 
     /// No outcome (the check did not happen): the reservation just ends, now rather than in
@@ -186,7 +244,9 @@ impl Attempt {
     pub async fn release(mut self) {
         self.open = false;
         let counters = std::mem::take(&mut self.counters);
-        self.limiter.finish(counters, LoginOutcome::Abandoned).await;
+        self.limiter
+            .finish(counters, LoginOutcome::Abandoned, self.window)
+            .await;
     }
 }
 
@@ -197,9 +257,14 @@ impl Drop for Attempt {
         }
         let limiter = self.limiter.clone();
         let counters = std::mem::take(&mut self.counters);
+        let window = self.window;
         // Outside a runtime (never in the gateway) the lease ends the reservation instead.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { limiter.finish(counters, LoginOutcome::Abandoned).await });
+            runtime.spawn(async move {
+                limiter
+                    .finish(counters, LoginOutcome::Abandoned, window)
+                    .await
+            });
         }
     }
 }
@@ -287,6 +352,38 @@ mod tests {
             clock,
             _dir: dir,
         }
+    }
+
+    #[tokio::test]
+    async fn registrations_count_per_address_in_their_own_window_apart_from_logins() {
+        let f = fixture(1, 1, 1).await;
+        let limiter = f.limiter.clone().with_register_limit(RegisterLimit {
+            max: 2,
+            window: Duration::from_secs(3600),
+        });
+        for _ in 0..2 {
+            limiter
+                .begin_registration(ip("192.0.2.1"))
+                .await
+                .expect("admitted")
+                .counted()
+                .await;
+        }
+        let refused = limiter.begin_registration(ip("192.0.2.1")).await;
+        assert!(
+            matches!(refused, Err(LimitError::Limited { retry_after: 3600 })),
+            "{:?}",
+            refused.err()
+        );
+        // Another address, and logins from this one, are not touched.
+        assert!(limiter.begin_registration(ip("192.0.2.2")).await.is_ok());
+        assert_eq!(f.check("alice", "192.0.2.1").await, Ok(()));
+        // Pruning keeps the hour-long window although logins count over a minute.
+        f.clock.advance(Duration::from_secs(120));
+        limiter.prune().await.unwrap();
+        assert!(limiter.begin_registration(ip("192.0.2.1")).await.is_err());
+        f.clock.advance(Duration::from_secs(3600));
+        assert!(limiter.begin_registration(ip("192.0.2.1")).await.is_ok());
     }
 
     impl Fixture {

@@ -4,7 +4,7 @@
 //! endpoint both call [`authorize`], so a proxied request and a decision about the same method
 //! and path can never differ; the account endpoints use the freshness and role rules.
 //!
-//! Order (HTTP-API.md §4, §6, §7.2): on a non-public route the identity (verified by the
+//! Order (docs/http-api.md §4, §6, §7.2): on a non-public route the identity (verified by the
 //! authenticator: signature, `exp`/`nbf`, `iss`/`aud`, type, revocation), then its freshness
 //! (`auth = "fresh"`, or the route's `fresh_methods`, with `fresh_max_age`), then its roles,
 //! and only then the method — so every 401 and 403 comes before a 405 and an anonymous caller
@@ -22,7 +22,7 @@ use super::identity::Identity;
 use crate::clock::Clock;
 use crate::config::{RouteAuth, RouteConfig};
 
-/// `Allow` of a route without a `methods` list (HTTP-API.md §7.1).
+/// `Allow` of a route without a `methods` list (docs/http-api.md §7.1).
 const DEFAULT_ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// A route's policy, compiled once per configuration.
@@ -262,6 +262,7 @@ mod tests {
             expires_at: auth_time + 900,
             token_type: TokenType::Access,
             presentation: Presentation::BearerHeader,
+            legacy: false,
         }
     }
 

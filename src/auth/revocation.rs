@@ -8,7 +8,7 @@
 //! read of the log resumes, and when the copy counts as stale, is the follower's business
 //! (`app::follower`): this process applies its own entries at once, out of log order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -50,6 +50,13 @@ struct Sets {
     sessions: HashMap<Box<str>, i64, Hasher>,
     users: HashMap<i64, i64, Hasher>,
     tokens: HashMap<Box<str>, i64, Hasher>,
+    /// Legacy cut-offs: folded username → tokens issued at or before this time are refused.
+    /// Never pruned: a legacy token's lifetime is the old app's, unknown here.
+    cutoffs: HashMap<String, i64>,
+    /// The username map legacy tokens are read with: folded username → (id, spelling).
+    names: HashMap<String, (i64, String)>,
+    /// Users deleted since start: a late "users were added" reload must not bring them back.
+    deleted: HashSet<i64>,
 }
 
 impl Sets {
@@ -60,24 +67,57 @@ impl Sets {
             RevocationKind::Session(sid) => {
                 keep_latest(&mut self.sessions, &**sid, until, |s| Box::from(s))
             }
-            RevocationKind::User(id) => keep_latest(&mut self.users, id, until, |id| *id),
+            RevocationKind::User(id) => {
+                if self.deleted.insert(*id) {
+                    self.names.retain(|_, (known, _)| known != id);
+                }
+                keep_latest(&mut self.users, id, until, |id| *id)
+            }
             RevocationKind::Token(jti) => {
                 keep_latest(&mut self.tokens, &**jti, until, |s| Box::from(s))
             }
+            RevocationKind::LegacyCutoff { username, before } => {
+                let known = self.cutoffs.get(username).copied();
+                if known.is_some_and(|k| k >= *before) {
+                    return false;
+                }
+                self.cutoffs.insert(username.clone(), *before);
+                true
+            }
+            // Read by the follower, which re-reads the users from the store.
+            RevocationKind::Directory => false,
         }
     }
 
-    /// [`Sets::insert`] taking the entry's id instead of copying it.
+    /// [`Sets::insert`] taking the entry's id instead of copying it (the ids a start-up load
+    /// holds by the million); other kinds as [`Sets::insert`].
     fn insert_owned(&mut self, entry: Revocation) -> bool {
         let until = entry.covers_until;
         match entry.kind {
             RevocationKind::Session(sid) => {
                 keep_latest_owned(&mut self.sessions, sid.into(), until)
             }
-            RevocationKind::User(id) => keep_latest_owned(&mut self.users, id, until),
             RevocationKind::Token(jti) => keep_latest_owned(&mut self.tokens, jti.into(), until),
+            _ => self.insert(&entry),
         }
     }
+}
+
+/// What the index says about a legacy token's user (docs/http-api.md §7.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegacyUser {
+    /// The user the token's `sub` names: id and username as registered.
+    Known(i64, String),
+    /// No user of that name exists (or ever did, as far as this process knows).
+    Unknown,
+    /// Cut off (logout-all, password change, deletion, disabling) after the token was
+    /// issued, or the user was deleted.
+    Revoked,
+}
+
+/// The key legacy usernames are looked up under (usernames are ASCII).
+pub fn fold_username(username: &str) -> String {
+    username.to_ascii_lowercase()
 }
 
 /// Inserts `key` (made owned by `own` only when new) or raises its expiry; true when new.
@@ -177,6 +217,7 @@ impl RevocationIndex {
                     RevocationKind::Session(_) => sessions += 1,
                     RevocationKind::User(_) => users += 1,
                     RevocationKind::Token(_) => tokens += 1,
+                    RevocationKind::LegacyCutoff { .. } | RevocationKind::Directory => {}
                 }
             }
             sets.sessions.reserve(sessions);
@@ -198,6 +239,46 @@ impl RevocationIndex {
         sets.tokens.contains_key(jti)
             || sets.sessions.contains_key(sid)
             || sets.users.contains_key(&user_id)
+    }
+
+    /// Replaces the username map with `users` (id, username), leaving out users deleted
+    /// meanwhile: at start, and when another process announces new users.
+    pub fn load_users<'a>(&self, users: impl IntoIterator<Item = (i64, &'a str)>) {
+        let mut sets = self.write();
+        let names = users
+            .into_iter()
+            .filter(|(id, _)| !sets.deleted.contains(id))
+            .map(|(id, name)| (fold_username(name), (id, name.to_owned())))
+            .collect();
+        sets.names = names;
+    }
+
+    /// Adds one user to the username map (registered by this process).
+    pub fn add_user(&self, id: i64, username: &str) {
+        let mut sets = self.write();
+        if !sets.deleted.contains(&id) {
+            sets.names
+                .insert(fold_username(username), (id, username.to_owned()));
+        }
+    }
+
+    /// The user a legacy token with `sub` = `username`, issued at `iat`, speaks for: the
+    /// cut-off first (a deleted name stays cut off), then the map. One read lock.
+    pub fn legacy_user(&self, username: &str, iat: u64) -> LegacyUser {
+        let key = fold_username(username);
+        let sets = self.read();
+        if let Some(before) = sets.cutoffs.get(&key) {
+            if i64::try_from(iat).map_or(true, |iat| iat <= *before) {
+                return LegacyUser::Revoked;
+            }
+        }
+        match sets.names.get(&key) {
+            Some((id, _)) if sets.users.contains_key(id) || sets.deleted.contains(id) => {
+                LegacyUser::Revoked
+            }
+            Some((id, name)) => LegacyUser::Known(*id, name.clone()),
+            None => LegacyUser::Unknown,
+        }
     }
 
     /// Forgets entries covering tokens only until before `expired_by` (epoch seconds; the
@@ -381,6 +462,50 @@ mod tests {
                 tokens: 1
             }
         );
+    }
+
+    #[test]
+    fn legacy_users_are_known_cut_off_and_deleted_by_name() {
+        let idx = RevocationIndex::new();
+        idx.load_users([(1, "Alice"), (2, "bob")]);
+        assert_eq!(
+            idx.legacy_user("alice", 100),
+            LegacyUser::Known(1, "Alice".into())
+        );
+        assert_eq!(idx.legacy_user("carol", 100), LegacyUser::Unknown);
+        let cutoff = |seq, name: &str, before| {
+            entry(
+                seq,
+                RevocationKind::LegacyCutoff {
+                    username: name.into(),
+                    before,
+                },
+                i64::MAX,
+            )
+        };
+        let rx = idx.subscribe();
+        idx.apply(&[cutoff(1, "alice", 150)]);
+        assert!(rx.has_changed().unwrap(), "tunnels re-check on a cut-off");
+        assert_eq!(idx.legacy_user("ALICE", 150), LegacyUser::Revoked);
+        assert_eq!(
+            idx.legacy_user("alice", 151),
+            LegacyUser::Known(1, "Alice".into())
+        );
+        // An older cut-off changes nothing.
+        idx.apply(&[cutoff(2, "alice", 120)]);
+        assert_eq!(idx.legacy_user("alice", 140), LegacyUser::Revoked);
+        // Deleted: revoked, and a later reload of the users does not bring them back.
+        idx.apply(&[entry(3, RevocationKind::User(2), 500)]);
+        assert_eq!(idx.legacy_user("bob", 100), LegacyUser::Unknown);
+        idx.load_users([(1, "Alice"), (2, "bob")]);
+        assert_eq!(idx.legacy_user("bob", 100), LegacyUser::Unknown);
+        idx.add_user(3, "Carol");
+        assert_eq!(
+            idx.legacy_user("carol", 100),
+            LegacyUser::Known(3, "Carol".into())
+        );
+        assert_eq!(idx.prune(i64::MAX - 1), 1, "cut-offs are never pruned");
+        assert_eq!(idx.legacy_user("alice", 140), LegacyUser::Revoked);
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! every failure other than expiry is the one [`TokenError::Invalid`], whose text is for logs.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -104,36 +107,90 @@ pub struct Verified {
     pub claims: Claims,
     /// `sub` as a number (always positive).
     pub user_id: i64,
+    /// The [`TokenService::key_generation`] of the key set that checked the signature: a cache
+    /// of verified tokens trusts an entry only while this is still the current generation.
+    pub key_generation: u64,
+}
+
+/// The keys of one generation: swapped whole by [`TokenService::reload_keys`], so a request
+/// sees either the old set or the new one, never a mix.
+struct KeySet {
+    generation: u64,
+    header: Header,
+    encoding: EncodingKey,
+    /// The signing key's verification half first, then the rotation keys.
+    decoding: Vec<(String, DecodingKey)>,
+    jwks: Option<Arc<serde_json::Value>>,
+}
+
+impl KeySet {
+    /// The set for `signing` and `verify_only`, numbered `generation`.
+    fn build(
+        algorithm: TokenAlgorithm,
+        signing: &super::keys::SigningKey,
+        verify_only: &[PublicKey],
+        generation: u64,
+    ) -> Self {
+        let mut header = Header::new(jwt_algorithm(algorithm));
+        header.kid = Some(signing.public().kid().to_owned());
+        let jwks = algorithm.is_asymmetric().then(|| {
+            Arc::new(jwk_set(
+                std::iter::once(signing.public()).chain(verify_only),
+            ))
+        });
+        let mut decoding = vec![(
+            signing.public().kid().to_owned(),
+            signing.public().decoding().clone(),
+        )];
+        for key in verify_only {
+            // The same key listed twice (or as both signer and verifier) needs one entry.
+            if !decoding.iter().any(|(kid, _)| kid == key.kid()) {
+                decoding.push((key.kid().to_owned(), key.decoding().clone()));
+            }
+        }
+        Self {
+            generation,
+            header,
+            encoding: signing.encoding().clone(),
+            decoding,
+            jwks,
+        }
+    }
+
+    fn signing_kid(&self) -> &str {
+        self.decoding.first().map_or("", |(kid, _)| kid.as_str())
+    }
+
+    fn kids(&self) -> Vec<String> {
+        self.decoding.iter().map(|(kid, _)| kid.clone()).collect()
+    }
 }
 
 /// Issues and verifies tokens; built once at start and shared.
 pub struct TokenService {
     algorithm: TokenAlgorithm,
-    header: Header,
-    encoding: EncodingKey,
-    /// The signing key's verification half first, then the rotation keys.
-    decoding: Vec<(String, DecodingKey)>,
+    /// The current keys; read once per token, replaced whole on reload (SIGHUP).
+    keys: ArcSwap<KeySet>,
+    /// Serialises reloads so generations never repeat or go back.
+    reloading: Mutex<()>,
     validation: Validation,
     issuer: String,
     audience: Option<String>,
     access_ttl: Duration,
     refresh_ttl: Duration,
     leeway: Duration,
-    jwks: Option<serde_json::Value>,
     clock: Clock,
     /// Issue the `csrf` claim (cookies enabled).
     csrf: bool,
-    /// Which key set this is: a key reload bumps it, and a cached verification made under
-    /// another generation no longer counts. 0 until keys can be reloaded.
-    key_generation: u64,
 }
 
 impl fmt::Debug for TokenService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kids: Vec<&str> = self.decoding.iter().map(|(kid, _)| kid.as_str()).collect();
+        let keys = self.keys.load();
         f.debug_struct("TokenService")
             .field("algorithm", &self.algorithm)
-            .field("kids", &kids)
+            .field("kids", &keys.kids())
+            .field("generation", &keys.generation)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
@@ -148,40 +205,19 @@ impl TokenService {
             return Err(TokenSetupError::AlgorithmMismatch);
         }
         let signing = signing.ok_or(TokenSetupError::NoSigningKey)?;
-        let jwt_algorithm = jwt_algorithm(algorithm);
-
-        let mut header = Header::new(jwt_algorithm);
-        header.kid = Some(signing.public().kid().to_owned());
-
-        let jwks = algorithm
-            .is_asymmetric()
-            .then(|| jwk_set(std::iter::once(signing.public()).chain(&verify_only)));
-        let mut decoding = vec![(
-            signing.public().kid().to_owned(),
-            signing.public().decoding().clone(),
-        )];
-        for key in &verify_only {
-            // The same key listed twice (or as both signer and verifier) needs one entry.
-            if !decoding.iter().any(|(kid, _)| kid == key.kid()) {
-                decoding.push((key.kid().to_owned(), key.decoding().clone()));
-            }
-        }
-
+        let keys = KeySet::build(algorithm, &signing, &verify_only, 0);
         Ok(Self {
             algorithm,
-            header,
-            encoding: signing.encoding().clone(),
-            decoding,
-            validation: validation(cfg, jwt_algorithm),
+            keys: ArcSwap::from_pointee(keys),
+            reloading: Mutex::new(()),
+            validation: validation(cfg, jwt_algorithm(algorithm)),
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             access_ttl: cfg.access_ttl,
             refresh_ttl: cfg.refresh_ttl,
             leeway: cfg.leeway,
-            jwks,
             clock: Clock::system(),
             csrf: false,
-            key_generation: 0,
         })
     }
 
@@ -277,7 +313,8 @@ impl TokenService {
             ));
         }
         claims.check_shape().map_err(TokenError::Invalid)?;
-        jsonwebtoken::encode(&self.header, claims, &self.encoding)
+        let keys = self.keys.load();
+        jsonwebtoken::encode(&keys.header, claims, &keys.encoding)
             .map_err(|_| TokenError::Invalid("issue: signing failed"))
     }
 
@@ -295,7 +332,9 @@ impl TokenService {
     /// step-up take either): one decode, and `sub` parsed into the user id once.
     pub fn verify_as(&self, token: &str, allowed: &[TokenType]) -> Result<Verified, TokenError> {
         let header_segment = check_format(token)?;
-        let key = self.check_header(header_segment)?;
+        // One load: the signature is checked by a key of exactly this generation.
+        let keys = self.keys.load();
+        let key = self.check_header(&keys, header_segment)?;
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(map_jwt_error)?
             .claims;
@@ -304,13 +343,48 @@ impl TokenService {
         }
         let user_id = claims.check_shape().map_err(TokenError::Invalid)?;
         let claims = self.check_times(claims)?;
-        Ok(Verified { claims, user_id })
+        Ok(Verified {
+            claims,
+            user_id,
+            key_generation: keys.generation,
+        })
     }
 
     /// The JWK Set (`{"keys":[...]}`) of the signing key and the rotation keys; `None` under
     /// HS256, whose key is secret.
-    pub fn jwks(&self) -> Option<serde_json::Value> {
-        self.jwks.clone()
+    pub fn jwks(&self) -> Option<Arc<serde_json::Value>> {
+        self.keys.load().jwks.clone()
+    }
+
+    /// The number of the current key set: 0 at start, one more after each key reload. A
+    /// token verified under an older generation may have been signed by a key that is gone.
+    pub fn key_generation(&self) -> u64 {
+        self.keys.load().generation
+    }
+
+    /// Replaces the signing and rotation keys with `keys` (read again from
+    /// `private_key_file` and `verify_keys` on SIGHUP) and returns the new generation. Tokens
+    /// whose `kid` is no longer held are refused from the moment this returns. On error
+    /// (another algorithm, no signing key) the old keys stay.
+    pub fn reload_keys(&self, keys: Keys) -> Result<u64, TokenSetupError> {
+        let (algorithm, signing, verify_only) = keys.into_parts();
+        if algorithm != self.algorithm {
+            return Err(TokenSetupError::AlgorithmMismatch);
+        }
+        let signing = signing.ok_or(TokenSetupError::NoSigningKey)?;
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = self.keys.load().generation.saturating_add(1);
+        let set = KeySet::build(algorithm, &signing, &verify_only, generation);
+        self.keys.store(Arc::new(set));
+        Ok(generation)
+    }
+
+    /// The `kid`s of the keys that verify tokens now: the signing key's first.
+    pub fn kids(&self) -> Vec<String> {
+        self.keys.load().kids()
     }
 
     /// Lifetime of access tokens.
@@ -351,12 +425,6 @@ impl TokenService {
         self.algorithm
     }
 
-    /// The generation of the key set verifying now; a token verified under another one must be
-    /// verified again (see `auth::verified_cache`).
-    pub fn key_generation(&self) -> u64 {
-        self.key_generation
-    }
-
     /// Now, in epoch seconds, for deciding whether a verified token has expired: the later of
     /// this service's clock and the system clock, because jsonwebtoken's own `exp` check reads
     /// the system clock (the two are one outside tests).
@@ -365,12 +433,16 @@ impl TokenService {
     }
 
     /// The `kid` of the current signing key.
-    pub fn signing_kid(&self) -> &str {
-        self.decoding.first().map_or("", |(kid, _)| kid.as_str())
+    pub fn signing_kid(&self) -> String {
+        self.keys.load().signing_kid().to_owned()
     }
 
-    /// Checks the raw header JSON, and picks the decoding key its `kid` names.
-    fn check_header(&self, segment: &str) -> Result<&DecodingKey, TokenError> {
+    /// Checks the raw header JSON, and picks the decoding key of `keys` its `kid` names.
+    fn check_header<'k>(
+        &self,
+        keys: &'k KeySet,
+        segment: &str,
+    ) -> Result<&'k DecodingKey, TokenError> {
         let json = URL_SAFE_NO_PAD
             .decode(segment)
             .map_err(|_| TokenError::Invalid("header is not base64url"))?;
@@ -387,8 +459,8 @@ impl TokenService {
         if header.typ.as_deref() != Some("JWT") {
             return Err(TokenError::Invalid("header typ is not JWT"));
         }
-        let kid = header.kid.ok_or(TokenError::Invalid("header has no kid"))?;
-        self.decoding
+        let kid = header.kid.ok_or(TokenError::Invalid(NO_KID))?;
+        keys.decoding
             .iter()
             .find(|(ours, _)| *ours == kid)
             .map(|(_, key)| key)
@@ -409,8 +481,44 @@ impl TokenService {
         if claims.iat > now.saturating_add(leeway) {
             return Err(TokenError::Invalid("iat in the future"));
         }
+        // A password check that has not happened yet cannot make a token fresh.
+        if claims.auth_time > now.saturating_add(leeway) {
+            return Err(TokenError::Invalid("auth_time in the future"));
+        }
         Ok(claims)
     }
+}
+
+/// The reason [`TokenService::verify_as`] gives a token whose header names no `kid`: the one
+/// shape a legacy (flask-jwt-extended) token has, so the authenticator tries it as one.
+pub const NO_KID: &str = "header has no kid";
+
+/// The header checks of a legacy token (docs/http-api.md §7.5): size and alphabet, `alg` exactly
+/// HS256, none of `crit`/`jku`/`x5u`/`jwk`/`x5c`, and no `kid` (a token with one is ours).
+pub fn check_legacy_header(token: &str) -> Result<(), TokenError> {
+    let segment = check_format(token)?;
+    let json = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::Invalid("header is not base64url"))?;
+    let header: RawHeader = serde_json::from_slice(&json)
+        .map_err(|_| TokenError::Invalid("header is not a JSON object of strings"))?;
+    if header.alg.as_deref() != Some("HS256") {
+        return Err(TokenError::Invalid("algorithm not allowed"));
+    }
+    if header.forbidden {
+        return Err(TokenError::Invalid(
+            "header carries crit, jku, x5u, jwk or x5c",
+        ));
+    }
+    if header.kid.is_some() {
+        return Err(TokenError::Invalid("unknown kid"));
+    }
+    Ok(())
+}
+
+/// Maps jsonwebtoken's refusal to ours (shared with the legacy verifier).
+pub(crate) fn jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
+    map_jwt_error(e)
 }
 
 /// The one `Validation`: our algorithm only, every time claim checked, all spec claims required.
@@ -1156,6 +1264,56 @@ mod tests {
             .map(|k| k["kid"].as_str().unwrap())
             .collect();
         assert_eq!(kids, [rotated.kid.as_str(), old_service.kid.as_str()]);
+    }
+
+    #[test]
+    fn reloading_keys_bumps_the_generation_and_drops_a_removed_key_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, old_pub) = generate(dir.path(), "old", &rcgen::PKCS_ED25519);
+        let (new, _) = generate(dir.path(), "new", &rcgen::PKCS_ED25519);
+        let f = asym_with(TokenAlgorithm::EdDsa, &old, vec![], dir);
+        let by_old = f.service.issue(&access(&f.service)).unwrap();
+        let verified = f.service.verify_as(&by_old, &[TokenType::Access]).unwrap();
+        assert_eq!(
+            (f.service.key_generation(), verified.key_generation),
+            (0, 0)
+        );
+
+        let mut cfg = config(TokenAlgorithm::EdDsa, f._dir.path());
+        cfg.private_key_file = Some(new);
+        cfg.verify_keys = vec![old_pub];
+        let keys = load_keys(&cfg, Path::new("t.toml"), None, KeyLoad::CheckOnly).unwrap();
+        assert_eq!(f.service.reload_keys(keys).unwrap(), 1);
+        let verified = f.service.verify_as(&by_old, &[TokenType::Access]).unwrap();
+        assert_eq!(verified.key_generation, 1);
+        assert_eq!(f.service.kids().len(), 2);
+        let by_new = f.service.issue(&access(&f.service)).unwrap();
+        assert_ne!(f.service.signing_kid(), f.kid);
+
+        cfg.verify_keys = vec![];
+        let keys = load_keys(&cfg, Path::new("t.toml"), None, KeyLoad::CheckOnly).unwrap();
+        assert_eq!(f.service.reload_keys(keys).unwrap(), 2);
+        assert_invalid(f.service.verify(&by_old, TokenType::Access), "removed key");
+        assert!(f.service.verify(&by_new, TokenType::Access).is_ok());
+        assert_eq!(
+            f.service.jwks().unwrap()["keys"].as_array().unwrap().len(),
+            1
+        );
+
+        // Keys of another algorithm are refused and the running ones stay.
+        let hs = load_keys(
+            &config(TokenAlgorithm::Hs256, f._dir.path()),
+            Path::new("t.toml"),
+            Some(SECRET.to_vec()),
+            KeyLoad::CheckOnly,
+        )
+        .unwrap();
+        assert_eq!(
+            f.service.reload_keys(hs).unwrap_err(),
+            TokenSetupError::AlgorithmMismatch
+        );
+        assert_eq!(f.service.key_generation(), 2);
+        assert!(f.service.verify(&by_new, TokenType::Access).is_ok());
     }
 
     #[test]

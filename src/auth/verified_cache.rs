@@ -142,6 +142,7 @@ mod tests {
                 csrf: None,
             },
             user_id: 42,
+            key_generation: 0,
         })
     }
 

@@ -49,6 +49,17 @@ pub(super) fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode
         })
 }
 
+/// A single-threaded runtime for the short commands (`user`, `explain`, `healthcheck`).
+pub(super) fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("authgate: cannot start the runtime: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        })
+}
+
 /// Prints a start failure and maps it to its exit code.
 pub(super) fn report_start_error(e: &StartError) -> ExitCode {
     eprintln!("authgate: {e}");

@@ -1,5 +1,5 @@
 //! The command line of the `authgate` binary: `serve` (the default), `check-config`, `demo`
-//! and the operator's `user` commands, with the exit codes of HTTP-API.md §6 (0 clean,
+//! and the operator's `user` commands, with the exit codes of docs/http-api.md §6 (0 clean,
 //! 1 runtime failure, 2 usage, 64 bad config — always before any port is bound).
 //!
 //! `main.rs` only calls [`main`]. Each command has its file; `exit` holds what they share
@@ -10,6 +10,9 @@
 pub mod demo;
 mod echo_upstream;
 mod exit;
+mod explain;
+mod healthcheck;
+mod import;
 mod open_files;
 mod serve;
 mod signals;
@@ -18,9 +21,11 @@ mod user;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 pub use exit::{EXIT_CONFIG, EXIT_RUNTIME};
+pub use explain::ExplainArgs;
+pub use healthcheck::HealthcheckArgs;
 pub use user::UserCommand;
 
 /// authgate: an authentication gateway in front of HTTP services.
@@ -70,6 +75,28 @@ pub enum Command {
     /// revocations within a second.
     #[command(subcommand)]
     User(UserCommand),
+    /// Explain offline what the gateway would do with one request: the normalised path, the
+    /// matching route (or why none), what the upstream would receive, and each check with its
+    /// result for the given token. Revocations are read from the store when reachable.
+    Explain(ExplainArgs),
+    /// Print a shell completion script: `authgate completions bash > /etc/bash_completion.d/authgate`.
+    Completions {
+        /// The shell (bash, zsh, fish, elvish, powershell).
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `authgate man > authgate.1`.
+    Man,
+    /// Ask the admin listener's /healthz; exit 0 when it answers 200 (for container
+    /// HEALTHCHECKs in images without curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// The manual page of `authgate` in roff (options, and each subcommand with its summary),
+/// generated from the same definitions as `--help`.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    Ok(out)
 }
 
 /// Parses the command line and runs it; returns the process exit code.
@@ -84,5 +111,33 @@ pub fn main() -> ExitCode {
             data_dir,
         }) => demo::run(listen, admin_listen, &data_dir),
         Some(Command::User(cmd)) => user::run(&cli.config, cmd),
+        Some(Command::Explain(args)) => explain::run(&cli.config, args),
+        Some(Command::Completions { shell }) => {
+            // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "authgate", &mut script);
+            print_bytes(&script)
+        }
+        Some(Command::Healthcheck(args)) => healthcheck::run(&cli.config, args),
+        Some(Command::Man) => match man_page() {
+            Ok(page) => print_bytes(&page),
+            Err(e) => {
+                eprintln!("authgate: cannot render the manual page: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
+    }
+}
+
+/// Writes `bytes` to standard output; a closed pipe is an error, not a panic.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authgate: cannot write to standard output: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Configuration: the TOML file of CONFIG.md, read, checked and turned into typed values.
+//! Configuration: the TOML file of docs/configuration.md, read, checked and typed.
 //!
 //! `types` holds the validated shapes the rest of the gateway reads; `error` the one error
 //! type naming file, key path, value and reason; `raw` the serde mirror of the file with its
@@ -39,7 +39,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 /// a reload (SIGHUP) applies only `[[routes]]` and `[proxy]` (with them the route table and
 /// identity headers the forward-auth endpoint decides by), and re-reads the TLS files
 /// itself, so changed `server.tls` file names are not compared — but switching TLS on or
-/// off changes the listener and is reported as `"server"`.
+/// off changes the listener and is reported as `"server"`. The key files of an asymmetric
+/// algorithm (`tokens.private_key_file`, `tokens.verify_keys`) are re-read by a reload too, so
+/// they are not compared either; any other `[tokens]` change is `"tokens"`.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let without_tls = |s: &ServerConfig| {
         (
@@ -57,7 +59,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("admin", old.admin != new.admin),
         ("store", old.store != new.store),
-        ("tokens", old.tokens != new.tokens),
+        (
+            "tokens",
+            without_key_files(&old.tokens) != without_key_files(&new.tokens),
+        ),
         ("auth", old.auth != new.auth),
         ("log", old.log != new.log),
         ("cors", old.cors != new.cors),
@@ -67,6 +72,18 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         .into_iter()
         .filter_map(|(name, differs)| differs.then_some(name))
         .collect()
+}
+
+/// `[tokens]` less what a reload re-reads: the key files of an asymmetric algorithm.
+fn without_key_files(t: &TokensConfig) -> TokensConfig {
+    if !t.algorithm.is_asymmetric() {
+        return t.clone();
+    }
+    TokensConfig {
+        private_key_file: None,
+        verify_keys: Vec::new(),
+        ..t.clone()
+    }
 }
 
 #[cfg(test)]
@@ -100,7 +117,7 @@ mod tests {
         HeaderName::from_static(name)
     }
 
-    /// Asserts every section but `[[routes]]` holds CONFIG.md's defaults.
+    /// Asserts every section but `[[routes]]` holds the defaults of docs/configuration.md.
     fn assert_defaults(c: &Config) {
         assert_eq!(
             c.server,
@@ -158,6 +175,16 @@ mod tests {
                     address_max_failures: 20,
                     window: Duration::from_secs(15 * 60),
                 },
+                register_limit: RegisterLimit {
+                    max: 10,
+                    window: Duration::from_secs(3600),
+                },
+                reserved_usernames: vec![
+                    "admin".into(),
+                    "root".into(),
+                    "administrator".into(),
+                    "system".into(),
+                ],
                 cookies: CookieConfig {
                     enabled: false,
                     secure: true,
@@ -182,6 +209,7 @@ mod tests {
                 trusted_proxies: Vec::new(),
                 upstream_ca_file: None,
                 idle_timeout: Duration::from_secs(5 * 60),
+                strip_header_prefixes: vec!["x-auth-".into()],
             }
         );
         assert_eq!(
@@ -352,6 +380,19 @@ mod tests {
         );
         assert_eq!(restart_needed(&same, &changed_tls_only), Vec::<&str>::new());
         assert_eq!(restart_needed(&old, &same), ["server"]);
+        // Asymmetric key files are re-read by the reload; HS256's secret file is not.
+        let keys = |private: &str, verify: &str| {
+            parse_ok(&format!(
+                "[tokens]\nalgorithm = \"EdDSA\"\nprivate_key_file = \"{private}\"\n\
+                 verify_keys = [{verify}]\n"
+            ))
+        };
+        assert_eq!(
+            restart_needed(&keys("a.pem", ""), &keys("b.pem", "\"a.pub\"")),
+            Vec::<&str>::new()
+        );
+        let secret = |file: &str| parse_ok(&format!("[tokens]\nsecret_file = \"{file}\"\n"));
+        assert_eq!(restart_needed(&secret("a"), &secret("b")), ["tokens"]);
         let new = parse_ok(
             "[server]\nmax_body = 1\n[admin]\nlisten = \"\"\n[store]\nurl = \"sqlite://x.db\"\n\
              [tokens]\nissuer = \"other\"\n[auth]\nallow_registration = false\n\

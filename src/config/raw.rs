@@ -1,4 +1,4 @@
-//! The serde mirror of the TOML file: every key of CONFIG.md with its default, nothing checked.
+//! The serde mirror of the TOML file: every key of docs/configuration.md, its default, no checks.
 //!
 //! Values that need a rule (durations, addresses, URLs, enumerations, ranges) stay strings or
 //! wide integers here so that `validate.rs` can name the key and quote the value as written.
@@ -23,7 +23,33 @@ pub(crate) struct RawConfig {
     pub log: RawLog,
     pub cors: RawCors,
     pub forward_auth: RawForwardAuth,
+    pub compat: RawCompat,
     pub routes: Vec<RawRoute>,
+}
+
+/// `[compat]`: what a service migrating from flask-jwt-extended keeps for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCompat {
+    pub error_format: String,
+    pub flask_jwt_extended: Option<RawFlaskJwtExtended>,
+}
+
+impl Default for RawCompat {
+    fn default() -> Self {
+        Self {
+            error_format: "authgate".into(),
+            flask_jwt_extended: None,
+        }
+    }
+}
+
+/// `[compat.flask_jwt_extended]`: both keys required when the section is present.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawFlaskJwtExtended {
+    pub secret_file: Option<String>,
+    pub accept_until: Option<String>,
 }
 
 /// `[server]`.
@@ -137,6 +163,8 @@ pub(crate) struct RawAuth {
     pub refresh_reuse_grace: String,
     pub argon2: RawArgon2,
     pub login_limit: RawLoginLimit,
+    pub register_limit: RawRegisterLimit,
+    pub reserved_usernames: Vec<String>,
     pub cookies: RawCookies,
 }
 
@@ -150,6 +178,10 @@ impl Default for RawAuth {
             refresh_reuse_grace: "10s".into(),
             argon2: RawArgon2::default(),
             login_limit: RawLoginLimit::default(),
+            register_limit: RawRegisterLimit::default(),
+            reserved_usernames: ["admin", "root", "administrator", "system"]
+                .map(String::from)
+                .to_vec(),
             cookies: RawCookies::default(),
         }
     }
@@ -230,6 +262,23 @@ impl Default for RawArgon2 {
     }
 }
 
+/// `[auth] register_limit = { ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRegisterLimit {
+    pub max: i64,
+    pub window: String,
+}
+
+impl Default for RawRegisterLimit {
+    fn default() -> Self {
+        Self {
+            max: 10,
+            window: "1h".into(),
+        }
+    }
+}
+
 /// `[auth] login_limit = { ... }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -260,6 +309,7 @@ pub(crate) struct RawProxy {
     pub trusted_proxies: Vec<String>,
     pub upstream_ca_file: Option<String>,
     pub idle_timeout: String,
+    pub strip_header_prefixes: Vec<String>,
 }
 
 impl Default for RawProxy {
@@ -270,6 +320,7 @@ impl Default for RawProxy {
             trusted_proxies: Vec::new(),
             upstream_ca_file: None,
             idle_timeout: "5m".into(),
+            strip_header_prefixes: vec!["X-Auth-".into()],
         }
     }
 }

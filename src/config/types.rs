@@ -1,6 +1,6 @@
 //! Validated configuration: what the rest of the gateway reads.
 //!
-//! Every value here has already passed the rules of CONFIG.md; nothing downstream re-checks
+//! Every value here has passed the rules of docs/configuration.md; nothing downstream re-checks
 //! or re-parses it. The raw serde mirror of the file lives in `raw.rs` and is converted into
 //! these types by `validate.rs`, the only place a configuration can fail.
 
@@ -36,6 +36,8 @@ pub struct Config {
     pub cors: CorsConfig,
     /// `[forward_auth]`: the decision endpoint for a proxy in front.
     pub forward_auth: ForwardAuthConfig,
+    /// `[compat]`: migrating from flask-jwt-extended.
+    pub compat: CompatConfig,
     /// `[[routes]]`: the route table, in file order.
     pub routes: Vec<RouteConfig>,
 }
@@ -248,6 +250,11 @@ pub struct AuthConfig {
     pub argon2: Argon2Settings,
     /// Failed-login limiting.
     pub login_limit: LoginLimit,
+    /// Registrations per client address.
+    pub register_limit: RegisterLimit,
+    /// Usernames refused at registration (lowercase; compared case-insensitively). The CLI
+    /// may still create them.
+    pub reserved_usernames: Vec<String>,
     /// `[auth.cookies]`: tokens in cookies, CSRF, the sign-in page.
     pub cookies: CookieConfig,
 }
@@ -337,6 +344,16 @@ pub struct LoginLimit {
     pub window: Duration,
 }
 
+/// `[auth] register_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterLimit {
+    /// Registration attempts from one client address answered (with anything but 429)
+    /// within `window` before further ones get 429.
+    pub max: u32,
+    /// Fixed window, counted from the address's first attempt.
+    pub window: Duration,
+}
+
 /// `[proxy]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
@@ -351,6 +368,8 @@ pub struct ProxyConfig {
     /// Default of a route's `idle_timeout`: a proxied body that moves no byte for this long
     /// is ended.
     pub idle_timeout: Duration,
+    /// Client headers whose names start with one of these (lowercase) never reach upstreams.
+    pub strip_header_prefixes: Vec<String>,
 }
 
 /// Header names the gateway sets on authenticated requests.
@@ -413,6 +432,34 @@ pub struct ForwardAuthConfig {
     pub allowed_peers: Vec<IpNet>,
     /// The policy of a path no route matches.
     pub default_auth: RouteAuth,
+}
+
+/// `[compat]` section (docs/http-api.md §7.5).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CompatConfig {
+    /// How token errors are answered.
+    pub error_format: ErrorFormat,
+    /// Legacy tokens accepted; `None`: refused.
+    pub flask_jwt_extended: Option<LegacyTokensConfig>,
+}
+
+/// The shape of token error answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorFormat {
+    /// `{"error", "message"}` with the statuses of docs/http-api.md §1.
+    #[default]
+    Authgate,
+    /// `{"msg"}` with flask-jwt-extended's statuses (401 and 422).
+    FlaskJwtExtended,
+}
+
+/// `[compat.flask_jwt_extended]`: tokens minted by the Flask app being replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyTokensConfig {
+    /// The Flask app's `JWT_SECRET_KEY`, as raw bytes in a file.
+    pub secret_file: PathBuf,
+    /// Seconds since the epoch after which legacy tokens are `invalid_token`.
+    pub accept_until: i64,
 }
 
 /// Where the decision endpoint reads the original request's method and URI.

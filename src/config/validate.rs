@@ -1,4 +1,4 @@
-//! Raw → validated: every rule of CONFIG.md beyond TOML types.
+//! Raw → validated: every rule of docs/configuration.md beyond TOML types.
 //!
 //! This is the only place a well-formed file can still be refused. Each refusal is a
 //! [`ConfigError`] naming the key path, the value as written (strings quoted) and a reason that
@@ -14,15 +14,16 @@ use ipnet::IpNet;
 
 use super::log_level::check_log_level;
 use super::raw::{
-    RawAdmin, RawArgon2, RawAuth, RawConfig, RawCookies, RawCors, RawForwardAuth,
+    RawAdmin, RawArgon2, RawAuth, RawCompat, RawConfig, RawCookies, RawCors, RawForwardAuth,
     RawIdentityHeaders, RawLog, RawLoginLimit, RawProxy, RawRoute, RawServer, RawStore, RawTokens,
 };
 use super::types::redact_url;
 use super::{
-    AdminConfig, Argon2Settings, AuthConfig, Config, ConfigError, CookieConfig, CorsConfig,
-    ForwardAuthConfig, ForwardAuthSource, IdentityHeaders, LogConfig, LogFormat, LoginLimit,
-    PostgresUrl, ProxyConfig, RouteAuth, RouteConfig, SameSite, ServerConfig, StoreConfig,
-    StoreUrl, TlsFiles, TokenAlgorithm, TokensConfig, UpstreamProtocol,
+    AdminConfig, Argon2Settings, AuthConfig, CompatConfig, Config, ConfigError, CookieConfig,
+    CorsConfig, ErrorFormat, ForwardAuthConfig, ForwardAuthSource, IdentityHeaders,
+    LegacyTokensConfig, LogConfig, LogFormat, LoginLimit, PostgresUrl, ProxyConfig, RegisterLimit,
+    RouteAuth, RouteConfig, SameSite, ServerConfig, StoreConfig, StoreUrl, TlsFiles,
+    TokenAlgorithm, TokensConfig, UpstreamProtocol,
 };
 use crate::origin::Origin;
 
@@ -85,6 +86,7 @@ pub(crate) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
     let log = c.log(raw.log)?;
     let cors = c.cors(raw.cors)?;
     let forward_auth = c.forward_auth(raw.forward_auth)?;
+    let compat = c.compat(raw.compat)?;
     let routes = c.routes(raw.routes, &auth, &proxy, &forward_auth)?;
     Ok(Config {
         source: file.to_path_buf(),
@@ -97,6 +99,7 @@ pub(crate) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
         log,
         cors,
         forward_auth,
+        compat,
         routes,
     })
 }
@@ -502,6 +505,15 @@ impl Checker<'_> {
             )?,
             argon2: self.argon2(&raw.argon2)?,
             login_limit: self.login_limit(&raw.login_limit)?,
+            register_limit: RegisterLimit {
+                max: self.u32("auth.register_limit.max", raw.register_limit.max, 1)?,
+                window: self.duration(
+                    "auth.register_limit.window",
+                    &raw.register_limit.window,
+                    Zero::Refused,
+                )?,
+            },
+            reserved_usernames: self.reserved_usernames(&raw.reserved_usernames)?,
             cookies: self.cookies(raw.cookies)?,
         })
     }
@@ -684,6 +696,57 @@ impl Checker<'_> {
         })
     }
 
+    fn reserved_usernames(&self, raw: &[String]) -> Result<Vec<String>, ConfigError> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, name)| {
+                if name.is_empty() {
+                    return Err(self.bad(
+                        &format!("auth.reserved_usernames[{i}]"),
+                        name,
+                        "is empty; list usernames to refuse at registration",
+                    ));
+                }
+                Ok(name.to_lowercase())
+            })
+            .collect()
+    }
+
+    fn strip_header_prefixes(&self, raw: &[String]) -> Result<Vec<String>, ConfigError> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, prefix)| {
+                // A prefix is the start of a header name: a non-empty run of name characters.
+                if HeaderName::from_bytes(prefix.as_bytes()).is_err() {
+                    return Err(self.bad(
+                        &format!("proxy.strip_header_prefixes[{i}]"),
+                        prefix,
+                        "is not the start of a header name (letters, digits and \
+                         !#$%&'*+-.^_`|~ only, at least one)",
+                    ));
+                }
+                // A family that takes a header the gateway relies on would break requests
+                // (framing, host, credentials, the client's request id, forwarding).
+                let folded = loose_spelling(prefix);
+                let covered = RESERVED_HEADERS
+                    .iter()
+                    .chain(&["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"])
+                    .find(|name| name.starts_with(folded.as_str()));
+                if let Some(name) = covered {
+                    return Err(self.bad(
+                        &format!("proxy.strip_header_prefixes[{i}]"),
+                        prefix,
+                        format!(
+                            "would strip {name}, a header the gateway reads or forwards \
+                             itself; use a narrower prefix like \"X-Auth-\""
+                        ),
+                    ));
+                }
+                Ok(prefix.to_ascii_lowercase())
+            })
+            .collect()
+    }
+
     fn proxy(&self, raw: RawProxy) -> Result<ProxyConfig, ConfigError> {
         let trusted_proxies = raw
             .trusted_proxies
@@ -701,6 +764,7 @@ impl Checker<'_> {
             trusted_proxies,
             upstream_ca_file,
             idle_timeout: self.duration("proxy.idle_timeout", &raw.idle_timeout, Zero::Refused)?,
+            strip_header_prefixes: self.strip_header_prefixes(&raw.strip_header_prefixes)?,
         })
     }
 
@@ -787,6 +851,61 @@ impl Checker<'_> {
         let level =
             check_log_level(&raw.level).map_err(|e| self.bad("log.level", &raw.level, e))?;
         Ok(LogConfig { format, level })
+    }
+
+    fn compat(&self, raw: RawCompat) -> Result<CompatConfig, ConfigError> {
+        let error_format = match raw.error_format.as_str() {
+            "authgate" => ErrorFormat::Authgate,
+            "flask-jwt-extended" => ErrorFormat::FlaskJwtExtended,
+            other => {
+                return Err(self.bad(
+                    "compat.error_format",
+                    other,
+                    "is not an error format; use \"authgate\" or \"flask-jwt-extended\"",
+                ))
+            }
+        };
+        let flask_jwt_extended = match raw.flask_jwt_extended {
+            None => None,
+            Some(legacy) => {
+                let key = "compat.flask_jwt_extended.secret_file";
+                let Some(secret_file) = legacy.secret_file else {
+                    return Err(self.missing(
+                        key,
+                        "is required: the file holding the Flask app's JWT_SECRET_KEY",
+                    ));
+                };
+                let key = "compat.flask_jwt_extended.accept_until";
+                let Some(until) = legacy.accept_until else {
+                    return Err(self.missing(
+                        key,
+                        "is required: the RFC 3339 time after which legacy tokens are refused, \
+                         like \"2027-06-30T00:00:00Z\"",
+                    ));
+                };
+                let accept_until = humantime::parse_rfc3339(&until)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .and_then(|d| i64::try_from(d.as_secs()).ok())
+                    .ok_or_else(|| {
+                        self.bad(
+                            key,
+                            &until,
+                            "is not an RFC 3339 time in UTC; write it like \
+                             \"2027-06-30T00:00:00Z\"",
+                        )
+                    })?;
+                Some(LegacyTokensConfig {
+                    secret_file: self
+                        .path("compat.flask_jwt_extended.secret_file", &secret_file)?,
+                    accept_until,
+                })
+            }
+        };
+        Ok(CompatConfig {
+            error_format,
+            flask_jwt_extended,
+        })
     }
 
     fn forward_auth(&self, raw: RawForwardAuth) -> Result<ForwardAuthConfig, ConfigError> {
@@ -1429,6 +1548,55 @@ mod tests {
             "proxy.timeout",
             "100 years",
         );
+    }
+
+    #[test]
+    fn register_limit_reserved_usernames_and_strip_prefixes_are_checked_by_key() {
+        let c = parse(
+            "[auth]\nregister_limit = { max = 3, window = \"10m\" }\n\
+             reserved_usernames = [\"Ops\"]\n[proxy]\nstrip_header_prefixes = [\"X-Internal-\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.auth.register_limit.max, 3);
+        assert_eq!(c.auth.register_limit.window, Duration::from_secs(600));
+        assert_eq!(c.auth.reserved_usernames, ["ops"]);
+        assert_eq!(c.proxy.strip_header_prefixes, ["x-internal-"]);
+        let c = parse("[proxy]\nstrip_header_prefixes = []\n").expect("valid");
+        assert!(c.proxy.strip_header_prefixes.is_empty());
+
+        refused(
+            "[auth]\nregister_limit = { max = 0 }\n",
+            "auth.register_limit.max",
+            "",
+        );
+        refused(
+            "[auth]\nregister_limit = { window = \"0s\" }\n",
+            "auth.register_limit.window",
+            "",
+        );
+        refused(
+            "[auth]\nreserved_usernames = [\"\"]\n",
+            "auth.reserved_usernames[0]",
+            "empty",
+        );
+        for (bad, why) in [
+            ("X-", "x-request-id"),
+            ("content", "content-length"),
+            ("Host", "host"),
+        ] {
+            refused(
+                &format!("[proxy]\nstrip_header_prefixes = [\"{bad}\"]\n"),
+                "proxy.strip_header_prefixes[0]",
+                why,
+            );
+        }
+        for bad in ["", "X Auth", "X-Auth:"] {
+            refused(
+                &format!("[proxy]\nstrip_header_prefixes = [\"ok-\", \"{bad}\"]\n"),
+                "proxy.strip_header_prefixes[1]",
+                "header name",
+            );
+        }
     }
 
     #[test]
@@ -2090,7 +2258,7 @@ mod tests {
 
     #[test]
     fn fresh_max_age_applies_to_fresh_routes_and_to_fresh_methods() {
-        // Changed by HTTP-API.md §7.2: a token route may set it with fresh_methods; without
+        // Changed by docs/http-api.md §7.2: a token route may set it with fresh_methods; without
         // them it still has nothing to apply to.
         refused(
             &route("auth = \"token\"\nfresh_max_age = \"5m\""),
@@ -2168,6 +2336,37 @@ mod tests {
             &route("auth = \"optional\"\nfresh_methods = [\"DELETE\"]"),
             "routes[0].fresh_methods",
             "this route's auth is \"optional\"",
+        );
+    }
+
+    #[test]
+    fn compat_keys_are_checked_and_name_the_key() {
+        let c = parse(
+            "[compat]\nerror_format = \"flask-jwt-extended\"\n\
+             [compat.flask_jwt_extended]\nsecret_file = \"legacy/jwt-secret\"\n\
+             accept_until = \"2027-06-30T00:00:00Z\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.compat.error_format, ErrorFormat::FlaskJwtExtended);
+        let legacy = c.compat.flask_jwt_extended.expect("legacy tokens on");
+        assert_eq!(legacy.secret_file, PathBuf::from("legacy/jwt-secret"));
+        assert_eq!(legacy.accept_until, 1_814_313_600);
+        let default = parse("").expect("valid");
+        assert_eq!(default.compat, CompatConfig::default());
+        refused(
+            "[compat]\nerror_format = \"flask\"\n",
+            "compat.error_format",
+            "is not an error format",
+        );
+        refused(
+            "[compat.flask_jwt_extended]\nsecret_file = \"s\"\naccept_until = \"2027-06-30\"\n",
+            "compat.flask_jwt_extended.accept_until",
+            "is not an RFC 3339 time",
+        );
+        refused(
+            "[compat.flask_jwt_extended]\naccept_until = \"2027-06-30T00:00:00Z\"\n",
+            "compat.flask_jwt_extended.secret_file",
+            "is required",
         );
     }
 

@@ -1,4 +1,4 @@
-//! Proxied bodies in motion (HTTP-API.md §6, §7.1): the client's request body on its way
+//! Proxied bodies in motion (docs/http-api.md §6, §7.1): the client's request body on its way
 //! upstream ([`UploadBody`]) and the upstream's response body on its way back
 //! ([`DownloadBody`]).
 //!

@@ -1,4 +1,4 @@
-//! What the proxy does for browsers (HTTP-API.md §7.4): the gateway's token cookies never
+//! What the proxy does for browsers (docs/http-api.md §7.4): the gateway's token cookies never
 //! reach an upstream (unless the route forwards credentials), a cookie-authenticated WebSocket
 //! upgrade must come from an allowed `Origin` (cross-site WebSocket hijacking), a browser
 //! refused for lack of a token on a `login_redirect` route goes to the sign-in page, and on a

@@ -1,4 +1,4 @@
-//! Checks of a routed request made before its credential is read (HTTP-API.md §6, §7.1): the
+//! Checks of a routed request made before its credential is read (docs/http-api.md §6, §7.1): the
 //! shapes the gateway refuses whatever the token (`Transfer-Encoding` other than one
 //! `chunked`, an `access_token` query parameter on a non-public route), and the `OPTIONS`
 //! with `Max-Forwards: 0` the gateway answers itself.

@@ -1,4 +1,4 @@
-//! The pooled upstream clients, one per way of speaking to an upstream (HTTP-API.md §7.1):
+//! The pooled upstream clients, one per way of speaking to an upstream (docs/http-api.md §7.1):
 //! HTTP/1.1 (clear text, or TLS offering only `http/1.1` by ALPN), HTTP/2 with prior knowledge
 //! in clear text (`h2c`), and TLS where ALPN picks `h2` or `http/1.1` (`auto`). Trust: webpki
 //! roots plus the optional `[proxy] upstream_ca_file`. Built once per configuration.

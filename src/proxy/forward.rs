@@ -1,6 +1,6 @@
 //! Forwarding a request that passed its route's policy: the upstream request is built from the
 //! client's (headers rewritten in §6 order), sent on the route's client within the route's
-//! timeout, and the response streamed back (HTTP-API.md §4, §6, §7.1).
+//! timeout, and the response streamed back (docs/http-api.md §4, §6, §7.1).
 //!
 //! Versions: the upstream request goes out in the route's protocol (HTTP/1.1, h2c, or what
 //! ALPN picks; an upgrade always on HTTP/1.1), and the client's answer carries the gateway's
@@ -11,7 +11,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, EXPECT, HOST, TRAILER};
+use http::header::{
+    HeaderValue, AUTHORIZATION, CONTENT_LENGTH, EXPECT, HOST, TRAILER, TRANSFER_ENCODING,
+};
 use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
@@ -67,6 +69,15 @@ pub async fn forward(
 
     let client = table.clients.for_route(route, websocket);
     let mut res = send(client, route, upstream_req, upload).await?;
+    // RFC 9112 §6.3: a response with both framings is a smuggling attempt or a broken
+    // upstream; neither is passed on (hyper alone would read it by Transfer-Encoding).
+    if res.headers().contains_key(TRANSFER_ENCODING) && res.headers().contains_key(CONTENT_LENGTH) {
+        tracing::warn!(
+            route = route.prefix(),
+            "upstream answered with both Content-Length and Transfer-Encoding"
+        );
+        return Err(ApiError::BadGateway);
+    }
     let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded {
         // An upgrade the gateway did not ask for would be an unauthenticated tunnel.

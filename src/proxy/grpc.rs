@@ -1,4 +1,4 @@
-//! Recognising a gRPC call (HTTP-API.md §7.1): the requests whose refusals by the gateway are
+//! Recognising a gRPC call (docs/http-api.md §7.1): the requests whose refusals by the gateway are
 //! answered the gRPC way (`ApiError::into_grpc_response`) instead of with §1 JSON.
 
 use http::header::CONTENT_TYPE;

@@ -1,9 +1,10 @@
-//! Header rewriting between client and upstream (HTTP-API.md §4, §6 "Proxying"; catalogue E).
+//! Header rewriting between client and upstream (docs/http-api.md §4).
 //!
-//! Request side, in this order (the order is the security property — catalogue E6):
+//! Request side, in this order (the order is the security property):
 //! 1. [`strip_hop_by_hop`]: fields named in `Connection`, then the standard hop-by-hop set
 //!    (`Trailer` is end-to-end and stays; `TE: trailers` is put back by [`set_te_trailers`]);
-//! 2. [`HeaderRewriter::strip_identity`]: every client copy of an identity header, any spelling;
+//! 2. [`HeaderRewriter::strip_identity`]: every client copy of an identity header (configured
+//!    and default names), any spelling, and every header under `strip_header_prefixes`;
 //! 3. [`HeaderRewriter::add_identity`]: the gateway's own values (authenticated routes only);
 //! 4. [`set_forwarding`], [`strip_routing_overrides`], [`append_via`], [`join_cookies`], the
 //!    request id.
@@ -38,7 +39,7 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// The standard hop-by-hop set removed in both directions. `Trailer` is not in it: it names
-/// the trailer fields of this message end to end (HTTP-API.md §7.1), and hyper writes an
+/// the trailer fields of this message end to end (docs/http-api.md §7.1), and hyper writes an
 /// HTTP/1.1 message's trailers only when it is there. `TE` is, and only `TE: trailers` is put
 /// back ([`set_te_trailers`]).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -54,11 +55,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Fields a `Connection` header may not nominate: removing them would change the message's
 /// framing (`Content-Length`) or lose the client's host before it reaches `X-Forwarded-Host`.
-/// The gateway recomputes both toward the upstream anyway (catalogue E7).
+/// The gateway recomputes both toward the upstream anyway.
 const NOT_NOMINATABLE: [HeaderName; 2] = [CONTENT_LENGTH, HOST];
 
 /// Forwarding headers a client could spoof and that the gateway does not vouch for: dropped
-/// so an upstream never believes a client-chosen address, port or path prefix (catalogue E9).
+/// so an upstream never believes a client-chosen address, port or path prefix.
 const RIVAL_FORWARDING: [HeaderName; 5] = [
     HeaderName::from_static("forwarded"),
     HeaderName::from_static("x-real-ip"),
@@ -68,7 +69,7 @@ const RIVAL_FORWARDING: [HeaderName; 5] = [
 ];
 
 /// Headers some frameworks honour to override the method or path the gateway authorised
-/// (catalogue E10, G13).
+///.
 const ROUTING_OVERRIDES: [HeaderName; 5] = [
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
@@ -151,34 +152,52 @@ pub struct IdentityValueError {
     pub header: HeaderName,
 }
 
-/// Identity-header handling compiled once from `[proxy] identity_headers`.
+/// The default identity header names: still stripped from clients after a rename, since an
+/// upstream written against the defaults may read them.
+const DEFAULT_IDENTITY_NAMES: [&str; 5] = [
+    "x-auth-user-id",
+    "x-auth-username",
+    "x-auth-roles",
+    "x-auth-session-id",
+    "x-auth-fresh",
+];
+
+/// Identity-header handling compiled once from `[proxy] identity_headers` and
+/// `strip_header_prefixes`.
 #[derive(Debug, Clone)]
 pub struct HeaderRewriter {
     names: IdentityHeaders,
-    /// The five names lowercased with `_` turned into `-`, compared against client names
-    /// folded the same way.
-    folded: [String; 5],
+    /// The configured and default names lowercased with `_` turned into `-`, compared against
+    /// client names folded the same way.
+    folded: Vec<String>,
+    /// `strip_header_prefixes`, folded the same way.
+    prefixes: Vec<String>,
 }
 
 impl HeaderRewriter {
-    /// Precomputes the folded spellings of the configured identity names.
-    pub fn new(names: &IdentityHeaders) -> HeaderRewriter {
-        let folded = [
-            &names.user_id,
-            &names.username,
-            &names.roles,
-            &names.session_id,
-            &names.fresh,
-        ]
-        .map(|name| name.as_str().bytes().map(fold).map(char::from).collect());
+    /// Precomputes the folded spellings of the configured and default identity names and of
+    /// the prefixes whose headers never reach upstreams.
+    pub fn new(names: &IdentityHeaders, prefixes: &[String]) -> HeaderRewriter {
+        let fold_all = |name: &str| -> String { name.bytes().map(fold).map(char::from).collect() };
+        let mut folded: Vec<String> = names
+            .names()
+            .iter()
+            .map(|n| n.as_str())
+            .chain(DEFAULT_IDENTITY_NAMES)
+            .map(fold_all)
+            .collect();
+        folded.sort();
+        folded.dedup();
         HeaderRewriter {
             names: names.clone(),
             folded,
+            prefixes: prefixes.iter().map(|p| fold_all(p)).collect(),
         }
     }
 
     /// Removes every header whose name, lowercased with `_` read as `-`, is an identity name
-    /// (`X_Auth_User_Id`, `x-auth_user-id`, `X-AUTH-USER-ID` all go). Run on every route.
+    /// (`X_Auth_User_Id`, `x-auth_user-id`, `X-AUTH-USER-ID` all go) or starts with one of
+    /// `strip_header_prefixes`. Run on every route.
     pub fn strip_identity(&self, headers: &mut HeaderMap) {
         let spoofed: Vec<HeaderName> = headers
             .keys()
@@ -191,13 +210,18 @@ impl HeaderRewriter {
     }
 
     fn is_identity(&self, name: &str) -> bool {
-        self.folded.iter().any(|folded| {
-            folded.len() == name.len()
+        let starts = |folded: &String| {
+            folded.len() <= name.len()
                 && folded
                     .bytes()
                     .zip(name.bytes())
                     .all(|(want, got)| want == fold(got))
-        })
+        };
+        self.prefixes.iter().any(starts)
+            || self
+                .folded
+                .iter()
+                .any(|folded| folded.len() == name.len() && starts(folded))
     }
 
     /// Sets the five identity headers (replacing any value present). Nothing is inserted
@@ -287,7 +311,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     }
 }
 
-/// The host the client asked for (HTTP-API.md §7.1): the absolute-form request-target's
+/// The host the client asked for (docs/http-api.md §7.1): the absolute-form request-target's
 /// authority (HTTP/1.1), else `:authority` (HTTP/2 — hyper puts both in the URI), else `Host`.
 /// User information in an authority is never part of it.
 pub fn client_host(uri: &http::Uri, headers: &HeaderMap) -> Option<HeaderValue> {
@@ -407,7 +431,7 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
 
 /// True when the client asks for a WebSocket upgrade: `Upgrade: websocket` (any case) with
 /// `upgrade` among the `Connection` tokens. Ask before [`strip_hop_by_hop`], which removes
-/// both; any other protocol (`h2c`, ...) is never tunnelled (catalogue E8).
+/// both; any other protocol (`h2c`, ...) is never tunnelled.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let mut upgrades = headers.get_all(UPGRADE).iter();
     let websocket = match (upgrades.next(), upgrades.next()) {
@@ -551,7 +575,7 @@ mod tests {
 
     #[test]
     fn connection_nominated_identity_is_replaced_not_lost() {
-        let rewriter = HeaderRewriter::new(&identity_names());
+        let rewriter = HeaderRewriter::new(&identity_names(), &[]);
         let mut headers = map(&[
             ("connection", "close, X-Auth-User-Id"),
             ("x-auth-user-id", "u2"),
@@ -589,7 +613,7 @@ mod tests {
 
     #[test]
     fn standard_hop_by_hop_headers_are_removed_and_trailer_is_kept() {
-        // Changed by HTTP-API.md §7.1: Trailer is end-to-end; TE goes here and only
+        // Changed by docs/http-api.md §7.1: Trailer is end-to-end; TE goes here and only
         // `TE: trailers` is put back by the forwarding step.
         let mut headers = map(&[
             ("keep-alive", "timeout=5"),
@@ -696,7 +720,7 @@ mod tests {
 
     #[test]
     fn identity_spellings_differing_by_case_or_underscore_are_stripped() {
-        let rewriter = HeaderRewriter::new(&identity_names());
+        let rewriter = HeaderRewriter::new(&identity_names(), &[]);
         let mut headers = map(&[
             ("X_Auth_User_Id", "u2"),
             ("x-auth_user-id", "u3"),
@@ -714,10 +738,37 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_strips_its_whole_family_in_any_spelling_and_defaults_survive_a_rename() {
+        let mut custom = identity_names();
+        custom.user_id = HeaderName::from_static("x-uid");
+        let rewriter = HeaderRewriter::new(&custom, &["x-auth-".into(), "x-internal-".into()]);
+        let mut headers = map(&[
+            ("X-Auth-Token", "t"),
+            ("x_auth_anything", "a"),
+            ("X-Internal-Role", "r"),
+            ("x-uid", "u"),
+            ("x-authx", "kept"),
+            ("x-auth", "kept"),
+        ]);
+        rewriter.strip_identity(&mut headers);
+        assert_eq!(names(&headers), ["x-auth", "x-authx"]);
+
+        // No prefixes: a client's own X-Auth-Token passes, the default names still go.
+        let rewriter = HeaderRewriter::new(&custom, &[]);
+        let mut headers = map(&[
+            ("X-Auth-Token", "t"),
+            ("X-Auth-User-Id", "spoof"),
+            ("x_uid", "spoof"),
+        ]);
+        rewriter.strip_identity(&mut headers);
+        assert_eq!(names(&headers), ["x-auth-token"]);
+    }
+
+    #[test]
     fn configured_names_with_underscores_match_dashed_spellings() {
         let mut names = identity_names();
         names.user_id = HeaderName::from_static("x_uid");
-        let rewriter = HeaderRewriter::new(&names);
+        let rewriter = HeaderRewriter::new(&names, &[]);
         let mut headers = map(&[("x-uid", "u2"), ("X_UID", "u3")]);
         rewriter.strip_identity(&mut headers);
         assert!(headers.is_empty());
@@ -725,7 +776,7 @@ mod tests {
 
     #[test]
     fn no_roles_give_an_empty_roles_header_and_fresh_is_true() {
-        let rewriter = HeaderRewriter::new(&identity_names());
+        let rewriter = HeaderRewriter::new(&identity_names(), &[]);
         let mut headers = HeaderMap::new();
         let id = IdentityValues {
             fresh: true,
@@ -738,7 +789,7 @@ mod tests {
 
     #[test]
     fn unrepresentable_identity_values_fail_closed_without_partial_headers() {
-        let rewriter = HeaderRewriter::new(&identity_names());
+        let rewriter = HeaderRewriter::new(&identity_names(), &[]);
         let no_roles: Vec<String> = Vec::new();
         let comma = roles(&["a,admin"]);
         let cases = [

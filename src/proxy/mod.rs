@@ -1,7 +1,7 @@
 //! Proxying: everything between a request outside the auth prefix and the upstream.
 //!
 //! `router` is the compiled route table and `table` everything a reload swaps with it;
-//! `headers` rewrites request and response headers in the order HTTP-API.md §6 fixes;
+//! `headers` rewrites request and response headers in the order docs/http-api.md §6 fixes;
 //! `client` holds the pooled upstream clients (HTTP/1.1, h2c, ALPN); `forward` sends the
 //! request and streams the answer back through `body` (timeouts, client faults, trailers);
 //! `websocket` tunnels upgraded connections; `checks` refuses request shapes before any token
@@ -16,7 +16,7 @@
 
 mod body;
 pub mod browser;
-mod checks;
+pub mod checks;
 pub mod client;
 pub mod forward;
 pub mod grpc;
@@ -76,6 +76,11 @@ impl Proxy {
             browser,
             clock,
         }
+    }
+
+    /// The number of WebSocket tunnels open now, shared (for `/metrics`).
+    pub fn open_tunnels(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.tunnels.open_count()
     }
 
     /// The table as of now: take it once per request, so a reload affects later requests only.

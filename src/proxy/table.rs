@@ -50,7 +50,10 @@ impl ProxyTable {
             .map(|r| Arc::from(r.prefix.as_str()))
             .collect();
         Ok(ProxyTable {
-            rewriter: HeaderRewriter::new(&config.proxy.identity_headers),
+            rewriter: HeaderRewriter::new(
+                &config.proxy.identity_headers,
+                &config.proxy.strip_header_prefixes,
+            ),
             config: config.proxy.clone(),
             router,
             clients,

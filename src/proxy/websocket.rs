@@ -13,6 +13,7 @@
 mod frames;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub struct Tunnels {
     leeway: Duration,
     shutdown: CancellationToken,
     clock: Clock,
+    /// Tunnels open now (for `/metrics`).
+    open: Arc<AtomicUsize>,
 }
 
 impl Tunnels {
@@ -53,7 +56,13 @@ impl Tunnels {
             leeway,
             shutdown,
             clock,
+            open: Arc::default(),
         }
+    }
+
+    /// The number of tunnels open, shared: it changes as tunnels open and close.
+    pub fn open_count(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
     }
 
     /// Tunnels an upgraded connection until either side closes or the gateway shuts down,
@@ -73,9 +82,11 @@ impl Tunnels {
         });
         let auth = self.auth.clone();
         let shutdown = self.shutdown.clone();
+        let open = OpenTunnel::count(&self.open);
         // The tunnel outlives the request; its lines still carry the request's span.
         let tunnel = async move {
             let _slot = slot;
+            let _open = open;
             let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
                 tracing::debug!("upgrade did not complete");
                 return;
@@ -97,6 +108,22 @@ impl Tunnels {
             tracing::info!(user_id, reason = outcome, "upgraded connection ended");
         };
         tokio::spawn(tunnel.in_current_span());
+    }
+}
+
+/// Counts one tunnel as open until dropped.
+struct OpenTunnel(Arc<AtomicUsize>);
+
+impl OpenTunnel {
+    fn count(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open.clone())
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -57,22 +57,42 @@ impl Endpoints {
     pub(super) async fn register(
         &self,
         req: Request<Incoming>,
+        ctx: &RequestContext,
     ) -> Result<Response<Body>, ApiError> {
         // Answered before parsing: a closed door says so whatever is sent.
         if !self.settings.allow_registration {
             return Err(ApiError::RegistrationDisabled);
         }
+        // `register_limit`, before the body is read; every answered attempt counts.
+        let attempt = self.passwords.begin_registration(ctx.client).await?;
+        let answer = self.register_counted(req).await;
+        attempt.counted().await;
+        answer
+    }
+
+    /// `POST /auth/register` once admitted by the registration limit.
+    async fn register_counted(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let input: RegisterBody = self.read_body(req).await?;
         let username = required(&input.username, "username")?;
         let password = required(&input.password, "password")?;
         check_username(username).map_err(|m| ApiError::InvalidRequest(m.into()))?;
         password_rules(password, self.settings.min_password_length)
             .map_err(|m| ApiError::InvalidRequest(m.into()))?;
+        // Reserved names look taken (the CLI may create them); no hash is spent on them.
+        if self
+            .settings
+            .reserved_usernames
+            .contains(&username.to_lowercase())
+        {
+            return Err(ApiError::UsernameTaken);
+        }
         let hash = self.passwords.hash(password).await?;
         let user = self
             .store
             .create_user(username, &hash, Vec::new(), self.clock.now())
             .await?;
+        // Legacy tokens naming this user work at once (docs/http-api.md §7.5).
+        self.auth.user_created(user.id, &user.username);
         tracing::info!(user_id = user.id, "registered");
         json(
             StatusCode::CREATED,
@@ -123,7 +143,7 @@ impl Endpoints {
         let hash = self.passwords.hash(new).await?;
         let revoked = self
             .sessions
-            .change_password(user.id, &hash, &identity.session_id)
+            .change_password(&user, &hash, &identity.session_id)
             .await?;
         tracing::info!(
             user_id = user.id,

@@ -1,4 +1,4 @@
-//! The endpoints the gateway serves itself under the auth prefix (HTTP-API.md §3): one file
+//! The endpoints the gateway serves itself under the auth prefix (docs/http-api.md §3): one file
 //! per resource, each handler a method of [`Endpoints`]. Unknown paths answer 404 and wrong
 //! methods 405 before any token is read. The forward-auth decision endpoint (`verify.rs`,
 //! §7.3) is its own [`ForwardAuth`], built only when enabled: it takes any method and any
@@ -38,7 +38,7 @@ use crate::store::Store;
 use crate::telemetry;
 pub use passwords::Passwords;
 use signin::Browser;
-pub use verify::{DecisionTable, ForwardAuth, VERIFY_PATH};
+pub use verify::{original_request, DecisionTable, ForwardAuth, VERIFY_PATH};
 
 /// The settings of `[auth]` and `[server]` the endpoints read (fixed until a restart).
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ pub struct EndpointSettings {
     pub allow_registration: bool,
     /// Shortest accepted password, in Unicode scalar values.
     pub min_password_length: usize,
+    /// Usernames refused at registration (lowercase).
+    pub reserved_usernames: Vec<String>,
     /// Largest accepted request body, in bytes.
     pub max_body: usize,
     /// Longest wait for the next piece of a request body (`408` beyond).
@@ -202,7 +204,7 @@ impl Endpoints {
     ) -> Result<Response<Body>, ApiError> {
         let method = req.method().clone();
         match (endpoint, method) {
-            (Endpoint::Register, Method::POST) => self.register(req).await,
+            (Endpoint::Register, Method::POST) => self.register(req, ctx).await,
             (Endpoint::Login, Method::POST) => self.login(req, ctx).await,
             (Endpoint::Login, Method::GET) if self.serves_page(&req) => self.sign_in_page(&req),
             (Endpoint::Refresh, Method::POST) => self.refresh(&req).await,

@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::auth::accounts_rules::{MAX_PASSWORD_BYTES, MAX_USERNAME_CHARS};
-use crate::auth::limiter::{LimitError, LoginLimiter};
+use crate::auth::limiter::{Attempt, LimitError, LoginLimiter};
 use crate::auth::password::PasswordHasher;
 use crate::error::ApiError;
-use crate::store::{Store, User};
+use crate::store::{Store, User, UserWithHash};
 
 /// The store's password hashes, checked under the limiter.
 pub struct Passwords {
@@ -30,7 +30,8 @@ impl Passwords {
     /// Checks `password` against the stored hash of `username` and returns the user; counts
     /// the outcome for the login limiter against the name, the client address `client` and
     /// the pair. One argon2 verify whether or not the user exists (against a dummy hash when
-    /// not): same answer, same store calls, same time.
+    /// not): same answer, same store calls, same time. A disabled user's right password is
+    /// answered exactly like a wrong one, after the same verify, and counts as a failure.
     pub async fn check(
         &self,
         username: &str,
@@ -58,10 +59,13 @@ impl Passwords {
             })?;
         let found = self.store.user_by_name(username).await?;
         let hash = found.as_ref().map(|u| u.password_hash.as_str());
-        let ok = self.hasher.verify(password, hash).await?;
-        match (ok, found) {
-            (true, Some(u)) => {
+        let checked = self.hasher.check(password, hash).await?;
+        match (checked.matched, found) {
+            (true, Some(u)) if !u.user.disabled => {
                 attempt.succeeded().await;
+                if checked.rehash {
+                    self.rehash(&u, password).await;
+                }
                 Ok(u.user)
             }
             _ => {
@@ -69,6 +73,41 @@ impl Passwords {
                 tracing::warn!(username, client = %client, "password check failed");
                 Err(ApiError::InvalidCredentials)
             }
+        }
+    }
+
+    /// Admits one registration from `client` under `register_limit`, or `429`. The attempt
+    /// counts once reported with [`Attempt::counted`], whatever the registration's answer.
+    pub async fn begin_registration(&self, client: IpAddr) -> Result<Attempt, ApiError> {
+        self.limiter
+            .begin_registration(client)
+            .await
+            .map_err(|e| match e {
+                LimitError::Limited { retry_after } => {
+                    tracing::warn!(client = %client, retry_after, "registration refused: too many");
+                    ApiError::RateLimited { retry_after }
+                }
+                LimitError::Store(e) => e.into(),
+            })
+    }
+
+    /// Replaces `user`'s imported or outdated hash with argon2id of the configured parameters
+    /// now that `password` is known to match it (docs/http-api.md §7.5). Only if the stored hash is
+    /// still the one checked, so a concurrent password change wins. A failure is logged; the
+    /// login it follows stands, and the next one tries again.
+    async fn rehash(&self, user: &UserWithHash, password: &str) {
+        let replaced = match self.hasher.hash(password).await {
+            Ok(new_hash) => self
+                .store
+                .rehash_password(user.user.id, &user.password_hash, &new_hash)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match replaced {
+            Ok(true) => tracing::info!(user_id = user.user.id, "password re-hashed with argon2id"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(user_id = user.user.id, error = %e, "re-hashing failed"),
         }
     }
 

@@ -1,4 +1,4 @@
-//! The browser side of the account endpoints (HTTP-API.md §7.4), present only with
+//! The browser side of the account endpoints (docs/http-api.md §7.4), present only with
 //! `[auth.cookies] enabled`: the cookies that token answers set and logout answers clear, the
 //! sign-in page, and the rules of a page post — where the browser may be sent back to (`rd`)
 //! and which pages may post at all (login CSRF, by `Origin`).
@@ -291,6 +291,35 @@ mod tests {
             tokens_in_body: true,
         };
         Browser::new(&config, "/auth").unwrap()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// The reference: at every depth of decoding, a local target is a path on this host
+        /// — one leading `/` not followed by `/` or `\\` (which browsers read as `/`, making
+        /// `//host` or `/\\host` a network path) — with no control character.
+        #[test]
+        fn a_local_redirect_target_never_leaves_this_host(
+            rd in proptest::prelude::prop_oneof![
+                "(/|//|/\\\\|%2[fF]|%5[cC]|%25|[a-z.:@]|%0[0-9a-fA-F]){0,8}",
+                proptest::prelude::any::<String>(),
+            ],
+        ) {
+            if is_local_path(&rd) {
+                let mut text = rd.clone();
+                loop {
+                    proptest::prop_assert!(text.starts_with('/'), "{rd:?}");
+                    proptest::prop_assert!(!text.starts_with("//") && !text.starts_with("/\\"), "{rd:?}");
+                    proptest::prop_assert!(!text.bytes().any(|b| b.is_ascii_control()), "{rd:?}");
+                    let next = percent_decode_str(&text).decode_utf8_lossy().into_owned();
+                    if next == text {
+                        break;
+                    }
+                    text = next;
+                }
+            }
+        }
     }
 
     #[test]

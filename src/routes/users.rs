@@ -13,6 +13,11 @@ use crate::server::response::Body;
 /// The role `/auth/users/{id}` requires.
 const ADMIN_ROLE: &str = "admin";
 
+/// How long verifiers may cache the JWK Set. Short enough that a key added to `verify_keys`
+/// ahead of a rotation reaches every verifier within minutes; a verifier meeting an unknown
+/// `kid` should fetch the set again anyway.
+pub const JWKS_CACHE_CONTROL: &str = "public, max-age=300";
+
 impl Endpoints {
     /// `GET` or `DELETE /auth/users/{id}`; `id` is `None` when it does not fit an integer.
     pub(super) async fn user(
@@ -38,7 +43,14 @@ impl Endpoints {
     /// themselves; 404 under HS256, whose secret is never published.
     pub(super) fn jwks(&self) -> Result<Response<Body>, ApiError> {
         match self.tokens.jwks() {
-            Some(set) => json(StatusCode::OK, &set),
+            Some(set) => {
+                let mut res = json(StatusCode::OK, &*set)?;
+                res.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static(JWKS_CACHE_CONTROL),
+                );
+                Ok(res)
+            }
             None => Err(ApiError::NotFound),
         }
     }

@@ -1,13 +1,13 @@
 //! The forward-auth decision endpoint, `{auth prefix}/verify` (any method, any sub-path), for a
 //! proxy already in front: nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`,
-//! Envoy `ext_authz` (HTTP-API.md §7.3). It answers "may this request pass?" instead of
+//! Envoy `ext_authz` (docs/http-api.md §7.3). It answers "may this request pass?" instead of
 //! forwarding.
 //!
 //! One line per decision, in this order:
 //! 1. the TCP peer must be in `[forward_auth] allowed_peers` (never a forwarded address);
 //! 2. the original method and URI come from the one configured source, never another
 //!    (nginx's subrequest copies every client header, so in nginx mode a client-sent
-//!    `X-Forwarded-Uri` must never be read — catalogue E10);
+//!    `X-Forwarded-Uri` must never be read);
 //! 3. the URI's path is normalised exactly as a proxied request's (`path::normalize`; the host
 //!    of an absolute URI is ignored) and matched in the same route table, a path no route
 //!    matches getting `[forward_auth] default_auth`;
@@ -155,21 +155,35 @@ impl ForwardAuth {
 
     /// The original method and normalised path, from the configured source only.
     fn original<B>(&self, req: &Request<B>, own_path: &str) -> Result<Original, ApiError> {
-        let (method, path) = match self.source {
-            ForwardAuthSource::XForwarded => (
-                header_method(req.headers(), "x-forwarded-method")?,
-                header_uri_path(req.headers(), "x-forwarded-uri")?,
-            ),
-            ForwardAuthSource::XOriginal => (
-                header_method(req.headers(), "x-original-method")?,
-                header_uri_path(req.headers(), "x-original-uri")?,
-            ),
-            ForwardAuthSource::Path => (req.method().clone(), own_path),
-        };
-        let path = normalize(path)
-            .map_err(|e| ApiError::InvalidRequest(format!("bad original path: {e}").into()))?;
+        let (method, path) = original_request(self.source, req.method(), req.headers(), own_path)?;
         Ok(Original { method, path })
     }
+}
+
+/// The forward-auth header reader: the original request's method and normalised path as
+/// `source` says to read them — `X-Forwarded-Method`/`-Uri`, `X-Original-Method`/`-URI`, or
+/// the decision request's own `method` and the path after the endpoint (`own_path`). Nothing
+/// falls through to another source; a missing, repeated or malformed value is 400.
+pub fn original_request(
+    source: ForwardAuthSource,
+    method: &Method,
+    headers: &HeaderMap,
+    own_path: &str,
+) -> Result<(Method, String), ApiError> {
+    let (method, path) = match source {
+        ForwardAuthSource::XForwarded => (
+            header_method(headers, "x-forwarded-method")?,
+            header_uri_path(headers, "x-forwarded-uri")?,
+        ),
+        ForwardAuthSource::XOriginal => (
+            header_method(headers, "x-original-method")?,
+            header_uri_path(headers, "x-original-uri")?,
+        ),
+        ForwardAuthSource::Path => (method.clone(), own_path),
+    };
+    let path = normalize(path)
+        .map_err(|e| ApiError::InvalidRequest(format!("bad original path: {e}").into()))?;
+    Ok((method, path))
 }
 
 /// The one value of header `name`, as text; missing, repeated or not visible ASCII is a bad

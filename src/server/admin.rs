@@ -13,6 +13,7 @@ use super::response::{full, Body};
 use super::{ConnInfo, Handler};
 use crate::auth::revocation::RevocationIndex;
 use crate::error::ApiError;
+use crate::store::health::WriteHealth;
 use crate::store::Store;
 use crate::telemetry::metrics::{self, Metrics};
 
@@ -22,6 +23,8 @@ pub struct AdminService {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     revocations: Arc<RevocationIndex>,
+    /// Whether the store's last write (real or the background probe's) was accepted.
+    write_health: Option<Arc<WriteHealth>>,
 }
 
 impl AdminService {
@@ -37,13 +40,26 @@ impl AdminService {
             store,
             metrics,
             revocations,
+            write_health: None,
         }
     }
 
-    fn metrics(&self) -> Response<Body> {
-        let text = self
-            .metrics
-            .render(self.revocations.sizes(), self.revocations.is_stale());
+    /// Readiness also requires the store to have accepted its last write.
+    pub fn with_write_health(mut self, health: Arc<WriteHealth>) -> Self {
+        self.write_health = Some(health);
+        self
+    }
+
+    /// The exposition, rendered on the blocking pool (the process figures read `/proc`).
+    async fn metrics(&self) -> Response<Body> {
+        let metrics = self.metrics.clone();
+        let (sizes, stale) = (self.revocations.sizes(), self.revocations.is_stale());
+        let text = tokio::task::spawn_blocking(move || metrics.render(sizes, stale))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "metrics task failed");
+                String::new()
+            });
         let mut res = Response::new(full(text));
         res.headers_mut().insert(
             CONTENT_TYPE,
@@ -60,6 +76,10 @@ impl AdminService {
         if self.revocations.is_stale() {
             return (StatusCode::SERVICE_UNAVAILABLE, "revocations not in sync");
         }
+        // Recorded by the writes themselves and a background probe: no write per /readyz.
+        if self.write_health.as_ref().is_some_and(|h| !h.is_writable()) {
+            return (StatusCode::SERVICE_UNAVAILABLE, "store not writable");
+        }
         match self.store.ping().await {
             Ok(()) => (StatusCode::OK, "ready"),
             Err(e) => {
@@ -75,7 +95,7 @@ impl Handler for AdminService {
         let (status, text) = match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, "ok"),
             (&Method::GET | &Method::HEAD, "/readyz") => self.readiness().await,
-            (&Method::GET | &Method::HEAD, "/metrics") => return self.metrics(),
+            (&Method::GET | &Method::HEAD, "/metrics") => return self.metrics().await,
             (_, "/healthz" | "/readyz" | "/metrics") => {
                 return ApiError::MethodNotAllowed {
                     allow: HeaderValue::from_static("GET, HEAD"),

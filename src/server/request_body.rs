@@ -50,6 +50,13 @@ pub async fn read<T: DeserializeOwned>(
     decode(encoding, &bytes)
 }
 
+/// Decodes a body already read as `headers`' `Content-Type` says (JSON or form), with the
+/// errors of [`read`] for its content; what [`read`] does after the bytes arrived, and what
+/// the fuzz targets drive.
+pub fn decode_body<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
+    decode(encoding(headers)?, bytes)
+}
+
 /// Whether the body is declared `application/x-www-form-urlencoded` (a sign-in page post).
 pub fn is_form(headers: &HeaderMap) -> bool {
     matches!(encoding(headers), Ok(Encoding::Form))

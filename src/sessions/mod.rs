@@ -18,13 +18,13 @@ pub mod rules;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::claims::new_jti;
+use crate::auth::claims::{new_jti, TokenType};
 use crate::auth::error::AuthError;
 use crate::auth::identity::Identity;
 use crate::auth::revocation::RevocationIndex;
 use crate::auth::tokens::{AccountGrant, IssueError, SessionGrant, Signed, TokenService};
 use crate::clock::{claim_time, secs, Clock};
-use crate::store::{Session, Store, StoreError, User};
+use crate::store::{RevocationKind, Session, Store, StoreError, User};
 use operations::RefreshOutcome;
 use rules::RefreshTiming;
 
@@ -126,6 +126,9 @@ impl Sessions {
     /// current one re-signed with its claims unchanged. A retired token presented after the
     /// grace revokes the whole session.
     pub async fn refresh(&self, refresh: &Identity) -> Result<Issued, SessionError> {
+        if refresh.legacy {
+            return self.exchange_legacy(refresh).await;
+        }
         let now = self.clock.now();
         // A refresh token expires with its session. The leeway lets it verify a few seconds
         // past that, but the session is over: nothing issued now could be valid.
@@ -178,9 +181,66 @@ impl Sessions {
         }
     }
 
+    /// A legacy refresh token (docs/http-api.md §7.5) exchanged for authgate tokens in one session
+    /// per legacy `jti`: the first use opens it, every later use answers its current tokens
+    /// (no reuse detection), and it ends at the earlier of the legacy token's `exp` and
+    /// `refresh_ttl` from the first use — never later than the legacy token would have.
+    async fn exchange_legacy(&self, legacy: &Identity) -> Result<Issued, SessionError> {
+        let now = self.clock.now();
+        let legacy_exp = i64::try_from(legacy.expires_at).unwrap_or(i64::MAX);
+        let expires_at = legacy_exp.min(now.saturating_add(secs(self.tokens.refresh_ttl())));
+        if expires_at <= now {
+            return Err(AuthError::Expired.into());
+        }
+        let opened = Session {
+            sid: new_jti().map_err(IssueError::from)?,
+            user_id: legacy.user_id,
+            created_at: now,
+            expires_at,
+            auth_time: i64::try_from(legacy.auth_time).unwrap_or(now),
+            refresh_jti: new_jti().map_err(IssueError::from)?,
+            retired_refresh: None,
+            revoked: false,
+        };
+        let session = self
+            .store
+            .exchange_legacy(&legacy.token_id, legacy_exp, &opened)
+            .await?
+            // Recorded, but its session is over and pruned.
+            .ok_or(SessionError::Auth(AuthError::Expired))?;
+        if session.user_id != legacy.user_id {
+            return Err(AuthError::Invalid("legacy token exchanged for another user").into());
+        }
+        if session.revoked {
+            return Err(AuthError::Revoked.into());
+        }
+        if !rules::is_live(&session, now) {
+            return Err(AuthError::Expired.into());
+        }
+        if session.sid == opened.sid {
+            tracing::info!(user_id = legacy.user_id, "legacy refresh token exchanged");
+        }
+        let user = self.live_user(legacy.user_id).await?;
+        let access = self.access_token(&user, &session, false, now)?;
+        let refresh = if self.rules.refresh_rotation {
+            Some(self.tokens.issue_refresh(
+                &grant(&session),
+                &session.refresh_jti,
+                session.refresh_issued_at(),
+            )?)
+        } else {
+            None
+        };
+        Ok(self.issued(&session, now, access, refresh))
+    }
+
     /// Step-up: `user` (of `identity`'s session) just typed their password again; a fresh
-    /// access token in the same session, whose `auth_time` moves to now.
+    /// access token in the same session, whose `auth_time` moves to now. A legacy token has
+    /// no session to step up in: the password check opens one, as a login does.
     pub async fn step_up(&self, identity: &Identity, user: &User) -> Result<Issued, SessionError> {
+        if identity.legacy {
+            return self.login(user).await;
+        }
         let now = self.clock.now();
         self.store.set_auth_time(&identity.session_id, now).await?;
         let session = self.live_session(&identity.session_id, now).await?;
@@ -191,6 +251,22 @@ impl Sessions {
     /// Ends `identity`'s session: its refresh token and every access token issued in it.
     /// A session already ended is [`AuthError::Revoked`].
     pub async fn logout(&self, identity: &Identity) -> Result<(), SessionError> {
+        if identity.legacy {
+            // A legacy token has no session: its `jti` is revoked, until its own `exp`; a
+            // refresh token also ends the session it was exchanged into, if it was.
+            let exp = i64::try_from(identity.expires_at).unwrap_or(i64::MAX);
+            let kind = RevocationKind::Token(identity.token_id.clone());
+            let mut entries = vec![self.store.append_revocation(kind, exp).await?];
+            if identity.token_type == TokenType::Refresh {
+                if let Some(sid) = self.store.legacy_session_of(&identity.token_id).await? {
+                    let ended = self.store.revoke_session(&sid, self.clock.now()).await?;
+                    entries.extend(ended);
+                }
+            }
+            self.revocations.apply(&entries);
+            tracing::info!(user_id = identity.user_id, "logout (legacy token)");
+            return Ok(());
+        }
         let revoked = self
             .store
             .revoke_session(&identity.session_id, self.clock.now())
@@ -198,21 +274,34 @@ impl Sessions {
         let Some(revocation) = revoked else {
             return Err(AuthError::Revoked.into());
         };
-        self.revocations.apply(&[revocation]);
+        let mut entries = vec![revocation];
+        // A session a legacy refresh token was exchanged into takes that token with it.
+        if let Some((jti, exp)) = self.store.legacy_exchange_of(&identity.session_id).await? {
+            let kind = RevocationKind::Token(jti);
+            entries.push(self.store.append_revocation(kind, exp).await?);
+        }
+        // Into memory last, right before the answer: a tunnel of the session is closed by
+        // it, and a client waiting for both sees the logout answered as the tunnel closes.
+        self.revocations.apply(&entries);
         tracing::info!(user_id = identity.user_id, "logout");
         Ok(())
     }
 
-    /// Stores `new_hash` as `user_id`'s password and ends every other session of theirs,
-    /// keeping `keep_sid` (the caller's). Returns how many sessions ended.
+    /// Stores `new_hash` as `user`'s password and ends every other session of theirs,
+    /// keeping `keep_sid` (the caller's), and every legacy token of theirs. Returns how many
+    /// sessions ended.
     pub async fn change_password(
         &self,
-        user_id: i64,
+        user: &User,
         new_hash: &str,
         keep_sid: &str,
     ) -> Result<usize, SessionError> {
-        let sweep = rules::sweep(Some(keep_sid), self.clock.now(), self.tokens.leeway());
-        let revoked = self.store.set_password(user_id, new_hash, sweep).await?;
+        let now = self.clock.now();
+        let cutoff =
+            operations::cut_off_legacy_tokens(self.store.as_ref(), &user.username, now).await?;
+        self.revocations.apply(&[cutoff]);
+        let sweep = rules::sweep(Some(keep_sid), now, self.tokens.leeway());
+        let revoked = self.store.set_password(user.id, new_hash, sweep).await?;
         self.revocations.apply(&revoked);
         Ok(revoked.len())
     }

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use super::rules::{self, RefreshTiming, RefreshVerdict};
-use crate::store::{Revocation, Session, Store, StoreError};
+use crate::auth::revocation::fold_username;
+use crate::store::{Revocation, RevocationKind, Session, Store, StoreError, User};
 
 /// What presenting a refresh token to [`refresh_rotating`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,28 +78,61 @@ pub async fn refresh_rotating(
     Ok(RefreshOutcome::Revoked)
 }
 
-/// Revokes every session of user `user_id` whose tokens may still verify at `now` (`user
-/// logout-all`). [`StoreError::NotFound`] for an unknown user.
+/// Revokes every session of `user` whose tokens may still verify at `now`, and cuts off
+/// their legacy tokens (`user logout-all`). Returns the entries appended (the cut-off first).
+/// [`StoreError::NotFound`] for an unknown user.
 pub async fn revoke_all_sessions(
     store: &dyn Store,
-    user_id: i64,
+    user: &User,
     now: i64,
     leeway: Duration,
 ) -> Result<Vec<Revocation>, StoreError> {
-    store
-        .revoke_user_sessions(user_id, rules::sweep(None, now, leeway))
-        .await
+    let mut entries = vec![cut_off_legacy_tokens(store, &user.username, now).await?];
+    entries.extend(
+        store
+            .revoke_user_sessions(user.id, rules::sweep(None, now, leeway))
+            .await?,
+    );
+    Ok(entries)
 }
 
-/// Deletes user `id` at `now` and revokes every token of theirs, whatever session it is in.
-/// `None` when no such user exists.
+/// Deletes user `id` at `now` and revokes every token of theirs, whatever session it is in,
+/// legacy tokens included. `None` when no such user exists.
 pub async fn delete_user(
     store: &dyn Store,
     id: i64,
     now: i64,
     refresh_ttl: Duration,
 ) -> Result<Option<Vec<Revocation>>, StoreError> {
-    store
+    let Some(user) = store.user_by_id(id).await? else {
+        return Ok(None);
+    };
+    let cutoff = cut_off_legacy_tokens(store, &user.username, now).await?;
+    let deleted = store
         .delete_user(id, now, rules::user_tokens_expire_by(now, refresh_ttl))
-        .await
+        .await?;
+    Ok(deleted.map(|mut entries| {
+        entries.insert(0, cutoff);
+        entries
+    }))
+}
+
+/// Refuses from now on every legacy (flask-jwt-extended) token of `username` issued at or
+/// before `now` (docs/http-api.md §7.5): the per-user cut-off that logout-all, a password change,
+/// deletion — and disabling a user — set. Returns the durable log entry; the caller applies
+/// it to its in-memory index (a running gateway reads it from the log within a second).
+///
+/// Callers set it *before* the change it belongs to: should that change then fail, the
+/// legacy tokens are refused for nothing, never accepted after a change that happened.
+pub async fn cut_off_legacy_tokens(
+    store: &dyn Store,
+    username: &str,
+    now: i64,
+) -> Result<Revocation, StoreError> {
+    // Never pruned: a legacy token's lifetime is the old app's, unknown to the store.
+    let kind = RevocationKind::LegacyCutoff {
+        username: fold_username(username),
+        before: now,
+    };
+    store.append_revocation(kind, i64::MAX).await
 }

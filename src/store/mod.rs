@@ -13,6 +13,7 @@
 //! conformance suite in `tests/store/`.
 
 pub mod feed;
+pub mod health;
 mod model;
 mod postgres;
 mod sqlite;
@@ -100,6 +101,10 @@ pub enum StoreError {
     /// worth retrying later. Answered `503`.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// A session was to start for a user an operator has disabled (answered like a wrong
+    /// password).
+    #[error("the user is disabled")]
+    UserDisabled,
     /// Anything else (I/O, an unexpected SQLite error); details for the log.
     #[error("store error: {0}")]
     Internal(String),
@@ -141,6 +146,18 @@ pub trait Store: Send + Sync + 'static {
         sweep: SessionSweep<'a>,
     ) -> StoreFuture<'a, Vec<Revocation>>;
 
+    /// Disables (`true`) or enables user `user_id`. Disabling also revokes the sessions
+    /// `sweep` selects, in the same transaction, and from then on [`Store::create_session`]
+    /// refuses the user with [`StoreError::UserDisabled`]: a login racing the change is either
+    /// revoked or refused. Enabling revokes nothing. Returns the appended `Session` entries.
+    /// [`StoreError::NotFound`] for an unknown user.
+    fn set_disabled<'a>(
+        &'a self,
+        user_id: i64,
+        disabled: bool,
+        sweep: SessionSweep<'a>,
+    ) -> StoreFuture<'a, Vec<Revocation>>;
+
     /// Deletes the user and their roles, marks their sessions revoked at `now` and appends a
     /// `User(id)` entry covering tokens until `covers_until`, in one transaction. Returns the
     /// appended entries, or `None` when there is no such user.
@@ -159,7 +176,7 @@ pub trait Store: Send + Sync + 'static {
     /// user (matched case-insensitively).
     fn revoke_role<'a>(&'a self, username: &'a str, role: &'a str) -> StoreFuture<'a, bool>;
 
-    /// Records a new login session.
+    /// Records a new login session; [`StoreError::UserDisabled`] when its user is disabled.
     fn create_session<'a>(&'a self, session: &'a Session) -> StoreFuture<'a, ()>;
 
     /// Looks a session up, revoked or not, with its retired refresh token. Reads the latest
@@ -223,7 +240,49 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    // ---- failed-login counters (HTTP-API.md §3) ----
+    // ---- migrating from flask-jwt-extended (docs/http-api.md §7.5) ----
+
+    /// Appends one entry to the revocation log (a legacy token's `jti`, a legacy cut-off, a
+    /// directory change) and returns it, durable.
+    fn append_revocation(
+        &self,
+        kind: RevocationKind,
+        covers_until: i64,
+    ) -> StoreFuture<'_, Revocation>;
+
+    /// The session a legacy refresh token (`legacy_jti`, expiring at `legacy_exp`) was
+    /// exchanged into: on first use, `session` is created and recorded as its exchange and
+    /// returned; afterwards the session recorded then, revoked or not. One transaction, so
+    /// concurrent first uses open one session. `None` when the exchange is recorded but its
+    /// session has been pruned (it is over).
+    fn exchange_legacy<'a>(
+        &'a self,
+        legacy_jti: &'a str,
+        legacy_exp: i64,
+        session: &'a Session,
+    ) -> StoreFuture<'a, Option<Session>>;
+
+    /// The legacy refresh token (`jti`, `exp`) session `sid` was opened by, if it was.
+    fn legacy_exchange_of<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<(String, i64)>>;
+
+    /// The session legacy refresh token `legacy_jti` was exchanged into, if it was.
+    fn legacy_session_of<'a>(&'a self, legacy_jti: &'a str) -> StoreFuture<'a, Option<String>>;
+
+    /// Replaces user `user_id`'s password hash with `new_hash` only while it is still
+    /// `old_hash` (re-hashing at login must never undo a concurrent password change). `true`
+    /// when it replaced it.
+    fn rehash_password<'a>(
+        &'a self,
+        user_id: i64,
+        old_hash: &'a str,
+        new_hash: &'a str,
+    ) -> StoreFuture<'a, bool>;
+
+    /// One stored password hash for each distinct scheme and parameter set present
+    /// ([`hash_parameters`]), so the gateway can time the slowest at start.
+    fn password_hash_samples(&self) -> StoreFuture<'_, Vec<String>>;
+
+    // ---- failed-login counters (docs/http-api.md §3) ----
 
     /// Reserves one password check against every counter of `reserve`, if each leaves room
     /// (failures in its running window plus checks in flight below its limit): one atomic

@@ -9,6 +9,19 @@ pub enum RevocationKind {
     User(i64),
     /// One token, by `jti`.
     Token(String),
+    /// Every legacy (flask-jwt-extended) token of a username issued at or before `before`
+    /// (logout-all, a password change, deletion, disabling: docs/http-api.md §7.5). Keyed by the
+    /// folded username, not the id: a legacy token names its user by name, and a deleted
+    /// name registered again must not inherit the old tokens.
+    LegacyCutoff {
+        /// The username, lowercased (usernames are ASCII).
+        username: String,
+        /// Seconds since the epoch; tokens with `iat <= before` are refused.
+        before: i64,
+    },
+    /// Not a revocation: users were added by another process (`authgate user import`), so a
+    /// reader re-reads its username map (kept for legacy tokens) from the store.
+    Directory,
 }
 
 impl RevocationKind {
@@ -18,6 +31,10 @@ impl RevocationKind {
             RevocationKind::Session(sid) => ("session", sid.clone()),
             RevocationKind::User(id) => ("user", id.to_string()),
             RevocationKind::Token(jti) => ("token", jti.clone()),
+            RevocationKind::LegacyCutoff { username, before } => {
+                ("legacy_cutoff", format!("{before}:{username}"))
+            }
+            RevocationKind::Directory => ("directory", String::new()),
         }
     }
 }
@@ -35,6 +52,18 @@ impl Revocation {
             match kind {
                 "session" => RevocationKind::Session(value),
                 "token" => RevocationKind::Token(value),
+                "directory" => RevocationKind::Directory,
+                "legacy_cutoff" => {
+                    let parsed = value
+                        .split_once(':')
+                        .and_then(|(before, name)| Some((before.parse().ok()?, name.to_owned())));
+                    let Some((before, username)) = parsed else {
+                        return Err(Internal(format!(
+                            "revocation entry {seq} holds no valid legacy cut-off"
+                        )));
+                    };
+                    RevocationKind::LegacyCutoff { username, before }
+                }
                 "user" => RevocationKind::User(value.parse().map_err(|_| {
                     Internal(format!("revocation entry {seq} names no valid user id"))
                 })?),
@@ -77,6 +106,8 @@ pub struct User {
     pub roles: Vec<String>,
     /// Seconds since the epoch.
     pub created_at: i64,
+    /// Disabled by an operator: logins fail as with a wrong password, no session may start.
+    pub disabled: bool,
 }
 
 /// A user together with the stored password hash, for password checks only.
@@ -96,6 +127,34 @@ impl std::fmt::Debug for UserWithHash {
             .field("password_hash", &"<redacted>")
             .finish()
     }
+}
+
+/// The scheme and parameters of a stored password hash, without its salt and digest:
+/// `$argon2id$v=19$m=19456,t=2,p=1`, `$2b$12`, `pbkdf2:sha256:600000`, `scrypt:32768:8:1`.
+/// Hashes with equal parameters cost the same to verify.
+pub fn hash_parameters(hash: &str) -> &str {
+    if let Some(rest) = hash.strip_prefix('$') {
+        // bcrypt: `$2b$12$<salt+digest>`; PHC: `$id$v=..$params$salt$digest`.
+        let drop = if rest.starts_with('2') { 1 } else { 2 };
+        let mut end = hash.len();
+        for _ in 0..drop {
+            end = hash.get(..end).and_then(|h| h.rfind('$')).unwrap_or(0);
+        }
+        return hash.get(..end).unwrap_or_default();
+    }
+    hash.split_once('$').map_or(hash, |(params, _)| params)
+}
+
+/// One hash of `hashes` for each distinct [`hash_parameters`], ordered by them (what
+/// `Store::password_hash_samples` answers).
+pub fn one_per_parameter_set(hashes: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut samples = std::collections::BTreeMap::new();
+    for hash in hashes {
+        samples
+            .entry(hash_parameters(&hash).to_owned())
+            .or_insert(hash);
+    }
+    samples.into_values().collect()
 }
 
 /// A login session: the tokens of one login share its `sid`.
@@ -151,7 +210,7 @@ pub struct SessionSweep<'a> {
     pub revoked_at: i64,
 }
 
-/// One failed-login counter (HTTP-API.md §3): a username and client address together, a
+/// One failed-login counter (docs/http-api.md §3): a username and client address together, a
 /// username over all addresses (`address` empty), or an address over all usernames
 /// (`username` empty). Ordered, so every writer locks counters in the same order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -323,6 +382,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hash_parameters_drop_salt_and_digest() {
+        for (hash, params) in [
+            (
+                "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$ZGlnZXN0",
+                "$argon2id$v=19$m=19456,t=2,p=1",
+            ),
+            (
+                "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234",
+                "$2b$12",
+            ),
+            ("pbkdf2:sha256:600000$salt$00ff", "pbkdf2:sha256:600000"),
+            ("scrypt:32768:8:1$salt$00ff", "scrypt:32768:8:1"),
+        ] {
+            assert_eq!(hash_parameters(hash), params);
+        }
+    }
+
+    #[test]
+    fn legacy_entries_round_trip_through_their_columns() {
+        for kind in [
+            RevocationKind::LegacyCutoff {
+                username: "alice@example.com".into(),
+                before: 1_700_000_000,
+            },
+            RevocationKind::Directory,
+        ] {
+            let (k, v) = kind.encode();
+            assert_eq!(Revocation::decode(1, k, v, 5).unwrap().kind, kind);
+        }
+        assert!(Revocation::decode(1, "legacy_cutoff", "x".into(), 5).is_err());
+    }
+
+    #[test]
     fn debug_output_of_a_user_with_hash_hides_the_hash() {
         let user = UserWithHash {
             user: User {
@@ -330,6 +422,7 @@ mod tests {
                 username: "a".into(),
                 roles: vec![],
                 created_at: 0,
+                disabled: false,
             },
             password_hash: "$argon2id$v=19$secret".into(),
         };

@@ -1,4 +1,4 @@
-//! Metrics for `GET /metrics` on the admin listener (HTTP-API.md §5): requests by route and
+//! Metrics for `GET /metrics` on the admin listener (docs/http-api.md §5): requests by route and
 //! status, latency histograms by route, auth failures by reason, upstream errors, forward-auth
 //! decisions by outcome, and the sizes of the revocation sets. Families are registered once; recording a request costs a
 //! hash lookup under a read lock and no allocation (route labels are shared `Arc<str>`s or
@@ -8,16 +8,22 @@
 //! and, when the gateway answered an error itself, the error's §1 code.
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::StatusCode;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
-use prometheus_client::metrics::counter::Counter;
+use http::{Method, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use super::process;
 
 use crate::auth::revocation::RevocationSizes;
 
@@ -121,6 +127,74 @@ pub struct Metrics {
     decisions: Family<OutcomeLabels, Counter>,
     revocations: Family<KindLabels, Gauge>,
     stale: Gauge,
+    reloads: Family<ResultLabels, Counter>,
+    last_reload: Gauge,
+    key_generation: Gauge,
+    logins: Family<OutcomeLabels, Counter>,
+    registrations: Family<OutcomeLabels, Counter>,
+    refreshes: Family<OutcomeLabels, Counter>,
+    probes: Probes,
+}
+
+/// A value read when `/metrics` is scraped (connections, queue depth, ...).
+pub type Probe = Box<dyn Fn() -> f64 + Send + Sync>;
+
+/// Whether a probe is a gauge or a counter (a counter's name gets `_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// Goes up and down.
+    Gauge,
+    /// Only goes up.
+    Counter,
+}
+
+struct ProbeEntry {
+    name: &'static str,
+    help: &'static str,
+    kind: ProbeKind,
+    read: Probe,
+}
+
+/// The probes added after start (parts built after the registry), read on each scrape.
+#[derive(Clone, Default)]
+struct Probes(Arc<Mutex<Vec<ProbeEntry>>>);
+
+impl std::fmt::Debug for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Probes")
+    }
+}
+
+impl Collector for Probes {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let probes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for p in probes.iter() {
+            let value = (p.read)();
+            match p.kind {
+                ProbeKind::Gauge => {
+                    let metric = ConstGauge::new(value);
+                    let e =
+                        encoder.encode_descriptor(p.name, p.help, None, metric.metric_type())?;
+                    metric.encode(e)?;
+                }
+                ProbeKind::Counter => {
+                    let metric = ConstCounter::new(value);
+                    let e =
+                        encoder.encode_descriptor(p.name, p.help, None, metric.metric_type())?;
+                    metric.encode(e)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -143,7 +217,10 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every family.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("authgate");
+        let mut root = Registry::default();
+        // The standard process_* families carry no prefix, as every exporter writes them.
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("authgate");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
         let auth_failures = Family::<ReasonLabels, Counter>::default();
@@ -151,6 +228,54 @@ impl Metrics {
         let decisions = Family::<OutcomeLabels, Counter>::default();
         let revocations = Family::<KindLabels, Gauge>::default();
         let stale = Gauge::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
+        let last_reload = Gauge::default();
+        let key_generation = Gauge::default();
+        registry.register(
+            "build",
+            "The running build: its version in a label, value 1",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let logins = Family::<OutcomeLabels, Counter>::default();
+        let registrations = Family::<OutcomeLabels, Counter>::default();
+        let refreshes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "logins",
+            "Login attempts (POST to the login endpoint), by outcome: success or the error code",
+            logins.clone(),
+        );
+        registry.register(
+            "registrations",
+            "Registration attempts, by outcome: success or the error code",
+            registrations.clone(),
+        );
+        registry.register(
+            "refreshes",
+            "Token refreshes, by outcome: success or the error code",
+            refreshes.clone(),
+        );
+        let probes = Probes::default();
+        registry.register_collector(Box::new(probes.clone()));
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by result: success or failure (nothing applied)",
+            reloads.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (start or reload), Unix seconds",
+            last_reload.clone(),
+        );
+        registry.register(
+            "token_key_generation",
+            "Generation of the token key set: 0 at start, one more after each key reload",
+            key_generation.clone(),
+        );
+        last_reload.set(unix_now());
+        for result in ["success", "failure"] {
+            // Both series exist from the start, so `increase()` sees the first failure.
+            let _ = reloads.get_or_create(&ResultLabels { result });
+        }
         registry.register(
             "requests",
             "Requests answered, by matched route and status",
@@ -188,7 +313,7 @@ impl Metrics {
             stale.clone(),
         );
         Self {
-            registry,
+            registry: root,
             requests,
             latency,
             auth_failures,
@@ -196,7 +321,77 @@ impl Metrics {
             decisions,
             revocations,
             stale,
+            reloads,
+            last_reload,
+            key_generation,
+            logins,
+            registrations,
+            refreshes,
+            probes,
         }
+    }
+
+    /// Adds a family whose one value `read` gives on each scrape; `name` is without the
+    /// `authgate_` prefix (and, for a counter, without `_total`).
+    pub fn add_probe(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: ProbeKind,
+        read: impl Fn() -> f64 + Send + Sync + 'static,
+    ) {
+        self.probes
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(ProbeEntry {
+                name,
+                help,
+                kind,
+                read: Box::new(read),
+            });
+    }
+
+    /// Counts a login, registration or refresh by outcome, from the answer of the endpoint
+    /// named `endpoint`. Only `POST`s are attempts: `GET` of the login endpoint is the sign-in
+    /// page, and other methods are answered 405 before any credential is looked at.
+    pub fn record_account(
+        &self,
+        endpoint: &str,
+        method: &Method,
+        status: StatusCode,
+        error_code: Option<&'static str>,
+    ) {
+        if *method != Method::POST {
+            return;
+        }
+        let family = match endpoint {
+            "auth:login" => &self.logins,
+            "auth:register" => &self.registrations,
+            "auth:refresh" => &self.refreshes,
+            _ => return,
+        };
+        let outcome = if status.is_success() {
+            "success"
+        } else {
+            error_code.unwrap_or("other")
+        };
+        family.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Records one configuration reload; a success also sets the time of the last good one.
+    pub fn record_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+        if ok {
+            self.last_reload.set(unix_now());
+        }
+    }
+
+    /// Sets the token key generation shown in the exposition.
+    pub fn set_key_generation(&self, generation: u64) {
+        self.key_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
     }
 
     /// Records one forward-auth decision: allowed (`refusal` is `None`) or refused with that
@@ -264,6 +459,13 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

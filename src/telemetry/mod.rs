@@ -15,6 +15,7 @@
 
 mod lines;
 pub mod metrics;
+mod process;
 
 use std::io::IsTerminal;
 use std::net::IpAddr;

@@ -1,4 +1,4 @@
-//! Accounts (HTTP-API.md §3): register with every §1 error it can produce, the caller's own
+//! Accounts (docs/http-api.md §3): register with every §1 error it can produce, the caller's own
 //! account (`/auth/me`, `PUT /auth/password`, `DELETE /auth/me`), the admin user resource,
 //! the JWK Set, unknown endpoints and methods, and the operator's `authgate user` commands.
 
@@ -42,6 +42,21 @@ async fn register_id(app: &TestApp, name: &str) -> i64 {
     let r = app.register(name, PASSWORD).await;
     assert_eq!(r.status(), StatusCode::CREATED, "register {name}");
     r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+}
+
+/// Creates `name` with [`PASSWORD`] through the operator CLI and returns its id. Changes:
+/// `root` used to be registered over HTTP; it is a reserved username now (refused at
+/// registration, allowed from the CLI).
+async fn cli_user_id(app: &TestApp, name: &str) -> i64 {
+    let stdin = format!("{PASSWORD}\n");
+    let out = user_cli_async(&app.config_path, &["user", "add", name], Some(&stdin)).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user = app.state.store.user_by_name(name).await.unwrap();
+    user.expect("created by the CLI").user.id
 }
 
 /// `PUT /auth/password` with `token`.
@@ -97,7 +112,7 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 /// An app with the `admin` role granted to `root` and a fresh login of theirs.
 async fn app_with_admin() -> (TestApp, Tokens) {
     let app = TestApp::spawn().await;
-    register_id(&app, "root").await;
+    cli_user_id(&app, "root").await;
     assert!(app.state.store.grant_role("root", "admin").await.unwrap());
     let admin = app.login("root").await;
     (app, admin)
@@ -108,7 +123,7 @@ async fn app_with_admin() -> (TestApp, Tokens) {
 fn sign(app: &TestApp, claims: &Claims) -> String {
     let secret = std::fs::read(app.dir.path().join("jwt-secret")).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.kid = Some(app.state.tokens.signing_kid().to_owned());
+    header.kid = Some(app.state.tokens.signing_kid());
     let key = jsonwebtoken::EncodingKey::from_secret(&secret);
     jsonwebtoken::encode(&header, claims, &key).unwrap()
 }
@@ -814,7 +829,7 @@ async fn a_deleted_account_loses_every_token_and_its_name_comes_back_with_a_new_
 #[tokio::test(flavor = "multi_thread")]
 async fn the_user_resource_needs_the_admin_role_held_by_the_token() {
     let app = TestApp::spawn().await;
-    register_id(&app, "root").await;
+    cli_user_id(&app, "root").await;
     let before = app.login("root").await;
     let target = register_id(&app, "target").await;
     let path = format!("/auth/users/{target}");

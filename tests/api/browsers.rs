@@ -1,4 +1,4 @@
-//! Browsers (HTTP-API.md §7.4): tokens in cookies with their attributes, the `csrf` claim and
+//! Browsers (docs/http-api.md §7.4): tokens in cookies with their attributes, the `csrf` claim and
 //! double-submit checks in the §7.2 order, which cookie authenticates which endpoint, header
 //! beats cookie, logout clearing, `tokens_in_body`, the sign-in page (open redirects, login
 //! CSRF, byte-identical failures), and CORS preflights and headers.

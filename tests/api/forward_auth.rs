@@ -1,4 +1,4 @@
-//! Forward-auth (HTTP-API.md §7.3): every rule of `/auth/verify` asked directly — who may ask,
+//! Forward-auth (docs/http-api.md §7.3): every rule of `/auth/verify` asked directly — who may ask,
 //! where the original request is read from (and never from anywhere else), normalisation, the
 //! route table and `default_auth`, the statuses it keeps to, the identity headers — and the
 //! exact request shapes Traefik's `ForwardAuth` and Envoy's `ext_authz` send.

@@ -1,4 +1,4 @@
-//! A real gRPC server and client through the gateway (HTTP-API.md §7.1): grpcio from the test
+//! A real gRPC server and client through the gateway (docs/http-api.md §7.1): grpcio from the test
 //! venv (`tests/api/grpc_peer.py`), behind a token route on an h2c upstream and on an https
 //! upstream (ALPN h2). grpcio is grpc-core, the strictest peer there is about `te: trailers`,
 //! trailers-only answers and HTTP/2 framing, and needs no generated code or protoc here.

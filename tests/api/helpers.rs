@@ -53,6 +53,8 @@ pub struct Setup {
     pub cors: String,
     /// Extra lines for `[forward_auth]`.
     pub forward_auth: String,
+    /// Extra lines for `[compat]` (its subtable `[compat.flask_jwt_extended]` too).
+    pub compat: String,
     /// `[[routes]]` tables; `None` means the default routes to the echo upstream. Every
     /// [`ECHO`] in the text is replaced by the echo upstream's address.
     pub routes: Option<String>,
@@ -76,6 +78,16 @@ impl Setup {
         let secret_file = match &self.secret_file {
             Some(file) => file.clone(),
             None => dir.join("jwt-secret"),
+        };
+        // Every in-process test client comes from 127.0.0.1: tests that are not about the
+        // registration limit must not run into its default of 10 an hour.
+        let auth = if self.auth.contains("register_limit") {
+            self.auth.clone()
+        } else {
+            format!(
+                "register_limit = {{ max = 100000, window = \"1h\" }}\n{}",
+                self.auth
+            )
         };
         format!(
             r#"[server]
@@ -104,16 +116,19 @@ level = "warn"
 [forward_auth]
 {forward_auth}
 
+[compat]
+{compat}
+
 {routes}
 "#,
             secret_file = secret_file.display(),
             server = self.server,
             tokens = self.tokens,
-            auth = self.auth,
             proxy = self.proxy,
             cookies = self.cookies,
             cors = self.cors,
             forward_auth = self.forward_auth,
+            compat = self.compat,
         )
     }
 }
@@ -477,21 +492,21 @@ impl Process {
     /// logs). The test runner's `RUST_LOG` is not passed on; `env` may set one.
     // ok: the child is killed and waited for by `Drop` once it is inside a `Process`, and a
     // test that panics before that ends the test process anyway.
-    #[allow(clippy::zombie_processes)]
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Process {
         let mut cmd = Command::new(binary());
         cmd.arg("--config").arg(config).env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Process::spawn(cmd)
+        Self::start_command(cmd)
     }
 
-    /// Starts `cmd` (the binary, or a shell that execs it; its environment as the caller set
-    /// it) with stderr piped, and waits for its "serving" line.
+    /// Starts `cmd` (which runs the gateway, perhaps through a wrapper such as `sh -c`) with
+    /// its stderr read as [`Process::start`] does, and waits for its "serving" line. The
+    /// environment is left as `cmd` has it.
     // ok: as for `start`.
     #[allow(clippy::zombie_processes)]
-    pub fn spawn(mut cmd: Command) -> Process {
+    pub fn start_command(mut cmd: Command) -> Process {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -230,7 +230,7 @@ fn the_open_files_soft_limit_is_raised_to_the_hard_limit_at_start_and_logged() {
         .arg(binary())
         .arg(&path)
         .env_remove("RUST_LOG");
-    let p = Process::spawn(cmd);
+    let p = Process::start_command(cmd);
     let pid = p.child.id().to_string();
     assert_eq!(open_files_limits(&pid), (hard, hard));
     let line = p

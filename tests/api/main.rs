@@ -6,6 +6,12 @@
 
 mod accounts;
 mod browsers;
+mod catalogue_accounts;
+mod catalogue_gaps;
+mod catalogue_http;
+mod catalogue_lockout;
+mod catalogue_logs;
+mod catalogue_tokens;
 mod chromium;
 mod demo;
 mod grpc;
@@ -13,11 +19,18 @@ mod grpc;
 // into this test binary (the library does not export it).
 #[path = "../../src/cli/echo_upstream.rs"]
 mod echo;
+mod examples;
+mod faults;
+mod flask;
 mod forward_auth;
 mod front_proxy;
 mod helpers;
 mod lifecycle;
 mod limits;
+mod memory;
+mod openapi;
+mod operations;
+mod packaging;
 #[path = "../support/postgres.rs"]
 mod pg;
 mod protocols;

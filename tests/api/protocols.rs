@@ -1,4 +1,4 @@
-//! Upstream protocols and proxy conventions (HTTP-API.md §7.1): HTTP/1.0, HTTP/1.1 and HTTP/2
+//! Upstream protocols and proxy conventions (docs/http-api.md §7.1): HTTP/1.0, HTTP/1.1 and HTTP/2
 //! clients against HTTP/1.0, HTTP/1.1 and h2c upstreams, trailers both ways, cookie joining,
 //! `Via`, `TRACE`, `Max-Forwards`, `Transfer-Encoding` strictness, the forwarding headers,
 //! the route timeout and `idle_timeout`, `Expect: 100-continue`, client body faults, the gRPC
@@ -350,7 +350,8 @@ async fn every_client_version_reaches_every_upstream_version_and_gets_the_gatewa
 }
 
 /// A child process killed (and waited for) when the test ends, however it ends.
-struct KillOnDrop(Child);
+/// A child process killed (and reaped) when dropped.
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -1062,7 +1063,7 @@ async fn expect_head(app: &TestApp, path: &str, extra: &str) -> (String, TcpStre
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expect_100_continue_is_answered_only_after_the_token_check_and_the_upstreams_100() {
-    // Changed by HTTP-API.md §7.1 (this replaces tests/api/proxy.rs's
+    // Changed by docs/http-api.md §7.1 (this replaces tests/api/proxy.rs's
     // expect_100_continue_gets_its_interim_answer_and_the_body_passes, where the gateway sent
     // its own 100): no 100 before the route's checks pass, and the upstream's own 100 or final
     // answer is relayed.

@@ -1,4 +1,4 @@
-//! Several replicas on one PostgreSQL database (HTTP-API.md §3, §6): revocations made on one
+//! Several replicas on one PostgreSQL database (docs/http-api.md §3, §6): revocations made on one
 //! replica, or by the CLI, are refused on every other; a replica that restarts, loses its
 //! connections or is cut off from the database never accepts a revoked token, and fails
 //! closed (503) while it cannot confirm it is in sync; registration, rotation races and the
@@ -32,28 +32,28 @@ const IN_SYNC: Duration = Duration::from_secs(1);
 const RECOVERY: Duration = Duration::from_secs(20);
 
 /// A database and a signing secret shared by the replicas of one test.
-struct Cluster {
-    db: TestDatabase,
+pub(crate) struct Cluster {
+    pub(crate) db: TestDatabase,
     secret: TempDir,
 }
 
 /// How one replica is set up.
 #[derive(Clone, Default)]
-struct ReplicaOptions {
+pub(crate) struct ReplicaOptions {
     /// `[auth]` lines.
-    auth: String,
+    pub(crate) auth: String,
     /// `[proxy]` lines.
-    proxy: String,
+    pub(crate) proxy: String,
     /// `max_staleness`, default 10 s.
-    max_staleness: Option<&'static str>,
+    pub(crate) max_staleness: Option<&'static str>,
     /// Connect through this address instead of the server's (a proxy the test can cut).
-    via: Option<SocketAddr>,
+    pub(crate) via: Option<SocketAddr>,
     /// PostgreSQL `application_name` of its connections, so a test can find them.
-    name: Option<&'static str>,
+    pub(crate) name: Option<&'static str>,
 }
 
 impl Cluster {
-    async fn new() -> Cluster {
+    pub(crate) async fn new() -> Cluster {
         Cluster {
             db: TestDatabase::create().await,
             secret: tempfile::tempdir().unwrap(),
@@ -84,7 +84,7 @@ impl Cluster {
 
     /// A replica in this process. Start them one after the other: the first creates the
     /// shared secret file.
-    async fn replica(&self, options: ReplicaOptions) -> TestApp {
+    pub(crate) async fn replica(&self, options: ReplicaOptions) -> TestApp {
         TestApp::spawn_with(Setup {
             auth: options.auth.clone(),
             proxy: options.proxy.clone(),
@@ -481,6 +481,9 @@ async fn a_replica_cut_off_longer_than_max_staleness_fails_closed_then_recovers(
     // Back in sync: what was revoked while cut off is refused, nothing was lost.
     let r = b.get("/api/x", Some(&revoked.access)).await;
     assert_error(r, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    // Changes: readiness also needs the store to have accepted a write since the failed
+    // ones (the background probe's, within 2 s, or a real one): the login is that write.
+    assert_eq!(b.login_raw("gus", PASSWORD).await.status(), StatusCode::OK);
     let ready = admin_get(&b, "/readyz").await;
     assert_eq!(ready.status(), StatusCode::OK);
     let metrics = admin_get(&b, "/metrics").await.text().await.unwrap();
@@ -488,7 +491,6 @@ async fn a_replica_cut_off_longer_than_max_staleness_fails_closed_then_recovers(
         metrics.contains("authgate_revocations_stale 0"),
         "{metrics}"
     );
-    assert_eq!(b.login_raw("gus", PASSWORD).await.status(), StatusCode::OK);
 }
 
 // ---------------------------------------------------------------- one answer, two replicas

@@ -1,4 +1,4 @@
-//! Sessions (HTTP-API.md §2, §3, §6): login, refresh with rotation, reuse detection and the
+//! Sessions (docs/http-api.md §2, §3, §6): login, refresh with rotation, reuse detection and the
 //! grace rule, step-up with `/auth/fresh`, logout, token-type confusion, unknown user versus
 //! wrong password, failed-login limiting, and revocations that survive a crash or come from
 //! the operator CLI in another process.
@@ -178,19 +178,29 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// The ratio of the median times of 15 alternating failed logins each, for an unknown user
 /// and for a wrong password.
 async fn failed_login_time_ratio(app: &TestApp) -> (f64, Duration, Duration) {
-    let mut unknown = Vec::new();
-    let mut wrong = Vec::new();
+    failed_login_time_ratio_of(app, "nobody", "judy").await
+}
+
+/// The ratio of the median times of 15 failed logins as `a` and as `b` (both wrong), larger
+/// over smaller, and the two medians.
+pub(crate) async fn failed_login_time_ratio_of(
+    app: &TestApp,
+    a: &str,
+    b: &str,
+) -> (f64, Duration, Duration) {
+    let mut times_a = Vec::new();
+    let mut times_b = Vec::new();
     for _ in 0..15 {
         let t = Instant::now();
-        let r = app.login_raw("nobody", PASSWORD).await;
-        unknown.push(t.elapsed());
+        let r = app.login_raw(a, "not the password").await;
+        times_a.push(t.elapsed());
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         let t = Instant::now();
-        let r = app.login_raw("judy", "not the password").await;
-        wrong.push(t.elapsed());
+        let r = app.login_raw(b, "not the password").await;
+        times_b.push(t.elapsed());
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
-    let (u, w) = (median(unknown), median(wrong));
+    let (u, w) = (median(times_a), median(times_b));
     (u.max(w).as_secs_f64() / u.min(w).as_secs_f64(), u, w)
 }
 

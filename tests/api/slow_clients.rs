@@ -306,3 +306,47 @@ async fn other_clients_are_served_while_slow_ones_are_pending() {
     until_closed(&mut body, "the slow body").await;
     app.stop().await;
 }
+
+/// The attack run's case with its own numbers and the default timeouts: 20 logins trickling a
+/// byte every 2 s against `max_connections = 20` once made every new client time out. Now
+/// each is cut when its whole body has taken three `body_timeout`s (30 s), and a new client is
+/// served by then; the wait is reported, not asserted (timing is the machine's).
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_logins_trickling_a_byte_every_two_seconds_do_not_lock_out_a_new_client() {
+    let app = TestApp::spawn_with(Setup {
+        server: "max_connections = 20".into(),
+        ..Setup::default()
+    })
+    .await;
+    let head = "POST /auth/login HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n\
+                Content-Length: 1000\r\n\r\n"
+        .to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        slow.push(trickler(app.addr, head.clone(), b" ", Duration::from_secs(2)).await);
+    }
+    let started = std::time::Instant::now();
+    // Raw, with a guard of our own: the answer may take the whole 30 s.
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"GET /public/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer))
+        .await
+        .expect("a new client is served while 20 logins trickle")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    eprintln!(
+        "slow clients: a new client was served after {:?} with 20 trickling logins holding \
+         max_connections = 20",
+        started.elapsed()
+    );
+    for read in &mut slow {
+        let answer = until_closed(read, "a trickling login").await;
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408 "));
+    }
+    app.stop().await;
+}

@@ -1,5 +1,5 @@
 //! The outside programs integration tests drive — nginx, Caddy, Chromium and chromedriver,
-//! curl, PostgreSQL, the Python venv, hadolint — found through the `AUTHGATE_TEST_*` variables
+//! curl, PostgreSQL, the Python venv, hadolint, systemd-analyze — found through the `AUTHGATE_TEST_*` variables
 //! `scripts/test` exports after installing or starting them. A tool that is not there fails the
 //! test with a message naming `scripts/test`: nothing is skipped, and no test runs apt or pip.
 //!
@@ -57,6 +57,11 @@ pub fn curl() -> PathBuf {
     program("AUTHGATE_TEST_CURL", "curl")
 }
 
+/// Node.js (Debian's nodejs, 18 or later: global fetch), which runs examples/client.mjs.
+pub fn node() -> PathBuf {
+    program("AUTHGATE_TEST_NODE", "Node.js")
+}
+
 /// psql, PostgreSQL's client, for set-up a test does outside the gateway.
 pub fn psql() -> PathBuf {
     program("AUTHGATE_TEST_PSQL", "psql")
@@ -76,6 +81,11 @@ pub fn python() -> PathBuf {
 /// hadolint, the Dockerfile linter.
 pub fn hadolint() -> PathBuf {
     program("AUTHGATE_TEST_HADOLINT", "hadolint")
+}
+
+/// systemd-analyze (Debian's systemd), which checks the example unit offline.
+pub fn systemd_analyze() -> PathBuf {
+    program("AUTHGATE_TEST_SYSTEMD_ANALYZE", "systemd-analyze")
 }
 
 /// Runs `program` with `args`, asserts that it succeeded, and returns its stdout and stderr
@@ -201,4 +211,10 @@ fn the_venv_imports_every_test_package() {
 fn hadolint_reports_its_version() {
     let text = run(&hadolint(), &["--version"]);
     assert!(text.contains("Haskell Dockerfile Linter"), "{text}");
+}
+
+#[test]
+fn systemd_analyze_reports_its_version() {
+    let text = run(&systemd_analyze(), &["--version"]);
+    assert!(text.contains("systemd"), "{text}");
 }

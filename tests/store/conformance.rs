@@ -47,6 +47,8 @@ macro_rules! conformance_suite {
             concurrent_revocations_of_one_session_append_one_entry,
             a_password_change_revokes_the_swept_sessions_only,
             logout_all_revokes_every_live_session_of_the_user,
+            disabling_a_user_revokes_their_sessions_and_refuses_new_ones_until_enabled,
+            a_login_racing_a_disable_is_revoked_or_refused,
             the_refresh_swap_records_the_retired_token_and_needs_the_current_one,
             concurrent_swaps_from_one_token_succeed_exactly_once,
             rotation_rotates_then_tolerates_the_grace_then_detects_reuse,
@@ -64,6 +66,11 @@ macro_rules! conformance_suite {
             concurrent_login_reservations_never_exceed_a_limit,
             a_login_success_clears_its_usernames_failures_but_keeps_reservations,
             clearing_and_pruning_login_counters,
+            legacy_entries_are_appended_and_read_back_by_every_store,
+            a_legacy_refresh_token_is_exchanged_for_one_session_even_concurrently,
+            a_legacy_exchange_outlives_its_pruned_session_until_the_legacy_token_expires,
+            a_rehash_replaces_a_hash_only_while_it_is_unchanged,
+            password_hash_samples_hold_one_hash_per_parameter_set,
         );
     };
     (@tests $backend:ty; $($name:ident),* $(,)?) => {
@@ -444,6 +451,114 @@ pub async fn logout_all_revokes_every_live_session_of_the_user<B: Backend>() {
             .revoke_user_sessions(9_999, rules::sweep(None, 2_000, LEEWAY))
             .await,
         Err(StoreError::NotFound)
+    );
+}
+
+pub async fn disabling_a_user_revokes_their_sessions_and_refuses_new_ones_until_enabled<
+    B: Backend,
+>() {
+    let (db, store) = fresh::<B>().await;
+    let u = user(&store, "ivan").await;
+    let other = user(&store, "judy").await;
+    assert!(!u.disabled);
+    for (sid, owner) in [("a", u.id), ("b", u.id), ("o", other.id)] {
+        store
+            .create_session(&session(sid, owner, 1_000, 5_000))
+            .await
+            .unwrap();
+    }
+    let entries = store
+        .set_disabled(u.id, true, rules::sweep(None, 2_000, LEEWAY))
+        .await
+        .unwrap();
+    assert_eq!(
+        session_ids(&entries),
+        BTreeSet::from(["a".into(), "b".into()])
+    );
+    assert!(!store.session("o").await.unwrap().unwrap().revoked);
+    // Seen by every reader, another process included.
+    let again = db.open().await;
+    assert!(
+        again
+            .user_by_name("IVAN")
+            .await
+            .unwrap()
+            .unwrap()
+            .user
+            .disabled
+    );
+    assert!(again.user_by_id(u.id).await.unwrap().unwrap().disabled);
+    let listed = again.list_users().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|u| u.disabled).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert_eq!(
+        again
+            .create_session(&session("c", u.id, 2_000, 6_000))
+            .await,
+        Err(StoreError::UserDisabled)
+    );
+    assert!(again.session("c").await.unwrap().is_none());
+
+    // Enabling revokes nothing and lets sessions start again.
+    let entries = store
+        .set_disabled(u.id, false, rules::sweep(None, 3_000, LEEWAY))
+        .await
+        .unwrap();
+    assert!(entries.is_empty());
+    assert!(!store.user_by_id(u.id).await.unwrap().unwrap().disabled);
+    store
+        .create_session(&session("d", u.id, 3_000, 7_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .set_disabled(9_999, true, rules::sweep(None, 3_000, LEEWAY))
+            .await,
+        Err(StoreError::NotFound)
+    );
+}
+
+pub async fn a_login_racing_a_disable_is_revoked_or_refused<B: Backend>() {
+    let db = B::create().await;
+    let setup = db.open().await;
+    let u = user(&setup, "kim").await;
+    let racers = stores(&db, 2).await;
+    let (logins, disabler) = (racers[0].clone(), racers[1].clone());
+    let login = tokio::spawn(async move {
+        let mut started = Vec::new();
+        for i in 0..20 {
+            let sid = format!("s{i}");
+            match logins
+                .create_session(&session(&sid, u.id, 1_000, 5_000))
+                .await
+            {
+                Ok(()) => started.push(sid),
+                Err(StoreError::UserDisabled) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        started
+    });
+    let disable = tokio::spawn(async move {
+        disabler
+            .set_disabled(u.id, true, rules::sweep(None, 2_000, LEEWAY))
+            .await
+            .unwrap()
+    });
+    let started = login.await.unwrap();
+    let revoked = session_ids(&disable.await.unwrap());
+    // Every session that started before the disable is revoked by it; none starts after.
+    for sid in &started {
+        assert!(revoked.contains(sid), "{sid} escaped the disable");
+        assert!(setup.session(sid).await.unwrap().unwrap().revoked);
+    }
+    assert_eq!(
+        setup
+            .create_session(&session("late", u.id, 3_000, 6_000))
+            .await,
+        Err(StoreError::UserDisabled)
     );
 }
 
@@ -1197,5 +1312,161 @@ pub async fn clearing_and_pruning_login_counters<B: Backend>() {
     assert_eq!(
         store.prune_login_counters(times(2_030_000)).await.unwrap(),
         3
+    );
+}
+
+// ---------------------------------------------------------------- migrating from Flask
+
+pub async fn legacy_entries_are_appended_and_read_back_by_every_store<B: Backend>() {
+    let (db, store) = fresh::<B>().await;
+    let other = db.open().await;
+    let (_, start) = whole_log(&other).await;
+    let kinds = [
+        RevocationKind::LegacyCutoff {
+            username: "alice@example.com".into(),
+            before: 1_500,
+        },
+        RevocationKind::Token("0b4e1c9a-2f0c-4a7e-9a59-0b0b3c5d7e11".into()),
+        RevocationKind::Directory,
+    ];
+    let mut appended = Vec::new();
+    for kind in &kinds {
+        appended.push(
+            store
+                .append_revocation(kind.clone(), i64::MAX)
+                .await
+                .unwrap(),
+        );
+    }
+    let page = other.revocations_since(&start).await.unwrap();
+    assert_eq!(page.entries, appended);
+    let read: Vec<RevocationKind> = page.entries.into_iter().map(|e| e.kind).collect();
+    assert_eq!(read, kinds);
+}
+
+pub async fn a_legacy_refresh_token_is_exchanged_for_one_session_even_concurrently<B: Backend>() {
+    let db = B::create().await;
+    let stores = stores(&db, 4).await;
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let store = stores[i % stores.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let candidate = session(&format!("s{i}"), 7, 1_000, 5_000);
+            store
+                .exchange_legacy("legacy-jti", 9_000, &candidate)
+                .await
+                .unwrap()
+                .expect("a session")
+        }));
+    }
+    let mut sids = BTreeSet::new();
+    for task in tasks {
+        sids.insert(task.await.unwrap().sid);
+    }
+    assert_eq!(sids.len(), 1, "one session per legacy jti: {sids:?}");
+    let sid = sids.pop_first().unwrap();
+    let store = &stores[0];
+    assert_eq!(
+        store.legacy_exchange_of(&sid).await.unwrap(),
+        Some(("legacy-jti".to_owned(), 9_000))
+    );
+    assert_eq!(
+        store.legacy_session_of("legacy-jti").await.unwrap(),
+        Some(sid.clone())
+    );
+    assert_eq!(store.legacy_session_of("other-jti").await.unwrap(), None);
+    for i in 0..12 {
+        let other = format!("s{i}");
+        if other != sid {
+            assert_eq!(store.session(&other).await.unwrap(), None, "{other}");
+        }
+    }
+    // Used again: the same session, revoked or not.
+    store.revoke_session(&sid, 2_000).await.unwrap().unwrap();
+    let again = store
+        .exchange_legacy("legacy-jti", 9_000, &session("new", 7, 2_000, 6_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.sid, sid);
+    assert!(again.revoked);
+    assert_eq!(store.legacy_exchange_of("new").await.unwrap(), None);
+}
+
+pub async fn a_legacy_exchange_outlives_its_pruned_session_until_the_legacy_token_expires<
+    B: Backend,
+>() {
+    let (_db, store) = fresh::<B>().await;
+    let opened = session("s", 7, 1_000, 2_000);
+    store
+        .exchange_legacy("jti", 3_000, &opened)
+        .await
+        .unwrap()
+        .unwrap();
+    // The session is over and pruned; its legacy token still verifies until 3_000: no new
+    // session for it.
+    store.prune(2_500).await.unwrap();
+    let later = session("later", 7, 2_500, 3_000);
+    assert_eq!(
+        store.exchange_legacy("jti", 3_000, &later).await.unwrap(),
+        None
+    );
+    assert_eq!(store.session("later").await.unwrap(), None);
+    // Once the legacy token has expired, the record goes too.
+    store.prune(3_000).await.unwrap();
+    assert_eq!(store.legacy_exchange_of("s").await.unwrap(), None);
+}
+
+pub async fn a_rehash_replaces_a_hash_only_while_it_is_unchanged<B: Backend>() {
+    let (_db, store) = fresh::<B>().await;
+    let u = store
+        .create_user("imported", "$2b$10$old", vec![], 1_000)
+        .await
+        .unwrap();
+    assert!(!store
+        .rehash_password(u.id, "$2b$10$other", "$argon2id$new")
+        .await
+        .unwrap());
+    assert!(store
+        .rehash_password(u.id, "$2b$10$old", "$argon2id$new")
+        .await
+        .unwrap());
+    let stored = store.user_by_name("imported").await.unwrap().unwrap();
+    assert_eq!(stored.password_hash, "$argon2id$new");
+    // A second rehash from the old hash (a concurrent login) changes nothing.
+    assert!(!store
+        .rehash_password(u.id, "$2b$10$old", "$argon2id$newer")
+        .await
+        .unwrap());
+}
+
+pub async fn password_hash_samples_hold_one_hash_per_parameter_set<B: Backend>() {
+    let (_db, store) = fresh::<B>().await;
+    assert!(store.password_hash_samples().await.unwrap().is_empty());
+    for (name, hash) in [
+        ("a", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdDE$ZGlnZXN0MQ"),
+        ("b", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdDI$ZGlnZXN0Mg"),
+        (
+            "c",
+            "$2b$12$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234",
+        ),
+        ("d", "pbkdf2:sha256:600000$salt$00ff"),
+        ("e", "pbkdf2:sha256:600000$pepper$ff00"),
+    ] {
+        store.create_user(name, hash, vec![], 1_000).await.unwrap();
+    }
+    let samples = store.password_hash_samples().await.unwrap();
+    let params: BTreeSet<&str> = samples
+        .iter()
+        .map(|h| authgate::store::hash_parameters(h))
+        .collect();
+    assert_eq!(samples.len(), 3, "{samples:?}");
+    assert_eq!(
+        params,
+        BTreeSet::from([
+            "$argon2id$v=19$m=19456,t=2,p=1",
+            "$2b$12",
+            "pbkdf2:sha256:600000"
+        ])
     );
 }

@@ -11,7 +11,7 @@ use crate::store::StoreError;
 /// are [`StoreError::Busy`].
 pub(super) fn map_err(e: tokio_postgres::Error) -> StoreError {
     let Some(db) = e.as_db_error() else {
-        return StoreError::Unavailable(e.to_string());
+        return StoreError::Unavailable(with_causes(&e));
     };
     let code = db.code();
     // The message only: a DETAIL can quote row values.
@@ -23,6 +23,23 @@ pub(super) fn map_err(e: tokio_postgres::Error) -> StoreError {
         return StoreError::Unavailable(text);
     }
     StoreError::Internal(text)
+}
+
+/// The error's text followed by its causes ("error connecting to server: Connection refused
+/// (os error 111)"): the driver's own text stops before the cause, which is what an operator
+/// needs to tell a refused connection from a timeout.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Server states that say "not now" rather than "wrong": class 08 (connection exception),

@@ -75,6 +75,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (username, address)
     );
     ",
+    // 2: migrating from flask-jwt-extended. Two more kinds of log entry (a per-username
+    // cut-off of legacy tokens, and "users were added" for readers' username maps), and each
+    // legacy refresh token exchanged for a session recorded by its `jti` until it expires.
+    "
+    ALTER TABLE revocations DROP CONSTRAINT revocations_kind_check;
+    ALTER TABLE revocations ADD CONSTRAINT revocations_kind_check
+        CHECK (kind IN ('session', 'user', 'token', 'legacy_cutoff', 'directory'));
+
+    CREATE TABLE legacy_exchanges (
+        legacy_jti TEXT   PRIMARY KEY,
+        sid        TEXT   NOT NULL UNIQUE,
+        legacy_exp BIGINT NOT NULL
+    );
+    ",
+    // 3: users an operator disabled (`authgate user disable`): they cannot log in.
+    "
+    ALTER TABLE users ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT false;
+    ",
 ];
 
 /// The schema version this build creates and understands.
@@ -86,8 +104,12 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(map_err)?;
+    // `CREATE TABLE IF NOT EXISTS` on an existing table sends a NOTICE, which the driver logs
+    // at INFO: every replica after the first would log a harmless line that reads like an
+    // error. Notices are silenced for this transaction only.
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS authgate_schema (
+        "SET LOCAL client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS authgate_schema (
              only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
              version  BIGINT  NOT NULL
          );

@@ -149,7 +149,8 @@ fn fold(username: &str) -> String {
 
 /// A user with their roles (sorted), in one statement.
 const USER_COLUMNS: &str = "SELECT u.id, u.username, u.created_at, u.password_hash,
-        COALESCE(array_agg(r.role ORDER BY r.role) FILTER (WHERE r.role IS NOT NULL), '{}')
+        COALESCE(array_agg(r.role ORDER BY r.role) FILTER (WHERE r.role IS NOT NULL), '{}'),
+        u.disabled
      FROM users u LEFT JOIN user_roles r ON r.user_id = u.id";
 
 fn user_of(row: &Row) -> User {
@@ -158,6 +159,7 @@ fn user_of(row: &Row) -> User {
         username: row.get(1),
         created_at: row.get(2),
         roles: row.get(4),
+        disabled: row.get(5),
     }
 }
 
@@ -204,6 +206,7 @@ async fn insert_user(
         username: username.to_owned(),
         roles,
         created_at: now,
+        disabled: false,
     })
 }
 
@@ -235,6 +238,38 @@ fn session_of(row: &Row) -> Session {
             .map(|(jti, retired_at)| RetiredRefresh { jti, retired_at }),
         revoked: row.get::<_, Option<i64>>(8).is_some(),
     }
+}
+
+async fn insert_session(c: &impl GenericClient, session: &Session) -> Result<(), StoreError> {
+    let retired = session.retired_refresh.as_ref();
+    // One statement. FOR SHARE waits for a disable in progress (it holds the user's row lock
+    // until its sweep commits) and then reads the committed flag; a disable that starts later
+    // waits for this insert, and its sweep then sees the session.
+    let inserted = execute(
+        c,
+        "WITH owner AS (SELECT disabled FROM users WHERE id = $2 FOR SHARE)
+         INSERT INTO sessions (sid, user_id, created_at, expires_at, auth_time,
+                               refresh_jti, prev_refresh_jti, prev_retired_at, revoked_at)
+         SELECT $1::text, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::text,
+                $7::text, $8::bigint, $9::bigint
+         WHERE NOT EXISTS (SELECT 1 FROM owner WHERE disabled)",
+        &[
+            &session.sid,
+            &session.user_id,
+            &session.created_at,
+            &session.expires_at,
+            &session.auth_time,
+            &session.refresh_jti,
+            &retired.map(|r| r.jti.as_str()),
+            &retired.map(|r| r.retired_at),
+            &session.revoked.then_some(session.created_at),
+        ],
+    )
+    .await?;
+    if inserted == 0 {
+        return Err(StoreError::UserDisabled);
+    }
+    Ok(())
 }
 
 /// Revokes the user's sessions the sweep selects, appending one entry each (oldest first).
@@ -574,6 +609,35 @@ impl Store for PostgresStore {
         })
     }
 
+    fn set_disabled<'a>(
+        &'a self,
+        user_id: i64,
+        disabled: bool,
+        sweep: SessionSweep<'a>,
+    ) -> StoreFuture<'a, Vec<Revocation>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(map_err)?;
+            // The row lock this takes orders it against `create_session`'s FOR SHARE read.
+            let changed = execute(
+                &tx,
+                "UPDATE users SET disabled = $2 WHERE id = $1",
+                &[&user_id, &disabled],
+            )
+            .await?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let entries = if disabled {
+                revoke_swept_sessions(&tx, user_id, &sweep).await?
+            } else {
+                Vec::new()
+            };
+            tx.commit().await.map_err(map_err)?;
+            Ok(entries)
+        })
+    }
+
     fn delete_user(
         &self,
         id: i64,
@@ -636,26 +700,7 @@ impl Store for PostgresStore {
     fn create_session<'a>(&'a self, session: &'a Session) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let client = self.client().await?;
-            let retired = session.retired_refresh.as_ref();
-            execute(
-                &client,
-                "INSERT INTO sessions (sid, user_id, created_at, expires_at, auth_time,
-                                       refresh_jti, prev_refresh_jti, prev_retired_at, revoked_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &session.sid,
-                    &session.user_id,
-                    &session.created_at,
-                    &session.expires_at,
-                    &session.auth_time,
-                    &session.refresh_jti,
-                    &retired.map(|r| r.jti.as_str()),
-                    &retired.map(|r| r.retired_at),
-                    &session.revoked.then_some(session.created_at),
-                ],
-            )
-            .await?;
-            Ok(())
+            insert_session(&client, session).await
         })
     }
 
@@ -808,8 +853,14 @@ impl Store for PostgresStore {
                 &[&expired_by],
             )
             .await?;
+            let exchanges = execute(
+                &tx,
+                "DELETE FROM legacy_exchanges WHERE legacy_exp <= $1",
+                &[&expired_by],
+            )
+            .await?;
             tx.commit().await.map_err(map_err)?;
-            Ok(count(entries) + count(sessions))
+            Ok(count(entries) + count(sessions) + count(exchanges))
         })
     }
 
@@ -818,6 +869,114 @@ impl Store for PostgresStore {
             let client = self.client().await?;
             execute(&client, "SELECT 1", &[]).await?;
             Ok(())
+        })
+    }
+
+    fn append_revocation(
+        &self,
+        kind: RevocationKind,
+        covers_until: i64,
+    ) -> StoreFuture<'_, Revocation> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(map_err)?;
+            let entry = append_revocations(&tx, vec![(kind, covers_until)])
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Internal("no entry appended".into()))?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(entry)
+        })
+    }
+
+    fn exchange_legacy<'a>(
+        &'a self,
+        legacy_jti: &'a str,
+        legacy_exp: i64,
+        session: &'a Session,
+    ) -> StoreFuture<'a, Option<Session>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(map_err)?;
+            // A concurrent first use of the same jti waits on the key until this commits,
+            // then inserts nothing and reads the session recorded here.
+            let claimed = row_opt(
+                &tx,
+                "INSERT INTO legacy_exchanges (legacy_jti, sid, legacy_exp) VALUES ($1, $2, $3)
+                 ON CONFLICT (legacy_jti) DO NOTHING RETURNING sid",
+                &[&legacy_jti, &session.sid, &legacy_exp],
+            )
+            .await?;
+            if claimed.is_some() {
+                insert_session(&tx, session).await?;
+                tx.commit().await.map_err(map_err)?;
+                return Ok(Some(session.clone()));
+            }
+            let row = row_opt(
+                &tx,
+                "SELECT s.sid, s.user_id, s.created_at, s.expires_at, s.auth_time, s.refresh_jti,
+                        s.prev_refresh_jti, s.prev_retired_at, s.revoked_at
+                 FROM legacy_exchanges e JOIN sessions s ON s.sid = e.sid
+                 WHERE e.legacy_jti = $1",
+                &[&legacy_jti],
+            )
+            .await?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(row.as_ref().map(session_of))
+        })
+    }
+
+    fn legacy_exchange_of<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<(String, i64)>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = row_opt(
+                &client,
+                "SELECT legacy_jti, legacy_exp FROM legacy_exchanges WHERE sid = $1",
+                &[&sid],
+            )
+            .await?;
+            Ok(row.map(|r| (r.get(0), r.get(1))))
+        })
+    }
+
+    fn legacy_session_of<'a>(&'a self, legacy_jti: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = row_opt(
+                &client,
+                "SELECT sid FROM legacy_exchanges WHERE legacy_jti = $1",
+                &[&legacy_jti],
+            )
+            .await?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    fn rehash_password<'a>(
+        &'a self,
+        user_id: i64,
+        old_hash: &'a str,
+        new_hash: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let changed = execute(
+                &client,
+                "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
+                &[&user_id, &old_hash, &new_hash],
+            )
+            .await?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn password_hash_samples(&self) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let found = rows(&client, "SELECT password_hash FROM users", &[]).await?;
+            Ok(super::one_per_parameter_set(
+                found.iter().map(|row| row.get::<_, String>(0)),
+            ))
         })
     }
 

@@ -73,6 +73,38 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (username, address)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 4: migrating from flask-jwt-extended. The log takes two more kinds (a per-username
+    // cut-off of legacy tokens, and "users were added" for readers' username maps): SQLite
+    // cannot change a CHECK, so the table is rebuilt, keeping every seq and the sequence
+    // itself (a pruned seq must not come back). Each legacy refresh token exchanged for a
+    // session is recorded by its `jti`, until the legacy token expires.
+    "
+    CREATE TABLE revocations_v4 (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind         TEXT    NOT NULL
+                     CHECK (kind IN ('session', 'user', 'token', 'legacy_cutoff', 'directory')),
+        value        TEXT    NOT NULL,
+        covers_until INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO revocations_v4 (seq, kind, value, covers_until)
+        SELECT seq, kind, value, covers_until FROM revocations;
+    DELETE FROM sqlite_sequence WHERE name = 'revocations_v4';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'revocations_v4', seq FROM sqlite_sequence WHERE name = 'revocations';
+    DROP TABLE revocations;
+    ALTER TABLE revocations_v4 RENAME TO revocations;
+    CREATE INDEX revocations_by_expiry ON revocations(covers_until);
+
+    CREATE TABLE legacy_exchanges (
+        legacy_jti TEXT    PRIMARY KEY,
+        sid        TEXT    NOT NULL UNIQUE,
+        legacy_exp INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    ",
+    // 5: users an operator disabled (`authgate user disable`): they cannot log in.
+    "
+    ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1));
+    ",
 ];
 
 /// The schema version this build creates and understands.
@@ -140,6 +172,43 @@ mod tests {
             .query_row("SELECT covers_until FROM revocations", [], |row| row.get(0))
             .unwrap();
         assert_eq!(covers_until, 5030);
+    }
+
+    #[test]
+    fn the_version_4_rebuild_keeps_entries_and_never_reuses_a_pruned_seq() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for step in &MIGRATIONS[..3] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        for (kind, value) in [("session", "s1"), ("token", "j1"), ("user", "7")] {
+            conn.execute(
+                "INSERT INTO revocations (kind, value, covers_until) VALUES (?1, ?2, 100)",
+                [kind, value],
+            )
+            .unwrap();
+        }
+        // The newest entry was pruned: its seq (3) must not be handed out again.
+        conn.execute("DELETE FROM revocations WHERE seq = 3", [])
+            .unwrap();
+        migrate(&mut conn).unwrap();
+        let kept: Vec<(i64, String)> = conn
+            .prepare("SELECT seq, value FROM revocations ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kept, [(1, "s1".to_owned()), (2, "j1".to_owned())]);
+        let seq: i64 = conn
+            .query_row(
+                "INSERT INTO revocations (kind, value, covers_until)
+                 VALUES ('legacy_cutoff', '5:alice', 100) RETURNING seq",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(seq, 4);
     }
 
     #[test]

@@ -166,7 +166,7 @@ where
 /// Creates the database file empty with mode 0600 when it does not exist yet (SQLite makes
 /// an empty file a new database). SQLite would create it 0644; it gives the `-wal` and
 /// `-shm` files the database file's mode, so all three are readable by their owner only
-/// (HTTP-API.md §6). An existing file keeps the mode its owner gave it.
+/// (docs/http-api.md §6). An existing file keeps the mode its owner gave it.
 fn create_owner_only(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
@@ -271,6 +271,7 @@ fn insert_user(
         username: username.to_owned(),
         roles,
         created_at: now,
+        disabled: false,
     })
 }
 
@@ -291,16 +292,23 @@ fn find_user_by_name(
 ) -> Result<Option<UserWithHash>, StoreError> {
     let row = conn
         .prepare_cached(
-            "SELECT id, username, password_hash, created_at FROM users WHERE username_lower = ?1",
+            "SELECT id, username, password_hash, created_at, disabled FROM users
+             WHERE username_lower = ?1",
         )
         .and_then(|mut stmt| {
             stmt.query_row([fold(username)], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
             })
             .optional()
         })
         .map_err(map_err)?;
-    let Some((id, username, password_hash, created_at)) = row else {
+    let Some((id, username, password_hash, created_at, disabled)) = row else {
         return Ok(None);
     };
     let roles = roles_of(conn, id)?;
@@ -310,6 +318,7 @@ fn find_user_by_name(
             username,
             roles,
             created_at,
+            disabled,
         },
         password_hash,
     }))
@@ -317,13 +326,13 @@ fn find_user_by_name(
 
 fn find_user_by_id(conn: &Connection, id: i64) -> Result<Option<User>, StoreError> {
     let row = conn
-        .prepare_cached("SELECT username, created_at FROM users WHERE id = ?1")
+        .prepare_cached("SELECT username, created_at, disabled FROM users WHERE id = ?1")
         .and_then(|mut stmt| {
-            stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+            stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                 .optional()
         })
         .map_err(map_err)?;
-    let Some((username, created_at)) = row else {
+    let Some((username, created_at, disabled)) = row else {
         return Ok(None);
     };
     Ok(Some(User {
@@ -331,24 +340,28 @@ fn find_user_by_id(conn: &Connection, id: i64) -> Result<Option<User>, StoreErro
         username,
         roles: roles_of(conn, id)?,
         created_at,
+        disabled,
     }))
 }
 
 fn all_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
     let mut stmt = conn
-        .prepare_cached("SELECT id, username, created_at FROM users ORDER BY id")
+        .prepare_cached("SELECT id, username, created_at, disabled FROM users ORDER BY id")
         .map_err(map_err)?;
     let rows = stmt
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String, i64)>>>())
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String, i64, bool)>>>())
         .map_err(map_err)?;
     rows.into_iter()
-        .map(|(id, username, created_at)| {
+        .map(|(id, username, created_at, disabled)| {
             Ok(User {
                 id,
                 username,
                 roles: roles_of(conn, id)?,
                 created_at,
+                disabled,
             })
         })
         .collect()
@@ -386,6 +399,27 @@ fn change_password(
         .map_err(map_err)?;
     if changed == 0 {
         return Err(StoreError::NotFound);
+    }
+    revoke_swept_sessions(tx, user_id, sweep)
+}
+
+fn change_disabled(
+    tx: &Connection,
+    user_id: i64,
+    disabled: bool,
+    sweep: &Sweep,
+) -> Result<Vec<Revocation>, StoreError> {
+    let changed = tx
+        .execute(
+            "UPDATE users SET disabled = ?2 WHERE id = ?1",
+            params![user_id, disabled],
+        )
+        .map_err(map_err)?;
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    if !disabled {
+        return Ok(Vec::new());
     }
     revoke_swept_sessions(tx, user_id, sweep)
 }
@@ -468,6 +502,18 @@ fn find_session(conn: &Connection, sid: &str) -> Result<Option<Session>, StoreEr
 }
 
 fn insert_session(tx: &Connection, session: &Session) -> Result<(), StoreError> {
+    // In the writer's transaction: a disable commits wholly before or after this check.
+    let disabled: Option<bool> = tx
+        .query_row(
+            "SELECT disabled FROM users WHERE id = ?1",
+            [session.user_id],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(map_err)?;
+    if disabled == Some(true) {
+        return Err(StoreError::UserDisabled);
+    }
     let retired = session.retired_refresh.as_ref();
     tx.execute(
         "INSERT INTO sessions (sid, user_id, created_at, expires_at, auth_time, refresh_jti,
@@ -669,7 +715,74 @@ fn prune_expired(tx: &Connection, expired_by: i64) -> Result<usize, StoreError> 
     let sessions = tx
         .execute("DELETE FROM sessions WHERE expires_at <= ?1", [expired_by])
         .map_err(map_err)?;
-    Ok(entries + sessions)
+    let exchanges = tx
+        .execute(
+            "DELETE FROM legacy_exchanges WHERE legacy_exp <= ?1",
+            [expired_by],
+        )
+        .map_err(map_err)?;
+    Ok(entries + sessions + exchanges)
+}
+
+// ---- legacy tokens and hashes ----
+
+fn exchange(
+    tx: &Connection,
+    legacy_jti: &str,
+    legacy_exp: i64,
+    session: &Session,
+) -> Result<Option<Session>, StoreError> {
+    // The write lock is held (BEGIN IMMEDIATE): nobody records this jti between the read and
+    // the insert.
+    let known: Option<String> = tx
+        .prepare_cached("SELECT sid FROM legacy_exchanges WHERE legacy_jti = ?1")
+        .and_then(|mut stmt| stmt.query_row([legacy_jti], |row| row.get(0)).optional())
+        .map_err(map_err)?;
+    if let Some(sid) = known {
+        return find_session(tx, &sid);
+    }
+    insert_session(tx, session)?;
+    tx.execute(
+        "INSERT INTO legacy_exchanges (legacy_jti, sid, legacy_exp) VALUES (?1, ?2, ?3)",
+        params![legacy_jti, session.sid, legacy_exp],
+    )
+    .map_err(map_err)?;
+    Ok(Some(session.clone()))
+}
+
+fn exchange_of(conn: &Connection, sid: &str) -> Result<Option<(String, i64)>, StoreError> {
+    conn.prepare_cached("SELECT legacy_jti, legacy_exp FROM legacy_exchanges WHERE sid = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([sid], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(map_err)
+}
+
+fn replace_hash(
+    tx: &Connection,
+    user_id: i64,
+    old_hash: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    let changed = tx
+        .execute(
+            "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",
+            params![user_id, old_hash, new_hash],
+        )
+        .map_err(map_err)?;
+    Ok(changed == 1)
+}
+
+fn hash_samples(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT password_hash FROM users")
+        .map_err(map_err)?;
+    let hashes = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(map_err)?;
+    Ok(super::one_per_parameter_set(hashes))
 }
 
 // ---- failed-login counters ----
@@ -806,6 +919,16 @@ impl Store for SqliteStore {
         self.write(move |tx| change_password(tx, user_id, &new_hash, &sweep))
     }
 
+    fn set_disabled<'a>(
+        &'a self,
+        user_id: i64,
+        disabled: bool,
+        sweep: SessionSweep<'a>,
+    ) -> StoreFuture<'a, Vec<Revocation>> {
+        let sweep = Sweep::from(sweep);
+        self.write(move |tx| change_disabled(tx, user_id, disabled, &sweep))
+    }
+
     fn delete_user(
         &self,
         id: i64,
@@ -911,6 +1034,52 @@ impl Store for SqliteStore {
             tx.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
                 .map_err(map_err)
         })
+    }
+
+    fn append_revocation(
+        &self,
+        kind: RevocationKind,
+        covers_until: i64,
+    ) -> StoreFuture<'_, Revocation> {
+        self.write(move |tx| append_revocation(tx, &kind, covers_until))
+    }
+
+    fn exchange_legacy<'a>(
+        &'a self,
+        legacy_jti: &'a str,
+        legacy_exp: i64,
+        session: &'a Session,
+    ) -> StoreFuture<'a, Option<Session>> {
+        let (jti, session) = (legacy_jti.to_owned(), session.clone());
+        self.write(move |tx| exchange(tx, &jti, legacy_exp, &session))
+    }
+
+    fn legacy_exchange_of<'a>(&'a self, sid: &'a str) -> StoreFuture<'a, Option<(String, i64)>> {
+        let sid = sid.to_owned();
+        self.read(move |tx| exchange_of(tx, &sid))
+    }
+
+    fn legacy_session_of<'a>(&'a self, legacy_jti: &'a str) -> StoreFuture<'a, Option<String>> {
+        let jti = legacy_jti.to_owned();
+        self.read(move |tx| {
+            tx.prepare_cached("SELECT sid FROM legacy_exchanges WHERE legacy_jti = ?1")
+                .and_then(|mut stmt| stmt.query_row([&jti], |row| row.get(0)).optional())
+                .map_err(map_err)
+        })
+    }
+
+    fn rehash_password<'a>(
+        &'a self,
+        user_id: i64,
+        old_hash: &'a str,
+        new_hash: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        let (old, new) = (old_hash.to_owned(), new_hash.to_owned());
+        self.write(move |tx| replace_hash(tx, user_id, &old, &new))
+    }
+
+    fn password_hash_samples(&self) -> StoreFuture<'_, Vec<String>> {
+        self.read(|tx| hash_samples(tx))
     }
 
     fn reserve_login(&self, reserve: LoginReserve) -> StoreFuture<'_, Reservation> {

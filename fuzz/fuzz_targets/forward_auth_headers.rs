@@ -1,0 +1,7 @@
+//! cargo-fuzz target: `cargo +nightly fuzz run forward_auth_headers` (body in fuzz/targets.rs).
+#![no_main]
+
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::forward_auth_headers(data));

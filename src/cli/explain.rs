@@ -323,11 +323,13 @@ fn explain(
             let mut identity_headers = HeaderMap::new();
             match table.decision_identity(&mut identity_headers, identity.as_ref()) {
                 Ok(()) => {
+                    let anonymous = identity.is_none();
                     for (name, value) in &identity_headers {
                         let value = value.to_str().unwrap_or("").to_owned();
-                        // Anonymous: the names are removed from what the client sent.
-                        upstream_headers
-                            .insert(name.to_string(), (!value.is_empty()).then_some(value));
+                        // Anonymous: the names are removed from what the client sent. With an
+                        // identity an empty value is sent as it is (no roles: `X-Auth-Roles:`).
+                        let sent = !(anonymous && value.is_empty());
+                        upstream_headers.insert(name.to_string(), sent.then_some(value));
                     }
                 }
                 Err(e) => {
@@ -366,6 +368,14 @@ fn explain(
                 route
                     .forwarded_prefix()
                     .map(|p| p.to_str().unwrap_or("").to_owned()),
+            );
+            upstream_headers.insert(
+                "x-forwarded-host".into(),
+                Some("the Host the client sent".into()),
+            );
+            upstream_headers.insert(
+                "via".into(),
+                Some("the client's list + authgate's entry".into()),
             );
             upstream_headers.insert("x-request-id".into(), Some("the request's id".into()));
             let url = route

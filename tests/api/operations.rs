@@ -282,6 +282,13 @@ async fn explain_names_the_route_upstream_headers_and_the_failing_check_with_its
     assert_eq!(r["upstream"]["headers"]["x-auth-username"], "explained");
     assert_eq!(r["upstream"]["headers"]["x-forwarded-prefix"], "/api");
     assert_eq!(r["upstream"]["headers"]["authorization"], Value::Null);
+    // No roles: the header is sent empty, not removed (as the proxy does).
+    assert_eq!(r["upstream"]["headers"]["x-auth-roles"], "", "{r}");
+    assert!(
+        r["upstream"]["headers"]["x-forwarded-host"].is_string(),
+        "{r}"
+    );
+    assert!(r["upstream"]["headers"]["via"].is_string(), "{r}");
     assert_eq!(check(&r, "token")["result"], "pass");
     assert_eq!(check(&r, "revocation")["result"], "pass");
     assert!(

@@ -1724,7 +1724,19 @@ async fn a_body_cut_short_upstream_is_cut_short_for_the_client() {
         "[[routes]]\nprefix = \"/cut\"\nupstream = \"http://{upstream}\"\nauth = \"public\"\n"
     );
     let app = TestApp::spawn_with(with_routes(&extra)).await;
-    let res = app.get("/cut/x", None).await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.client.get(app.url("/cut/x")).send(),
+    )
+    .await
+    .expect("the client is not left waiting");
+    // Two answers are right, depending on timing: when the upstream's head, its ten bytes and
+    // its close arrive in one read, the connection can end before our head is flushed (the
+    // client sees no answer); otherwise the client gets the 200 and a body that ends short.
+    // Either way the short body is never passed on as complete.
+    let Ok(res) = answer else {
+        return;
+    };
     assert_eq!(res.status(), StatusCode::OK);
     let body = tokio::time::timeout(Duration::from_secs(10), res.bytes())
         .await

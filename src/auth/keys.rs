@@ -360,11 +360,12 @@ fn self_test(encoding: &EncodingKey, decoding: &DecodingKey, alg: Algorithm) -> 
 }
 
 fn key_kind(algorithm: TokenAlgorithm) -> &'static str {
+    // With its article, so messages read "is not an Ed25519 (EdDSA) private key".
     match algorithm {
-        TokenAlgorithm::Hs256 => "HS256",
-        TokenAlgorithm::EdDsa => "Ed25519 (EdDSA)",
-        TokenAlgorithm::Es256 => "P-256 (ES256)",
-        TokenAlgorithm::Rs256 => "RSA (RS256)",
+        TokenAlgorithm::Hs256 => "an HS256",
+        TokenAlgorithm::EdDsa => "an Ed25519 (EdDSA)",
+        TokenAlgorithm::Es256 => "a P-256 (ES256)",
+        TokenAlgorithm::Rs256 => "an RSA (RS256)",
     }
 }
 
@@ -387,10 +388,7 @@ impl ParsedPrivateKey {
                 }
                 _ => "PKCS#8 (BEGIN PRIVATE KEY) or PKCS#1 (BEGIN RSA PRIVATE KEY)",
             };
-            format!(
-                "is not a {} private key in {forms} PEM",
-                key_kind(algorithm)
-            )
+            format!("is not {} private key in {forms} PEM", key_kind(algorithm))
         };
         let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| wrong())?;
         let key = match (algorithm, &der) {
@@ -466,7 +464,7 @@ impl ParsedPublicKey {
     fn from_pem(algorithm: TokenAlgorithm, pem: &[u8]) -> Result<Self, String> {
         let wrong = || {
             format!(
-                "is not a {} public key in SPKI (BEGIN PUBLIC KEY) PEM",
+                "is not {} public key in SPKI (BEGIN PUBLIC KEY) PEM",
                 key_kind(algorithm)
             )
         };
@@ -908,7 +906,7 @@ mod tests {
         let err = load(&asym(TokenAlgorithm::EdDsa, private, vec![])).unwrap_err();
         assert_eq!(err.key, "tokens.private_key_file");
         assert!(
-            err.reason.contains("is not a Ed25519 (EdDSA) private key"),
+            err.reason.contains("is not an Ed25519 (EdDSA) private key"),
             "{err}"
         );
     }
@@ -933,9 +931,9 @@ mod tests {
             ),
         ];
         let algorithms = [
-            (TokenAlgorithm::EdDsa, "ed25519.pem", "Ed25519 (EdDSA)"),
-            (TokenAlgorithm::Es256, "p256.sec1.pem", "P-256 (ES256)"),
-            (TokenAlgorithm::Rs256, "rsa2048.pem", "RSA (RS256)"),
+            (TokenAlgorithm::EdDsa, "ed25519.pem", "an Ed25519 (EdDSA)"),
+            (TokenAlgorithm::Es256, "p256.sec1.pem", "a P-256 (ES256)"),
+            (TokenAlgorithm::Rs256, "rsa2048.pem", "an RSA (RS256)"),
         ];
         for (name, contents) in files {
             let path = dir.path().join(name);
@@ -944,12 +942,12 @@ mod tests {
                 let err = load(&asym(algorithm, path.clone(), vec![])).unwrap_err();
                 assert_eq!(err.key, "tokens.private_key_file", "{name}");
                 assert!(err.value.as_deref().unwrap().contains(name), "{err}");
-                let expected = format!("is not a {kind} private key in PKCS#8 (BEGIN PRIVATE KEY)");
+                let expected = format!("is not {kind} private key in PKCS#8 (BEGIN PRIVATE KEY)");
                 assert!(err.reason.starts_with(&expected), "{err}");
 
                 let err = load(&asym(algorithm, fixture(good), vec![path.clone()])).unwrap_err();
                 assert_eq!(err.key, "tokens.verify_keys[0]", "{name}");
-                let expected = format!("is not a {kind} public key in SPKI (BEGIN PUBLIC KEY) PEM");
+                let expected = format!("is not {kind} public key in SPKI (BEGIN PUBLIC KEY) PEM");
                 assert_eq!(err.reason, expected, "{name}");
             }
         }

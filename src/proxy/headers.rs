@@ -96,14 +96,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// hashed lookup for each name in `names`, nearly all of them absent on nearly every request:
 /// 4,500 fewer instructions per proxied request under callgrind.
 fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
-    // Empty unless a name is present: no allocation on the usual request.
-    let mut present = Vec::new();
+    remove_where(headers, |name| names.contains(name));
+}
+
+/// Removes every field whose name `doomed` picks, walking the names present once.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    // Empty unless a name is picked: no allocation on the usual request.
+    let mut picked = Vec::new();
     for name in headers.keys() {
-        if names.contains(name) {
-            present.push(name.clone());
+        if doomed(name) {
+            picked.push(name.clone());
         }
     }
-    for name in present {
+    for name in picked {
         headers.remove(name);
     }
 }
@@ -199,14 +204,7 @@ impl HeaderRewriter {
     /// (`X_Auth_User_Id`, `x-auth_user-id`, `X-AUTH-USER-ID` all go) or starts with one of
     /// `strip_header_prefixes`. Run on every route.
     pub fn strip_identity(&self, headers: &mut HeaderMap) {
-        let spoofed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| self.is_identity(name.as_str()))
-            .cloned()
-            .collect();
-        for name in spoofed {
-            headers.remove(name);
-        }
+        remove_where(headers, |name| self.is_identity(name.as_str()));
     }
 
     fn is_identity(&self, name: &str) -> bool {

@@ -61,14 +61,9 @@ impl WriteHealth {
     /// Records the outcome of write number `seq` (from [`WriteHealth::start`]), unless a
     /// later-started write's outcome is already recorded.
     pub fn record<T>(&self, seq: u64, result: &Result<T, StoreError>) {
-        // Refusals the data decided (a taken name, a missing or disabled user) are answers of a
-        // store that works.
         let accepted = match result {
-            Ok(_)
-            | Err(StoreError::UsernameTaken | StoreError::NotFound | StoreError::UserDisabled) => {
-                true
-            }
-            Err(_) => false,
+            Ok(_) => true,
+            Err(e) => e.is_refusal(),
         };
         if !accepted {
             self.failures.fetch_add(1, Ordering::Relaxed);

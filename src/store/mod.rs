@@ -110,6 +110,17 @@ pub enum StoreError {
     Internal(String),
 }
 
+impl StoreError {
+    /// A refusal the data decided (a taken name, a missing or disabled user): the answer of a
+    /// store that works, as opposed to one that could not do the work.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::UsernameTaken | StoreError::NotFound | StoreError::UserDisabled
+        )
+    }
+}
+
 /// Users, login sessions and the revocation log.
 ///
 /// Every method runs its work off the reactor threads. Methods that change several rows do so

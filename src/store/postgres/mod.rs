@@ -479,6 +479,28 @@ async fn lock_counters(
 }
 
 impl PostgresStore {
+    /// In one transaction: `sql` updates user `user_id`'s row (`$1`) to `value` (`$2`) —
+    /// `NotFound` when no such user exists — then `sweep`, if any, revokes their sessions.
+    async fn update_user_then_sweep(
+        &self,
+        sql: &str,
+        user_id: i64,
+        value: impl ToSql + Sync,
+        sweep: Option<SessionSweep<'_>>,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        if execute(&tx, sql, &[&user_id, &value]).await? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let entries = match sweep {
+            Some(sweep) => revoke_swept_sessions(&tx, user_id, &sweep).await?,
+            None => Vec::new(),
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(entries)
+    }
+
     async fn reserve_once(&self, reserve: &LoginReserve) -> Result<Reservation, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
@@ -591,22 +613,12 @@ impl Store for PostgresStore {
         new_hash: &'a str,
         sweep: SessionSweep<'a>,
     ) -> StoreFuture<'a, Vec<Revocation>> {
-        Box::pin(async move {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(map_err)?;
-            let changed = execute(
-                &tx,
-                "UPDATE users SET password_hash = $2 WHERE id = $1",
-                &[&user_id, &new_hash],
-            )
-            .await?;
-            if changed == 0 {
-                return Err(StoreError::NotFound);
-            }
-            let entries = revoke_swept_sessions(&tx, user_id, &sweep).await?;
-            tx.commit().await.map_err(map_err)?;
-            Ok(entries)
-        })
+        Box::pin(self.update_user_then_sweep(
+            "UPDATE users SET password_hash = $2 WHERE id = $1",
+            user_id,
+            new_hash,
+            Some(sweep),
+        ))
     }
 
     fn set_disabled<'a>(
@@ -615,27 +627,14 @@ impl Store for PostgresStore {
         disabled: bool,
         sweep: SessionSweep<'a>,
     ) -> StoreFuture<'a, Vec<Revocation>> {
-        Box::pin(async move {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(map_err)?;
-            // The row lock this takes orders it against `create_session`'s FOR SHARE read.
-            let changed = execute(
-                &tx,
-                "UPDATE users SET disabled = $2 WHERE id = $1",
-                &[&user_id, &disabled],
-            )
-            .await?;
-            if changed == 0 {
-                return Err(StoreError::NotFound);
-            }
-            let entries = if disabled {
-                revoke_swept_sessions(&tx, user_id, &sweep).await?
-            } else {
-                Vec::new()
-            };
-            tx.commit().await.map_err(map_err)?;
-            Ok(entries)
-        })
+        // The row lock the update takes orders it against `create_session`'s FOR SHARE read.
+        // Enabling revokes nothing.
+        Box::pin(self.update_user_then_sweep(
+            "UPDATE users SET disabled = $2 WHERE id = $1",
+            user_id,
+            disabled,
+            disabled.then_some(sweep),
+        ))
     }
 
     fn delete_user(

@@ -391,16 +391,28 @@ fn change_password(
     new_hash: &str,
     sweep: &Sweep,
 ) -> Result<Vec<Revocation>, StoreError> {
-    let changed = tx
-        .execute(
-            "UPDATE users SET password_hash = ?2 WHERE id = ?1",
-            params![user_id, new_hash],
-        )
-        .map_err(map_err)?;
+    update_user(
+        tx,
+        "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+        user_id,
+        new_hash,
+    )?;
+    revoke_swept_sessions(tx, user_id, sweep)
+}
+
+/// Runs `sql`, an update of user `user_id`'s row (`?1`) to `value` (`?2`); `NotFound` when no
+/// such user exists.
+fn update_user(
+    tx: &Connection,
+    sql: &str,
+    user_id: i64,
+    value: impl rusqlite::ToSql,
+) -> Result<(), StoreError> {
+    let changed = tx.execute(sql, params![user_id, value]).map_err(map_err)?;
     if changed == 0 {
         return Err(StoreError::NotFound);
     }
-    revoke_swept_sessions(tx, user_id, sweep)
+    Ok(())
 }
 
 fn change_disabled(
@@ -409,15 +421,12 @@ fn change_disabled(
     disabled: bool,
     sweep: &Sweep,
 ) -> Result<Vec<Revocation>, StoreError> {
-    let changed = tx
-        .execute(
-            "UPDATE users SET disabled = ?2 WHERE id = ?1",
-            params![user_id, disabled],
-        )
-        .map_err(map_err)?;
-    if changed == 0 {
-        return Err(StoreError::NotFound);
-    }
+    update_user(
+        tx,
+        "UPDATE users SET disabled = ?2 WHERE id = ?1",
+        user_id,
+        disabled,
+    )?;
     if !disabled {
         return Ok(Vec::new());
     }

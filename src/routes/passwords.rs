@@ -30,8 +30,9 @@ impl Passwords {
     /// Checks `password` against the stored hash of `username` and returns the user; counts
     /// the outcome for the login limiter against the name, the client address `client` and
     /// the pair. One argon2 verify whether or not the user exists (against a dummy hash when
-    /// not): same answer, same store calls, same time. A disabled user's right password is
-    /// answered exactly like a wrong one, after the same verify, and counts as a failure.
+    /// not): same answer, same store calls, same time. A disabled user is checked like an
+    /// unknown one (against the dummy hash, padded to the same floor), so their right password
+    /// is answered, timed and counted exactly like a wrong one.
     pub async fn check(
         &self,
         username: &str,
@@ -57,11 +58,13 @@ impl Passwords {
                 }
                 LimitError::Store(e) => e.into(),
             })?;
-        let found = self.store.user_by_name(username).await?;
+        // The hasher's own unknown-user path covers disabled users too: a cheap imported hash
+        // of a disabled account cannot answer faster than a wrong password.
+        let found = (self.store.user_by_name(username).await?).filter(|u| !u.user.disabled);
         let hash = found.as_ref().map(|u| u.password_hash.as_str());
         let checked = self.hasher.check(password, hash).await?;
         match (checked.matched, found) {
-            (true, Some(u)) if !u.user.disabled => {
+            (true, Some(u)) => {
                 attempt.succeeded().await;
                 if checked.rehash {
                     self.rehash(&u, password).await;

@@ -375,7 +375,22 @@ impl App {
             tls,
             limits: head_limits(&config),
         };
-        accept_loop(public, opts, gateway, &connections, shutdown).await;
+        let workers = match crate::server::workers::Workers::start("authgate-worker") {
+            Ok(workers) => Some(workers),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start worker threads; serving on the main runtime");
+                None
+            }
+        };
+        accept_loop(
+            public,
+            opts,
+            gateway,
+            &connections,
+            shutdown,
+            workers.as_ref(),
+        )
+        .await;
 
         // The listener is dropped: new connections are refused from here on.
         drain.start();
@@ -523,7 +538,7 @@ fn spawn_admin(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let connections = Connections::new();
-        accept_loop(listener, opts, service, &connections, stop).await;
+        accept_loop(listener, opts, service, &connections, stop, None).await;
         let _ = tokio::time::timeout(Duration::from_millis(500), connections.shutdown()).await;
     })
 }

@@ -24,12 +24,23 @@ use tokio::net::TcpStream;
 use super::router::Route;
 use crate::config::{ConfigError, UpstreamProtocol};
 use crate::server::response::{Body, BoxError};
+use crate::server::workers;
 
 /// One pooled upstream client.
 pub type UpstreamClient = Client<UpstreamConnector, Body>;
 
-/// The clients of one configuration: shared ones, and those of `preserve_host` routes.
+/// The clients of one configuration, one group per serving worker (and one for any other
+/// thread): each worker keeps its upstream connections to itself, so a request and its
+/// upstream connection's task never sit on different threads (see [`workers`]).
 pub struct UpstreamClients {
+    /// Index = [`workers::current`].
+    per_worker: Vec<WorkerClients>,
+    /// For threads that are not workers.
+    elsewhere: WorkerClients,
+}
+
+/// One worker's clients: shared ones, and those of `preserve_host` routes.
+struct WorkerClients {
     shared: ClientSet,
     /// Index = route index; `Some` for routes with `preserve_host`.
     per_route: Vec<Option<ClientSet>>,
@@ -43,29 +54,41 @@ impl UpstreamClients {
         config_file: &std::path::Path,
     ) -> Result<UpstreamClients, ConfigError> {
         let tls = tls_config(ca_file, config_file)?;
-        let per_route = routes
-            .iter()
-            .map(|route| {
-                route
-                    .config()
-                    .preserve_host
-                    .then(|| ClientSet::new(&tls, Some(route.upstream_base())))
-            })
-            .collect();
-        Ok(UpstreamClients {
+        let group = || WorkerClients {
             shared: ClientSet::new(&tls, None),
-            per_route,
+            per_route: routes
+                .iter()
+                .map(|route| {
+                    route
+                        .config()
+                        .preserve_host
+                        .then(|| ClientSet::new(&tls, Some(route.upstream_base())))
+                })
+                .collect(),
+        };
+        Ok(UpstreamClients {
+            per_worker: (0..workers::count()).map(|_| group()).collect(),
+            elsewhere: group(),
         })
     }
 
-    /// The client for a request on `route`; `upgrade` asks for an HTTP/1.1 connection (a
-    /// WebSocket upgrade), whatever the route's protocol would otherwise negotiate.
+    /// The calling thread's group.
+    fn worker_clients(&self) -> &WorkerClients {
+        self.per_worker
+            .get(workers::current())
+            .unwrap_or(&self.elsewhere)
+    }
+
+    /// The client for a request on `route` from the calling thread; `upgrade` asks for an
+    /// HTTP/1.1 connection (a WebSocket upgrade), whatever the route's protocol would otherwise
+    /// negotiate.
     pub fn for_route(&self, route: &Route, upgrade: bool) -> &UpstreamClient {
-        let set = self
+        let clients = self.worker_clients();
+        let set = clients
             .per_route
             .get(route.index())
             .and_then(Option::as_ref)
-            .unwrap_or(&self.shared);
+            .unwrap_or(&clients.shared);
         match route.config().upstream_protocol {
             _ if upgrade => &set.http1,
             UpstreamProtocol::Http1 => &set.http1,

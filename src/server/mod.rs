@@ -16,6 +16,7 @@ pub mod request_body;
 pub mod request_id;
 pub mod response;
 pub mod tls;
+pub mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -83,7 +84,8 @@ pub struct ServeOptions {
     pub limits: limits::HeadLimits,
 }
 
-/// Accepts connections on `listener` until `stop` fires, serving each with `handler`.
+/// Accepts connections on `listener` until `stop` fires, serving each with `handler` — on
+/// one of `workers` when given (see [`workers`]), else on the calling runtime.
 ///
 /// Every connection joins `connections`, so the caller can drain them after this returns;
 /// the listener is dropped on return, so new connections are refused from then on.
@@ -93,6 +95,7 @@ pub async fn accept_loop<H: Handler>(
     handler: Arc<H>,
     connections: &Arc<Connections>,
     stop: CancellationToken,
+    workers: Option<&workers::Workers>,
 ) {
     let builder = Arc::new(http_builder(&opts));
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
@@ -115,20 +118,54 @@ pub async fn accept_loop<H: Handler>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = Accepted {
-            stream,
-            peer,
-            slot: ConnectionSlot(Arc::new((permit, connections.track()))),
-            tls: opts.tls.as_ref().map(|t| t.load_full()),
-            header_timeout: opts.header_timeout,
-            send_timeout: opts.send_timeout,
+        let slot = ConnectionSlot(Arc::new((permit, connections.track())));
+        let tls = opts.tls.as_ref().map(|t| t.load_full());
+        let serve = {
+            let (builder, handler, connections) =
+                (builder.clone(), handler.clone(), connections.clone());
+            let (header_timeout, send_timeout) = (opts.header_timeout, opts.send_timeout);
+            move |stream| {
+                let conn = Accepted {
+                    stream,
+                    peer,
+                    slot,
+                    tls,
+                    header_timeout,
+                    send_timeout,
+                };
+                connection::serve(conn, builder, handler, connections)
+            }
         };
-        tokio::spawn(connection::serve(
-            conn,
-            builder.clone(),
-            handler.clone(),
-            connections.clone(),
-        ));
+        match workers {
+            Some(workers) => hand_over(workers, stream, serve),
+            None => drop(tokio::spawn(serve(stream))),
+        }
+    }
+}
+
+/// Moves an accepted connection to a worker: its socket leaves this runtime's I/O driver and
+/// joins the worker's, so its readiness wakes that worker alone.
+fn hand_over<F, S>(workers: &workers::Workers, stream: tokio::net::TcpStream, serve: S)
+where
+    S: FnOnce(tokio::net::TcpStream) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hand a connection to a worker");
+            return;
+        }
+    };
+    let job: workers::Job = Box::new(move || match tokio::net::TcpStream::from_std(stream) {
+        Ok(stream) => Box::pin(serve(stream)),
+        Err(e) => {
+            tracing::warn!(error = %e, "a worker cannot take a connection");
+            Box::pin(std::future::ready(()))
+        }
+    });
+    if workers.dispatch(job).is_err() {
+        tracing::warn!("no worker to serve a connection");
     }
 }
 

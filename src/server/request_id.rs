@@ -1,8 +1,12 @@
 //! The request id: kept from the client when it is a sane one, made up otherwise; returned to
 //! the client, sent upstream and written to the access line.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::rngs::{StdRng, SysRng};
+use rand::{Rng, SeedableRng};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -24,12 +28,25 @@ fn is_acceptable_request_id(id: &HeaderValue) -> bool {
     (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7E).contains(b))
 }
 
-/// A fresh request id: 16 random bytes as 32 lowercase hex digits. Should the OS random
-/// source fail, a process-unique id from the clock and a counter is used instead — a
-/// request id correlates logs, it guards nothing.
+thread_local! {
+    /// Each thread's generator of request ids, seeded once from the OS (a system call per
+    /// request cost about 2 % of a proxied request's CPU). `None` when seeding failed.
+    static IDS: RefCell<Option<StdRng>> = RefCell::new(StdRng::try_from_rng(&mut SysRng).ok());
+}
+
+/// A fresh request id: 16 random bytes (the thread's ChaCha generator, seeded from the OS) as
+/// 32 lowercase hex digits. Should the OS random source have failed, a process-unique id from
+/// the clock and a counter is used instead — a request id correlates logs, it guards nothing.
 pub fn new_request_id() -> HeaderValue {
     let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
+    let filled = IDS.with(|ids| match ids.borrow_mut().as_mut() {
+        Some(rng) => {
+            rng.fill_bytes(&mut bytes);
+            true
+        }
+        None => false,
+    });
+    if !filled {
         bytes = fallback_id_bytes();
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -21,7 +21,7 @@ use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
 use super::body::{ClientFault, ContinueGate, DownloadBody, Phase, UploadBody, UploadWatch};
-use super::client::UpstreamClient;
+use super::client::Upstream;
 use super::headers::{
     accepts_trailers, append_via, clean_response, client_host, decrement_max_forwards,
     is_websocket_upgrade, join_cookies, set_forwarding, set_te_trailers, set_websocket_upgrade,
@@ -68,7 +68,7 @@ pub async fn forward(
         upstream_request(parts, body, route, gate_wanted, trailers_declared);
 
     let client = table.clients.for_route(route, websocket);
-    let mut res = send(client, route, upstream_req, upload).await?;
+    let mut res = send(&client, route, upstream_req, upload).await?;
     // RFC 9112 §6.3: a response with both framings is a smuggling attempt or a broken
     // upstream; neither is passed on (hyper alone would read it by Transfer-Encoding).
     if res.headers().contains_key(TRANSFER_ENCODING) && res.headers().contains_key(CONTENT_LENGTH) {
@@ -189,13 +189,12 @@ fn upstream_request(
 /// and the wait once the body is sent) is a 504, a refused, reset or garbled exchange a 502 —
 /// unless the client's own body failed, which is the client's 400 or 408.
 async fn send(
-    client: &UpstreamClient,
+    client: &Upstream<'_>,
     route: &Route,
     req: Request<Body>,
     mut upload: Option<UploadWatch>,
 ) -> Result<Response<Incoming>, ApiError> {
-    let outcome =
-        within_timeout(route.config().timeout, client.request(req), upload.as_mut()).await;
+    let outcome = within_timeout(route.config().timeout, client.send(req), upload.as_mut()).await;
     if let Some(fault) = upload.as_ref().and_then(UploadWatch::fault) {
         return Err(client_fault(route, fault));
     }
@@ -205,7 +204,7 @@ async fn send(
             Err(ApiError::GatewayTimeout)
         }
         Some(Err(e)) => {
-            tracing::warn!(route = route.prefix(), error = %error_chain(&e), "upstream failed");
+            tracing::warn!(route = route.prefix(), error = %error_chain(&*e), "upstream failed");
             Err(ApiError::BadGateway)
         }
         Some(Ok(res)) => Ok(res),

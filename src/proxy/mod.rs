@@ -2,7 +2,8 @@
 //!
 //! `router` is the compiled route table and `table` everything a reload swaps with it;
 //! `headers` rewrites request and response headers in the order docs/http-api.md §6 fixes;
-//! `client` holds the pooled upstream clients (HTTP/1.1, h2c, ALPN); `forward` sends the
+//! `client` holds the pooled upstream clients (HTTP/1.1, h2c, ALPN), and `pool` the plain
+//! lists of kept-alive HTTP/1.1 connections to `http://` upstreams; `forward` sends the
 //! request and streams the answer back through `body` (timeouts, client faults, trailers);
 //! `websocket` tunnels upgraded connections; `checks` refuses request shapes before any token
 //! is read; `grpc` recognises the calls whose refusals are answered the gRPC way; `browser`
@@ -21,6 +22,7 @@ pub mod client;
 pub mod forward;
 pub mod grpc;
 pub mod headers;
+pub mod pool;
 pub mod router;
 pub mod table;
 mod websocket;

@@ -1009,6 +1009,63 @@ async fn upstream_status_headers_and_body_pass_through_unchanged() {
     }
 }
 
+/// An upstream answering `200 ok` on kept-alive connections; counts the connections it
+/// accepted.
+async fn counting_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_kept_alive_and_one_the_upstream_closed_is_replaced() {
+    let (kept, accepted) = counting_upstream().await;
+    // Answers as if the connection stayed open (no `Connection: close`), then closes it.
+    let closing = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+    let extra = format!(
+        "[[routes]]\nprefix = \"/kept\"\nupstream = \"http://{kept}\"\nauth = \"public\"\n\n\
+         [[routes]]\nprefix = \"/closing\"\nupstream = \"http://{closing}\"\nauth = \"public\"\n"
+    );
+    let app = TestApp::spawn_with(with_routes(&extra)).await;
+    // One client connection: one worker, whose pool keeps one upstream connection.
+    let c = client();
+    for i in 0..20 {
+        let res = c.get(app.url(&format!("/kept/{i}"))).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.text().await.unwrap(), "ok");
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "20 requests in turn share one upstream connection"
+    );
+    // Every request finds its pooled connection closed by the upstream: none may fail.
+    for i in 0..20 {
+        let res = c
+            .get(app.url(&format!("/closing/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        assert_eq!(res.text().await.unwrap(), "ok");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Streaming
 // ---------------------------------------------------------------------------------------------

@@ -62,9 +62,13 @@ fetch(url, { method, headers, credentials: "include" })
 
 /// Opens a WebSocket to `url`, sends "hello", and on the echo logs out through `fetch` with
 /// the CSRF header; answers when the socket closes.
+// Reports once both the close and the logout's answer are in: they travel on two connections,
+// and the close the logout causes may reach the page before the logout's own answer.
 const WEBSOCKET: &str = r#"
 const [url, done] = arguments;
 const seen = {};
+let closed = null;
+const finish = () => { if (closed && "logout" in seen) done({ ...seen, ...closed }); };
 const ws = new WebSocket(url);
 ws.onopen = () => { seen.opened = true; ws.send("hello"); };
 ws.onmessage = async m => {
@@ -72,9 +76,14 @@ ws.onmessage = async m => {
   const csrf = document.cookie.split("; ").find(c => c.startsWith("csrf_access_token="));
   const r = await fetch("/auth/logout", { method: "POST", headers: { "X-CSRF-TOKEN": csrf.split("=")[1] } });
   seen.logout = r.status;
+  finish();
 };
 ws.onerror = () => { seen.error = true; };
-ws.onclose = e => done({ ...seen, code: e.code, reason: e.reason, clean: e.wasClean });
+ws.onclose = e => {
+  closed = { code: e.code, reason: e.reason, clean: e.wasClean };
+  if (!seen.echo) { seen.logout = null; }
+  finish();
+};
 "#;
 
 async fn fetch(browser: &Browser, url: &str, method: &str, csrf: bool) -> Value {

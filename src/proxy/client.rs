@@ -131,12 +131,9 @@ impl UpstreamClients {
 /// A plain HTTP/1.1 pool for a route to an `http://` upstream that speaks `http1` (an upgrade
 /// goes out on HTTP/1.1 whatever the protocol, so only such routes' upgrades use it too).
 fn plain_pool(route: &Route) -> Option<Http1Pool> {
-    let base = route.upstream_base();
     let plain = route.scheme() == &http::uri::Scheme::HTTP
         && route.config().upstream_protocol == UpstreamProtocol::Http1;
-    plain
-        .then(|| base.authority().cloned().map(Http1Pool::new))
-        .flatten()
+    plain.then(|| Http1Pool::new(route.upstream_base()))
 }
 
 /// A client for each protocol, sharing one TLS configuration.

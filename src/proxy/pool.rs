@@ -3,32 +3,43 @@
 //! client's machinery (a pool keyed and hashed by scheme and authority, a checkout racing a
 //! connect, a connector stack): one list per route and worker, last in first out.
 //!
-//! What it keeps of the general client's behaviour: requests go out in origin form; an idle
-//! connection is dropped after [`IDLE_TIMEOUT`]; a request that a reused connection turned
+//! What it keeps of the general client's behaviour: connections are made by its connector
+//! (DNS, both address families with the fallback after 300 ms, `TCP_NODELAY`); requests go out
+//! in origin form; an idle connection is dropped after [`IDLE_TIMEOUT`] (checked when a
+//! connection is taken or returned, and by a sweep every [`SWEEP_EVERY`] while the list is in
+//! use, so a route that falls quiet does not keep its connections open); a request that a reused connection turned
 //! down before writing a byte of it (the upstream had closed it meanwhile) is sent again on a
 //! new connection; a connection returns to the list only once its previous exchange is over
 //! (the response read to its end), and never after an upgrade.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
+use tower_service::Service;
 
 use crate::server::response::{Body, BoxError};
 
 /// How long an unused upstream connection is kept (the general client's `pool_idle_timeout`).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The idle connections to one upstream authority.
+/// How often a list in use drops its expired connections between requests.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+/// The idle connections to one upstream.
 pub struct Http1Pool {
-    authority: Authority,
+    /// `http://host:port/`: what the connector dials.
+    base: Uri,
+    connector: HttpConnector,
     idle: Arc<Mutex<Vec<Idle>>>,
+    /// Whether this list's sweep is running.
+    sweeping: AtomicBool,
 }
 
 struct Idle {
@@ -37,11 +48,15 @@ struct Idle {
 }
 
 impl Http1Pool {
-    /// A pool dialling `authority` (host and port; the port defaults to 80).
-    pub fn new(authority: Authority) -> Http1Pool {
+    /// A pool dialling the scheme and authority of `base` (an `http://` URI).
+    pub fn new(base: Uri) -> Http1Pool {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
         Http1Pool {
-            authority,
+            base,
+            connector,
             idle: Arc::new(Mutex::new(Vec::new())),
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -89,18 +104,8 @@ impl Http1Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, BoxError> {
-        let port = self.authority.port_u16().unwrap_or(80);
-        // An IPv6 literal comes bracketed in an authority, bare in an address.
-        let host = self
-            .authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let stream = TcpStream::connect((host, port)).await?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
+        let stream = self.connector.clone().call(self.base.clone()).await?;
+        let (sender, connection) = http1::Builder::new().handshake(stream).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
@@ -116,6 +121,9 @@ impl Http1Pool {
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             return;
         }
+        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(&self.idle), SWEEP_EVERY));
+        }
         let idle = self.idle.clone();
         if sender.is_ready() {
             put(&idle, sender, Instant::now());
@@ -129,18 +137,36 @@ impl Http1Pool {
     }
 }
 
-/// Returns a connection to the list at `now`, dropping the ones idle past [`IDLE_TIMEOUT`]
-/// (the oldest sit at the front).
+/// Returns a connection to the list at `now`, dropping the ones idle past [`IDLE_TIMEOUT`].
 fn put(idle: &Mutex<Vec<Idle>>, sender: SendRequest<Body>, now: Instant) {
     let Ok(mut idle) = idle.lock() else {
         return;
     };
+    drop_expired(&mut idle, now);
+    idle.push(Idle { sender, since: now });
+}
+
+/// Drops the connections idle past [`IDLE_TIMEOUT`] at `now` (the oldest sit at the front).
+fn drop_expired(idle: &mut Vec<Idle>, now: Instant) {
     let expired = idle
         .iter()
         .take_while(|entry| now.duration_since(entry.since) >= IDLE_TIMEOUT)
         .count();
     idle.drain(..expired);
-    idle.push(Idle { sender, since: now });
+}
+
+/// Drops expired connections from `idle` every `every` until the pool is gone (a reload
+/// replaced it): dropping a connection's sender closes it.
+async fn sweep(idle: Weak<Mutex<Vec<Idle>>>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = idle.upgrade() else {
+            return;
+        };
+        if let Ok(mut list) = pool.lock() {
+            drop_expired(&mut list, Instant::now());
+        };
+    }
 }
 
 /// The request target as an HTTP/1.1 origin-form URI (`/path?query`).
@@ -155,6 +181,8 @@ fn origin_form(uri: &Uri) -> Uri {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    use hyper_util::rt::TokioIo;
+
     use super::*;
 
     /// A live HTTP/1.1 client connection over an in-memory pipe (its peer never answers).
@@ -174,7 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_connection_is_reused_until_the_idle_timeout_then_dropped() {
-        let pool = Http1Pool::new(Authority::from_static("127.0.0.1:9"));
+        let pool = Http1Pool::new(Uri::from_static("http://127.0.0.1:9/"));
         let start = Instant::now();
         put(&pool.idle, open_sender().await, start);
         let almost = start + IDLE_TIMEOUT - Duration::from_secs(1);
@@ -188,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn returning_a_connection_drops_the_expired_ones_and_the_newest_goes_out_first() {
-        let pool = Http1Pool::new(Authority::from_static("127.0.0.1:9"));
+        let pool = Http1Pool::new(Uri::from_static("http://127.0.0.1:9/"));
         let start = Instant::now();
         put(&pool.idle, open_sender().await, start);
         put(
@@ -206,9 +234,28 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_list_that_falls_quiet_is_swept_and_the_sweep_ends_with_its_pool() {
+        let pool = Http1Pool::new(Uri::from_static("http://127.0.0.1:9/"));
+        put(&pool.idle, open_sender().await, Instant::now());
+        let every = Duration::from_secs(15);
+        let sweeper = tokio::spawn(sweep(Arc::downgrade(&pool.idle), every));
+        // Virtual time: the clock jumps while every task waits.
+        tokio::time::sleep(IDLE_TIMEOUT - every).await;
+        assert_eq!(idle_count(&pool), 1, "not idle for the timeout yet");
+        tokio::time::sleep(2 * every).await;
+        assert_eq!(idle_count(&pool), 0, "closed by the sweep with no request");
+        drop(pool);
+        tokio::time::sleep(2 * every).await;
+        assert!(
+            sweeper.is_finished(),
+            "the sweep ends once its pool is gone"
+        );
+    }
+
     #[tokio::test]
     async fn a_closed_connection_is_never_handed_out() {
-        let pool = Http1Pool::new(Authority::from_static("127.0.0.1:9"));
+        let pool = Http1Pool::new(Uri::from_static("http://127.0.0.1:9/"));
         let (ours, theirs) = tokio::io::duplex(1024);
         let (sender, connection) = http1::handshake(TokioIo::new(ours)).await.unwrap();
         let ended = tokio::spawn(connection);

@@ -47,10 +47,17 @@ pub struct ConnInfo {
     pub slot: ConnectionSlot,
 }
 
-/// A share of one accepted connection's slot; the slot frees, and the connection stops
-/// counting as live for a shutdown, when the last share drops.
+/// A share of one accepted connection's slot; the slot frees, the connection stops counting
+/// as live for a shutdown, and its worker's load drops, when the last share drops.
 #[derive(Clone)]
-pub struct ConnectionSlot(#[allow(dead_code)] Arc<(OwnedSemaphorePermit, connection::Tracked)>);
+pub struct ConnectionSlot(
+    #[allow(dead_code)]
+    Arc<(
+        OwnedSemaphorePermit,
+        connection::Tracked,
+        Option<workers::Load>,
+    )>,
+);
 
 impl std::fmt::Debug for ConnectionSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,17 +125,17 @@ pub async fn accept_loop<H: Handler>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let slot = ConnectionSlot(Arc::new((permit, connections.track())));
+        let tracked = connections.track();
         let tls = opts.tls.as_ref().map(|t| t.load_full());
         let serve = {
             let (builder, handler, connections) =
                 (builder.clone(), handler.clone(), connections.clone());
             let (header_timeout, send_timeout) = (opts.header_timeout, opts.send_timeout);
-            move |stream| {
+            move |stream, load| {
                 let conn = Accepted {
                     stream,
                     peer,
-                    slot,
+                    slot: ConnectionSlot(Arc::new((permit, tracked, load))),
                     tls,
                     header_timeout,
                     send_timeout,
@@ -138,7 +145,7 @@ pub async fn accept_loop<H: Handler>(
         };
         match workers {
             Some(workers) => hand_over(workers, stream, serve),
-            None => drop(tokio::spawn(serve(stream))),
+            None => drop(tokio::spawn(serve(stream, None))),
         }
     }
 }
@@ -147,7 +154,7 @@ pub async fn accept_loop<H: Handler>(
 /// joins the worker's, so its readiness wakes that worker alone.
 fn hand_over<F, S>(workers: &workers::Workers, stream: tokio::net::TcpStream, serve: S)
 where
-    S: FnOnce(tokio::net::TcpStream) -> F + Send + 'static,
+    S: FnOnce(tokio::net::TcpStream, Option<workers::Load>) -> F + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let stream = match stream.into_std() {
@@ -157,8 +164,8 @@ where
             return;
         }
     };
-    let job: workers::Job = Box::new(move || match tokio::net::TcpStream::from_std(stream) {
-        Ok(stream) => Box::pin(serve(stream)),
+    let job: workers::Job = Box::new(move |load| match tokio::net::TcpStream::from_std(stream) {
+        Ok(stream) => Box::pin(serve(stream, Some(load))),
         Err(e) => {
             tracing::warn!(error = %e, "a worker cannot take a connection");
             Box::pin(std::future::ready(()))

@@ -21,8 +21,24 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Work for a worker: runs inside its runtime (so sockets registered and tasks spawned there
-/// belong to it) and returns the connection's future.
-pub type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+/// belong to it), is given the connection's [`Load`] share, and returns the connection's future.
+pub type Job = Box<dyn FnOnce(Load) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// One connection counted against its worker until dropped. The connection's slot holds it,
+/// so a WebSocket tunnel that outlives hyper's connection keeps counting.
+pub struct Load(Arc<AtomicUsize>);
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Load")
+    }
+}
 
 thread_local! {
     /// The index of the worker this thread is, if it is one.
@@ -43,54 +59,60 @@ pub fn current() -> usize {
     WORKER.with(Cell::get).unwrap_or_else(count)
 }
 
-/// The running workers of one listener. Dropping it lets them finish: each stops once its
-/// queue is closed and it is told to stop, and its runtime's remaining tasks are dropped.
+/// The running workers of one listener. Dropping it lets them finish: each stops once it is
+/// told to stop, and its runtime's remaining tasks are dropped.
 pub struct Workers {
     queues: Vec<Worker>,
     stop: CancellationToken,
+    /// Where the search for the least-loaded worker starts: rotates, so ties spread.
+    next: AtomicUsize,
 }
 
+/// A job with its load share, as a worker's queue carries it.
+type Queued = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
 struct Worker {
-    queue: mpsc::UnboundedSender<Job>,
-    /// Live connections handed to this worker.
+    queue: mpsc::UnboundedSender<Queued>,
+    /// Live connections handed to this worker (see [`Load`]).
     live: Arc<AtomicUsize>,
 }
 
 impl Workers {
-    /// Starts [`count()`] worker threads named `name-N`.
+    /// Starts [`count()`] worker threads named `name-N`. Should one fail to start, those
+    /// already started are stopped again.
     pub fn start(name: &str) -> std::io::Result<Workers> {
-        let stop = CancellationToken::new();
-        let queues = (0..count())
-            .map(|index| spawn_worker(name, index, stop.clone()))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Workers { queues, stop })
+        let mut workers = Workers {
+            queues: Vec::with_capacity(count()),
+            stop: CancellationToken::new(),
+            next: AtomicUsize::new(0),
+        };
+        for index in 0..count() {
+            let worker = spawn_worker(name, index, workers.stop.clone())?;
+            workers.queues.push(worker);
+        }
+        Ok(workers)
     }
 
-    /// Hands `job` to the worker with the fewest live connections; the job's future counts as
-    /// one until it completes. Returns the job if every worker has stopped.
-    pub fn dispatch(&self, job: Job) -> Result<(), Job> {
-        let Some(worker) = self
-            .queues
-            .iter()
+    /// Hands `job` to the worker with the fewest live connections (ties taken in turn).
+    /// Fails, dropping the job, if that worker has stopped.
+    pub fn dispatch(&self, job: Job) -> Result<(), WorkerGone> {
+        let n = self.queues.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let worker = (0..n)
+            .filter_map(|i| self.queues.get((first + i) % n))
             .min_by_key(|w| w.live.load(Ordering::Relaxed))
-        else {
-            return Err(job);
-        };
-        let live = worker.live.clone();
-        live.fetch_add(1, Ordering::Relaxed);
-        let counted: Job = Box::new(move || {
-            let connection = job();
-            Box::pin(async move {
-                let _live = LiveGuard(live);
-                connection.await;
-            })
-        });
-        worker.queue.send(counted).map_err(|gone| {
-            worker.live.fetch_sub(1, Ordering::Relaxed);
-            gone.0
-        })
+            .ok_or(WorkerGone)?;
+        worker.live.fetch_add(1, Ordering::Relaxed);
+        let load = Load(worker.live.clone());
+        let queued: Queued = Box::new(move || job(load));
+        // On failure the job, and with it its load share, is dropped: the count is undone.
+        worker.queue.send(queued).map_err(|_| WorkerGone)
     }
 }
+
+/// The chosen worker has stopped (or there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerGone;
 
 impl Drop for Workers {
     fn drop(&mut self) {
@@ -98,16 +120,8 @@ impl Drop for Workers {
     }
 }
 
-struct LiveGuard(Arc<AtomicUsize>);
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 fn spawn_worker(name: &str, index: usize, stop: CancellationToken) -> std::io::Result<Worker> {
-    let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
+    let (queue, mut jobs) = mpsc::unbounded_channel::<Queued>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -120,7 +134,9 @@ fn spawn_worker(name: &str, index: usize, stop: CancellationToken) -> std::io::R
                     tokio::select! {
                         () = stop.cancelled() => break,
                         job = jobs.recv() => match job {
-                            Some(job) => drop(tokio::spawn(job())),
+                            // Run inside a task: a panic there ends that connection, not
+                            // the worker.
+                            Some(job) => drop(tokio::spawn(async move { job().await })),
                             None => { stop.cancelled().await; break; }
                         },
                     }
@@ -145,11 +161,12 @@ mod tests {
         hold: &CancellationToken,
     ) {
         let (seen, hold) = (seen.clone(), hold.clone());
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |load| {
             let here = WORKER.with(Cell::get);
             Box::pin(async move {
                 seen.send(here).unwrap();
                 hold.cancelled().await;
+                drop(load);
             })
         });
         assert!(workers.dispatch(job).is_ok());
@@ -170,6 +187,32 @@ mod tests {
             per_worker[index] += 1;
         }
         assert_eq!(per_worker, vec![2; count()]);
+        hold.cancel();
+    }
+
+    #[test]
+    fn a_load_share_kept_after_its_job_ended_still_counts() {
+        let workers = Workers::start("test-worker").unwrap();
+        // A job that hands its share out (as a connection hands its slot to a tunnel) and ends.
+        let (shares_tx, shares) = std::sync::mpsc::channel();
+        let (first_tx, first) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move |load| {
+            first_tx.send(WORKER.with(Cell::get)).unwrap();
+            shares_tx.send(load).unwrap();
+            Box::pin(std::future::ready(()))
+        });
+        assert!(workers.dispatch(job).is_ok());
+        let tunnel_worker = first.recv().unwrap();
+        let _tunnel = shares.recv().unwrap();
+        // The next connections avoid that worker until the others carry as much.
+        let (seen_tx, seen) = std::sync::mpsc::channel();
+        let hold = CancellationToken::new();
+        for _ in 1..count() {
+            report_where(&workers, &seen_tx, &hold);
+        }
+        for _ in 1..count() {
+            assert_ne!(seen.recv().unwrap(), tunnel_worker);
+        }
         hold.cancel();
     }
 

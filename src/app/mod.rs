@@ -375,7 +375,7 @@ impl App {
             tls,
             limits: head_limits(&config),
         };
-        let workers = match crate::server::workers::Workers::start("authgate-worker") {
+        let workers = match crate::server::workers::Workers::start("authgate-srv") {
             Ok(workers) => Some(workers),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start worker threads; serving on the main runtime");

@@ -78,7 +78,8 @@ struct Worker {
 }
 
 impl Workers {
-    /// Starts [`count()`] worker threads named `name-N`. Should one fail to start, those
+    /// Starts [`count()`] worker threads named `name-N` (Linux shows 15 bytes of a thread's
+    /// name: keep `name` short enough for `N` to show). Should one fail to start, those
     /// already started are stopped again.
     pub fn start(name: &str) -> std::io::Result<Workers> {
         let mut workers = Workers {

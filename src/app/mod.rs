@@ -30,7 +30,7 @@ use crate::auth::authenticator::Authenticator;
 use crate::auth::keys::{load_keys, KeyLoad};
 use crate::auth::legacy::LegacyTokens;
 use crate::auth::limiter::LoginLimiter;
-use crate::auth::password::PasswordHasher;
+use crate::auth::password::{HashQueue, PasswordHasher};
 use crate::auth::tokens::TokenService;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, StoreUrl};
@@ -425,7 +425,7 @@ fn add_probes(
     hasher: &PasswordHasher,
     confirmed: tokio::sync::watch::Receiver<tokio::time::Instant>,
 ) {
-    use crate::telemetry::metrics::ProbeKind::{Counter, Gauge};
+    use crate::telemetry::metrics::ProbeKind::{self, Counter, Gauge};
     let d = drain.clone();
     metrics.add_probe(
         "requests_in_flight",
@@ -446,28 +446,33 @@ fn add_probes(
         Gauge,
         move || tunnels.load(std::sync::atomic::Ordering::Relaxed) as f64,
     );
-    let h = hasher.clone();
-    metrics.add_probe(
-        "hash_queue_depth",
-        "Password checks waiting for a hashing slot now",
-        Gauge,
-        move || h.queue().waiting as f64,
-    );
-    let h = hasher.clone();
-    metrics.add_probe(
-        "hash_queue_waits",
-        "Waits for a hashing slot, finished or given up",
-        Counter,
-        move || h.queue().waits as f64,
-    );
-    let h = hasher.clone();
-    metrics.add_probe(
-        "hash_queue_wait_seconds",
-        "Seconds spent waiting for a hashing slot, all waits together (divide by \
-         hash_queue_waits for the mean)",
-        Counter,
-        move || h.queue().wait_seconds,
-    );
+    /// Name, help, kind, and the figure read from the hasher's queue.
+    type HashQueueProbe = (&'static str, &'static str, ProbeKind, fn(&HashQueue) -> f64);
+    let hash_queue: [HashQueueProbe; 3] = [
+        (
+            "hash_queue_depth",
+            "Password checks waiting for a hashing slot now",
+            Gauge,
+            |q| q.waiting as f64,
+        ),
+        (
+            "hash_queue_waits",
+            "Waits for a hashing slot, finished or given up",
+            Counter,
+            |q| q.waits as f64,
+        ),
+        (
+            "hash_queue_wait_seconds",
+            "Seconds spent waiting for a hashing slot, all waits together (divide by \
+             hash_queue_waits for the mean)",
+            Counter,
+            |q| q.wait_seconds,
+        ),
+    ];
+    for (name, help, kind, read) in hash_queue {
+        let h = hasher.clone();
+        metrics.add_probe(name, help, kind, move || read(&h.queue()));
+    }
     metrics.add_probe(
         "revocation_sync_lag_seconds",
         "Seconds since the revocation index was last confirmed in sync with the store's log \
@@ -480,10 +485,7 @@ fn add_probes(
 /// The password hasher with max(1, cores − 1) permits. Building it computes the dummy hash:
 /// one argon2 run, on the blocking pool.
 async fn build_hasher(config: &Config) -> Result<PasswordHasher, StartError> {
-    let permits = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .saturating_sub(1)
-        .max(1);
+    let permits = crate::server::workers::count().saturating_sub(1).max(1);
     let argon2 = config.auth.argon2;
     tokio::task::spawn_blocking(move || PasswordHasher::new(argon2, permits, HASH_QUEUE_WAIT))
         .await

@@ -106,6 +106,10 @@ impl Http1Pool {
     async fn connect(&self) -> Result<SendRequest<Body>, BoxError> {
         let stream = self.connector.clone().call(self.base.clone()).await?;
         let (sender, connection) = http1::Builder::new().handshake(stream).await?;
+        // The list can hold connections from now on: it needs its sweep (once per pool).
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(&self.idle), SWEEP_EVERY));
+        }
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
@@ -120,9 +124,6 @@ impl Http1Pool {
     fn give_back_when_ready(&self, mut sender: SendRequest<Body>, res: &Response<Incoming>) {
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             return;
-        }
-        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
-            tokio::spawn(sweep(Arc::downgrade(&self.idle), SWEEP_EVERY));
         }
         let idle = self.idle.clone();
         if sender.is_ready() {

@@ -39,12 +39,9 @@ thread_local! {
 /// the clock and a counter is used instead — a request id correlates logs, it guards nothing.
 pub fn new_request_id() -> HeaderValue {
     let mut bytes = [0u8; 16];
-    let filled = IDS.with(|ids| match ids.borrow_mut().as_mut() {
-        Some(rng) => {
-            rng.fill_bytes(&mut bytes);
-            true
-        }
-        None => false,
+    let filled = IDS.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        ids.as_mut().map(|rng| rng.fill_bytes(&mut bytes)).is_some()
     });
     if !filled {
         bytes = fallback_id_bytes();

@@ -68,11 +68,9 @@ pub struct Workers {
     next: AtomicUsize,
 }
 
-/// A job with its load share, as a worker's queue carries it.
-type Queued = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
-
 struct Worker {
-    queue: mpsc::UnboundedSender<Queued>,
+    /// Jobs with the load share each was counted with.
+    queue: mpsc::UnboundedSender<(Job, Load)>,
     /// Live connections handed to this worker (see [`Load`]).
     live: Arc<AtomicUsize>,
 }
@@ -105,9 +103,8 @@ impl Workers {
             .ok_or(WorkerGone)?;
         worker.live.fetch_add(1, Ordering::Relaxed);
         let load = Load(worker.live.clone());
-        let queued: Queued = Box::new(move || job(load));
         // On failure the job, and with it its load share, is dropped: the count is undone.
-        worker.queue.send(queued).map_err(|_| WorkerGone)
+        worker.queue.send((job, load)).map_err(|_| WorkerGone)
     }
 }
 
@@ -122,7 +119,7 @@ impl Drop for Workers {
 }
 
 fn spawn_worker(name: &str, index: usize, stop: CancellationToken) -> std::io::Result<Worker> {
-    let (queue, mut jobs) = mpsc::unbounded_channel::<Queued>();
+    let (queue, mut jobs) = mpsc::unbounded_channel::<(Job, Load)>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -137,7 +134,7 @@ fn spawn_worker(name: &str, index: usize, stop: CancellationToken) -> std::io::R
                         job = jobs.recv() => match job {
                             // Run inside a task: a panic there ends that connection, not
                             // the worker.
-                            Some(job) => drop(tokio::spawn(async move { job().await })),
+                            Some((job, load)) => drop(tokio::spawn(async move { job(load).await })),
                             None => { stop.cancelled().await; break; }
                         },
                     }

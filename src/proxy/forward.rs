@@ -37,6 +37,7 @@ use crate::server::connection::SendTimeout;
 use crate::server::context::RequestContext;
 use crate::server::request_id::X_REQUEST_ID;
 use crate::server::response::Body;
+use crate::server::upgrade::ClientUpgrade;
 
 /// Sends the request upstream and returns the upstream's response, streamed.
 pub async fn forward(
@@ -49,7 +50,7 @@ pub async fn forward(
 ) -> Result<Response<Body>, ApiError> {
     let client_version = req.version();
     let websocket = route.config().websocket && is_websocket_upgrade(req.headers());
-    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = websocket.then(|| ClientUpgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let host = client_host(&parts.uri, &parts.headers);
     let uri = upstream_uri(route, ctx, parts.uri.query(), host.as_ref())?;

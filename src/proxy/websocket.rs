@@ -29,6 +29,7 @@ use frames::{close_frame, FrameTracker, Towards};
 use crate::auth::authenticator::Authenticator;
 use crate::auth::identity::Identity;
 use crate::clock::Clock;
+use crate::server::upgrade::ClientUpgrade;
 use crate::server::ConnectionSlot;
 
 /// What a tunnel needs to know when to close: built once, shared by every tunnel.
@@ -71,7 +72,7 @@ impl Tunnels {
     /// `max_connections`.
     pub fn open(
         &self,
-        client: OnUpgrade,
+        client: ClientUpgrade,
         upstream: OnUpgrade,
         identity: Option<Identity>,
         slot: ConnectionSlot,
@@ -87,7 +88,7 @@ impl Tunnels {
         let tunnel = async move {
             let _slot = slot;
             let _open = open;
-            let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
+            let (Some(client), Ok(upstream)) = (client.finish().await, upstream.await) else {
                 tracing::debug!("upgrade did not complete");
                 return;
             };
@@ -103,7 +104,7 @@ impl Tunnels {
                     () = shutdown.cancelled() => Ending::Shutdown,
                 }
             };
-            let outcome = relay(TokioIo::new(client), TokioIo::new(upstream), ended).await;
+            let outcome = relay(client, TokioIo::new(upstream), ended).await;
             let user_id = watch.as_ref().map(|w| w.identity.user_id);
             tracing::info!(user_id, reason = outcome, "upgraded connection ended");
         };

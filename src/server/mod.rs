@@ -11,11 +11,13 @@ pub mod admin;
 pub mod connection;
 pub mod context;
 pub mod drain;
+mod http1;
 pub mod limits;
 pub mod request_body;
 pub mod request_id;
 pub mod response;
 pub mod tls;
+pub mod upgrade;
 pub mod workers;
 
 use std::future::Future;
@@ -32,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use connection::{Accepted, Connections};
+use connection::{Accepted, Builders, Connections};
 use response::Body;
 
 /// What the gateway knows about the connection a request arrived on.
@@ -176,25 +178,31 @@ where
     }
 }
 
-/// The HTTP/1.1 + HTTP/2 connection builder. The timer is what makes the header timeout
+/// The HTTP/1.1 + HTTP/2 connection builders. The timer is what makes the header timeout
 /// real: without one hyper silently ignores it. The header caps bound what a pending request
 /// head can hold, above the limits the gateway checks itself (see [`limits`]).
-fn http_builder(opts: &ServeOptions) -> Builder<TokioExecutor> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    let mut http1 = builder.http1();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_timeout)
-        .keep_alive(true)
-        .max_buf_size(opts.limits.http1_buffer());
-    if let Some(fields) = opts.limits.http1_fields() {
-        http1.max_headers(fields);
+fn http_builder(opts: &ServeOptions) -> Builders {
+    // hyper-util's HTTP/1 settings and hyper's are two types with the same methods.
+    macro_rules! http1_settings {
+        ($builder:expr) => {{
+            let b = $builder;
+            b.timer(TokioTimer::new())
+                .header_read_timeout(opts.header_timeout)
+                .keep_alive(true)
+                .max_buf_size(opts.limits.http1_buffer());
+            if let Some(fields) = opts.limits.http1_fields() {
+                b.max_headers(fields);
+            }
+        }};
     }
-    builder
-        .http2()
+    let mut auto = Builder::new(TokioExecutor::new());
+    http1_settings!(&mut auto.http1());
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1_settings!(&mut http1);
+    auto.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(256)
         .max_header_list_size(opts.limits.http2_header_list());
-    builder
+    Builders { auto, http1 }
 }

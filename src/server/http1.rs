@@ -18,6 +18,7 @@
 //! [`Handoff`] instead (see [`super::upgrade`]).
 
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,9 +29,36 @@ use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
-use super::connection::{Activity, Connections, Watched};
+use super::activity::{Activity, Watched};
 use super::response::Body;
+
+/// The number of a listener's connections parked now.
+#[derive(Debug, Default)]
+pub(super) struct ParkedCount(AtomicUsize);
+
+impl ParkedCount {
+    /// Parked now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one connection as parked until the guard drops.
+    fn park(&self) -> Parked<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Parked(&self.0)
+    }
+}
+
+/// One parked connection, counted in its [`ParkedCount`].
+struct Parked<'a>(&'a AtomicUsize);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// How long a connection must have been quiet before it is parked: a second, or a quarter of
 /// the header timeout when that is shorter, so parking never comes close to the idle limit.
@@ -57,8 +85,10 @@ pub(super) struct Segments<'a> {
     pub activity: &'a Arc<Activity>,
     /// `request_header_timeout`.
     pub header_timeout: Duration,
-    /// The listener's connections: its shutdown, and the count of parked ones.
-    pub set: &'a Connections,
+    /// The listener's shutdown.
+    pub stop: &'a CancellationToken,
+    /// The listener's parked connections.
+    pub parked: &'a ParkedCount,
 }
 
 impl Segments<'_> {
@@ -142,7 +172,7 @@ impl Segments<'_> {
                     r?;
                     break;
                 }
-                () = self.set.stop().cancelled(), if ending.is_none() => {
+                () = self.stop.cancelled(), if ending.is_none() => {
                     Pin::new(&mut *conn).graceful_shutdown();
                     ending = Some(Ended::Closed);
                 }
@@ -166,7 +196,7 @@ impl Segments<'_> {
     /// Waits, holding no buffer, for the parked socket's next bytes. False when it should
     /// close instead: silent past the header timeout, or the listener shutting down.
     async fn parked(&self, io: &Watched) -> bool {
-        let _parked = self.set.park();
+        let _parked = self.parked.park();
         let rest = self
             .header_timeout
             .saturating_sub(park_after(self.header_timeout));
@@ -176,153 +206,16 @@ impl Segments<'_> {
                 tracing::debug!("closing a kept-alive connection idle past the header timeout");
                 false
             }
-            () = self.set.stop().cancelled() => false,
+            () = self.stop.cancelled() => false,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use http::header::{CONNECTION, UPGRADE};
-    use http::{Request, Response, StatusCode};
-    use hyper::body::Incoming;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::time::Instant;
-    use tokio_util::sync::CancellationToken;
-
     use super::park_after;
-    use crate::server::connection::Connections;
-    use crate::server::limits::HeadLimits;
-    use crate::server::response::{full, Body};
-    use crate::server::upgrade::ClientUpgrade;
-    use crate::server::{accept_loop, ConnInfo, Handler, ServeOptions};
-
-    /// Answers `ok`; a request with `Upgrade` gets a `101` and a tunnel that echoes 5 bytes.
-    struct Echo;
-
-    impl Handler for Echo {
-        async fn handle(
-            self: Arc<Self>,
-            mut req: Request<Incoming>,
-            _conn: ConnInfo,
-        ) -> Response<Body> {
-            if !req.headers().contains_key(UPGRADE) {
-                return Response::new(full("ok"));
-            }
-            let upgrade = ClientUpgrade::on(&mut req);
-            tokio::spawn(async move {
-                let mut io = upgrade.finish().await.expect("the socket is handed over");
-                let mut got = [0u8; 5];
-                io.read_exact(&mut got).await.unwrap();
-                io.write_all(&got).await.unwrap();
-            });
-            let mut res = Response::new(full(""));
-            *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            res.headers_mut()
-                .insert(CONNECTION, "upgrade".parse().unwrap());
-            res.headers_mut().insert(UPGRADE, "echo".parse().unwrap());
-            res
-        }
-    }
-
-    struct Server {
-        addr: SocketAddr,
-        connections: Arc<Connections>,
-    }
-
-    async fn start(header_timeout: Duration) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Connections::new();
-        let opts = ServeOptions {
-            header_timeout,
-            send_timeout: Duration::from_secs(30),
-            max_connections: 16,
-            tls: None,
-            limits: HeadLimits {
-                max_header_bytes: 8192,
-                max_headers: 100,
-            },
-        };
-        let set = connections.clone();
-        tokio::spawn(async move {
-            accept_loop(
-                listener,
-                opts,
-                Arc::new(Echo),
-                &set,
-                CancellationToken::new(),
-                None,
-            )
-            .await;
-        });
-        Server { addr, connections }
-    }
-
-    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-
-    /// A client connection that reads answers one at a time.
-    struct Client {
-        stream: TcpStream,
-        read: Vec<u8>,
-    }
-
-    impl Client {
-        async fn connect(server: &Server) -> Self {
-            let stream = TcpStream::connect(server.addr).await.unwrap();
-            // Virtual time runs far ahead of the kernel's delayed ACK, which Nagle's algorithm
-            // would wait for before sending a second small write.
-            stream.set_nodelay(true).unwrap();
-            Self {
-                stream,
-                read: Vec::new(),
-            }
-        }
-
-        async fn send(&mut self, bytes: &[u8]) {
-            self.stream.write_all(bytes).await.unwrap();
-        }
-
-        /// Reads until `end` has arrived; returns everything up to it and keeps the rest.
-        async fn until(&mut self, end: &[u8]) -> String {
-            let mut buf = [0u8; 1024];
-            loop {
-                if let Some(at) = self.read.windows(end.len()).position(|w| w == end) {
-                    let rest = self.read.split_off(at + end.len());
-                    let got = std::mem::replace(&mut self.read, rest);
-                    return String::from_utf8(got).unwrap();
-                }
-                let n = self.stream.read(&mut buf).await.unwrap();
-                assert!(
-                    n > 0,
-                    "closed after {:?}",
-                    String::from_utf8_lossy(&self.read)
-                );
-                self.read.extend_from_slice(&buf[..n]);
-            }
-        }
-
-        /// Reads one `ok` answer.
-        async fn answer(&mut self) -> String {
-            self.until(b"\r\n\r\nok").await
-        }
-
-        /// Waits for the server to close the connection.
-        async fn closed(&mut self) {
-            let mut buf = [0u8; 16];
-            assert_eq!(self.stream.read(&mut buf).await.unwrap(), 0, "closed");
-        }
-    }
-
-    /// Lets virtual time pass: every timer due in `d` fires, as the server's would.
-    async fn idle(d: Duration) {
-        tokio::time::sleep(d).await;
-    }
 
     #[test]
     fn parking_waits_a_tenth_of_a_second_or_a_quarter_of_a_short_header_timeout() {
@@ -335,111 +228,5 @@ mod tests {
             Duration::from_millis(50)
         );
         assert_eq!(park_after(Duration::ZERO), Duration::from_millis(1));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_connection_parks_and_its_next_request_is_served() {
-        let server = start(Duration::from_secs(10)).await;
-        let mut client = Client::connect(&server).await;
-        client.send(GET).await;
-        assert!(client.answer().await.starts_with("HTTP/1.1 200"));
-        assert_eq!(server.connections.parked(), 0);
-        idle(Duration::from_secs(1)).await;
-        assert_eq!(server.connections.parked(), 1);
-        for _ in 0..3 {
-            client.send(GET).await;
-            assert!(client.answer().await.starts_with("HTTP/1.1 200"));
-            assert_eq!(server.connections.parked(), 0);
-            idle(Duration::from_secs(1)).await;
-            assert_eq!(server.connections.parked(), 1);
-        }
-        assert_eq!(server.connections.live(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_connection_in_use_does_not_park() {
-        let server = start(Duration::from_secs(10)).await;
-        let mut client = Client::connect(&server).await;
-        // A request every 50 ms for a second: never quiet for a whole 100 ms.
-        for _ in 0..20 {
-            client.send(GET).await;
-            client.answer().await;
-            idle(Duration::from_millis(50)).await;
-            assert_eq!(server.connections.parked(), 0);
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_parked_connection_closes_once_idle_for_the_header_timeout() {
-        let server = start(Duration::from_secs(2)).await;
-        let mut client = Client::connect(&server).await;
-        client.send(GET).await;
-        client.answer().await;
-        let answered = Instant::now();
-        client.closed().await;
-        let idle_for = answered.elapsed();
-        assert!(
-            idle_for >= Duration::from_secs(2) && idle_for <= Duration::from_millis(2250),
-            "closed after {idle_for:?}"
-        );
-        assert_eq!(server.connections.parked(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_head_cut_by_a_pause_is_finished_after_parking() {
-        let server = start(Duration::from_secs(10)).await;
-        let mut client = Client::connect(&server).await;
-        client.send(GET).await;
-        client.answer().await;
-        client.send(b"GET / HTTP/1.1\r\nHo").await;
-        idle(Duration::from_secs(1)).await;
-        // hyper's connection stopped with the bytes it had read; they went back in front of
-        // the socket for the next one, which may not park before a request begins.
-        assert_eq!(server.connections.parked(), 0);
-        client.send(b"st: x\r\n\r\n").await;
-        assert!(client.answer().await.starts_with("HTTP/1.1 200"));
-        idle(Duration::from_secs(1)).await;
-        assert_eq!(server.connections.parked(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn pipelined_requests_are_all_answered() {
-        let server = start(Duration::from_secs(10)).await;
-        let mut client = Client::connect(&server).await;
-        client.send(&GET.repeat(3)).await;
-        for _ in 0..3 {
-            assert!(client.answer().await.starts_with("HTTP/1.1 200"));
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_shutdown_closes_a_parked_connection() {
-        let server = start(Duration::from_secs(10)).await;
-        let mut client = Client::connect(&server).await;
-        client.send(GET).await;
-        client.answer().await;
-        idle(Duration::from_secs(1)).await;
-        assert_eq!(server.connections.parked(), 1);
-        server.connections.shutdown().await;
-        client.closed().await;
-        assert_eq!(server.connections.parked(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_upgrade_after_parking_hands_the_socket_over_with_the_bytes_sent_early() {
-        let server = start(Duration::from_secs(10)).await;
-        let mut client = Client::connect(&server).await;
-        client.send(GET).await;
-        client.answer().await;
-        idle(Duration::from_secs(1)).await;
-        assert_eq!(server.connections.parked(), 1);
-        // The tunnel's first bytes ride with the upgrade request: hyper reads them with it.
-        let mut upgrade =
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n".to_vec();
-        upgrade.extend_from_slice(b"hello");
-        client.send(&upgrade).await;
-        let got = client.until(b"hello").await;
-        assert!(got.starts_with("HTTP/1.1 101"), "{got}");
-        assert_eq!(server.connections.parked(), 0);
     }
 }

@@ -7,6 +7,7 @@
 //! What a public request *means* is not decided here: each listener is given a [`Handler`].
 
 pub mod accept;
+mod activity;
 pub mod admin;
 pub mod connection;
 pub mod context;

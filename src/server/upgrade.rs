@@ -3,8 +3,8 @@
 //!
 //! Connections served by hyper's upgradeable connection (TLS, HTTP/2) hand their socket over
 //! through hyper's [`OnUpgrade`]. Plain HTTP/1 connections are served so that hyper never
-//! closes their socket (see [`super::http1`]), which rules out hyper's upgrade machinery: there
-//! the connection hands its socket to whoever asked, through a [`Handoff`] the request
+//! closes their socket (the `http1` module), which rules out hyper's upgrade machinery: there
+//! the connection hands its socket to whoever asked, through a `Handoff` the request
 //! carries.
 
 use std::sync::Mutex;

@@ -31,6 +31,7 @@ mod memory;
 mod openapi;
 mod operations;
 mod packaging;
+mod parking;
 #[path = "../support/postgres.rs"]
 mod pg;
 mod protocols;

@@ -49,6 +49,9 @@ pub(super) struct Activity {
     http1_in_flight: AtomicUsize,
     /// The latest HTTP/1 request's body may still be arriving.
     body_pending: AtomicBool,
+    /// hyper will close the connection after the latest HTTP/1 answer (an HTTP/1.0 request,
+    /// or `Connection: close` either way): such a connection never parks.
+    closes: AtomicBool,
     /// A write is waiting for the client to read.
     write_waiting: AtomicBool,
     /// A `101` was answered.
@@ -80,6 +83,7 @@ impl Activity {
             reads_at_begin: AtomicU64::new(0),
             http1_in_flight: AtomicUsize::new(0),
             body_pending: AtomicBool::new(false),
+            closes: AtomicBool::new(false),
             write_waiting: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
             segmented: AtomicBool::new(false),
@@ -109,6 +113,10 @@ impl Activity {
         self.http1_in_flight.fetch_add(1, Ordering::Relaxed);
         self.body_pending
             .store(!req.body().is_end_stream(), Ordering::Relaxed);
+        self.closes.store(
+            req.version() <= http::Version::HTTP_10 || asks_to_close(req.headers()),
+            Ordering::Relaxed,
+        );
         if self.segmented.load(Ordering::Relaxed) && req.extensions().get::<OnUpgrade>().is_some() {
             req.extensions_mut().insert(self.handoff.clone());
         }
@@ -133,6 +141,7 @@ impl Activity {
         self.http1_in_flight.load(Ordering::Relaxed) == 0
             && self.reads.load(Ordering::Relaxed) == self.reads_at_begin.load(Ordering::Relaxed)
             && !self.body_pending.load(Ordering::Relaxed)
+            && !self.closes.load(Ordering::Relaxed)
             && !self.write_waiting.load(Ordering::Relaxed)
             && !self.is_upgraded()
     }
@@ -159,6 +168,9 @@ impl Activity {
                 .map_or(millis(self.default_send), |t| millis(t.0))
         };
         self.send_timeout_ms.store(send, Ordering::Release);
+        if asks_to_close(res.headers()) {
+            self.closes.store(true, Ordering::Relaxed);
+        }
     }
 
     fn send_timeout(&self) -> Option<Duration> {
@@ -207,6 +219,15 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Whether `headers` carry a `Connection: close` (the token in any case, among others).
+fn asks_to_close(headers: &http::HeaderMap) -> bool {
+    headers.get_all(http::header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -236,7 +257,11 @@ impl Watched {
 
     /// Puts `bytes` (read earlier, not yet used) back in front of what the socket delivers.
     pub(super) fn rewind(&mut self, bytes: Bytes) {
-        self.rewound = bytes;
+        self.rewound = if self.rewound.is_empty() {
+            bytes
+        } else {
+            [bytes, std::mem::take(&mut self.rewound)].concat().into()
+        };
     }
 
     /// Waits until the socket has bytes (or an end) to read.
@@ -390,6 +415,19 @@ mod tests {
         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         activity.answered(&res);
         assert_eq!(activity.send_timeout(), None);
+    }
+
+    #[test]
+    fn a_close_token_is_found_among_others_in_any_case() {
+        let mut headers = http::HeaderMap::new();
+        assert!(!asks_to_close(&headers));
+        headers.append(http::header::CONNECTION, "keep-alive".parse().unwrap());
+        assert!(!asks_to_close(&headers));
+        headers.append(http::header::CONNECTION, "Upgrade, CLOSE ".parse().unwrap());
+        assert!(asks_to_close(&headers));
+        let mut closing = http::HeaderMap::new();
+        closing.insert(http::header::CONNECTION, "closed".parse().unwrap());
+        assert!(!asks_to_close(&closing));
     }
 
     #[tokio::test]

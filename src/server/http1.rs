@@ -18,6 +18,7 @@
 //! [`Handoff`] instead (see [`super::upgrade`]).
 
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -113,6 +113,14 @@ impl Segments<'_> {
                     return;
                 }
             };
+            if ended == Ended::Closed {
+                // As hyper would end it: what it still holds is flushed, then the socket is
+                // shut down.
+                if let Err(e) = Pin::new(&mut *conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
             let http1::Parts {
                 io: tokio_io,
                 read_buf,
@@ -124,27 +132,19 @@ impl Segments<'_> {
             // read buffer.
             let unread = Bytes::copy_from_slice(&read_buf);
             drop(read_buf);
-            match ended {
-                Ended::Upgraded => {
-                    io.rewind(unread);
-                    self.activity.handoff.hand_over(Box::new(io));
+            if ended == Ended::Upgraded {
+                io.rewind(unread);
+                self.activity.handoff.hand_over(Box::new(io));
+                return;
+            }
+            if unread.is_empty() {
+                if !self.parked(&io).await {
                     return;
                 }
-                Ended::Closed => {
-                    let _ = io.shutdown().await;
-                    return;
-                }
-                Ended::Parked if !unread.is_empty() => {
-                    parks_from = self.activity.progress().requests + 1;
-                    io.rewind(unread);
-                }
-                Ended::Parked => {
-                    tracing::debug!("parked");
-                    if !self.parked(&io).await {
-                        return;
-                    }
-                    parks_from = 0;
-                }
+                parks_from = 0;
+            } else {
+                parks_from = self.activity.progress().requests + 1;
+                io.rewind(unread);
             }
         }
     }

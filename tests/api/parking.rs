@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{CONNECTION, UPGRADE};
 use http::{Request, Response, StatusCode};
+use http_body_util::channel::Channel;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use authgate::server::connection::Connections;
 use authgate::server::limits::HeadLimits;
-use authgate::server::response::{full, Body};
+use authgate::server::response::{full, Body, BoxError};
 use authgate::server::upgrade::ClientUpgrade;
 use authgate::server::{accept_loop, ConnInfo, Handler, ServeOptions};
 
-/// Answers `ok`; a request with `Upgrade` gets a `101` and a tunnel that echoes 5 bytes.
+/// Answers `ok`; `/slow` answers `a`, then `b` a second later, in a body of unknown length; a
+/// request with `Upgrade` gets a `101` and a tunnel that echoes 5 bytes.
 struct Echo;
 
 impl Handler for Echo {
@@ -29,6 +33,15 @@ impl Handler for Echo {
         mut req: Request<Incoming>,
         _conn: ConnInfo,
     ) -> Response<Body> {
+        if req.uri().path() == "/slow" {
+            let (mut tx, body) = Channel::<Bytes, BoxError>::new(1);
+            tokio::spawn(async move {
+                tx.send_data(Bytes::from_static(b"a")).await.unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                tx.send_data(Bytes::from_static(b"b")).await.unwrap();
+            });
+            return Response::new(body.boxed());
+        }
         if !req.headers().contains_key(UPGRADE) {
             return Response::new(full("ok"));
         }
@@ -284,4 +297,45 @@ async fn an_upgrade_after_parking_hands_the_socket_over_with_the_bytes_sent_earl
     let got = client.until(b"hello").await;
     assert!(got.starts_with("HTTP/1.1 101"), "{got}");
     assert_eq!(server.connections.parked(), 0);
+}
+
+/// An answer that hyper ends by closing the connection (HTTP/1.0: no length, no chunks) and
+/// that streams across a pause long enough to park: the connection still closes as it ends.
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_ends_with_its_connection_closes_it_after_a_long_pause() {
+    for request in [
+        &b"GET /slow HTTP/1.0\r\n\r\n"[..],
+        b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let server = start(Duration::from_secs(10)).await;
+        let mut client = Client::connect(&server).await;
+        let started = Instant::now();
+        client.send(request).await;
+        let mut all = Vec::new();
+        client.stream.read_to_end(&mut all).await.unwrap();
+        let all = String::from_utf8(all).unwrap();
+        assert!(all.starts_with("HTTP/1."), "{all}");
+        assert!(all.contains('a') && all.contains('b'), "{all}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "closed after {took:?}");
+        assert_eq!(server.connections.parked(), 0);
+    }
+}
+
+/// A kept-alive answer streamed across a pause is finished, and the connection parks after.
+#[tokio::test(start_paused = true)]
+async fn a_kept_alive_answer_streamed_across_a_pause_is_finished_then_parks() {
+    let server = start(Duration::from_secs(10)).await;
+    let mut client = Client::connect(&server).await;
+    client.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // Chunked: "1\r\na\r\n", "1\r\nb\r\n", then the last chunk.
+    let got = client.until(b"0\r\n\r\n").await;
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.contains("\r\nb\r\n"),
+        "{got}"
+    );
+    idle(Duration::from_secs(1)).await;
+    assert_eq!(server.connections.parked(), 1);
+    client.send(GET).await;
+    assert!(client.answer().await.starts_with("HTTP/1.1 200"));
 }

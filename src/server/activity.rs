@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use super::response::Body;
-use super::upgrade::Handoff;
+use super::upgrade::{Handoff, UpgradedIo};
 
 /// How long a client may accept no byte of one answer before its connection is closed; set on
 /// a response's extensions to override the listener's default for that answer.
@@ -35,7 +35,8 @@ pub(super) struct Activity {
     http1: AtomicBool,
     /// Changes of the two above.
     changed: Notify,
-    /// The send timeout of the latest answer, in milliseconds; 0 switches it off.
+    /// The send timeout of the latest answer, in milliseconds; 0 switches it off, which only
+    /// a `101` does.
     send_timeout_ms: AtomicU64,
     /// The listener's default send timeout.
     default_send: Duration,
@@ -54,12 +55,12 @@ pub(super) struct Activity {
     closes: AtomicBool,
     /// A write is waiting for the client to read.
     write_waiting: AtomicBool,
-    /// A `101` was answered.
-    upgraded: AtomicBool,
-    /// Served in segments: upgrades go through [`Self::handoff`].
+    /// Served in segments: the fields above from `reads` on are kept, and upgrades go
+    /// through [`Self::handoff`].
     segmented: AtomicBool,
-    /// Where a segmented connection's socket goes after a `101`.
-    pub(super) handoff: Handoff,
+    /// Where a segmented connection's socket goes after a `101`; made by the first request
+    /// that asks to upgrade.
+    handoff: OnceLock<Handoff>,
 }
 
 /// What moves while a connection is in use; parking waits for it to stand still.
@@ -85,9 +86,8 @@ impl Activity {
             body_pending: AtomicBool::new(false),
             closes: AtomicBool::new(false),
             write_waiting: AtomicBool::new(false),
-            upgraded: AtomicBool::new(false),
             segmented: AtomicBool::new(false),
-            handoff: Handoff::default(),
+            handoff: OnceLock::new(),
         }
     }
 
@@ -107,22 +107,38 @@ impl Activity {
             self.http1.store(true, Ordering::Release);
             self.changed.notify_waiters();
         }
+        self.http1_in_flight.fetch_add(1, Ordering::Relaxed);
+        if self.segmented.load(Ordering::Relaxed) {
+            self.begin_segmented(req);
+        }
+        InFlight {
+            activity: self,
+            http2: false,
+        }
+    }
+
+    /// What the idle rule of a segmented connection needs to know of a request beginning.
+    fn begin_segmented<B: http_body::Body>(&self, req: &mut Request<B>) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.reads_at_begin
             .store(self.reads.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.http1_in_flight.fetch_add(1, Ordering::Relaxed);
         self.body_pending
             .store(!req.body().is_end_stream(), Ordering::Relaxed);
         self.closes.store(
             req.version() <= http::Version::HTTP_10 || asks_to_close(req.headers()),
             Ordering::Relaxed,
         );
-        if self.segmented.load(Ordering::Relaxed) && req.extensions().get::<OnUpgrade>().is_some() {
-            req.extensions_mut().insert(self.handoff.clone());
+        if req.extensions().get::<OnUpgrade>().is_some() {
+            let handoff = self.handoff.get_or_init(Handoff::default).clone();
+            req.extensions_mut().insert(handoff);
         }
-        InFlight {
-            activity: self,
-            http2: false,
+    }
+
+    /// Gives a segmented connection's socket, after its `101`, to the request that asked for
+    /// it; closes it when none did.
+    pub(super) fn hand_over(&self, io: Box<dyn UpgradedIo>) {
+        if let Some(handoff) = self.handoff.get() {
+            handoff.hand_over(io);
         }
     }
 
@@ -152,15 +168,14 @@ impl Activity {
         self.segmented.store(true, Ordering::Relaxed);
     }
 
-    /// A `101` was answered on this connection.
+    /// A `101` was answered on this connection (the one answer with no send timeout).
     pub(super) fn is_upgraded(&self) -> bool {
-        self.upgraded.load(Ordering::Acquire)
+        self.send_timeout_ms.load(Ordering::Acquire) == 0
     }
 
     /// Takes the send timeout of an answer about to be written.
     pub(super) fn answered(&self, res: &Response<Body>) {
         let send = if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-            self.upgraded.store(true, Ordering::Release);
             0
         } else {
             res.extensions()
@@ -168,7 +183,7 @@ impl Activity {
                 .map_or(millis(self.default_send), |t| millis(t.0))
         };
         self.send_timeout_ms.store(send, Ordering::Release);
-        if asks_to_close(res.headers()) {
+        if self.segmented.load(Ordering::Relaxed) && asks_to_close(res.headers()) {
             self.closes.store(true, Ordering::Relaxed);
         }
     }
@@ -442,8 +457,9 @@ mod tests {
         assert_eq!(activity.in_flight.load(Ordering::Acquire), 2);
         drop((a, b));
         assert_eq!(activity.in_flight.load(Ordering::Acquire), 0);
-        // An HTTP/1 request hands idleness to hyper, and keeps the connection from parking
-        // while it is handled.
+        // An HTTP/1 request hands idleness to hyper, and keeps a segmented connection from
+        // parking while it is handled.
+        activity.serve_in_segments();
         *req.version_mut() = http::Version::HTTP_11;
         let c = activity.begin(&mut req);
         assert!(activity.http1.load(Ordering::Acquire));

@@ -20,7 +20,6 @@
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -82,7 +81,7 @@ pub(super) struct Segments<'a> {
     /// The listener's HTTP/1 settings.
     pub builder: &'a http1::Builder,
     /// What the connection's service and socket report.
-    pub activity: &'a Arc<Activity>,
+    pub activity: &'a Activity,
     /// `request_header_timeout`.
     pub header_timeout: Duration,
     /// The listener's shutdown.
@@ -134,7 +133,7 @@ impl Segments<'_> {
             drop(read_buf);
             if ended == Ended::Upgraded {
                 io.rewind(unread);
-                self.activity.handoff.hand_over(Box::new(io));
+                self.activity.hand_over(Box::new(io));
                 return;
             }
             if unread.is_empty() {

@@ -83,12 +83,17 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
-    async fn a_handed_socket_reaches_the_request_that_asked() {
+    /// A connection's handoff, and the upgrade of a request that carried it.
+    fn asked() -> (Handoff, ClientUpgrade) {
         let handoff = Handoff::default();
         let mut req = Request::get("/").body(()).unwrap();
         req.extensions_mut().insert(handoff.clone());
-        let upgrade = ClientUpgrade::on(&mut req);
+        (handoff, ClientUpgrade::on(&mut req))
+    }
+
+    #[tokio::test]
+    async fn a_handed_socket_reaches_the_request_that_asked() {
+        let (handoff, upgrade) = asked();
         assert!(matches!(upgrade, ClientUpgrade::Handed(_)));
         let (ours, mut theirs) = tokio::io::duplex(64);
         handoff.hand_over(Box::new(ours));
@@ -101,12 +106,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_that_ends_first_finishes_the_upgrade_with_none() {
-        let handoff = Handoff::default();
-        let mut req = Request::get("/").body(()).unwrap();
-        req.extensions_mut().insert(handoff.clone());
-        let upgrade = ClientUpgrade::on(&mut req);
+        let (handoff, upgrade) = asked();
         drop(handoff);
-        drop(req);
         assert!(upgrade.finish().await.is_none());
         // A request without a handoff asks hyper, which has no upgrade for it either.
         let mut req = Request::get("/").body(()).unwrap();

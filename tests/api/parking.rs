@@ -203,6 +203,15 @@ async fn a_parked_connection_closes_once_idle_for_the_header_timeout() {
     assert_eq!(server.connections.parked(), 0);
 }
 
+/// Sends the rest of a head cut after `Ho`, expects its answer, and expects the connection
+/// to park once idle.
+async fn finish_the_head_then_park(client: &mut Client, server: &Server) {
+    client.send(b"st: x\r\n\r\n").await;
+    assert!(client.answer().await.starts_with("HTTP/1.1 200"));
+    idle(Duration::from_secs(1)).await;
+    assert_eq!(server.connections.parked(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_head_in_progress_keeps_its_connection_unparked() {
     let server = start(Duration::from_secs(10)).await;
@@ -213,10 +222,7 @@ async fn a_head_in_progress_keeps_its_connection_unparked() {
     idle(Duration::from_secs(1)).await;
     // hyper holds the partial head, and its header timeout runs from its first byte.
     assert_eq!(server.connections.parked(), 0);
-    client.send(b"st: x\r\n\r\n").await;
-    assert!(client.answer().await.starts_with("HTTP/1.1 200"));
-    idle(Duration::from_secs(1)).await;
-    assert_eq!(server.connections.parked(), 1);
+    finish_the_head_then_park(&mut client, &server).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -252,10 +258,7 @@ async fn a_pipelined_head_cut_by_a_pause_is_finished_after_parking() {
     client.answer().await;
     idle(Duration::from_secs(1)).await;
     assert_eq!(server.connections.parked(), 0);
-    client.send(b"st: x\r\n\r\n").await;
-    assert!(client.answer().await.starts_with("HTTP/1.1 200"));
-    idle(Duration::from_secs(1)).await;
-    assert_eq!(server.connections.parked(), 1);
+    finish_the_head_then_park(&mut client, &server).await;
 }
 
 #[tokio::test(start_paused = true)]

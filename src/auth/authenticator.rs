@@ -30,7 +30,7 @@ use super::bearer::{bearer_token, BearerError};
 use super::claims::TokenType;
 use super::cookies::{request_cookie, ACCESS_COOKIE, REFRESH_COOKIE, X_CSRF_TOKEN};
 use super::error::AuthError;
-use super::identity::{Identity, Presentation};
+use super::identity::{Identity, Presentation, SharedHeaderValues};
 use super::legacy::{LegacyTokens, UNKNOWN_USER};
 use super::revocation::{LegacyUser, RevocationIndex};
 use super::tokens::{check_legacy_header, TokenError, TokenService, Verified};
@@ -129,7 +129,7 @@ impl Authenticator {
         let Some((token, presentation)) = self.credential(headers, accept)? else {
             return Ok(None);
         };
-        let verified = match self.verify(token, accept) {
+        let (verified, header_values) = match self.verify(token, accept) {
             Ok(verified) => verified,
             // Not one of ours: with legacy tokens on, a token without `kid` is tried as one
             // (only on this error path, so authgate tokens pay nothing for it).
@@ -155,7 +155,7 @@ impl Authenticator {
         if presentation == Presentation::Cookie && !is_safe(method) {
             check_csrf(headers, claims.csrf.as_deref())?;
         }
-        let identity = Identity::from_shared(&verified, presentation);
+        let identity = Identity::from_shared(&verified, presentation, header_values);
         // The access line and every later line of the request name the user.
         telemetry::record_user(identity.user_id);
         Ok(Some(identity))
@@ -164,7 +164,11 @@ impl Authenticator {
     /// What verifying `token` finds, from the cache when it was verified before under the
     /// current keys and has not expired; a token of a type `accept` does not take is refused
     /// either way.
-    fn verify(&self, token: &str, accept: Accept) -> Result<Arc<Verified>, TokenError> {
+    fn verify(
+        &self,
+        token: &str,
+        accept: Accept,
+    ) -> Result<(Arc<Verified>, SharedHeaderValues), TokenError> {
         // An entry records the generation of the key set that checked it
         // (`Verified::key_generation`), so one made under keys a reload replaced never hits.
         let generation = self.tokens.key_generation();
@@ -178,12 +182,13 @@ impl Authenticator {
                     .tokens
                     .verify_as(token, &[TokenType::Access, TokenType::Refresh])?;
                 let verified = Arc::new(verified);
-                self.verified
-                    .insert(token, verified.key_generation, verified.clone());
-                verified
+                let header_values =
+                    self.verified
+                        .insert(token, verified.key_generation, verified.clone());
+                (verified, header_values)
             }
         };
-        if !accept.types().contains(&verified.claims.r#type) {
+        if !accept.types().contains(&verified.0.claims.r#type) {
             return Err(TokenError::Invalid("wrong token type"));
         }
         Ok(verified)

@@ -263,6 +263,7 @@ mod tests {
             token_type: TokenType::Access,
             presentation: Presentation::BearerHeader,
             legacy: false,
+            header_values: Default::default(),
         }
     }
 

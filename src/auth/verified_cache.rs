@@ -21,6 +21,7 @@ use std::sync::Arc;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
+use super::identity::SharedHeaderValues;
 use super::tokens::Verified;
 
 /// Default cache size in bytes: about 10,000 typical tokens (~400 bytes plus claims).
@@ -36,6 +37,8 @@ struct Entry {
     /// token was verified.
     generation: u64,
     verified: Arc<Verified>,
+    /// The token's identity-header values, worked out by the first request that needs them.
+    header_values: SharedHeaderValues,
 }
 
 /// Weighs an entry by its token's length plus the claims estimate.
@@ -79,26 +82,41 @@ impl VerifiedCache {
         }
     }
 
-    /// The verified claims of `token` when it was verified under key-set `generation` and its
-    /// `exp` is after `now` (epoch seconds); an entry that fails either is dropped.
-    pub fn get(&self, token: &str, generation: u64, now: u64) -> Option<Arc<Verified>> {
+    /// The verified claims of `token`, with its identity-header slot, when it was verified
+    /// under key-set `generation` and its `exp` is after `now` (epoch seconds); an entry that
+    /// fails either is dropped.
+    pub fn get(
+        &self,
+        token: &str,
+        generation: u64,
+        now: u64,
+    ) -> Option<(Arc<Verified>, SharedHeaderValues)> {
         let entry = self.entries.get(token)?;
         if entry.generation == generation && now < entry.verified.claims.exp {
-            return Some(entry.verified);
+            return Some((entry.verified, entry.header_values));
         }
         self.entries.remove(token);
         None
     }
 
-    /// Records that `token` verified as `verified` under key-set `generation`.
-    pub fn insert(&self, token: &str, generation: u64, verified: Arc<Verified>) {
+    /// Records that `token` verified as `verified` under key-set `generation`; returns the
+    /// entry's identity-header slot.
+    pub fn insert(
+        &self,
+        token: &str,
+        generation: u64,
+        verified: Arc<Verified>,
+    ) -> SharedHeaderValues {
+        let header_values = SharedHeaderValues::new_slot();
         self.entries.insert(
             token.into(),
             Entry {
                 generation,
                 verified,
+                header_values: header_values.clone(),
             },
         );
+        header_values
     }
 
     /// Entries held now.
@@ -150,7 +168,7 @@ mod tests {
     fn a_token_hits_under_its_generation_until_its_exp() {
         let cache = VerifiedCache::default();
         cache.insert("a.b.c", 0, verified(1_000));
-        assert_eq!(cache.get("a.b.c", 0, 999).unwrap().user_id, 42);
+        assert_eq!(cache.get("a.b.c", 0, 999).unwrap().0.user_id, 42);
         // At `exp` the entry no longer counts, and it is dropped.
         assert!(cache.get("a.b.c", 0, 1_000).is_none());
         assert!(cache.is_empty());

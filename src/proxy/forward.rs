@@ -25,7 +25,7 @@ use super::client::Upstream;
 use super::headers::{
     accepts_trailers, append_via, clean_response, client_host, decrement_max_forwards,
     is_websocket_upgrade, join_cookies, set_forwarding, set_te_trailers, set_websocket_upgrade,
-    strip_hop_by_hop, strip_routing_overrides, Forwarding, IdentityValues,
+    strip_hop_by_hop, strip_routing_overrides, Forwarding,
 };
 use super::router::Route;
 use super::table::ProxyTable;
@@ -277,17 +277,13 @@ fn rewrite_request_headers(
     table.rewriter.strip_identity(headers);
     strip_routing_overrides(headers);
     if let Some(identity) = identity {
-        let values = IdentityValues {
-            user_id: identity.user_id,
-            username: &identity.username,
-            roles: &identity.roles,
-            session_id: &identity.session_id,
-            fresh: identity.fresh,
-        };
-        table.rewriter.add_identity(headers, &values).map_err(|e| {
-            tracing::error!(error = %e, "identity cannot be sent upstream");
-            ApiError::Internal
-        })?;
+        table
+            .rewriter
+            .add_identity_of(headers, identity)
+            .map_err(|e| {
+                tracing::error!(error = %e, "identity cannot be sent upstream");
+                ApiError::Internal
+            })?;
     }
     if trailers {
         set_te_trailers(headers);

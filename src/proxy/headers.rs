@@ -22,6 +22,7 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 use thiserror::Error;
 
+use crate::auth::identity::{HeaderValues, Identity, UnsendableField};
 use crate::config::IdentityHeaders;
 use crate::server::request_id::X_REQUEST_ID;
 
@@ -229,18 +230,46 @@ impl HeaderRewriter {
         headers: &mut HeaderMap,
         id: &IdentityValues<'_>,
     ) -> Result<(), IdentityValueError> {
-        let names = &self.names;
-        let user_id = HeaderValue::from(id.user_id);
-        let username = identity_value(&names.username, id.username)?;
-        let roles = roles_value(&names.roles, id.roles)?;
-        let session_id = identity_value(&names.session_id, id.session_id)?;
-        let fresh = HeaderValue::from_static(if id.fresh { "true" } else { "false" });
-        headers.insert(names.user_id.clone(), user_id);
-        headers.insert(names.username.clone(), username);
-        headers.insert(names.roles.clone(), roles);
-        headers.insert(names.session_id.clone(), session_id);
-        headers.insert(names.fresh.clone(), fresh);
+        let values = HeaderValues::of(id.user_id, id.username, id.roles, id.session_id)
+            .map_err(|field| self.unsendable(field))?;
+        self.insert_identity(headers, &values, id.fresh);
         Ok(())
+    }
+
+    /// [`HeaderRewriter::add_identity`] for `identity`, with the values the verified-token
+    /// cache keeps for its token when it came from there (worked out once per token).
+    pub fn add_identity_of(
+        &self,
+        headers: &mut HeaderMap,
+        identity: &Identity,
+    ) -> Result<(), IdentityValueError> {
+        let values = identity
+            .header_values()
+            .map_err(|field| self.unsendable(field))?;
+        self.insert_identity(headers, &values, identity.fresh);
+        Ok(())
+    }
+
+    fn insert_identity(&self, headers: &mut HeaderMap, values: &HeaderValues, fresh: bool) {
+        let names = &self.names;
+        let fresh = HeaderValue::from_static(if fresh { "true" } else { "false" });
+        headers.insert(names.user_id.clone(), values.user_id.clone());
+        headers.insert(names.username.clone(), values.username.clone());
+        headers.insert(names.roles.clone(), values.roles.clone());
+        headers.insert(names.session_id.clone(), values.session_id.clone());
+        headers.insert(names.fresh.clone(), fresh);
+    }
+
+    /// The error naming the configured header of `field`.
+    fn unsendable(&self, field: UnsendableField) -> IdentityValueError {
+        let header = match field {
+            UnsendableField::Username => &self.names.username,
+            UnsendableField::Roles => &self.names.roles,
+            UnsendableField::SessionId => &self.names.session_id,
+        };
+        IdentityValueError {
+            header: header.clone(),
+        }
     }
 }
 
@@ -250,31 +279,6 @@ fn fold(b: u8) -> u8 {
     } else {
         b.to_ascii_lowercase()
     }
-}
-
-/// `HeaderValue::from_str` accepts obs-text and surrounding spaces that receivers strip or
-/// misread; identity values must arrive exactly as the token says.
-fn identity_value(header: &HeaderName, value: &str) -> Result<HeaderValue, IdentityValueError> {
-    let printable = value.bytes().all(|b| (0x20..=0x7E).contains(&b));
-    let trimmed = value.trim_ascii() == value;
-    if printable && trimmed {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            return Ok(v);
-        }
-    }
-    Err(IdentityValueError {
-        header: header.clone(),
-    })
-}
-
-/// Roles joined with `,`; a role holding `,` would read as two roles upstream, so it fails.
-fn roles_value(header: &HeaderName, roles: &[String]) -> Result<HeaderValue, IdentityValueError> {
-    if roles.iter().any(|r| r.contains(',')) {
-        return Err(IdentityValueError {
-            header: header.clone(),
-        });
-    }
-    identity_value(header, &roles.join(","))
 }
 
 /// What the gateway vouches for in the forwarding headers of one request.

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 use super::client::UpstreamClients;
-use super::headers::{HeaderRewriter, IdentityValueError, IdentityValues};
+use super::headers::{HeaderRewriter, IdentityValueError};
 use super::router::{Route, Router};
 use crate::auth::identity::Identity;
 use crate::config::{Config, ConfigError, ProxyConfig};
@@ -81,14 +81,7 @@ impl ProxyTable {
             }
             return Ok(());
         };
-        let values = IdentityValues {
-            user_id: identity.user_id,
-            username: &identity.username,
-            roles: &identity.roles,
-            session_id: &identity.session_id,
-            fresh: identity.fresh,
-        };
-        self.rewriter.add_identity(headers, &values)
+        self.rewriter.add_identity_of(headers, identity)
     }
 
     /// The access-log and metrics label of `route`.

@@ -90,12 +90,36 @@ fn is_routing_override(name: &str) -> bool {
 ///
 /// Run it after the auth step has read `Authorization`: a client may nominate that too.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_nominated(headers) {
-        if !NOT_NOMINATABLE.contains(&name) {
-            headers.remove(&name);
-        }
+    // Nominated fields first: the hop-by-hop pass removes `Connection` itself. Each pass finds
+    // and removes one field at a time, so nothing is allocated on the usual message (an
+    // upstream's `Connection: keep-alive` names no field present).
+    while let Some(name) = first_nominated(headers) {
+        headers.remove(name);
     }
-    remove_present(headers, is_hop_by_hop);
+    while let Some(name) = headers.keys().find(|n| is_hop_by_hop(n.as_str())).cloned() {
+        headers.remove(name);
+    }
+}
+
+/// The first field present that a `Connection` token names (tokens compared without case,
+/// comma-separated across every `Connection` line), other than those in [`NOT_NOMINATABLE`].
+fn first_nominated(headers: &HeaderMap) -> Option<HeaderName> {
+    let connection = headers.get_all(CONNECTION);
+    connection.iter().next()?;
+    let named = |name: &HeaderName| {
+        connection
+            .iter()
+            .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+            .any(|token| {
+                token
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(name.as_str().as_bytes())
+            })
+    };
+    headers
+        .keys()
+        .find(|name| !NOT_NOMINATABLE.contains(name) && named(name))
+        .cloned()
 }
 
 /// Removes every field whose name is in the set `listed` tests. One pass over the names
@@ -118,19 +142,6 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
     for name in picked {
         headers.remove(name);
     }
-}
-
-/// Every field name listed in the `Connection` header lines; tokens that are not valid header
-/// names are skipped (they cannot name a field present in the map).
-fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|token| !token.is_empty())
-        .filter_map(|token| HeaderName::from_bytes(token).ok())
-        .collect()
 }
 
 /// Removes client headers that claim a method or path other than the request's own

@@ -125,12 +125,14 @@ impl HeaderValues {
         roles: &[String],
         session_id: &str,
     ) -> HeaderValuesResult {
+        // Checked in this order, so the error names the same header as it always has.
+        let username = header_value(username).ok_or(UnsendableField::Username)?;
         if roles.iter().any(|r| r.contains(',')) {
             return Err(UnsendableField::Roles);
         }
         Ok(HeaderValues {
             user_id: HeaderValue::from(user_id),
-            username: header_value(username).ok_or(UnsendableField::Username)?,
+            username,
             roles: header_value(&roles.join(",")).ok_or(UnsendableField::Roles)?,
             session_id: header_value(session_id).ok_or(UnsendableField::SessionId)?,
         })

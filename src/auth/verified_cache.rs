@@ -24,12 +24,13 @@ use quick_cache::Weighter;
 use super::identity::SharedHeaderValues;
 use super::tokens::Verified;
 
-/// Default cache size in bytes: about 10,000 typical tokens (~400 bytes plus claims).
+/// Default cache size in bytes: about 7,000 typical tokens (~400 bytes plus claims).
 pub const DEFAULT_CAPACITY_BYTES: u64 = 8 << 20;
 
 /// What an entry costs beyond its token's bytes, for the bound: the decoded claims' strings,
-/// the `Arc` and the map slot (an estimate, generous for our tokens' claims).
-const ENTRY_OVERHEAD: u64 = 512;
+/// the `Arc`, the map slot and the identity headers' values once worked out (an estimate,
+/// generous for our tokens' claims).
+const ENTRY_OVERHEAD: u64 = 768;
 
 #[derive(Clone)]
 struct Entry {

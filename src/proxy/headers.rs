@@ -90,36 +90,36 @@ fn is_routing_override(name: &str) -> bool {
 ///
 /// Run it after the auth step has read `Authorization`: a client may nominate that too.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Nominated fields first: the hop-by-hop pass removes `Connection` itself. Each pass finds
-    // and removes one field at a time, so nothing is allocated on the usual message (an
-    // upstream's `Connection: keep-alive` names no field present).
-    while let Some(name) = first_nominated(headers) {
-        headers.remove(name);
+    // The usual message's tokens (`keep-alive`, `close`, `upgrade`) name no field present: a
+    // lookup per token, without parsing a name or allocating, tells so.
+    if connection_names_a_field(headers) {
+        for name in connection_nominated(headers) {
+            if !NOT_NOMINATABLE.contains(&name) {
+                headers.remove(&name);
+            }
+        }
     }
+    // One hop-by-hop name removed per pass, at most eight passes: no list to allocate.
     while let Some(name) = headers.keys().find(|n| is_hop_by_hop(n.as_str())).cloned() {
         headers.remove(name);
     }
 }
 
-/// The first field present that a `Connection` token names (tokens compared without case,
-/// comma-separated across every `Connection` line), other than those in [`NOT_NOMINATABLE`].
-fn first_nominated(headers: &HeaderMap) -> Option<HeaderName> {
-    let connection = headers.get_all(CONNECTION);
-    connection.iter().next()?;
-    let named = |name: &HeaderName| {
-        connection
-            .iter()
-            .flat_map(|line| line.as_bytes().split(|&b| b == b','))
-            .any(|token| {
-                token
-                    .trim_ascii()
-                    .eq_ignore_ascii_case(name.as_str().as_bytes())
-            })
-    };
-    headers
-        .keys()
-        .find(|name| !NOT_NOMINATABLE.contains(name) && named(name))
-        .cloned()
+/// Whether any `Connection` token names a field present (`Content-Length` and `Host` included:
+/// [`strip_hop_by_hop`] sorts those out). Tokens that are not header names name nothing.
+fn connection_names_a_field(headers: &HeaderMap) -> bool {
+    connection_tokens(headers)
+        .filter(|token| !token.is_empty())
+        .any(|token| std::str::from_utf8(token).is_ok_and(|name| headers.contains_key(name)))
+}
+
+/// Every field name listed in the `Connection` header lines; tokens that are not valid header
+/// names are skipped (they cannot name a field present in the map).
+fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
+    connection_tokens(headers)
+        .filter(|token| !token.is_empty())
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .collect()
 }
 
 /// Removes every field whose name is in the set `listed` tests. One pass over the names
@@ -519,7 +519,8 @@ mod tests {
 
     #[test]
     fn each_name_set_holds_its_names_and_no_other() {
-        let sets: [(fn(&str) -> bool, &[&str]); 3] = [
+        type NameSet = (fn(&str) -> bool, &'static [&'static str]);
+        let sets: [NameSet; 3] = [
             (
                 is_hop_by_hop,
                 &[
@@ -647,6 +648,32 @@ mod tests {
             session_id: "s-42",
             fresh: false,
         }
+    }
+
+    /// Every field a `Connection` token names goes, in any case and whatever the order of the
+    /// lines, even when a token names `Connection` itself; the common tokens name nothing.
+    #[test]
+    fn every_connection_nominated_field_goes_even_when_connection_names_itself() {
+        let mut headers = map(&[
+            ("connection", "Connection, X-A"),
+            ("x-a", "1"),
+            ("connection", ",, x-b ,keep-alive, content-length, host"),
+            ("x-b", "2"),
+            ("content-length", "0"),
+            ("host", "gw"),
+            ("x-c", "kept"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "host", "x-c"]);
+        let mut plain = map(&[("connection", "keep-alive"), ("x-c", "kept")]);
+        assert!(!connection_names_a_field(&plain));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(
+            plain.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["x-c"]
+        );
     }
 
     #[test]

@@ -178,7 +178,7 @@ async fn an_idle_connection_parks_and_its_next_request_is_served() {
 async fn a_connection_in_use_does_not_park() {
     let server = start(Duration::from_secs(10)).await;
     let mut client = Client::connect(&server).await;
-    // A request every 50 ms for a second: never quiet for a whole 100 ms.
+    // A request every 50 ms for a second: never quiet for a whole 60 ms.
     for _ in 0..20 {
         client.send(GET).await;
         client.answer().await;

@@ -172,26 +172,27 @@ impl Authenticator {
         // An entry records the generation of the key set that checked it
         // (`Verified::key_generation`), so one made under keys a reload replaced never hits.
         let generation = self.tokens.key_generation();
-        let verified = match self
-            .verified
-            .get(token, generation, self.tokens.expiry_now())
-        {
-            Some(verified) => verified,
-            None => {
-                let verified = self
-                    .tokens
-                    .verify_as(token, &[TokenType::Access, TokenType::Refresh])?;
-                let verified = Arc::new(verified);
-                let header_values =
-                    self.verified
-                        .insert(token, verified.key_generation, verified.clone());
-                (verified, header_values)
-            }
-        };
-        if !accept.types().contains(&verified.0.claims.r#type) {
+        let (verified, header_values) =
+            match self
+                .verified
+                .get(token, generation, self.tokens.expiry_now())
+            {
+                Some(hit) => hit,
+                None => {
+                    let verified = self
+                        .tokens
+                        .verify_as(token, &[TokenType::Access, TokenType::Refresh])?;
+                    let verified = Arc::new(verified);
+                    let header_values =
+                        self.verified
+                            .insert(token, verified.key_generation, verified.clone());
+                    (verified, header_values)
+                }
+            };
+        if !accept.types().contains(&verified.claims.r#type) {
             return Err(TokenError::Invalid("wrong token type"));
         }
-        Ok(verified)
+        Ok((verified, header_values))
     }
 
     /// [`Authenticator::authenticate`] where a credential is required: none is

@@ -279,7 +279,7 @@ fn rewrite_request_headers(
     if let Some(identity) = identity {
         table
             .rewriter
-            .add_identity_of(headers, identity)
+            .add_identity(headers, identity)
             .map_err(|e| {
                 tracing::error!(error = %e, "identity cannot be sent upstream");
                 ApiError::Internal

@@ -99,7 +99,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    // One hop-by-hop name removed per pass, at most eight passes: no list to allocate.
+    // One hop-by-hop name removed per pass, at most eight passes: an upstream's answer always
+    // carries `Connection`, and a collected list would be an allocation on every answer.
     while let Some(name) = headers.keys().find(|n| is_hop_by_hop(n.as_str())).cloned() {
         headers.remove(name);
     }
@@ -130,7 +131,9 @@ fn remove_present(headers: &mut HeaderMap, listed: fn(&str) -> bool) {
     remove_where(headers, |name| listed(name.as_str()));
 }
 
-/// Removes every field whose name `doomed` picks, walking the names present once.
+/// Removes every field whose name `doomed` picks, walking the names present once. Collected
+/// rather than removed a pass at a time: a client may send many fields one predicate picks
+/// (a `strip_header_prefixes` family), and a pass per field would be quadratic.
 fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
     // Empty unless a name is picked: no allocation on the usual request.
     let mut picked = Vec::new();
@@ -149,21 +152,6 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
 /// `X-Method-Override`).
 pub fn strip_routing_overrides(headers: &mut HeaderMap) {
     remove_present(headers, is_routing_override);
-}
-
-/// The gateway's own values for the identity headers of one authenticated request.
-#[derive(Debug, Clone, Copy)]
-pub struct IdentityValues<'a> {
-    /// The user id (`sub`).
-    pub user_id: i64,
-    /// The username as registered.
-    pub username: &'a str,
-    /// The token's roles; sent comma-separated without spaces.
-    pub roles: &'a [String],
-    /// The token's `sid`.
-    pub session_id: &'a str,
-    /// Whether the token is fresh.
-    pub fresh: bool,
 }
 
 /// An identity value that cannot be sent as a header; the request must fail (500), never be
@@ -240,22 +228,11 @@ impl HeaderRewriter {
                 .any(|folded| folded.len() == name.len() && starts(folded))
     }
 
-    /// Sets the five identity headers (replacing any value present). Nothing is inserted
-    /// unless every value is valid: visible ASCII or inner spaces, and no `,` inside a role.
+    /// Sets the five identity headers of `identity` (replacing any value present). Nothing is
+    /// inserted unless every value is valid: visible ASCII or inner spaces, and no `,` inside a
+    /// role. The values come from the verified-token cache's slot when the identity came from
+    /// there (worked out once per token).
     pub fn add_identity(
-        &self,
-        headers: &mut HeaderMap,
-        id: &IdentityValues<'_>,
-    ) -> Result<(), IdentityValueError> {
-        let values = HeaderValues::of(id.user_id, id.username, id.roles, id.session_id)
-            .map_err(|field| self.unsendable(field))?;
-        self.insert_identity(headers, &values, id.fresh);
-        Ok(())
-    }
-
-    /// [`HeaderRewriter::add_identity`] for `identity`, with the values the verified-token
-    /// cache keeps for its token when it came from there (worked out once per token).
-    pub fn add_identity_of(
         &self,
         headers: &mut HeaderMap,
         identity: &Identity,
@@ -497,6 +474,8 @@ pub fn clean_response(headers: &mut HeaderMap, request_id: &HeaderValue, upgrade
 #[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::auth::claims::TokenType;
+    use crate::auth::identity::{Presentation, SharedHeaderValues};
 
     #[test]
     fn push_ip_writes_what_display_writes() {
@@ -640,13 +619,20 @@ mod tests {
         list.iter().map(|r| (*r).to_owned()).collect()
     }
 
-    fn identity<'a>(roles: &'a [String]) -> IdentityValues<'a> {
-        IdentityValues {
+    fn identity(roles: &[String]) -> Identity {
+        Identity {
             user_id: 1,
-            username: "alice",
-            roles,
-            session_id: "s-42",
+            username: "alice".into(),
+            roles: roles.to_vec(),
+            session_id: "s-42".into(),
+            token_id: "j-1".into(),
+            auth_time: 0,
             fresh: false,
+            expires_at: 900,
+            token_type: TokenType::Access,
+            presentation: Presentation::BearerHeader,
+            legacy: false,
+            header_values: SharedHeaderValues::default(),
         }
     }
 
@@ -881,7 +867,7 @@ mod tests {
     fn no_roles_give_an_empty_roles_header_and_fresh_is_true() {
         let rewriter = HeaderRewriter::new(&identity_names(), &[]);
         let mut headers = HeaderMap::new();
-        let id = IdentityValues {
+        let id = Identity {
             fresh: true,
             ..identity(&[])
         };
@@ -896,12 +882,12 @@ mod tests {
         let no_roles: Vec<String> = Vec::new();
         let comma = roles(&["a,admin"]);
         let cases = [
-            IdentityValues {
-                username: "zoë",
+            Identity {
+                username: "zoë".into(),
                 ..identity(&no_roles)
             },
-            IdentityValues {
-                session_id: " s",
+            Identity {
+                session_id: " s".into(),
                 ..identity(&no_roles)
             },
             identity(&comma),

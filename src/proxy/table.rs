@@ -81,7 +81,7 @@ impl ProxyTable {
             }
             return Ok(());
         };
-        self.rewriter.add_identity_of(headers, identity)
+        self.rewriter.add_identity(headers, identity)
     }
 
     /// The access-log and metrics label of `route`.

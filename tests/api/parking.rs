@@ -155,6 +155,15 @@ async fn idle(d: Duration) {
     tokio::time::sleep(d).await;
 }
 
+/// A server with `header_timeout`, and a client whose first request it has answered.
+async fn after_one_answer(header_timeout: Duration) -> (Server, Client) {
+    let server = start(header_timeout).await;
+    let mut client = Client::connect(&server).await;
+    client.send(GET).await;
+    client.answer().await;
+    (server, client)
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_idle_connection_parks_and_its_next_request_is_served() {
     let server = start(Duration::from_secs(10)).await;
@@ -189,10 +198,7 @@ async fn a_connection_in_use_does_not_park() {
 
 #[tokio::test(start_paused = true)]
 async fn a_parked_connection_closes_once_idle_for_the_header_timeout() {
-    let server = start(Duration::from_secs(2)).await;
-    let mut client = Client::connect(&server).await;
-    client.send(GET).await;
-    client.answer().await;
+    let (server, mut client) = after_one_answer(Duration::from_secs(2)).await;
     let answered = Instant::now();
     client.closed().await;
     let idle_for = answered.elapsed();
@@ -214,10 +220,7 @@ async fn finish_the_head_then_park(client: &mut Client, server: &Server) {
 
 #[tokio::test(start_paused = true)]
 async fn a_head_in_progress_keeps_its_connection_unparked() {
-    let server = start(Duration::from_secs(10)).await;
-    let mut client = Client::connect(&server).await;
-    client.send(GET).await;
-    client.answer().await;
+    let (server, mut client) = after_one_answer(Duration::from_secs(10)).await;
     client.send(b"GET / HTTP/1.1\r\nHo").await;
     idle(Duration::from_secs(1)).await;
     // hyper holds the partial head, and its header timeout runs from its first byte.
@@ -227,10 +230,7 @@ async fn a_head_in_progress_keeps_its_connection_unparked() {
 
 #[tokio::test(start_paused = true)]
 async fn a_head_in_progress_still_ends_at_the_header_timeout() {
-    let server = start(Duration::from_secs(2)).await;
-    let mut client = Client::connect(&server).await;
-    client.send(GET).await;
-    client.answer().await;
+    let (_server, mut client) = after_one_answer(Duration::from_secs(2)).await;
     let started = Instant::now();
     // A byte every 900 ms: each pause is long enough to park an idle connection.
     for byte in b"GET / HTTP/1.1\r\n".chunks(1).take(2) {
@@ -273,10 +273,7 @@ async fn pipelined_requests_are_all_answered() {
 
 #[tokio::test(start_paused = true)]
 async fn a_shutdown_closes_a_parked_connection() {
-    let server = start(Duration::from_secs(10)).await;
-    let mut client = Client::connect(&server).await;
-    client.send(GET).await;
-    client.answer().await;
+    let (server, mut client) = after_one_answer(Duration::from_secs(10)).await;
     idle(Duration::from_secs(1)).await;
     assert_eq!(server.connections.parked(), 1);
     server.connections.shutdown().await;
@@ -286,10 +283,7 @@ async fn a_shutdown_closes_a_parked_connection() {
 
 #[tokio::test(start_paused = true)]
 async fn an_upgrade_after_parking_hands_the_socket_over_with_the_bytes_sent_early() {
-    let server = start(Duration::from_secs(10)).await;
-    let mut client = Client::connect(&server).await;
-    client.send(GET).await;
-    client.answer().await;
+    let (server, mut client) = after_one_answer(Duration::from_secs(10)).await;
     idle(Duration::from_secs(1)).await;
     assert_eq!(server.connections.parked(), 1);
     // The tunnel's first bytes ride with the upgrade request: hyper reads them with it.

@@ -17,9 +17,11 @@
 //! connections it closes itself, so here a `101` hands the socket over through the request's
 //! [`Handoff`] instead (see [`super::upgrade`]).
 
-use std::future::poll_fn;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -83,6 +85,66 @@ enum Ended {
     Parked,
     /// A `101` went out: the socket belongs to the tunnel now.
     Upgraded,
+}
+
+/// The waker a segment gives its parking timer and the listener's stop signal. It wakes the
+/// connection's task and notes that it did, so the segment polls those two only after one of
+/// them fired — not on every wake-up of the task, which a proxied request causes about twice
+/// (polling both each time cost about 700 instructions a request under callgrind).
+struct SideWaker {
+    shared: Arc<SideWake>,
+    waker: Waker,
+    /// The task waker last handed to `shared`, to skip the lock when it has not changed.
+    task: Option<Waker>,
+}
+
+struct SideWake {
+    fired: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        if let Some(task) = self.task.lock().ok().and_then(|t| t.clone()) {
+            task.wake();
+        }
+    }
+}
+
+impl SideWaker {
+    /// Fired at first, so the timer and the stop signal are polled (and register) once.
+    fn new() -> SideWaker {
+        let shared = Arc::new(SideWake {
+            fired: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
+        SideWaker {
+            waker: Waker::from(shared.clone()),
+            shared,
+            task: None,
+        }
+    }
+
+    /// Points the side waker at the task polling with `cx`; if it fired since the last call,
+    /// the context to poll the side futures with.
+    fn fired(&mut self, cx: &Context<'_>) -> Option<Context<'_>> {
+        if !self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            let task = cx.waker().clone();
+            if let Ok(mut slot) = self.shared.task.lock() {
+                *slot = Some(task.clone());
+            }
+            self.task = Some(task);
+        }
+        self.shared
+            .fired
+            .swap(false, Ordering::AcqRel)
+            .then(|| Context::from_waker(&self.waker))
+    }
 }
 
 /// Serves HTTP/1 on one plain connection, segment after segment, until it closes.
@@ -172,19 +234,18 @@ impl Segments<'_> {
         let period = park_after(self.header_timeout);
         let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let stop = self.stop.cancelled();
+        let mut stop = pin!(stop);
+        let mut side = SideWaker::new();
         let mut seen = self.activity.progress();
         let mut ending = None;
-        loop {
-            tokio::select! {
-                r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
-                    r?;
-                    break;
-                }
-                () = self.stop.cancelled(), if ending.is_none() => {
+        poll_fn(|cx| {
+            if let Some(mut side_cx) = side.fired(cx) {
+                if ending.is_none() && stop.as_mut().poll(&mut side_cx).is_ready() {
                     Pin::new(&mut *conn).graceful_shutdown();
                     ending = Some(Ended::Closed);
                 }
-                _ = ticks.tick(), if ending.is_none() => {
+                while ending.is_none() && ticks.poll_tick(&mut side_cx).is_ready() {
                     let now = self.activity.progress();
                     if now == seen && now.requests >= parks_from && self.activity.quiet() {
                         Pin::new(&mut *conn).graceful_shutdown();
@@ -193,7 +254,9 @@ impl Segments<'_> {
                     seen = now;
                 }
             }
-        }
+            conn.poll_without_shutdown(cx)
+        })
+        .await?;
         Ok(if self.activity.is_upgraded() {
             Ended::Upgraded
         } else {
@@ -221,9 +284,44 @@ impl Segments<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
     use std::time::Duration;
 
-    use super::park_after;
+    use super::{park_after, SideWaker};
+
+    /// A task waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_side_futures_are_polled_first_and_then_only_after_they_woke_the_task() {
+        let task = Arc::new(Counting::default());
+        let waker = Waker::from(task.clone());
+        let cx = Context::from_waker(&waker);
+        let mut side = SideWaker::new();
+        let first = side.fired(&cx).map(|c| c.waker().clone());
+        let side_waker = first.expect("the first poll registers the side futures");
+        assert!(side.fired(&cx).is_none(), "not polled again unwoken");
+        side_waker.wake_by_ref();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task was woken");
+        assert!(side.fired(&cx).is_some(), "polled after they fired");
+        assert!(side.fired(&cx).is_none());
+        // A new task waker (the connection's task moved) is the one woken from then on.
+        let moved = Arc::new(Counting::default());
+        let moved_waker = Waker::from(moved.clone());
+        assert!(side.fired(&Context::from_waker(&moved_waker)).is_none());
+        side_waker.wake_by_ref();
+        assert_eq!(moved.0.load(Ordering::SeqCst), 1);
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn parking_waits_60_ms_or_a_quarter_of_a_short_header_timeout() {

@@ -15,6 +15,7 @@ use super::router::{Route, Router};
 use crate::auth::identity::Identity;
 use crate::config::{Config, ConfigError, ProxyConfig};
 use crate::server::context::RouteLabel;
+use crate::telemetry::metrics::RouteName;
 
 /// The current [`ProxyTable`], shared by the proxy and the reload handle, swapped whole.
 pub type TableSlot = ArcSwap<ProxyTable>;
@@ -29,8 +30,8 @@ pub struct ProxyTable {
     pub rewriter: HeaderRewriter,
     /// The pooled upstream clients.
     pub clients: UpstreamClients,
-    /// Route prefixes as shared strings for log labels (index = route index).
-    labels: Vec<Arc<str>>,
+    /// Route prefixes as shared names for log and metric labels (index = route index).
+    labels: Vec<Arc<RouteName>>,
 }
 
 impl ProxyTable {
@@ -47,7 +48,7 @@ impl ProxyTable {
         let labels = config
             .routes
             .iter()
-            .map(|r| Arc::from(r.prefix.as_str()))
+            .map(|r| RouteName::new(&r.prefix))
             .collect();
         Ok(ProxyTable {
             rewriter: HeaderRewriter::new(

@@ -7,15 +7,15 @@ use std::sync::Arc;
 use http::header::HeaderValue;
 
 use super::ConnInfo;
-use crate::telemetry::metrics::Label;
+use crate::telemetry::metrics::{Label, RouteName};
 
 /// What the access line and the metrics name a request's route by.
 #[derive(Debug, Clone)]
 pub enum RouteLabel {
     /// A fixed name: an auth endpoint, or `-` when nothing matched.
     Static(&'static str),
-    /// A proxied route's prefix.
-    Route(Arc<str>),
+    /// A proxied route's prefix (with its metric handles).
+    Route(Arc<RouteName>),
 }
 
 impl RouteLabel {
@@ -23,7 +23,7 @@ impl RouteLabel {
     pub fn as_str(&self) -> &str {
         match self {
             Self::Static(s) => s,
-            Self::Route(r) => r,
+            Self::Route(r) => r.as_str(),
         }
     }
 
@@ -37,7 +37,7 @@ impl RouteLabel {
     pub fn metric(&self) -> Label {
         match self {
             Self::Static(s) => Label::Fixed(s),
-            Self::Route(r) => Label::Shared(r.clone()),
+            Self::Route(r) => Label::Route(r.clone()),
         }
     }
 }

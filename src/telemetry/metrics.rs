@@ -1,14 +1,16 @@
 //! Metrics for `GET /metrics` on the admin listener (docs/http-api.md §5): requests by route and
 //! status, latency histograms by route, auth failures by reason, upstream errors, forward-auth
-//! decisions by outcome, and the sizes of the revocation sets. Families are registered once; recording a request costs a
-//! hash lookup under a read lock and no allocation (route labels are shared `Arc<str>`s or
-//! static names).
+//! decisions by outcome, and the sizes of the revocation sets. Families are registered once.
+//! Recording a request allocates nothing: a proxied route's request is recorded through the
+//! handles its [`RouteName`] keeps (no lock, no hash), anything else by a lookup in the family
+//! under a read lock (labels are static names or shared route names).
 //!
 //! Metrics know no handler types: a request is recorded by its route label, status, latency
 //! and, when the gateway answered an error itself, the error's §1 code.
 
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -45,22 +47,64 @@ const AUTH_FAILURE_CODES: [&str; 8] = [
     "rate_limited",
 ];
 
-/// A label value that clones without allocating: a fixed name or a shared one.
+/// A label value that clones without allocating: a fixed name or a proxied route's name.
 #[derive(Debug, Clone)]
 pub enum Label {
     /// A name fixed at compile time (an auth endpoint, `-`).
     Fixed(&'static str),
-    /// A name built once and shared (a route prefix).
-    Shared(Arc<str>),
+    /// A proxied route's prefix, built once per route table and shared.
+    Route(Arc<RouteName>),
 }
 
 impl Label {
     fn as_str(&self) -> &str {
         match self {
             Self::Fixed(s) => s,
-            Self::Shared(s) => s,
+            Self::Route(r) => r.as_str(),
         }
     }
+}
+
+/// A proxied route's name, and that route's metric handles once a request on it has been
+/// recorded: its latency histogram and its request counters for the common statuses. Later
+/// requests on the route are recorded through them, with no lock taken and no label set hashed
+/// (the two family lookups they replace cost about 670 instructions a request).
+#[derive(Debug)]
+pub struct RouteName {
+    name: Box<str>,
+    handles: OnceLock<RouteHandles>,
+}
+
+impl RouteName {
+    /// A route named `name` (its prefix), with no handles yet.
+    pub fn new(name: &str) -> Arc<RouteName> {
+        Arc::new(RouteName {
+            name: name.into(),
+            handles: OnceLock::new(),
+        })
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The statuses whose request counters a route keeps a handle to; others are looked up.
+const COMMON_STATUSES: [u16; 16] = [
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 500, 502, 503, 504,
+];
+
+/// One route's handles into one [`Metrics`] (they are the families' own series: recording
+/// through a handle is recording in the family).
+#[derive(Debug)]
+struct RouteHandles {
+    /// The [`Metrics`] they belong to: a route name recorded by another registry (tests build
+    /// several) goes through the family lookups there.
+    owner: u64,
+    latency: Histogram,
+    /// Index = position in [`COMMON_STATUSES`].
+    requests: [OnceLock<Counter>; COMMON_STATUSES.len()],
 }
 
 impl EncodeLabelValue for Label {
@@ -119,6 +163,8 @@ type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// The gateway's metrics registry.
 pub struct Metrics {
+    /// Tells this registry's [`RouteHandles`] from another's.
+    id: u64,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
@@ -312,7 +358,9 @@ impl Metrics {
              replica past max_staleness: authenticated requests answer 503), else 0",
             stale.clone(),
         );
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry: root,
             requests,
             latency,
@@ -412,11 +460,20 @@ impl Metrics {
         latency: Duration,
         error_code: Option<&'static str>,
     ) {
-        self.latency
-            .get_or_create(&RouteLabels {
-                route: route.clone(),
-            })
-            .observe(latency.as_secs_f64());
+        let handles = match &route {
+            Label::Route(name) => self.handles(name),
+            Label::Fixed(_) => None,
+        };
+        let seconds = latency.as_secs_f64();
+        match handles {
+            Some(h) => h.latency.observe(seconds),
+            None => self
+                .latency
+                .get_or_create(&RouteLabels {
+                    route: route.clone(),
+                })
+                .observe(seconds),
+        }
         match error_code {
             Some(code) if UPSTREAM_CODES.contains(&code) => {
                 self.upstream_errors
@@ -433,12 +490,34 @@ impl Metrics {
             }
             _ => {}
         }
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                status: status.as_u16(),
-            })
-            .inc();
+        let status = status.as_u16();
+        let labels = || RequestLabels {
+            route: route.clone(),
+            status,
+        };
+        let common = COMMON_STATUSES.iter().position(|&s| s == status);
+        match handles.zip(common).and_then(|(h, i)| h.requests.get(i)) {
+            Some(slot) => slot
+                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.requests.get_or_create(&labels()).inc(),
+        };
+    }
+
+    /// `route`'s handles into this registry, resolved on its first request; `None` when they
+    /// were resolved by another registry.
+    fn handles<'a>(&self, route: &'a Arc<RouteName>) -> Option<&'a RouteHandles> {
+        let handles = route.handles.get_or_init(|| RouteHandles {
+            owner: self.id,
+            latency: self
+                .latency
+                .get_or_create(&RouteLabels {
+                    route: Label::Route(route.clone()),
+                })
+                .clone(),
+            requests: Default::default(),
+        });
+        (handles.owner == self.id).then_some(handles)
     }
 
     /// The exposition text, with the revocation sizes and staleness as of now.
@@ -473,10 +552,47 @@ mod tests {
     use super::*;
     use crate::error::ApiError;
 
+    fn sizes() -> RevocationSizes {
+        RevocationSizes {
+            sessions: 0,
+            users: 0,
+            tokens: 0,
+        }
+    }
+
+    #[test]
+    fn a_route_recorded_through_its_handles_counts_in_its_families_and_in_no_other_registry() {
+        let (first, second) = (Metrics::new(), Metrics::new());
+        let route = Label::Route(RouteName::new("/orders"));
+        let ms = Duration::from_millis(2);
+        for _ in 0..3 {
+            first.record(route.clone(), StatusCode::OK, ms, None);
+        }
+        // A status with no handle slot goes through the family lookup.
+        first.record(route.clone(), StatusCode::IM_A_TEAPOT, ms, None);
+        // The same route name in another registry: its handles belong to the first.
+        second.record(route.clone(), StatusCode::OK, ms, None);
+        let text = first.render(sizes(), false);
+        for line in [
+            r#"authgate_requests_total{route="/orders",status="200"} 3"#,
+            r#"authgate_requests_total{route="/orders",status="418"} 1"#,
+            r#"authgate_request_duration_seconds_count{route="/orders"} 4"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+        let text = second.render(sizes(), false);
+        for line in [
+            r#"authgate_requests_total{route="/orders",status="200"} 1"#,
+            r#"authgate_request_duration_seconds_count{route="/orders"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+    }
+
     #[test]
     fn exposition_names_route_status_reason_upstream_and_revocation_families() {
         let m = Metrics::new();
-        let api = Label::Shared(Arc::from("/api"));
+        let api = Label::Route(RouteName::new("/api"));
         m.record(api.clone(), StatusCode::OK, Duration::from_millis(3), None);
         let e = ApiError::TokenRevoked;
         m.record(

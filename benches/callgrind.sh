@@ -10,7 +10,10 @@
 # listener off and forward-auth on; registers and logs in a user for a token. Routes: `token`
 # and `public` are proxied requests, `verify` a forward-auth decision as nginx asks for one
 # (/auth/verify, X-Original-Method and X-Original-URI of the token route, the bearer token).
-# Then, per route, one keep-alive
+# Route `nginx` (not in the default list) is not the gateway's: nginx itself as the plain reverse
+# proxy benches/load.sh compares against (one worker, no master process, upstream keep-alive),
+# under callgrind too, on the public route's path: the instructions a C proxy spends per request,
+# for scale. Then, per route, one keep-alive
 # connection (a Python http.client loop, another process, so not counted) sends WARMUP requests,
 # and loops of N, N again and 2N requests, each loop framed by `callgrind_control -z` (zero) and
 # `-d` (dump); a last loop sends nothing for as long as the first loop took, to show what the
@@ -52,7 +55,8 @@ route_path() {
     token) echo /api/orders/1 ;;
     public) echo /public/orders/1 ;;
     verify) echo /auth/verify ;;
-    *) die "unknown route $1 (token, public, verify)" ;;
+    nginx) echo /public/orders/1 ;;
+    *) die "unknown route $1 (token, public, verify, nginx)" ;;
   esac
 }
 
@@ -75,30 +79,77 @@ GATEWAY_START_TIMEOUT=300 bench_start_gateway \
 # shellcheck disable=SC2119 # the gateway bench_start_gateway started
 bench_login
 
+# nginx as a plain reverse proxy, as benches/load.sh runs it but with one worker in the one
+# process (no master), under callgrind. Sets NGINX_PORT and NGINX_PID.
+start_nginx_under_callgrind() {
+  local dir=$BENCH_WORK/nginx-proxy
+  NGINX_PORT=$(bench_free_port)
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  upstream backend {
+    server 127.0.0.1:$UPSTREAM_PORT;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+  bench_spawn NGINX_PID "$BENCH_WORK/nginx-proxy.log" valgrind --tool=callgrind \
+    --callgrind-out-file="$BENCH_WORK/nginx.callgrind.out" \
+    nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
+  bench_wait_http "$NGINX_PORT" "$NGINX_PID" 120
+}
+[[ " $ROUTES " != *" nginx "* ]] || start_nginx_under_callgrind
+
 csv=$BENCH_RESULTS/callgrind.csv
 echo "route,loop,requests,seconds,ir,ir_per_request" >"$csv"
-dumps=0
+gateway_dumps=0 nginx_dumps=0
 for route in $ROUTES; do
   token_args=()
+  port=$GATEWAY_PORT pid=$GATEWAY_PID
   case $route in
     token) token_args=(--token "$ACCESS_TOKEN") ;;
     verify)
       token_args=(--token "$ACCESS_TOKEN" --decision
         --header "X-Original-Method: GET" --header "X-Original-URI: $(route_path token)")
       ;;
+    nginx) port=$NGINX_PORT pid=$NGINX_PID ;;
   esac
   echo "$route route: warm-up $WARMUP, loops of $REQUESTS, $REQUESTS, $((2 * REQUESTS)) requests and an idle one" >&2
   loop=0
   while read -r _ n seconds; do
-    dumps=$((dumps + 1))
     loop=$((loop + 1))
-    dump=$BENCH_WORK/callgrind.out.$dumps
+    # Each process numbers its own dumps.
+    if [[ $route == nginx ]]; then
+      nginx_dumps=$((nginx_dumps + 1))
+      dump=$BENCH_WORK/nginx.callgrind.out.$nginx_dumps
+    else
+      gateway_dumps=$((gateway_dumps + 1))
+      dump=$BENCH_WORK/callgrind.out.$gateway_dumps
+    fi
     [[ -f $dump ]] || die "callgrind wrote no dump $dump"
     ir=$(dump_ir "$dump")
     cp "$dump" "$BENCH_RESULTS/callgrind.out.$route.$loop"
     awk -v r="$route" -v l="$loop" -v n="$n" -v s="$seconds" -v ir="$ir" \
       'BEGIN { printf "%s,%d,%d,%s,%d,%s\n", r, l, n, s, ir, n ? sprintf("%.0f", ir / n) : "" }' >>"$csv"
-  done < <(python3 "$BENCH_ROOT/benches/callgrind_client.py" "$GATEWAY_PORT" "$GATEWAY_PID" \
+  done < <(python3 "$BENCH_ROOT/benches/callgrind_client.py" "$port" "$pid" \
     "$(route_path "$route")" "${token_args[@]}" --warmup "$WARMUP" \
     --loop "$REQUESTS" --loop "$REQUESTS" --loop $((2 * REQUESTS)) --idle)
   ((loop == 4)) || die "the $route client stopped after $loop loops"
@@ -107,7 +158,8 @@ done
 python3 - "$csv" "$GATEWAY_BIN" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-print(f"callgrind, gateway {sys.argv[2]}: instructions (Ir, all threads) per request\n")
+nginx = " (route nginx: nginx itself, a plain proxy)" if any(r["route"] == "nginx" for r in rows) else ""
+print(f"callgrind, gateway {sys.argv[2]}{nginx}: instructions (Ir, all threads) per request\n")
 print(f"  {'route':<7} {'loop':>5} {'requests':>8} {'Ir':>14} {'Ir/request':>11}")
 for route in dict.fromkeys(r["route"] for r in rows):
     loops = [r for r in rows if r["route"] == route]

@@ -53,7 +53,8 @@ pub async fn forward(
     let client_upgrade = websocket.then(|| ClientUpgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let host = client_host(&parts.uri, &parts.headers);
-    let uri = upstream_uri(route, ctx, parts.uri.query(), host.as_ref())?;
+    let client = table.clients.for_route(route, websocket);
+    let uri = upstream_uri(&client, route, ctx, parts.uri.query(), host.as_ref())?;
     let gate_wanted = wants_continue_gate(route, &parts, &body, websocket);
     rewrite_request_headers(table, route, &mut parts, ctx, identity.as_ref(), host)?;
     if websocket {
@@ -68,7 +69,6 @@ pub async fn forward(
     let (upstream_req, upload) =
         upstream_request(parts, body, route, gate_wanted, trailers_declared);
 
-    let client = table.clients.for_route(route, websocket);
     let mut res = send(&client, route, upstream_req, upload).await?;
     // RFC 9112 §6.3: a response with both framings is a smuggling attempt or a broken
     // upstream; neither is passed on (hyper alone would read it by Transfer-Encoding).
@@ -112,17 +112,26 @@ pub async fn forward(
 
 /// The URI to send: the route's upstream and path; with `preserve_host`, the client's host as
 /// authority (it becomes `Host` or `:authority`; the route's own clients still dial the
-/// upstream).
+/// upstream). A route's plain HTTP/1.1 pool gets the path alone (origin form, as it goes out):
+/// it always dials the route's upstream and `Host` is set apart.
 fn upstream_uri(
+    client: &Upstream<'_>,
     route: &Route,
     ctx: &RequestContext,
     query: Option<&str>,
     client_host: Option<&HeaderValue>,
 ) -> Result<Uri, ApiError> {
-    let uri = route.upstream_uri(&ctx.path, query).map_err(|e| {
+    let bad_target = |e| {
         tracing::error!(error = %e, "cannot build the upstream URI");
         ApiError::InvalidRequest("bad request target".into())
-    })?;
+    };
+    if let Upstream::Plain(_) = client {
+        return route
+            .upstream_target(&ctx.path, query)
+            .map(Uri::from)
+            .map_err(bad_target);
+    }
+    let uri = route.upstream_uri(&ctx.path, query).map_err(bad_target)?;
     let Some(host) = client_host.filter(|_| route.config().preserve_host) else {
         return Ok(uri);
     };

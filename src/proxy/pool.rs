@@ -64,7 +64,9 @@ impl Http1Pool {
     /// or a new one, and returns the response head; the connection goes back to the pool when
     /// the exchange is over.
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
-        *req.uri_mut() = origin_form(req.uri());
+        if req.uri().scheme().is_some() {
+            *req.uri_mut() = origin_form(req.uri());
+        }
         loop {
             let (mut sender, reused) = match self.take_idle(Instant::now()) {
                 Some(sender) => (sender, true),

@@ -262,16 +262,31 @@ impl Route {
         &self.base_path
     }
 
-    /// The URI to forward to: `normalized_path` with the prefix removed when `strip_prefix`
-    /// is set, the base path in front, and `query` appended byte for byte after `?`.
-    ///
-    /// With `strip_prefix`, a request for exactly the prefix forwards the bare base path
-    /// (`/api` → `/v1`, or `/` when there is no base path) and `/api/` forwards `/v1/`.
+    /// The URI to forward to: the route's upstream (scheme and authority) and
+    /// [`Route::upstream_target`].
     pub fn upstream_uri(
         &self,
         normalized_path: &str,
         query: Option<&str>,
     ) -> Result<Uri, UpstreamUriError> {
+        let mut parts = Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(self.upstream_target(normalized_path, query)?);
+        Uri::from_parts(parts).map_err(|e| UpstreamUriError(http::Error::from(e)))
+    }
+
+    /// The request target to forward (origin form): `normalized_path` with the prefix removed
+    /// when `strip_prefix` is set, the base path in front, and `query` appended byte for byte
+    /// after `?`.
+    ///
+    /// With `strip_prefix`, a request for exactly the prefix forwards the bare base path
+    /// (`/api` → `/v1`, or `/` when there is no base path) and `/api/` forwards `/v1/`.
+    pub fn upstream_target(
+        &self,
+        normalized_path: &str,
+        query: Option<&str>,
+    ) -> Result<PathAndQuery, UpstreamUriError> {
         let rest = if self.config.strip_prefix {
             remainder_after_prefix(normalized_path, &self.config.prefix)
         } else {
@@ -288,12 +303,8 @@ impl Route {
             target.push('?');
             target.push_str(q);
         }
-        let mut parts = Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query =
-            Some(PathAndQuery::from_maybe_shared(Bytes::from(target)).map_err(http::Error::from)?);
-        Uri::from_parts(parts).map_err(|e| UpstreamUriError(http::Error::from(e)))
+        PathAndQuery::from_maybe_shared(Bytes::from(target))
+            .map_err(|e| UpstreamUriError(http::Error::from(e)))
     }
 }
 
@@ -479,6 +490,11 @@ mod tests {
         assert_eq!(uri.query(), Some("a=%2F&b"));
         let empty_query = api.upstream_uri("/api", Some("")).unwrap();
         assert_eq!(empty_query.to_string(), "http://127.0.0.1:9000/api?");
+        let target = api
+            .upstream_target("/api/orders/1", Some("a=%2F&b"))
+            .unwrap();
+        assert_eq!(target.as_str(), "/api/orders/1?a=%2F&b");
+        assert_eq!(Uri::from(target).to_string(), "/api/orders/1?a=%2F&b");
     }
 
     #[test]
@@ -491,11 +507,12 @@ mod tests {
         root.strip_prefix = true;
         let r = Router::new(&[stripped, bare, route("/keep", "http://svc/v2"), root]).unwrap();
         let uri = |path: &str, query: Option<&str>| {
-            r.route_for(path)
-                .unwrap()
-                .upstream_uri(path, query)
-                .unwrap()
-                .to_string()
+            let route = r.route_for(path).unwrap();
+            let uri = route.upstream_uri(path, query).unwrap();
+            // The plain pool's origin-form target is the same path and query.
+            let target = route.upstream_target(path, query).unwrap();
+            assert_eq!(uri.path_and_query(), Some(&target));
+            uri.to_string()
         };
         assert_eq!(
             uri("/api/orders/1", Some("x=1")),

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::rngs::{StdRng, SysRng};
 use rand::{Rng, SeedableRng};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Request-Id`.
@@ -52,7 +53,10 @@ pub fn new_request_id() -> HeaderValue {
         hex[2 * i] = HEX[usize::from(b >> 4)];
         hex[2 * i + 1] = HEX[usize::from(b & 0x0f)];
     }
-    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Owned by its Bytes: the id is cloned into the upstream request and the answer, and
+    // clones of a value copied from a slice would allocate again to share it.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(hex))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn fallback_id_bytes() -> [u8; 16] {

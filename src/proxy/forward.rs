@@ -113,7 +113,8 @@ pub async fn forward(
 /// The URI to send: the route's upstream and path; with `preserve_host`, the client's host as
 /// authority (it becomes `Host` or `:authority`; the route's own clients still dial the
 /// upstream). A route's plain HTTP/1.1 pool gets the path alone (origin form, as it goes out):
-/// it always dials the route's upstream and `Host` is set apart.
+/// it always dials the route's upstream and `Host` is set apart — from a client's host held to
+/// the same rule.
 fn upstream_uri(
     client: &Upstream<'_>,
     route: &Route,
@@ -125,22 +126,33 @@ fn upstream_uri(
         tracing::error!(error = %e, "cannot build the upstream URI");
         ApiError::InvalidRequest("bad request target".into())
     };
+    let preserved = client_host.filter(|_| route.config().preserve_host);
     if let Upstream::Plain(_) = client {
+        if let Some(host) = preserved {
+            client_authority(host)?;
+        }
         return route
             .upstream_target(&ctx.path, query)
             .map(Uri::from)
             .map_err(bad_target);
     }
     let uri = route.upstream_uri(&ctx.path, query).map_err(bad_target)?;
-    let Some(host) = client_host.filter(|_| route.config().preserve_host) else {
+    let Some(host) = preserved else {
         return Ok(uri);
     };
-    let authority = Authority::try_from(host.as_bytes())
-        .map_err(|_| ApiError::InvalidRequest("the request's host is not a valid host".into()))?;
     let mut parts = uri.into_parts();
-    parts.authority = Some(authority);
-    Uri::from_parts(parts)
-        .map_err(|_| ApiError::InvalidRequest("the request's host is not a valid host".into()))
+    parts.authority = Some(client_authority(host)?);
+    Uri::from_parts(parts).map_err(|_| not_a_valid_host())
+}
+
+/// The client's host as an authority; one that is not a valid authority (an empty `Host`, for
+/// one) is refused.
+fn client_authority(host: &HeaderValue) -> Result<Authority, ApiError> {
+    Authority::try_from(host.as_bytes()).map_err(|_| not_a_valid_host())
+}
+
+fn not_a_valid_host() -> ApiError {
+    ApiError::InvalidRequest("the request's host is not a valid host".into())
 }
 
 /// Whether to hold the body until the upstream's `100 Continue`: an HTTP/1.1 client asked for

@@ -684,6 +684,27 @@ async fn preserve_host_sends_the_clients_host_to_http11_and_h2c_upstreams() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_empty_host_is_refused_on_preserve_host_routes_whatever_the_upstream_protocol() {
+    let (app, _) = probe_app().await;
+    // `/keep` goes out on the plain HTTP/1.1 pool (origin form, Host set apart), `/keeph2c` on
+    // the h2c client (the host becomes :authority): the same refusal on both.
+    for path in ["/keep/x", "/keeph2c/x"] {
+        let res = raw_request(app.addr, "GET", path, &[("Host", "")]).await;
+        assert_eq!(res.status, 400, "{path}: {}", res.text());
+        assert_eq!(
+            res.error_code(),
+            "invalid_request",
+            "{path}: {}",
+            res.text()
+        );
+    }
+    // Without preserve_host the client's host is not sent, and an empty one is no reason to
+    // refuse.
+    let res = raw_request(app.addr, "GET", "/h1/x", &[("Host", "")]).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn x_forwarded_prefix_is_the_stripped_prefix_and_never_the_clients() {
     let (app, _) = probe_app().await;
     let res = raw_request(

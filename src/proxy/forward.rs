@@ -8,7 +8,9 @@
 //! Failures: the upstream's are 502/504; the client's own body failing (bad framing, a stall)
 //! is 400/408 and never counted against the upstream.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::{
@@ -37,6 +39,7 @@ use crate::server::connection::SendTimeout;
 use crate::server::context::RequestContext;
 use crate::server::request_id::X_REQUEST_ID;
 use crate::server::response::Body;
+use crate::server::reusable_timer::ReusableTimer;
 use crate::server::upgrade::ClientUpgrade;
 
 /// Sends the request upstream and returns the upstream's response, streamed.
@@ -69,7 +72,7 @@ pub async fn forward(
     let (upstream_req, upload) =
         upstream_request(parts, body, route, gate_wanted, trailers_declared);
 
-    let mut res = send(&client, route, upstream_req, upload).await?;
+    let mut res = send(&client, route, upstream_req, upload, &ctx.conn.timer).await?;
     // RFC 9112 §6.3: a response with both framings is a smuggling attempt or a broken
     // upstream; neither is passed on (hyper alone would read it by Transfer-Encoding).
     if res.headers().contains_key(TRANSFER_ENCODING) && res.headers().contains_key(CONTENT_LENGTH) {
@@ -215,8 +218,10 @@ async fn send(
     route: &Route,
     req: Request<Body>,
     mut upload: Option<UploadWatch>,
+    timer: &ReusableTimer,
 ) -> Result<Response<Incoming>, ApiError> {
-    let outcome = within_timeout(route.config().timeout, client.send(req), upload.as_mut()).await;
+    let limit = route.config().timeout;
+    let outcome = within_timeout(limit, client.send(req), upload.as_mut(), timer).await;
     if let Some(fault) = upload.as_ref().and_then(UploadWatch::fault) {
         return Err(client_fault(route, fault));
     }
@@ -235,14 +240,24 @@ async fn send(
 
 /// Runs `exchange` for at most `limit`, not counting the time the request body is being sent
 /// (`upload`): an upload is never cut by the route timeout (its stalls are `idle_timeout`'s).
-/// `None` when the time ran out.
+/// `None` when the time ran out. Without a body the connection's reusable `timer` keeps the
+/// time.
 async fn within_timeout<F: Future>(
     limit: Duration,
     exchange: F,
     upload: Option<&mut UploadWatch>,
+    timer: &ReusableTimer,
 ) -> Option<F::Output> {
     let Some(upload) = upload else {
-        return tokio::time::timeout(limit, exchange).await.ok();
+        let mut deadline = timer.take(Instant::now() + limit);
+        let mut exchange = pin!(exchange);
+        let outcome = poll_fn(|cx| match exchange.as_mut().poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            Poll::Pending => deadline.as_mut().poll(cx).map(|()| None),
+        })
+        .await;
+        timer.give_back(deadline);
+        return outcome;
     };
     tokio::pin!(exchange);
     let mut remaining = limit;

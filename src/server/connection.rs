@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use super::activity::{Activity, Watched};
 use super::http1::{ParkedCount, Segments};
 use super::response::Body;
+use super::reusable_timer::ReusableTimer;
 use super::{ConnInfo, ConnectionSlot, Handler};
 
 /// HTTP/2's connection preface: a plain connection that starts otherwise is HTTP/1.
@@ -161,6 +162,7 @@ pub(super) async fn serve<H: Handler>(
             peer,
             tls: false,
             slot,
+            timer: ReusableTimer::default(),
         };
         return serving.run_plain(stream, info, handler).await;
     };
@@ -233,6 +235,7 @@ impl Serving<'_> {
                     peer,
                     tls: true,
                     slot,
+                    timer: ReusableTimer::default(),
                 };
                 self.run(tls_stream, info, handler).await;
             }

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod request_body;
 pub mod request_id;
 pub mod response;
+pub mod reusable_timer;
 pub mod tls;
 pub mod upgrade;
 pub mod workers;
@@ -48,6 +49,8 @@ pub struct ConnInfo {
     /// The connection's place under `max_connections`. An upgraded connection (WebSocket)
     /// outlives hyper's connection task, so its tunnel keeps a clone of this.
     pub slot: ConnectionSlot,
+    /// The timer its proxied requests take turns with for their route timeout.
+    pub timer: reusable_timer::ReusableTimer,
 }
 
 /// A share of one accepted connection's slot; the slot frees, the connection stops counting

@@ -79,42 +79,11 @@ GATEWAY_START_TIMEOUT=300 bench_start_gateway \
 # shellcheck disable=SC2119 # the gateway bench_start_gateway started
 bench_login
 
-# nginx as a plain reverse proxy, as benches/load.sh runs it but with one worker in the one
-# process (no master), under callgrind. Sets NGINX_PORT and NGINX_PID.
+# nginx as the plain reverse proxy benches/load.sh runs, with its one worker in the one process
+# (no master), under callgrind. Sets NGINX_PORT and NGINX_PID.
 start_nginx_under_callgrind() {
-  local dir=$BENCH_WORK/nginx-proxy
-  NGINX_PORT=$(bench_free_port)
-  mkdir -p "$dir"
-  cat >"$dir/nginx.conf" <<NGINX
-daemon off;
-master_process off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
-  upstream backend {
-    server 127.0.0.1:$UPSTREAM_PORT;
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-NGINX
-  bench_spawn NGINX_PID "$BENCH_WORK/nginx-proxy.log" valgrind --tool=callgrind \
-    --callgrind-out-file="$BENCH_WORK/nginx.callgrind.out" \
-    nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
-  bench_wait_http "$NGINX_PORT" "$NGINX_PID" 120
+  bench_start_nginx_proxy single valgrind --tool=callgrind \
+    --callgrind-out-file="$BENCH_WORK/nginx.callgrind.out"
 }
 [[ " $ROUTES " != *" nginx "* ]] || start_nginx_under_callgrind
 

@@ -133,16 +133,24 @@ bench_wait_http() {
   done
 }
 
-# bench_nginx PIDVAR NAME PORT WORKERS < HTTP_BODY: starts an nginx instance (its files in
-# $BENCH_WORK/NAME) and waits until PORT answers; stores the master's pid in PIDVAR (its workers
-# are its children). Every instance has a foreground master, no access log and keep-alive
-# connections that are never closed for their request count; stdin adds to its http block.
+# bench_nginx PIDVAR NAME PORT WORKERS [COMMAND...] < HTTP_BODY: starts an nginx instance (its
+# files in $BENCH_WORK/NAME) and waits until PORT answers; stores the master's pid in PIDVAR
+# (its workers are its children). Every instance has a foreground master, no access log and
+# keep-alive connections that are never closed for their request count; stdin adds to its http
+# block. WORKERS `single` is one worker in the one process (no master: what a tool wrapping
+# the process, such as valgrind, sees is all of nginx). COMMAND runs nginx under a wrapper
+# (valgrind ...), which is given longer to start.
 bench_nginx() {
-  local var=$1 name=$2 port=$3 workers=$4 dir=$BENCH_WORK/$2
+  local var=$1 name=$2 port=$3 workers=$4 dir=$BENCH_WORK/$2 process=''
+  shift 4
+  if [[ $workers == single ]]; then
+    workers=1 process='master_process off;'
+  fi
   mkdir -p "$dir"
   {
     cat <<NGINX
 daemon off;
+$process
 worker_processes $workers;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
@@ -155,8 +163,31 @@ NGINX
     cat
     echo "}"
   } >"$dir/nginx.conf"
-  bench_spawn "$var" "$BENCH_WORK/$name.log" nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
-  bench_wait_http "$port" "${!var}" 20
+  bench_spawn "$var" "$BENCH_WORK/$name.log" "$@" nginx -p "$dir/" -e "$dir/error.log" \
+    -c "$dir/nginx.conf"
+  bench_wait_http "$port" "${!var}" $(($# ? 120 : 20))
+}
+
+# bench_start_nginx_proxy WORKERS [COMMAND...]: nginx as the plain reverse proxy the benchmarks
+# compare against, upstream connections kept alive (WORKERS and COMMAND as for bench_nginx).
+# Sets NGINX_PORT and NGINX_PID.
+bench_start_nginx_proxy() {
+  NGINX_PORT=$(bench_free_port)
+  bench_nginx NGINX_PID nginx "$NGINX_PORT" "$@" <<NGINX
+  upstream backend {
+    server 127.0.0.1:$UPSTREAM_PORT;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+NGINX
 }
 
 # bench_start_upstream: nginx answering every path with a small static JSON body. Sets

@@ -106,22 +106,7 @@ TARGETS=${BENCH_TARGETS:-$DEFAULT_TARGETS}
 
 # nginx as a plain reverse proxy to the upstream, upstream connections kept alive.
 start_nginx() {
-  NGINX_PORT=$(bench_free_port)
-  bench_nginx NGINX_PID nginx "$NGINX_PORT" "$PROXY_WORKERS" <<NGINX
-  upstream backend {
-    server 127.0.0.1:$UPSTREAM_PORT;
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-NGINX
+  bench_start_nginx_proxy "$PROXY_WORKERS"
 }
 
 # haproxy as a plain reverse proxy; `http-reuse always` shares idle upstream connections between

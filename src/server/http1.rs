@@ -20,10 +20,11 @@
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -96,8 +97,6 @@ struct SideWaker {
     shared: Arc<SideWake>,
     /// `shared` as the waker the side futures are polled with.
     waker: Waker,
-    /// The task waker last handed to `shared`, to skip the lock when it has not changed.
-    task: Option<Waker>,
 }
 
 /// The state a [`SideWaker`] shares with the side futures' timer and notifier.
@@ -105,7 +104,7 @@ struct SideWake {
     /// A side future woke the task since the segment last looked.
     fired: AtomicBool,
     /// The connection's task, woken in turn.
-    task: Mutex<Option<Waker>>,
+    task: AtomicWaker,
 }
 
 impl Wake for SideWake {
@@ -115,16 +114,7 @@ impl Wake for SideWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.fired.store(true, Ordering::Release);
-        // Never poisoned (nothing panics while holding it); taken over if it were, so a wake-up
-        // is never dropped. The clone is woken after the lock is released.
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(task) = task {
-            task.wake();
-        }
+        self.task.wake();
     }
 }
 
@@ -133,27 +123,19 @@ impl SideWaker {
     fn new() -> SideWaker {
         let shared = Arc::new(SideWake {
             fired: AtomicBool::new(true),
-            task: Mutex::new(None),
+            task: AtomicWaker::new(),
         });
         SideWaker {
             waker: Waker::from(shared.clone()),
             shared,
-            task: None,
         }
     }
 
     /// Points the side waker at the task polling with `cx`; if it fired since the last call,
     /// the context to poll the side futures with (and the flag is cleared).
-    fn side_context(&mut self, cx: &Context<'_>) -> Option<Context<'_>> {
-        if !self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-            let task = cx.waker().clone();
-            *self
-                .shared
-                .task
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
-            self.task = Some(task);
-        }
+    fn side_context(&self, cx: &Context<'_>) -> Option<Context<'_>> {
+        // Registered before the flag is read: a side future firing in between wakes this task.
+        self.shared.task.register(cx.waker());
         self.shared
             .fired
             .swap(false, Ordering::AcqRel)
@@ -250,7 +232,7 @@ impl Segments<'_> {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let stop = self.stop.cancelled();
         let mut stop = pin!(stop);
-        let mut side = SideWaker::new();
+        let side = SideWaker::new();
         let mut seen = self.activity.progress();
         let mut ending = None;
         poll_fn(|cx| {
@@ -326,7 +308,7 @@ mod tests {
         let task = Arc::new(Counting::default());
         let waker = Waker::from(task.clone());
         let cx = Context::from_waker(&waker);
-        let mut side = SideWaker::new();
+        let side = SideWaker::new();
         let first = side.side_context(&cx).map(|c| c.waker().clone());
         let side_waker = first.expect("the first poll registers the side futures");
         assert!(side.side_context(&cx).is_none(), "not polled again unwoken");

@@ -172,7 +172,7 @@ impl Gateway {
         }
         res.headers_mut().insert(X_REQUEST_ID, rid);
         self.metrics
-            .record(route.metric(), res.status(), latency, error_code);
+            .record(&route, res.status(), latency, error_code);
         self.metrics
             .record_account(route.as_str(), &method, res.status(), error_code);
         telemetry::access(&AccessRecord {

@@ -47,21 +47,29 @@ const AUTH_FAILURE_CODES: [&str; 8] = [
     "rate_limited",
 ];
 
-/// A label value that clones without allocating: a fixed name or a proxied route's name.
+/// What the access line and the metrics name a request's route by; as a label value it clones
+/// without allocating.
 #[derive(Debug, Clone)]
-pub enum Label {
-    /// A name fixed at compile time (an auth endpoint, `-`).
-    Fixed(&'static str),
-    /// A proxied route's prefix, built once per route table and shared.
+pub enum RouteLabel {
+    /// A fixed name: an auth endpoint, or `-` when nothing matched.
+    Static(&'static str),
+    /// A proxied route's prefix (with its metric handles), built once per route table.
     Route(Arc<RouteName>),
 }
 
-impl Label {
-    fn as_str(&self) -> &str {
+impl RouteLabel {
+    /// The label as text.
+    pub fn as_str(&self) -> &str {
         match self {
-            Self::Fixed(s) => s,
+            Self::Static(s) => s,
             Self::Route(r) => r.as_str(),
         }
+    }
+
+    /// True for an endpoint under the auth prefix (a fixed name other than `-`): the gateway's
+    /// own resources, as opposed to a route, no route, or a request refused before routing.
+    pub fn is_endpoint(&self) -> bool {
+        matches!(self, Self::Static(name) if *name != "-")
     }
 }
 
@@ -107,21 +115,21 @@ struct RouteHandles {
     requests: [OnceLock<Counter>; COMMON_STATUSES.len()],
 }
 
-impl EncodeLabelValue for Label {
+impl EncodeLabelValue for RouteLabel {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         EncodeLabelValue::encode(&self.as_str(), encoder)
     }
 }
 
-impl PartialEq for Label {
+impl PartialEq for RouteLabel {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
     }
 }
 
-impl Eq for Label {}
+impl Eq for RouteLabel {}
 
-impl Hash for Label {
+impl Hash for RouteLabel {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.as_str().hash(state);
     }
@@ -129,13 +137,13 @@ impl Hash for Label {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
-    route: Label,
+    route: RouteLabel,
     status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
-    route: Label,
+    route: RouteLabel,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -145,7 +153,7 @@ struct ReasonLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct UpstreamLabels {
-    route: Label,
+    route: RouteLabel,
     error: &'static str,
 }
 
@@ -455,14 +463,14 @@ impl Metrics {
     /// answer, if it answered one.
     pub fn record(
         &self,
-        route: Label,
+        route: &RouteLabel,
         status: StatusCode,
         latency: Duration,
         error_code: Option<&'static str>,
     ) {
-        let handles = match &route {
-            Label::Route(name) => self.handles(name),
-            Label::Fixed(_) => None,
+        let handles = match route {
+            RouteLabel::Route(name) => self.handles(name),
+            RouteLabel::Static(_) => None,
         };
         let seconds = latency.as_secs_f64();
         match handles {
@@ -512,7 +520,7 @@ impl Metrics {
             latency: self
                 .latency
                 .get_or_create(&RouteLabels {
-                    route: Label::Route(route.clone()),
+                    route: RouteLabel::Route(route.clone()),
                 })
                 .clone(),
             requests: Default::default(),
@@ -563,15 +571,15 @@ mod tests {
     #[test]
     fn a_route_recorded_through_its_handles_counts_in_its_families_and_in_no_other_registry() {
         let (first, second) = (Metrics::new(), Metrics::new());
-        let route = Label::Route(RouteName::new("/orders"));
+        let route = RouteLabel::Route(RouteName::new("/orders"));
         let ms = Duration::from_millis(2);
         for _ in 0..3 {
-            first.record(route.clone(), StatusCode::OK, ms, None);
+            first.record(&route, StatusCode::OK, ms, None);
         }
         // A status with no handle slot goes through the family lookup.
-        first.record(route.clone(), StatusCode::IM_A_TEAPOT, ms, None);
+        first.record(&route, StatusCode::IM_A_TEAPOT, ms, None);
         // The same route name in another registry: its handles belong to the first.
-        second.record(route.clone(), StatusCode::OK, ms, None);
+        second.record(&route, StatusCode::OK, ms, None);
         let text = first.render(sizes(), false);
         for line in [
             r#"authgate_requests_total{route="/orders",status="200"} 3"#,
@@ -592,17 +600,12 @@ mod tests {
     #[test]
     fn exposition_names_route_status_reason_upstream_and_revocation_families() {
         let m = Metrics::new();
-        let api = Label::Route(RouteName::new("/api"));
-        m.record(api.clone(), StatusCode::OK, Duration::from_millis(3), None);
+        let api = RouteLabel::Route(RouteName::new("/api"));
+        m.record(&api, StatusCode::OK, Duration::from_millis(3), None);
         let e = ApiError::TokenRevoked;
-        m.record(
-            api.clone(),
-            e.status(),
-            Duration::from_millis(1),
-            Some(e.code()),
-        );
+        m.record(&api, e.status(), Duration::from_millis(1), Some(e.code()));
         let e = ApiError::BadGateway;
-        m.record(api, e.status(), Duration::from_millis(1), Some(e.code()));
+        m.record(&api, e.status(), Duration::from_millis(1), Some(e.code()));
         m.record_decision(None);
         m.record_decision(Some("missing_token"));
         m.record_decision(None);

@@ -9,7 +9,7 @@
 //! is 400/408 and never counted against the upstream.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body as _, Incoming};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::body::{ClientFault, ContinueGate, DownloadBody, Phase, UploadBody, UploadWatch};
 use super::client::Upstream;
@@ -240,26 +240,41 @@ async fn send(
 
 /// Runs `exchange` for at most `limit`, not counting the time the request body is being sent
 /// (`upload`): an upload is never cut by the route timeout (its stalls are `idle_timeout`'s).
-/// `None` when the time ran out. Without a body the connection's reusable `timer` keeps the
-/// time.
+/// `None` when the time ran out. The connection's reusable `timer` keeps the time.
 async fn within_timeout<F: Future>(
     limit: Duration,
     exchange: F,
     upload: Option<&mut UploadWatch>,
     timer: &ReusableTimer,
 ) -> Option<F::Output> {
-    let Some(upload) = upload else {
-        let mut deadline = timer.take(Instant::now() + limit);
-        let mut exchange = pin!(exchange);
-        let outcome = poll_fn(|cx| match exchange.as_mut().poll(cx) {
-            Poll::Ready(out) => Poll::Ready(Some(out)),
-            Poll::Pending => deadline.as_mut().poll(cx).map(|()| None),
-        })
-        .await;
-        timer.give_back(deadline);
-        return outcome;
+    let mut deadline = timer.take(Instant::now() + limit);
+    let outcome = match upload {
+        None => before(exchange, deadline.as_mut()).await,
+        Some(upload) => uploading(limit, exchange, upload, deadline.as_mut()).await,
     };
-    tokio::pin!(exchange);
+    timer.give_back(deadline);
+    outcome
+}
+
+/// `exchange`'s output, or `None` if `deadline` goes off first.
+async fn before<F: Future>(exchange: F, mut deadline: Pin<&mut Sleep>) -> Option<F::Output> {
+    let mut exchange = pin!(exchange);
+    poll_fn(|cx| match exchange.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending => deadline.as_mut().poll(cx).map(|()| None),
+    })
+    .await
+}
+
+/// [`within_timeout`] of an exchange with a request body: `deadline` is set to what is left of
+/// `limit` whenever the body is not being sent, and the clock stops while it is.
+async fn uploading<F: Future>(
+    limit: Duration,
+    exchange: F,
+    upload: &mut UploadWatch,
+    mut deadline: Pin<&mut Sleep>,
+) -> Option<F::Output> {
+    let mut exchange = pin!(exchange);
     let mut remaining = limit;
     loop {
         if upload.phase() == Phase::Sending {
@@ -269,9 +284,10 @@ async fn within_timeout<F: Future>(
             }
         }
         let started = Instant::now();
+        deadline.as_mut().reset(started + remaining);
         tokio::select! {
             out = &mut exchange => return Some(out),
-            () = tokio::time::sleep(remaining) => return None,
+            () = deadline.as_mut() => return None,
             () = upload.changed() => remaining = remaining.saturating_sub(started.elapsed()),
         }
     }

@@ -168,17 +168,25 @@ NGINX
   bench_wait_http "$port" "${!var}" $(($# ? 120 : 20))
 }
 
+# bench_nginx_upstream NAME PORT: an nginx upstream block NAME for 127.0.0.1:PORT, its
+# connections kept alive and never closed for their request count.
+bench_nginx_upstream() {
+  cat <<NGINX
+  upstream $1 {
+    server 127.0.0.1:$2;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+NGINX
+}
+
 # bench_start_nginx_proxy WORKERS [COMMAND...]: nginx as the plain reverse proxy the benchmarks
 # compare against, upstream connections kept alive (WORKERS and COMMAND as for bench_nginx).
 # Sets NGINX_PORT and NGINX_PID.
 bench_start_nginx_proxy() {
   NGINX_PORT=$(bench_free_port)
   bench_nginx NGINX_PID nginx "$NGINX_PORT" "$@" <<NGINX
-  upstream backend {
-    server 127.0.0.1:$UPSTREAM_PORT;
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
+$(bench_nginx_upstream backend "$UPSTREAM_PORT")
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / {

@@ -140,16 +140,8 @@ HAPROXY
 start_nginx_verify() {
   NGINX_VERIFY_PORT=$(bench_free_port)
   bench_nginx NGINX_VERIFY_PID nginx_verify "$NGINX_VERIFY_PORT" "$PROXY_WORKERS" <<NGINX
-  upstream backend {
-    server 127.0.0.1:$UPSTREAM_PORT;
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
-  upstream authgate {
-    server 127.0.0.1:$GATEWAY_PORT;
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
+$(bench_nginx_upstream backend "$UPSTREAM_PORT")
+$(bench_nginx_upstream authgate "$GATEWAY_PORT")
   server {
     listen 127.0.0.1:$NGINX_VERIFY_PORT;
     location / {
@@ -189,11 +181,7 @@ start_nginx_h2() {
   NGINX_H2_PORT=$(bench_free_port)
   # bench_nginx waits for a plain-HTTP answer: nginx answers 400 to plain HTTP on a TLS port.
   bench_nginx NGINX_H2_PID nginx_h2 "$NGINX_H2_PORT" "$PROXY_WORKERS" <<NGINX
-  upstream backend {
-    server 127.0.0.1:$UPSTREAM_PORT;
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
+$(bench_nginx_upstream backend "$UPSTREAM_PORT")
   server {
     listen 127.0.0.1:$NGINX_H2_PORT ssl http2;
     ssl_certificate $BENCH_WORK/tls.pem;

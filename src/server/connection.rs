@@ -257,8 +257,11 @@ impl Serving<'_> {
         }
         self.activity.serve_in_segments();
         let service = self.service(info, handler);
+        // The connection's own timer for its request heads, reused head after head.
+        let mut builder = self.builder.http1.clone();
+        builder.timer(ReusableTimer::default());
         Segments {
-            builder: &self.builder.http1,
+            builder: &builder,
             activity: &self.activity,
             header_timeout: self.header_timeout,
             stop: &self.set.stop,

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Summarises a benches/load.sh results folder: python3 benches/load_report.py RESULTS_DIR.
 
-Reads runs.csv (one row per wrk run) and storm.csv (the login storm, when it ran), prints the
-tables and the floors, and writes summary.csv, summary.json and chart.dat (for the chart) beside
+Reads runs.csv (one row per wrk run), stolen.csv (rounds measured again because the hypervisor
+stole CPU time during them) and storm.csv (the login storm, when it ran), prints the tables, the
+stolen rounds and the floors, and writes summary.csv, summary.json and chart.dat (for the chart) beside
 them. Each figure's ratio to nginx is taken within a round (same minute, same background load)
 and then summarised over the rounds as median and min–max: comparing medians of separate runs
 would mix in the drift of a shared machine. HTTP/2 targets (`*_h2`) take their ratios to
@@ -34,6 +35,7 @@ CONTEXT = [
     ("upstream_cpu_us_per_req", "upstream CPU/req", "µs", "{:.1f}"),
     ("client_cpu_us_per_req", "wrk CPU/req", "µs", "{:.1f}"),
     ("other_cpu_pct", "other load", "% of a core", "{:.0f}"),
+    ("steal_pct", "stolen", "% of a core", "{:.0f}"),
 ]
 
 
@@ -277,6 +279,33 @@ def write_summary(folder, summary, order, meta, check, floor_checks=None, storm_
                 )
 
 
+def stolen_rounds(folder, rounds, meta):
+    """How many rounds were measured again because of steal time (stolen.csv), and how many of
+    the kept rounds still saw more than the limit (the retries ran out)."""
+    limit = meta.get("steal", {}).get("limit_pct")
+    path = folder / "stolen.csv"
+    redone = 0
+    if path.exists():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        # Every stolen attempt holds one row per target.
+        redone = len(rows) // max(len({row["target"] for row in rows}), 1)
+    kept_over = None
+    if limit is not None:
+        kept_over = sum(1 for r in rounds.values() if max(v["steal_pct"] for v in r.values()) > limit)
+    return {"limit_pct": limit, "measured_again": redone, "kept_over_limit": kept_over}
+
+
+def print_stolen(stolen):
+    if stolen["limit_pct"] is None:
+        return
+    print(
+        f"Rounds with more than {stolen['limit_pct']} % of a core stolen by the hypervisor: "
+        f"{stolen['measured_again']} measured again (stolen.csv); "
+        f"{stolen['kept_over_limit']} of the kept rounds over the limit\n"
+    )
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -290,10 +319,13 @@ def main():
     check = decision_check(rounds)
     print_report(summary, order, meta)
     print_decision_check(check)
+    stolen = stolen_rounds(folder, rounds, meta)
+    print_stolen(stolen)
     floor_checks = floors(summary)
     print_floors(floor_checks)
     storm_result = storm(folder)
     print_storm(storm_result)
+    meta["stolen_rounds"] = stolen
     write_summary(folder, summary, order, meta, check, floor_checks, storm_result)
     write_chart_data(folder, summary, order)
 

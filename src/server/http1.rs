@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::activity::{Activity, Watched};
 use super::response::Body;
+use super::reusable_timer::ReusableTimer;
 
 /// The number of a listener's connections parked now.
 #[derive(Debug, Default)]
@@ -155,6 +156,8 @@ pub(super) struct Segments<'a> {
     pub stop: &'a CancellationToken,
     /// The listener's parked connections.
     pub parked: &'a ParkedCount,
+    /// The timer `builder` gives the connection's request heads; emptied while parked.
+    pub head_timer: &'a ReusableTimer,
 }
 
 impl Segments<'_> {
@@ -204,6 +207,8 @@ impl Segments<'_> {
                 return;
             }
             if unread.is_empty() {
+                // A parked socket holds no timer either: the next segment's first head makes one.
+                self.head_timer.clear();
                 if !self.parked(&io).await {
                     return;
                 }

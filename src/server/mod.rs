@@ -183,8 +183,8 @@ where
 }
 
 /// The HTTP/1.1 + HTTP/2 connection builders. The timer is what makes the header timeout
-/// real: without one hyper silently ignores it. (A plain HTTP/1 connection swaps in a timer of
-/// its own, which its request heads reuse: see [`reusable_timer`].) The header caps bound what a pending request
+/// real: without one hyper silently ignores it. (A plain HTTP/1 connection swaps in a timer
+/// of its own, which its request heads reuse: see [`reusable_timer`].) The header caps bound what a pending request
 /// head can hold, above the limits the gateway checks itself (see [`limits`]).
 fn http_builder(opts: &ServeOptions) -> Builders {
     // hyper-util's HTTP/1 settings and hyper's are two types with the same methods.

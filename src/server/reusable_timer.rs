@@ -41,6 +41,13 @@ impl ReusableTimer {
         }
     }
 
+    /// Drops the kept timer, if any (a connection that parks holds none).
+    pub fn clear(&self) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.take();
+        }
+    }
+
     /// Keeps `timer` for the connection's next request. It stays armed: should it go off
     /// before it is taken again, it wakes the task that polled it last, which finds nothing
     /// to do.
@@ -53,7 +60,12 @@ impl ReusableTimer {
 
 impl hyper::rt::Timer for ReusableTimer {
     fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(hyper::rt::Timer::now(self) + duration)
+        let now = hyper::rt::Timer::now(self);
+        // As tokio's own `sleep`: a duration past the clock's range means "never", not a panic.
+        let deadline = now
+            .checked_add(duration)
+            .unwrap_or_else(|| now + std::time::Duration::from_secs(86_400 * 365 * 30));
+        self.sleep_until(deadline)
     }
 
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
@@ -149,10 +161,18 @@ mod tests {
         let start = Timer::now(&timers);
         let mut head = timers.sleep_until(start + Duration::from_secs(10));
         assert!(futures_poll_dyn(head.as_mut()).is_pending());
+        assert!(timers.0.lock().unwrap().is_none(), "the head holds it");
         // hyper drops the timer once the head has arrived: it goes back to the connection.
         drop(head);
+        let kept_at: *const Sleep = {
+            let slot = timers.0.lock().unwrap();
+            &**slot.as_ref().expect("given back when hyper dropped it")
+        };
         let kept = timers.take(Instant::now() + Duration::from_secs(1));
-        let kept_at: *const Sleep = &*kept;
+        assert_eq!(
+            &*kept as *const Sleep, kept_at,
+            "the given-back timer is reused"
+        );
         timers.give_back(kept);
         let mut next = timers.sleep(Duration::from_secs(2));
         let taken = timers.take(Instant::now() + Duration::from_secs(1));
@@ -166,6 +186,12 @@ mod tests {
         assert!(futures_poll_dyn(next.as_mut()).is_pending());
         next.as_mut().await;
         assert_eq!(Timer::now(&timers), start + Duration::from_secs(5));
+        drop(next);
+        timers.clear();
+        assert!(
+            timers.0.lock().unwrap().is_none(),
+            "a parked connection holds none"
+        );
     }
 
     /// One poll of one of hyper's timers with a waker that does nothing.

@@ -26,8 +26,8 @@ use super::body::{ClientFault, ContinueGate, DownloadBody, Phase, UploadBody, Up
 use super::client::Upstream;
 use super::headers::{
     accepts_trailers, append_via, clean_response, client_host, decrement_max_forwards,
-    is_websocket_upgrade, join_cookies, set_forwarding, set_te_trailers, set_websocket_upgrade,
-    strip_hop_by_hop, strip_routing_overrides, Forwarding,
+    join_cookies, set_forwarding, set_te_trailers, set_websocket_upgrade, strip_hop_by_hop,
+    strip_routing_overrides, Forwarding,
 };
 use super::router::Route;
 use super::table::ProxyTable;
@@ -42,7 +42,8 @@ use crate::server::response::Body;
 use crate::server::reusable_timer::ReusableTimer;
 use crate::server::upgrade::ClientUpgrade;
 
-/// Sends the request upstream and returns the upstream's response, streamed.
+/// Sends the request upstream and returns the upstream's response, streamed. `websocket`: the
+/// route allows WebSocket upgrades and the request asks for one (`super::headers::is_websocket_upgrade`).
 pub async fn forward(
     tunnels: &Tunnels,
     table: &ProxyTable,
@@ -50,9 +51,9 @@ pub async fn forward(
     mut req: Request<Incoming>,
     ctx: &RequestContext,
     identity: Option<Identity>,
+    websocket: bool,
 ) -> Result<Response<Body>, ApiError> {
     let client_version = req.version();
-    let websocket = route.config().websocket && is_websocket_upgrade(req.headers());
     let client_upgrade = websocket.then(|| ClientUpgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let host = client_host(&parts.uri, &parts.headers);

@@ -111,11 +111,14 @@ impl Proxy {
         if let Err(e) = checks::check_query(route, req.uri().query()) {
             return (Err(e), label);
         }
-        let result = match self.authorize(route, &req) {
+        // Asked once, for the policy and for the forwarding, before the hop-by-hop fields that
+        // say it are stripped.
+        let websocket = route.config().websocket && is_websocket_upgrade(req.headers());
+        let result = match self.authorize(route, &req, websocket) {
             Ok(identity) => {
                 let mut req = req;
                 self.browser.strip_cookies(route, req.headers_mut());
-                forward(&self.tunnels, table, route, req, &ctx, identity).await
+                forward(&self.tunnels, table, route, req, &ctx, identity, websocket).await
             }
             Err(e) => match self.browser.login_redirect(route, &req, &e) {
                 Some(redirect) => Ok(redirect),
@@ -128,9 +131,15 @@ impl Proxy {
     /// Authentication, then the route's policy (§7.2 order: every 401 and 403 before 405).
     /// Public routes never read `Authorization`; on optional ones no credential is anonymous
     /// and a bad one is refused as anywhere else. On a `cors = false` route a preflight is a
-    /// public request (its upstream answers it). A cookie-authenticated WebSocket upgrade must
-    /// come from an allowed `Origin`.
-    fn authorize<B>(&self, route: &Route, req: &Request<B>) -> Result<Option<Identity>, ApiError> {
+    /// public request (its upstream answers it). A cookie-authenticated WebSocket upgrade
+    /// (`websocket`: the route allows them and the request asks for one) must come from an
+    /// allowed `Origin`.
+    fn authorize<B>(
+        &self,
+        route: &Route,
+        req: &Request<B>,
+        websocket: bool,
+    ) -> Result<Option<Identity>, ApiError> {
         let (method, headers) = (req.method(), req.headers());
         let policy = route.policy();
         if !route.config().cors && is_preflight(method, headers) {
@@ -142,7 +151,7 @@ impl Proxy {
             return Ok(None);
         }
         let identity = policy::authorize(&self.auth, policy, method, headers, &self.clock)?;
-        if route.config().websocket && is_websocket_upgrade(headers) {
+        if websocket {
             self.browser
                 .check_websocket_origin(req, identity.as_ref())?;
         }

@@ -203,8 +203,8 @@ fn check_raw_byte(b: u8) -> Result<(), PathError> {
 }
 
 /// Whether `b` is an RFC 3986 unreserved octet (`A–Z a–z 0–9 - . _ ~`), the characters of a
-/// host name as well as of a path ([`crate::origin::is_valid_host`] uses it too). Read from a
-/// table: the class is tested for every byte of every request's path and `Host`.
+/// host name as well as of a path (the `Host` check uses it too). Read from a table: the class
+/// is tested for every byte of every request's path and `Host`.
 pub(crate) fn is_unreserved(b: u8) -> bool {
     UNRESERVED[usize::from(b)]
 }
